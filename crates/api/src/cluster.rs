@@ -1,0 +1,378 @@
+//! `OpenBaoCluster`: one OpenBao raft cluster managed by the operator.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::status::OpenBaoClusterStatus;
+
+/// An OpenBao raft cluster: a StatefulSet of OpenBao servers that initializes itself, serves TLS
+/// from certificates the operator owns, and lets the operator, its Jobs and an administrator log
+/// in with Kubernetes service-account tokens.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "openbao.org",
+    version = "v1alpha1",
+    kind = "OpenBaoCluster",
+    doc = "An OpenBao raft cluster managed by the operator.",
+    namespaced,
+    shortname = "bao",
+    status = "OpenBaoClusterStatus",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.currentVersion"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name: at most 40 characters, so that every derived object and pod name stays valid"),
+)]
+#[x_kube(
+    validation = Rule::new("self.profile != 'Hardened' || self.tls.mode == 'External'").message("spec.tls.mode: the Hardened profile requires External TLS (certificates from your own PKI)").field_path(".tls.mode"),
+    validation = Rule::new("self.profile != 'Hardened' || self.replicas >= 3").message("spec.replicas: the Hardened profile requires at least 3 replicas").field_path(".replicas"),
+    validation = Rule::new("self.profile != 'Hardened' || !has(self.selfInit.demoUserpass) || !self.selfInit.demoUserpass.enabled").message("spec.selfInit.demoUserpass: the demo userpass login is only allowed with profile Development").field_path(".selfInit.demoUserpass"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenBaoClusterSpec {
+    /// OpenBao version to run, e.g. `2.7.2`. Selects the image tag unless `image` is set.
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+\\\\.[0-9]+\\\\.[0-9]+([-+][0-9A-Za-z.-]+)?$')").message("spec.version: must be a semantic version such as 2.7.2"))]
+    pub version: String,
+
+    /// Full image reference for the OpenBao containers. Defaults to `openbao/openbao:<version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Number of OpenBao servers (raft voters). Odd numbers tolerate failures best.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 9))]
+    pub replicas: i32,
+
+    /// Security posture (required). `Development` allows operator-managed TLS, a static seal key stored in
+    /// the cluster and a demo login, and reports `SecurityRisk`; `Hardened` forbids them.
+    pub profile: Profile,
+
+    /// Stops every change the operator would make to this cluster; status is still reported.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// How the OpenBao listener gets its certificates.
+    #[serde(default)]
+    pub tls: TlsSpec,
+
+    /// Declarative self-initialization of OpenBao on first start.
+    #[serde(default)]
+    pub self_init: SelfInitSpec,
+
+    /// Routing through a shared, TLS-terminating Gateway API edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySpec>,
+
+    /// Persistent volume for each server's raft data.
+    pub storage: StorageSpec,
+
+    /// What happens to the data when the OpenBaoCluster is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Pod-level hardening switches.
+    #[serde(default)]
+    pub workload_hardening: WorkloadHardening,
+
+    /// CPU and memory requests and limits for the OpenBao container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+
+/// Security posture of a cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Profile {
+    Development,
+    Hardened,
+}
+
+/// Where listener certificates come from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// `OperatorManaged`: the operator issues and rotates a CA and server certificate.
+    /// `External`: you provide Secrets `<name>-tls-ca` (`ca.crt`) and `<name>-tls-server`
+    /// (`tls.crt`, `tls.key`, `ca.crt`).
+    #[serde(default)]
+    pub mode: TlsMode,
+
+    /// How long before expiry the server certificate is reissued (Go duration, e.g. `720h`).
+    /// Server certificates live three times this period.
+    #[serde(default = "default_rotation_period")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(h|m|s))+$')").message("spec.tls.rotationPeriod: must be a duration such as 720h or 90m"))]
+    pub rotation_period: String,
+
+    /// Extra DNS names or IP addresses for the server certificate.
+    #[serde(default, rename = "extraSANs", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub extra_sans: Vec<String>,
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        Self { mode: TlsMode::default(), rotation_period: default_rotation_period(), extra_sans: Vec::new() }
+    }
+}
+
+fn default_rotation_period() -> String {
+    "720h".to_string()
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum TlsMode {
+    #[default]
+    OperatorManaged,
+    External,
+}
+
+/// Declarative self-initialization: OpenBao initializes itself from `initialize` requests on
+/// its first start and revokes the root token, which is never stored anywhere.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelfInitSpec {
+    /// Must stay `true`: this operator only bootstraps through self-initialization, so that no
+    /// root token ever exists outside OpenBao.
+    #[serde(default = "default_true")]
+    #[x_kube(validation = Rule::new("self == true").message("spec.selfInit.enabled: only self-initialization is supported; the operator never stores a root token"))]
+    pub enabled: bool,
+
+    /// Kubernetes service-account JWT login for the operator, its Jobs and an administrator.
+    #[serde(default)]
+    pub oidc: OidcSpec,
+
+    /// Extra requests run once at first initialization, after the operator's own bootstrap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(o, o.name == r.name))").message("spec.selfInit.requests: names must be unique"))]
+    pub requests: Vec<InitRequest>,
+
+    /// A demo `userpass` login with the admin policy, for local development only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo_userpass: Option<DemoUserpass>,
+}
+
+impl Default for SelfInitSpec {
+    fn default() -> Self {
+        Self { enabled: true, oidc: OidcSpec::default(), requests: Vec::new(), demo_userpass: None }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Service-account JWT login (auth mount `jwt-operator`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcSpec {
+    /// Create the JWT auth mount, policies and roles at initialization.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Audience the service-account tokens must carry.
+    #[serde(default = "default_audience")]
+    #[schemars(length(min = 1, max = 253))]
+    pub audience: String,
+
+    /// Overrides the issuer discovered from the Kubernetes apiserver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') && !self.contains('/.well-known/') && !self.contains('?') && !self.contains('#')").message("spec.selfInit.oidc.issuer: must be an https URL without query, fragment or /.well-known/ path"))]
+    pub issuer: Option<String>,
+
+    /// A service account that may log in as role `admin` (policy `admin`: everything but root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_service_account: Option<ServiceAccountRef>,
+}
+
+impl Default for OidcSpec {
+    fn default() -> Self {
+        Self { enabled: true, audience: default_audience(), issuer: None, admin_service_account: None }
+    }
+}
+
+fn default_audience() -> String {
+    "openbao-internal".to_string()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountRef {
+    /// Namespace of the service account; defaults to the cluster's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name of the service account.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// One OpenBao API request run by self-initialization.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InitRequest {
+    /// Unique name of the request.
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]*$"), length(min = 1, max = 64))]
+    pub name: String,
+    /// HTTP-like operation of the request.
+    pub operation: InitOperation,
+    /// API path without `/v1/`, e.g. `sys/mounts/secret`.
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("!self.startsWith('/')").message("spec.selfInit.requests[].path: write it without a leading slash, e.g. sys/mounts/secret"))]
+    pub path: String,
+    /// Request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::free_form_object")]
+    pub data: Option<serde_json::Value>,
+    /// Continue initialization when this request fails.
+    #[serde(default)]
+    pub allow_failure: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InitOperation {
+    Create,
+    Read,
+    Update,
+    Delete,
+    List,
+    Patch,
+}
+
+/// The demo userpass login: local development only.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DemoUserpass {
+    /// Create the demo login at initialization.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Login name of the demo user.
+    #[serde(default = "default_demo_user")]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_.-]*$"), length(min = 1, max = 63))]
+    pub username: String,
+    /// Secret key holding the password; the Secret lives in the cluster's namespace.
+    pub password_secret_ref: SecretKeyRef,
+}
+
+fn default_demo_user() -> String {
+    "demo".to_string()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[serde(default = "default_password_key")]
+    pub key: String,
+}
+
+fn default_password_key() -> String {
+    "password".to_string()
+}
+
+/// Attachment to a shared Gateway that terminates TLS and re-encrypts to OpenBao.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.enabled || (has(self.hostname) && self.hostname != '')").message("spec.gateway.hostname: required when the gateway is enabled").field_path(".hostname"))]
+pub struct GatewaySpec {
+    /// Create the HTTPRoute (and BackendTLSPolicy) for this cluster.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The shared Gateway the HTTPRoute attaches to.
+    pub gateway_ref: GatewayRef,
+    /// Host name clients use through the Gateway; added to the server certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(max = 253))]
+    pub hostname: Option<String>,
+    /// Listener (`sectionName`) of the Gateway to attach to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_name: Option<String>,
+    /// Path prefix routed to OpenBao.
+    #[serde(default = "default_path")]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("spec.gateway.path: must start with /"))]
+    pub path: String,
+    /// Re-encryption from the Gateway to OpenBao, verified against the cluster CA.
+    #[serde(default, rename = "backendTLS")]
+    pub backend_tls: BackendTlsSpec,
+}
+
+fn default_path() -> String {
+    "/".to_string()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayRef {
+    /// Name of the Gateway.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Defaults to the cluster's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTlsSpec {
+    /// Re-encrypt traffic from the Gateway to OpenBao (a BackendTLSPolicy with the cluster CA).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Name the Gateway verifies on OpenBao's certificate; defaults to `<name>-public.<namespace>.svc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+impl Default for BackendTlsSpec {
+    fn default() -> Self {
+        Self { enabled: true, hostname: None }
+    }
+}
+
+/// Raft data volume of each server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("spec.storage.storageClassName: is immutable").field_path(".storageClassName"),
+    validation = Rule::new("quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0").message("spec.storage.size: cannot shrink").field_path(".size"),
+)]
+pub struct StorageSpec {
+    /// Volume size, e.g. `1Gi`. Can grow, never shrink.
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("spec.storage.size: must be a positive quantity such as 1Gi"))]
+    pub size: String,
+    /// Storage class of the volumes; immutable. Defaults to the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the volumes and the seal key Secret; everything else is removed.
+    #[default]
+    Retain,
+    /// Also delete the volumes.
+    DeletePVCs,
+    /// Delete the volumes and the seal key: the data is gone for good.
+    DeleteAll,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadHardening {
+    /// Run OpenBao under the container runtime's default AppArmor profile. Turn off only when
+    /// the node has no AppArmor (a node limitation, not a preferred setting).
+    #[serde(default = "default_true")]
+    pub app_armor_enabled: bool,
+}
+
+impl Default for WorkloadHardening {
+    fn default() -> Self {
+        Self { app_armor_enabled: true }
+    }
+}

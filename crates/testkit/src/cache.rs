@@ -1,0 +1,42 @@
+//! Locating the real binaries that `hack/*.sh` build or fetch into the user cache. When a binary
+//! is missing the script is run (it is idempotent), so `cargo test` works on a fresh machine.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// Runs `hack/<script> args...` and returns its trimmed stdout (stderr goes to the test log).
+pub fn run_hack(script: &str, args: &[&str]) -> Result<String> {
+    let path = repo_root().join("hack").join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", path.display()))?;
+    if !out.status.success() {
+        bail!("{} {:?} failed with {}", path.display(), args, out.status);
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// Path of the `bao` binary for `version` (e.g. "2.7.2").
+pub fn bao_binary(version: &str) -> Result<PathBuf> {
+    let line = run_hack("fetch-openbao.sh", &[version])?;
+    let path = line.split_once(' ').map(|(_, p)| p).context("fetch-openbao.sh output")?;
+    Ok(PathBuf::from(path))
+}
+
+/// The pinned versions from hack/versions.env, e.g. `pinned("KUBERNETES_VERSION")`.
+pub fn pinned(name: &str) -> Result<String> {
+    let text = std::fs::read_to_string(repo_root().join("hack/versions.env"))?;
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        .with_context(|| format!("{name} not in hack/versions.env"))
+}

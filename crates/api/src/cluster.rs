@@ -115,7 +115,11 @@ pub struct TlsSpec {
 
 impl Default for TlsSpec {
     fn default() -> Self {
-        Self { mode: TlsMode::default(), rotation_period: default_rotation_period(), extra_sans: Vec::new() }
+        Self {
+            mode: TlsMode::default(),
+            rotation_period: default_rotation_period(),
+            extra_sans: Vec::new(),
+        }
     }
 }
 
@@ -158,7 +162,12 @@ pub struct SelfInitSpec {
 
 impl Default for SelfInitSpec {
     fn default() -> Self {
-        Self { enabled: true, oidc: OidcSpec::default(), requests: Vec::new(), demo_userpass: None }
+        Self {
+            enabled: true,
+            oidc: OidcSpec::default(),
+            requests: Vec::new(),
+            demo_userpass: None,
+        }
     }
 }
 
@@ -191,7 +200,12 @@ pub struct OidcSpec {
 
 impl Default for OidcSpec {
     fn default() -> Self {
-        Self { enabled: true, audience: default_audience(), issuer: None, admin_service_account: None }
+        Self {
+            enabled: true,
+            audience: default_audience(),
+            issuer: None,
+            admin_service_account: None,
+        }
     }
 }
 
@@ -289,7 +303,10 @@ pub struct GatewaySpec {
     pub gateway_ref: GatewayRef,
     /// Host name clients use through the Gateway; added to the server certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(max = 253))]
+    #[schemars(
+        regex(pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(max = 253)
+    )]
     pub hostname: Option<String>,
     /// Listener (`sectionName`) of the Gateway to attach to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,7 +348,10 @@ pub struct BackendTlsSpec {
 
 impl Default for BackendTlsSpec {
     fn default() -> Self {
-        Self { enabled: true, hostname: None }
+        Self {
+            enabled: true,
+            hostname: None,
+        }
     }
 }
 
@@ -373,6 +393,8 @@ pub struct WorkloadHardening {
 
 impl Default for WorkloadHardening {
     fn default() -> Self {
-        Self { app_armor_enabled: true }
+        Self {
+            app_armor_enabled: true,
+        }
     }
 }

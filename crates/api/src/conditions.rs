@@ -39,7 +39,12 @@ pub struct Desired {
 
 impl Desired {
     pub fn new(type_: &'static str, status: Status, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { type_, status, reason: reason.into(), message: message.into() }
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -81,12 +86,27 @@ mod tests {
     #[test]
     fn keeps_transition_time_while_status_is_unchanged() {
         let mut list = Vec::new();
-        set_condition(&mut list, Desired::new(AVAILABLE, Status::False, "Starting", "a"), Some(1), t("2026-01-01T00:00:00Z"));
-        set_condition(&mut list, Desired::new(AVAILABLE, Status::False, "Waiting", "b"), Some(2), t("2026-01-01T00:01:00Z"));
+        set_condition(
+            &mut list,
+            Desired::new(AVAILABLE, Status::False, "Starting", "a"),
+            Some(1),
+            t("2026-01-01T00:00:00Z"),
+        );
+        set_condition(
+            &mut list,
+            Desired::new(AVAILABLE, Status::False, "Waiting", "b"),
+            Some(2),
+            t("2026-01-01T00:01:00Z"),
+        );
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].last_transition_time, t("2026-01-01T00:00:00Z"));
         assert_eq!(list[0].reason, "Waiting");
-        set_condition(&mut list, Desired::new(AVAILABLE, Status::True, "Ready", "c"), Some(2), t("2026-01-01T00:02:00Z"));
+        set_condition(
+            &mut list,
+            Desired::new(AVAILABLE, Status::True, "Ready", "c"),
+            Some(2),
+            t("2026-01-01T00:02:00Z"),
+        );
         assert_eq!(list[0].last_transition_time, t("2026-01-01T00:02:00Z"));
     }
 }

@@ -1,7 +1,7 @@
 //! The CustomResourceDefinitions this crate defines, as objects and as YAML.
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 use schemars::{Schema, SchemaGenerator, json_schema};
 
 use crate::OpenBaoCluster;

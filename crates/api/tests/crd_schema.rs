@@ -8,7 +8,7 @@ fn undocumented(path: &str, schema: &Value, out: &mut Vec<String>) {
         for (name, prop) in props {
             let here = format!("{path}.{name}");
             // metadata/apiVersion/kind are documented by Kubernetes itself.
-            let inherited = path == "" && ["metadata", "apiVersion", "kind"].contains(&name.as_str());
+            let inherited = path.is_empty() && ["metadata", "apiVersion", "kind"].contains(&name.as_str());
             if !inherited && prop.get("description").is_none() {
                 out.push(here.clone());
             }
@@ -29,7 +29,11 @@ fn every_field_is_documented() {
         let v = serde_json::to_value(&c.spec.versions[0].schema).unwrap();
         let mut missing = Vec::new();
         undocumented("", &v["openAPIV3Schema"], &mut missing);
-        assert!(missing.is_empty(), "{}: fields without description: {missing:?}", c.metadata.name.unwrap());
+        assert!(
+            missing.is_empty(),
+            "{}: fields without description: {missing:?}",
+            c.metadata.name.unwrap()
+        );
     }
 }
 
@@ -38,7 +42,12 @@ fn profile_is_required_and_has_no_default() {
     let c = &crd::all()[0];
     let v = serde_json::to_value(&c.spec.versions[0].schema).unwrap();
     let spec = &v["openAPIV3Schema"]["properties"]["spec"];
-    let required: Vec<&str> = spec["required"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    let required: Vec<&str> = spec["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
     assert!(required.contains(&"profile"), "required: {required:?}");
     assert!(spec["properties"]["profile"].get("default").is_none());
 }
@@ -46,7 +55,17 @@ fn profile_is_required_and_has_no_default() {
 #[test]
 fn go_operator_field_names_are_kept() {
     let yaml = crd::yaml();
-    for name in ["backendTLS:", "extraSANs:", "gatewayRef:", "listenerName:", "rotationPeriod:", "selfInit:", "deletionPolicy:", "appArmorEnabled:", "storageClassName:"] {
+    for name in [
+        "backendTLS:",
+        "extraSANs:",
+        "gatewayRef:",
+        "listenerName:",
+        "rotationPeriod:",
+        "selfInit:",
+        "deletionPolicy:",
+        "appArmorEnabled:",
+        "storageClassName:",
+    ] {
         assert!(yaml.contains(name), "{name} missing from the CRD");
     }
 }

@@ -1,1 +1,71 @@
+//! Pure builders: an `OpenBaoCluster` spec (plus what the controller observed) in, desired
+//! Kubernetes objects, OpenBao configuration and certificate plans out. No I/O and no clock:
+//! time and randomness-bearing inputs are arguments, so every builder is testable alone.
 
+pub mod config;
+pub mod hcl;
+pub mod labels;
+pub mod objects;
+pub mod pki;
+pub mod selfinit;
+
+use openbao_api::OpenBaoClusterSpec;
+
+/// The cluster being rendered.
+#[derive(Clone, Copy, Debug)]
+pub struct Cluster<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    /// UID of the OpenBaoCluster, for owner references.
+    pub uid: &'a str,
+    pub spec: &'a OpenBaoClusterSpec,
+}
+
+impl Cluster<'_> {
+    /// DNS name of pod `ordinal` behind the headless Service (`<pod>.<cluster>.<ns>.svc`).
+    pub fn pod_host(&self, ordinal: i32) -> String {
+        format!("{}-{ordinal}.{}.{}.svc", self.name, self.name, self.namespace)
+    }
+
+    pub fn image(&self) -> String {
+        self.spec
+            .image
+            .clone()
+            .unwrap_or_else(|| format!("{DEFAULT_IMAGE_REPOSITORY}:{}", self.spec.version))
+    }
+}
+
+pub const DEFAULT_IMAGE_REPOSITORY: &str = "openbao/openbao";
+pub const API_PORT: i32 = 8200;
+pub const CLUSTER_PORT: i32 = 8201;
+
+/// Where the operator itself runs: its service account is trusted by OpenBao's JWT auth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorIdentity {
+    pub namespace: String,
+    pub service_account: String,
+}
+
+/// The Kubernetes service-account token issuer OpenBao's JWT auth trusts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwtTrust {
+    pub issuer: String,
+    /// PEM public keys of the apiserver's current signing keys.
+    pub public_keys_pem: Vec<String>,
+}
+
+/// Fixed paths inside the OpenBao container. Tests that run the rendered config outside a pod
+/// remap exactly these.
+pub mod paths {
+    pub const CONFIG_TEMPLATE_DIR: &str = "/etc/bao/config";
+    pub const INIT_DIR: &str = "/etc/bao/init";
+    pub const TLS_DIR: &str = "/etc/bao/tls";
+    pub const UNSEAL_DIR: &str = "/etc/bao/unseal";
+    pub const RENDERED_DIR: &str = "/bao/rendered";
+    pub const DATA_DIR: &str = "/bao/data";
+    pub const ENTRYPOINT: &str = "/etc/bao/config/entrypoint.sh";
+    /// Placeholder the entrypoint replaces with the pod name.
+    pub const POD_NAME_PLACEHOLDER: &str = "@@POD_NAME@@";
+    /// Environment variable carrying the demo user's password into self-init.
+    pub const DEMO_PASSWORD_ENV: &str = "BAO_DEMO_PASSWORD";
+}

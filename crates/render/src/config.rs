@@ -1,0 +1,154 @@
+//! The OpenBao server configuration every pod loads, and the entrypoint that turns the shared
+//! template into one pod's config and supervises `bao server`.
+//!
+//! The config is a directory of `*.hcl` files (OpenBao loads them in name order):
+//! `10-server.hcl` (listener, seal, raft), `20-service-registration.hcl`, and on the first pod
+//! only, while the cluster has never been initialized, `zz-init.hcl` (the self-init requests).
+
+use openbao_api::Profile;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::hcl::Body;
+use crate::paths::{DATA_DIR, POD_NAME_PLACEHOLDER, TLS_DIR, UNSEAL_DIR};
+use crate::{API_PORT, CLUSTER_PORT, Cluster};
+
+pub const SERVER_FILE: &str = "10-server.hcl";
+pub const SERVICE_REGISTRATION_FILE: &str = "20-service-registration.hcl";
+pub const INIT_FILE: &str = "zz-init.hcl";
+pub const ENTRYPOINT_FILE: &str = "entrypoint.sh";
+pub const STATIC_SEAL_KEY_ID: &str = "operator-generated-v1";
+
+/// `10-server.hcl`: identical for every pod; the pod name is a placeholder.
+pub fn server_hcl(cluster: &Cluster) -> String {
+    let own_host = format!("{POD_NAME_PLACEHOLDER}.{}.{}.svc", cluster.name, cluster.namespace);
+    let development = cluster.spec.profile == Profile::Development;
+    let mut b = Body::new();
+    b.attr("ui", true)
+        .attr("cluster_name", cluster.name)
+        .attr("api_addr", format!("https://{own_host}:{API_PORT}"))
+        .attr("cluster_addr", format!("https://{own_host}:{CLUSTER_PORT}"))
+        // The container has no IPC_LOCK capability; the data volume is not swap-backed.
+        .attr("disable_mlock", true)
+        .block("listener", &["tcp"], |l| {
+            l.attr("address", format!("0.0.0.0:{API_PORT}"))
+                .attr("cluster_address", format!("0.0.0.0:{CLUSTER_PORT}"))
+                .attr("tls_cert_file", format!("{TLS_DIR}/tls.crt"))
+                .attr("tls_key_file", format!("{TLS_DIR}/tls.key"))
+                .attr("tls_min_version", "tls12");
+        })
+        .block("seal", &["static"], |s| {
+            s.attr("current_key_id", STATIC_SEAL_KEY_ID)
+                .attr("current_key", format!("file://{UNSEAL_DIR}/key"));
+        })
+        .block("storage", &["raft"], |r| {
+            r.attr("path", DATA_DIR).attr("node_id", POD_NAME_PLACEHOLDER);
+            if development {
+                // Sub-second elections instead of the 5 s default: a fresh 3-node cluster
+                // reaches 3 voters in about 12 s instead of 30 s.
+                r.attr("performance_multiplier", 1)
+                    .attr("autopilot_update_interval", "1s")
+                    .attr("autopilot_reconcile_interval", "2s");
+            }
+            for ordinal in 0..cluster.spec.replicas {
+                let host = cluster.pod_host(ordinal);
+                r.block("retry_join", &[], |j| {
+                    j.attr("leader_api_addr", format!("https://{host}:{API_PORT}"))
+                        .attr("leader_tls_servername", host.as_str())
+                        .attr("leader_ca_cert_file", format!("{TLS_DIR}/ca.crt"));
+                });
+            }
+        });
+    b.finish()
+}
+
+/// `20-service-registration.hcl`: pod labels for active/sealed/initialized state.
+pub fn service_registration_hcl() -> String {
+    let mut b = Body::new();
+    b.block("service_registration", &["kubernetes"], |_| {});
+    b.finish()
+}
+
+/// Autopilot settings applied by self-init.
+pub fn autopilot_config(cluster: &Cluster) -> serde_json::Value {
+    let replicas = cluster.spec.replicas;
+    let stabilization = match cluster.spec.profile {
+        Profile::Development => "2s",
+        Profile::Hardened => "10s",
+    };
+    json!({
+        // Removing dead servers below a quorum of 3 could shrink a small cluster to nothing.
+        "cleanup_dead_servers": replicas >= 3,
+        "dead_server_last_contact_threshold": "5m",
+        "min_quorum": replicas.max(1),
+        "server_stabilization_time": stabilization,
+    })
+}
+
+/// The pod entrypoint: renders this pod's config from the templates, adds the self-init file
+/// only where it is safe, runs `bao server`, forwards SIGTERM/SIGINT and sends SIGHUP when the
+/// mounted certificate changes so OpenBao serves a reissued certificate without a restart.
+/// POSIX sh only: it runs in the official (Alpine) image as in ours. Every path can be
+/// overridden by environment, which is how tests run it outside a pod.
+pub fn entrypoint_sh() -> String {
+    format!(
+        r#"#!/bin/sh
+set -u
+TEMPLATES="${{BAO_TEMPLATE_DIR:-{templates}}}"
+INIT_DIR="${{BAO_INIT_DIR:-{init}}}"
+OUT="${{BAO_RENDERED_DIR:-{rendered}}}"
+DATA="${{BAO_DATA_DIR:-{data}}}"
+CERT="${{BAO_TLS_CERT:-{tls}/tls.crt}}"
+POLL="${{BAO_RELOAD_POLL_SECONDS:-5}}"
+POD="${{POD_NAME:-$(hostname)}}"
+
+mkdir -p "$OUT" && rm -f "$OUT"/*.hcl
+for f in "$TEMPLATES"/*.hcl; do
+  sed "s/{placeholder}/$POD/g" "$f" > "$OUT/$(basename "$f")" || exit 1
+done
+# Only the first pod may found the cluster, only while the operator still ships the requests
+# (it removes them once the cluster is initialized) and only on empty storage: a second
+# founder would start a separate cluster (split brain).
+case "$POD" in
+  *-0)
+    if [ -s "$INIT_DIR/{init_file}" ] && [ ! -e "$DATA/raft/raft.db" ]; then
+      cp "$INIT_DIR/{init_file}" "$OUT/{init_file}"
+      echo "entrypoint: first start of $POD: self-initialization requests included"
+    fi ;;
+esac
+
+bao server -config="$OUT" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+sum="$(cksum < "$CERT" 2>/dev/null)"
+while kill -0 "$child" 2>/dev/null; do
+  sleep "$POLL" &
+  wait $! 2>/dev/null
+  now="$(cksum < "$CERT" 2>/dev/null)" || continue
+  if [ -n "$now" ] && [ "$now" != "$sum" ]; then
+    sum="$now"
+    echo "entrypoint: certificate changed, reloading OpenBao (SIGHUP)"
+    kill -HUP "$child" 2>/dev/null
+  fi
+done
+wait "$child"
+"#,
+        templates = crate::paths::CONFIG_TEMPLATE_DIR,
+        init = crate::paths::INIT_DIR,
+        rendered = crate::paths::RENDERED_DIR,
+        data = DATA_DIR,
+        tls = TLS_DIR,
+        placeholder = POD_NAME_PLACEHOLDER,
+        init_file = INIT_FILE,
+    )
+}
+
+/// Hash of everything that requires a pod restart when it changes.
+pub fn config_hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..16])
+}

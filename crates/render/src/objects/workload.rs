@@ -1,0 +1,238 @@
+//! The OpenBao servers: config ConfigMap, Services and StatefulSet.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+use super::{meta, typed};
+use crate::config::{self, ENTRYPOINT_FILE, SERVER_FILE, SERVICE_REGISTRATION_FILE};
+use crate::labels::{self, CONFIG_HASH_ANNOTATION};
+use crate::paths::{self, DEMO_PASSWORD_ENV};
+use crate::{API_PORT, CLUSTER_PORT, Cluster};
+use openbao_api::names;
+
+/// ConfigMap `<c>-config`: the server config template and the entrypoint.
+pub fn config_map(cluster: &Cluster) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(cluster, names::config_map(cluster.name), "config"),
+        data: Some(BTreeMap::from([
+            (SERVER_FILE.to_string(), config::server_hcl(cluster)),
+            (
+                SERVICE_REGISTRATION_FILE.to_string(),
+                config::service_registration_hcl(),
+            ),
+            (ENTRYPOINT_FILE.to_string(), config::entrypoint_sh()),
+        ])),
+        ..Default::default()
+    }
+}
+
+fn ports() -> serde_json::Value {
+    json!([
+        {"name": "api", "port": API_PORT, "targetPort": API_PORT},
+        {"name": "cluster", "port": CLUSTER_PORT, "targetPort": CLUSTER_PORT},
+    ])
+}
+
+/// Headless Service `<c>`: stable per-pod DNS names, published before pods are ready so
+/// that joining nodes can reach the leader.
+pub fn headless_service(cluster: &Cluster) -> Service {
+    let mut svc: Service = typed(json!({
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": true,
+            "selector": labels::selector(cluster.name),
+            "ports": ports(),
+        }
+    }));
+    svc.metadata = meta(cluster, names::headless_service(cluster.name), "server");
+    svc
+}
+
+/// Service `<c>-public`: the API of every ready (unsealed) server; standbys forward to the leader.
+pub fn public_service(cluster: &Cluster) -> Service {
+    let mut svc: Service = typed(json!({
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels::selector(cluster.name),
+            "ports": [{"name": "api", "port": API_PORT, "targetPort": API_PORT, "appProtocol": "https"}],
+        }
+    }));
+    svc.metadata = meta(cluster, names::public_service(cluster.name), "server");
+    svc
+}
+
+fn health_probe(query: &str, period: i32, failures: i32) -> serde_json::Value {
+    json!({
+        "httpGet": {"path": format!("/v1/sys/health?{query}"), "port": API_PORT, "scheme": "HTTPS"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 3,
+    })
+}
+
+/// The StatefulSet `<c>`. All pods start in parallel: pod 0 founds the cluster from its
+/// self-init file, the others join it over TLS.
+pub fn statefulset(cluster: &Cluster) -> StatefulSet {
+    let spec = cluster.spec;
+    let hash = config::config_hash(&[
+        &config::server_hcl(cluster),
+        &config::service_registration_hcl(),
+        &config::entrypoint_sh(),
+    ]);
+    let mut env = vec![
+        json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        json!({"name": "BAO_K8S_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        json!({"name": "BAO_K8S_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+    ];
+    if let Some(demo) = spec.self_init.demo_userpass.as_ref().filter(|d| d.enabled) {
+        env.push(json!({"name": DEMO_PASSWORD_ENV, "valueFrom": {"secretKeyRef": {
+            "name": demo.password_secret_ref.name, "key": demo.password_secret_ref.key, "optional": true}}}));
+    }
+    let mut pod_security = json!({
+        "runAsNonRoot": true,
+        "runAsUser": 100,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    });
+    if spec.workload_hardening.app_armor_enabled {
+        pod_security["appArmorProfile"] = json!({"type": "RuntimeDefault"});
+    }
+    let resources = spec
+        .resources
+        .as_ref()
+        .map(|r| serde_json::to_value(r).expect("resources serialize"));
+    let mut pvc_spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage.size}},
+    });
+    if let Some(class) = &spec.storage.storage_class_name {
+        pvc_spec["storageClassName"] = json!(class);
+    }
+    let pod_labels = {
+        let mut l = labels::selector(cluster.name);
+        l.insert(labels::COMPONENT_LABEL.to_string(), "server".to_string());
+        l
+    };
+    let mut sts: StatefulSet = typed(json!({
+        "spec": {
+            "serviceName": names::headless_service(cluster.name),
+            "replicas": spec.replicas,
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": labels::selector(cluster.name)},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": {CONFIG_HASH_ANNOTATION: hash}},
+                "spec": {
+                    "serviceAccountName": names::service_account(cluster.name),
+                    "securityContext": pod_security,
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [{
+                        "name": "openbao",
+                        "image": cluster.image(),
+                        "command": ["/bin/sh", paths::ENTRYPOINT],
+                        "env": env,
+                        "ports": [
+                            {"name": "api", "containerPort": API_PORT},
+                            {"name": "cluster", "containerPort": CLUSTER_PORT},
+                        ],
+                        // Self-initialization keeps the listener closed, so start-up is judged by TCP.
+                        "startupProbe": {"tcpSocket": {"port": API_PORT}, "periodSeconds": 2, "failureThreshold": 150},
+                        // Ready = unsealed and serving (active or standby).
+                        "readinessProbe": health_probe("standbyok=true", 5, 2),
+                        // Alive while sealed or uninitialized: a restart would not fix those.
+                        "livenessProbe": health_probe("standbyok=true&sealedcode=204&uninitcode=204", 10, 6),
+                        "resources": resources,
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        "volumeMounts": [
+                            {"name": "config", "mountPath": paths::CONFIG_TEMPLATE_DIR, "readOnly": true},
+                            {"name": "init", "mountPath": paths::INIT_DIR, "readOnly": true},
+                            {"name": "tls", "mountPath": paths::TLS_DIR, "readOnly": true},
+                            {"name": "unseal", "mountPath": paths::UNSEAL_DIR, "readOnly": true},
+                            {"name": "rendered", "mountPath": paths::RENDERED_DIR},
+                            {"name": "tmp", "mountPath": "/tmp"},
+                            {"name": "data", "mountPath": paths::DATA_DIR},
+                        ],
+                    }],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": names::config_map(cluster.name), "defaultMode": 0o444}},
+                        // Present only until the cluster is initialized; optional so pods start without it.
+                        {"name": "init", "secret": {"secretName": names::init_secret(cluster.name), "optional": true, "defaultMode": 0o440}},
+                        {"name": "tls", "secret": {"secretName": names::tls_server_secret(cluster.name), "defaultMode": 0o440}},
+                        {"name": "unseal", "secret": {"secretName": names::unseal_key_secret(cluster.name), "defaultMode": 0o440}},
+                        {"name": "rendered", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                    ],
+                },
+            },
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data", "labels": labels::selector(cluster.name)},
+                "spec": pvc_spec,
+            }],
+        }
+    }));
+    sts.metadata = meta(cluster, names::statefulset(cluster.name), "server");
+    sts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::fixtures;
+
+    #[test]
+    fn statefulset_runs_the_entrypoint_with_every_volume() {
+        let spec = fixtures::spec(json!({"replicas": 3, "workloadHardening": {"appArmorEnabled": false}}));
+        let sts = statefulset(&fixtures::cluster(&spec));
+        let s = sts.spec.unwrap();
+        assert_eq!(s.replicas, Some(3));
+        assert_eq!(s.pod_management_policy.as_deref(), Some("Parallel"));
+        let pod = s.template.spec.unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("openbao/openbao:2.7.2"));
+        assert_eq!(c.command.as_ref().unwrap()[1], "/etc/bao/config/entrypoint.sh");
+        assert_eq!(pod.volumes.unwrap().len(), 6);
+        assert!(pod.security_context.unwrap().app_armor_profile.is_none());
+        let owner = &sts.metadata.owner_references.unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("OpenBaoCluster", "uid-1"));
+    }
+
+    #[test]
+    fn config_hash_changes_with_the_server_config_only() {
+        let a = fixtures::spec(json!({}));
+        let b = fixtures::spec(json!({"replicas": 5}));
+        let c = fixtures::spec(json!({"tls": {"extraSANs": ["bao.example"]}}));
+        let hash = |s| {
+            statefulset(&fixtures::cluster(s))
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_ne!(hash(&a), hash(&b));
+        assert_eq!(hash(&a), hash(&c), "certificate changes reload without a restart");
+    }
+
+    #[test]
+    fn demo_password_comes_from_the_referenced_secret() {
+        let spec = fixtures::spec(json!({"selfInit": {"demoUserpass": {"passwordSecretRef": {"name": "demo-pw"}}}}));
+        let sts = statefulset(&fixtures::cluster(&spec));
+        let env = sts.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let demo = env.iter().find(|e| e.name == DEMO_PASSWORD_ENV).expect("demo env");
+        let r = demo.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((r.name.as_str(), r.key.as_str()), ("demo-pw", "password"));
+    }
+}

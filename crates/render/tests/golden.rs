@@ -1,0 +1,74 @@
+//! Golden files of the rendered OpenBao configuration for the lane's cluster shape.
+//! Regenerate with `UPDATE_GOLDEN=1 cargo test -p openbao-render --test golden` and review the diff.
+
+use openbao_api::OpenBaoClusterSpec;
+use openbao_render::{Cluster, JwtTrust, OperatorIdentity, config, selfinit};
+use std::path::Path;
+
+fn lane_spec() -> OpenBaoClusterSpec {
+    serde_json::from_value(serde_json::json!({
+        "version": "2.7.2",
+        "profile": "Development",
+        "replicas": 3,
+        "storage": {"size": "1Gi"},
+        "selfInit": {
+            "oidc": {"adminServiceAccount": {"namespace": "platform", "name": "bao-admin"}},
+            "demoUserpass": {"passwordSecretRef": {"name": "demo-password"}},
+            "requests": [
+                {"name": "seed", "operation": "update", "path": "secret/data/demo", "data": {"data": {"hello": "world"}}},
+                {"name": "kv", "operation": "update", "path": "sys/mounts/secret", "data": {"type": "kv", "options": {"version": "2"}}}
+            ]
+        },
+        "gateway": {"gatewayRef": {"name": "edge"}, "hostname": "bao.lane.localhost"}
+    }))
+    .unwrap()
+}
+
+fn check(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "{name} differs from its golden file; rerun with UPDATE_GOLDEN=1 and review:\n{actual}"
+    );
+}
+
+#[test]
+fn server_config() {
+    let spec = lane_spec();
+    let c = Cluster {
+        name: "openbao",
+        namespace: "lane",
+        uid: "u",
+        spec: &spec,
+    };
+    check("server.hcl", &config::server_hcl(&c));
+}
+
+#[test]
+fn self_init_requests() {
+    let spec = lane_spec();
+    let c = Cluster {
+        name: "openbao",
+        namespace: "lane",
+        uid: "u",
+        spec: &spec,
+    };
+    let operator = OperatorIdentity {
+        namespace: "openbao-operator-system".into(),
+        service_account: "openbao-operator".into(),
+    };
+    let jwt = JwtTrust {
+        issuer: "https://kubernetes.default.svc.cluster.local".into(),
+        public_keys_pem: vec!["-----BEGIN PUBLIC KEY-----\nMFkw...\n-----END PUBLIC KEY-----\n".into()],
+    };
+    check("init.hcl", &selfinit::init_hcl(&c, &operator, &jwt));
+}
+
+#[test]
+fn entrypoint() {
+    check("entrypoint.sh", &config::entrypoint_sh());
+}

@@ -1,0 +1,40 @@
+#!/bin/sh
+set -u
+TEMPLATES="${BAO_TEMPLATE_DIR:-/etc/bao/config}"
+INIT_DIR="${BAO_INIT_DIR:-/etc/bao/init}"
+OUT="${BAO_RENDERED_DIR:-/bao/rendered}"
+DATA="${BAO_DATA_DIR:-/bao/data}"
+CERT="${BAO_TLS_CERT:-/etc/bao/tls/tls.crt}"
+POLL="${BAO_RELOAD_POLL_SECONDS:-5}"
+POD="${POD_NAME:-$(hostname)}"
+
+mkdir -p "$OUT" && rm -f "$OUT"/*.hcl
+for f in "$TEMPLATES"/*.hcl; do
+  sed "s/@@POD_NAME@@/$POD/g" "$f" > "$OUT/$(basename "$f")" || exit 1
+done
+# Only the first pod may found the cluster, only while the operator still ships the requests
+# (it removes them once the cluster is initialized) and only on empty storage: a second
+# founder would start a separate cluster (split brain).
+case "$POD" in
+  *-0)
+    if [ -s "$INIT_DIR/zz-init.hcl" ] && [ ! -e "$DATA/raft/raft.db" ]; then
+      cp "$INIT_DIR/zz-init.hcl" "$OUT/zz-init.hcl"
+      echo "entrypoint: first start of $POD: self-initialization requests included"
+    fi ;;
+esac
+
+bao server -config="$OUT" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+sum="$(cksum < "$CERT" 2>/dev/null)"
+while kill -0 "$child" 2>/dev/null; do
+  sleep "$POLL" &
+  wait $! 2>/dev/null
+  now="$(cksum < "$CERT" 2>/dev/null)" || continue
+  if [ -n "$now" ] && [ "$now" != "$sum" ]; then
+    sum="$now"
+    echo "entrypoint: certificate changed, reloading OpenBao (SIGHUP)"
+    kill -HUP "$child" 2>/dev/null
+  fi
+done
+wait "$child"

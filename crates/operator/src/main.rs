@@ -1,1 +1,120 @@
-fn main() {}
+//! `openbao-operator run` (the controller) and `openbao-operator crd` (prints the CRDs).
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use openbao_operator::context::Context;
+use openbao_operator::controllers::cluster;
+use openbao_operator::runtime::{http, leader::LeaderElector, metrics::Metrics};
+use openbao_render::OperatorIdentity;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Parser)]
+#[command(name = "openbao-operator", version, about = "Kubernetes operator for OpenBao")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers against the current kubeconfig or in-cluster config.
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Namespace the operator runs in (its service account is trusted by OpenBao).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "openbao-operator-system")]
+    namespace: String,
+    /// Service account the operator runs as.
+    #[arg(long, env = "OPERATOR_SERVICE_ACCOUNT_NAME", default_value = "openbao-operator")]
+    service_account: String,
+    /// Elect a leader through a Lease so that only one replica reconciles.
+    #[arg(long, env = "OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd => {
+            print!("{}", openbao_api::crd::yaml());
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let client = kube::Client::try_default().await.context("connecting to Kubernetes")?;
+    let metrics = Metrics::default();
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn({
+        let stop_tx = stop_tx.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+        }
+    });
+    let server = tokio::spawn(http::serve(args.http_addr, metrics.clone(), ready.clone(), stopped()));
+
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("openbao-operator-{}", std::process::id()));
+    let elector = LeaderElector::new(Api::<Lease>::namespaced(client.clone(), &args.namespace), "openbao-operator-leader", &identity);
+    if args.leader_election {
+        tracing::info!(%identity, "waiting for leadership");
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = stopped() => return Ok(()),
+        }
+        tracing::info!(%identity, "acquired leadership");
+    }
+    let operator = OperatorIdentity { namespace: args.namespace.clone(), service_account: args.service_account.clone() };
+    let ctx = Arc::new(Context::new(client, operator, metrics).await);
+    tracing::info!(gateway_api = ctx.gateway_api, "starting the OpenBaoCluster controller");
+    ready.store(true, Ordering::Relaxed);
+    let controller = cluster::run(ctx, stopped());
+    if args.leader_election {
+        tokio::select! {
+            _ = controller => {}
+            _ = elector.hold() => {
+                tracing::error!("lost leadership; exiting so another replica takes over");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        controller.await;
+    }
+    let _ = stop_tx.send(true);
+    server.await??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

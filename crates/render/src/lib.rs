@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod hcl;
+pub mod jwks;
 pub mod labels;
 pub mod objects;
 pub mod pki;

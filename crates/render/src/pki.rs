@@ -387,3 +387,75 @@ pub fn next_check(server_cert_pem: &str, ca: &CaState, rotation: SignedDuration)
         .map(|i| i.not_before + BACKDATE + CA_STAGE_GRACE);
     [Some(server), Some(signing), staged].into_iter().flatten().min()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::fixtures;
+    use serde_json::json;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("720h").unwrap(), SignedDuration::from_hours(720));
+        assert_eq!(parse_duration("1h30m").unwrap(), SignedDuration::from_mins(90));
+        assert!(parse_duration("30d").is_err() && parse_duration("").is_err() && parse_duration("10").is_err());
+    }
+
+    #[test]
+    fn sans_cover_pods_services_gateway_and_extras() {
+        let spec = fixtures::spec(json!({"replicas": 3, "tls": {"extraSANs": ["10.0.0.9", "bao.example"]},
+            "gateway": {"gatewayRef": {"name": "edge"}, "hostname": "bao.lane.localhost"}}));
+        let sans = server_sans(&fixtures::cluster(&spec));
+        for s in ["vault-2.vault.team-a.svc", "vault-public.team-a.svc", "bao.lane.localhost", "10.0.0.9", "bao.example"] {
+            assert!(sans.contains(&s.to_string()), "{s} missing");
+        }
+    }
+
+    #[test]
+    fn server_certificate_lifecycle() {
+        let now = at("2026-01-01T00:00:00Z");
+        let rotation = SignedDuration::from_hours(720);
+        let ca = apply_ca_plan("c", None, &CaPlan::Create, now).unwrap();
+        let sans = vec!["c-0.c.ns.svc".to_string(), "127.0.0.1".to_string()];
+        let cert = issue_server(&ca.signing, &sans, now, server_lifetime(rotation)).unwrap();
+        let info = inspect(&cert.cert_pem).unwrap();
+        assert_eq!(info.sans, sans);
+        assert_eq!(plan_server(Some(&cert.cert_pem), &ca, &sans, now, rotation), ServerPlan::Keep);
+        let more = vec!["c-0.c.ns.svc".to_string(), "c-1.c.ns.svc".to_string()];
+        assert_eq!(plan_server(Some(&cert.cert_pem), &ca, &more, now, rotation), ServerPlan::Issue("SANsChanged"));
+        let late = now + SignedDuration::from_hours(2 * 720 + 1);
+        assert_eq!(plan_server(Some(&cert.cert_pem), &ca, &sans, late, rotation), ServerPlan::Issue("NearExpiry"));
+        assert_eq!(plan_server(None, &ca, &sans, now, rotation), ServerPlan::Issue("Missing"));
+    }
+
+    #[test]
+    fn ca_rotation_stages_then_promotes_then_prunes() {
+        let t0 = at("2026-01-01T00:00:00Z");
+        let ca = apply_ca_plan("c", None, &CaPlan::Create, t0).unwrap();
+        assert_eq!(plan_ca(Some(&ca), t0).unwrap(), CaPlan::Keep);
+        let renew = t0 + CA_LIFETIME - CA_RENEW_BEFORE + SignedDuration::from_hours(1);
+        assert_eq!(plan_ca(Some(&ca), renew).unwrap(), CaPlan::Stage);
+        let staged = apply_ca_plan("c", Some(ca.clone()), &CaPlan::Stage, renew).unwrap();
+        assert_eq!(staged.bundle.len(), 2, "both CAs are trusted before the new one signs");
+        assert_eq!(staged.signing, ca.signing, "the old CA still signs while the new one is distributed");
+        assert_eq!(plan_ca(Some(&staged), renew + SignedDuration::from_hours(1)).unwrap(), CaPlan::Keep);
+        let promote_at = renew + CA_STAGE_GRACE;
+        assert_eq!(plan_ca(Some(&staged), promote_at).unwrap(), CaPlan::Promote);
+        let promoted = apply_ca_plan("c", Some(staged.clone()), &CaPlan::Promote, promote_at).unwrap();
+        assert_eq!(promoted.signing, staged.staged.clone().unwrap());
+        assert_eq!(promoted.bundle.len(), 2);
+        let server = issue_server(&ca.signing, &["a.svc".to_string()], t0, SignedDuration::from_hours(24)).unwrap();
+        assert_eq!(
+            plan_server(Some(&server.cert_pem), &promoted, &["a.svc".to_string()], promote_at, SignedDuration::from_hours(1)),
+            ServerPlan::Issue("CAChanged")
+        );
+        let after_old_expiry = t0 + CA_LIFETIME + SignedDuration::from_hours(1);
+        assert_eq!(plan_ca(Some(&promoted), after_old_expiry).unwrap(), CaPlan::Prune);
+        let pruned = apply_ca_plan("c", Some(promoted), &CaPlan::Prune, after_old_expiry).unwrap();
+        assert_eq!(pruned.bundle.len(), 1);
+    }
+}

@@ -1,5 +1,11 @@
 //! Test support shared by the integration tests: real parts only.
+//!
+//! - [`pki`]: throw-away certificate authorities for harness processes.
+//! - [`process`]: child processes that die with the test, even on panic or SIGKILL.
+//! - [`apiserver`]: a hermetic control plane (real etcd + kube-apiserver) for controller tests.
+//! - [`cache`]: where `hack/*.sh` put the real binaries.
 
+pub mod apiserver;
 pub mod cache;
 pub mod pki;
 pub mod process;

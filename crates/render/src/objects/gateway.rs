@@ -27,6 +27,8 @@ pub fn http_route(cluster: &Cluster) -> Option<HttpRoute> {
         parent["sectionName"] = json!(listener);
     }
     let mut route: HttpRoute = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
         "metadata": {},
         "spec": {
             "parentRefs": [parent],
@@ -52,6 +54,8 @@ pub fn backend_hostname(cluster: &Cluster, g: &GatewaySpec) -> String {
 pub fn backend_tls_policy(cluster: &Cluster) -> Option<BackendTlsPolicy> {
     let g = enabled(cluster).filter(|g| g.backend_tls.enabled)?;
     let mut policy: BackendTlsPolicy = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "BackendTLSPolicy",
         "metadata": {},
         "spec": {
             "targetRefs": [{"group": "", "kind": "Service", "name": names::public_service(cluster.name)}],
@@ -87,6 +91,7 @@ mod tests {
             "hostname": "bao.lane.local", "listenerName": "https"}}));
         let c = fixtures::cluster(&spec);
         let route = serde_json::to_value(http_route(&c).unwrap()).unwrap();
+        assert_eq!(route["kind"], "HTTPRoute");
         assert_eq!(route["spec"]["parentRefs"][0]["namespace"], "edge-system");
         assert_eq!(route["spec"]["parentRefs"][0]["sectionName"], "https");
         assert_eq!(route["spec"]["hostnames"][0], "bao.lane.local");

@@ -8,7 +8,7 @@ use super::meta;
 use crate::config::INIT_FILE;
 use crate::pki::{CaState, KeyedCert, split_bundle};
 use crate::{Cluster, JwtTrust, OperatorIdentity, selfinit};
-use openbao_api::names;
+use openbao_api::{DeletionPolicy, names};
 
 fn secret(
     metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -28,13 +28,15 @@ fn secret(
 }
 
 /// `<c>-unseal-key`: the static seal key (32 random bytes the controller generates once).
-/// Immutable: changing it would seal the cluster for good.
-pub fn unseal_key_secret(cluster: &Cluster, key: &[u8; 32]) -> Secret {
-    let mut s = secret(
-        meta(cluster, names::unseal_key_secret(cluster.name), "seal"),
-        "Opaque",
-        vec![("key", key.to_vec())],
-    );
+/// Immutable: changing it would seal the cluster for good. Only `DeleteAll` lets it be
+/// garbage-collected with the cluster; otherwise it outlives the cluster like the volumes do,
+/// since retained data is unreadable without it.
+pub fn unseal_key_secret(cluster: &Cluster, key: &[u8]) -> Secret {
+    let mut metadata = meta(cluster, names::unseal_key_secret(cluster.name), "seal");
+    if cluster.spec.deletion_policy != DeletionPolicy::DeleteAll {
+        metadata.owner_references = None;
+    }
+    let mut s = secret(metadata, "Opaque", vec![("key", key.to_vec())]);
     s.immutable = Some(true);
     s
 }

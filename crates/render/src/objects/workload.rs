@@ -10,7 +10,7 @@ use crate::config::{self, ENTRYPOINT_FILE, SERVER_FILE, SERVICE_REGISTRATION_FIL
 use crate::labels::{self, CONFIG_HASH_ANNOTATION};
 use crate::paths::{self, DEMO_PASSWORD_ENV};
 use crate::{API_PORT, CLUSTER_PORT, Cluster};
-use openbao_api::names;
+use openbao_api::{DeletionPolicy, names};
 
 /// ConfigMap `<c>-config`: the server config template and the entrypoint.
 pub fn config_map(cluster: &Cluster) -> ConfigMap {
@@ -111,6 +111,11 @@ pub fn statefulset(cluster: &Cluster) -> StatefulSet {
     if let Some(class) = &spec.storage.storage_class_name {
         pvc_spec["storageClassName"] = json!(class);
     }
+    // Volumes go with the StatefulSet only when the deletion policy says so (no finalizer needed).
+    let pvc_when_deleted = match spec.deletion_policy {
+        DeletionPolicy::Retain => "Retain",
+        DeletionPolicy::DeletePVCs | DeletionPolicy::DeleteAll => "Delete",
+    };
     let pod_labels = {
         let mut l = labels::selector(cluster.name);
         l.insert(labels::COMPONENT_LABEL.to_string(), "server".to_string());
@@ -121,6 +126,7 @@ pub fn statefulset(cluster: &Cluster) -> StatefulSet {
             "serviceName": names::headless_service(cluster.name),
             "replicas": spec.replicas,
             "podManagementPolicy": "Parallel",
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": pvc_when_deleted, "whenScaled": "Retain"},
             "updateStrategy": {"type": "RollingUpdate"},
             "selector": {"matchLabels": labels::selector(cluster.name)},
             "template": {

@@ -1,0 +1,393 @@
+//! The OpenBaoCluster controller: dereference → validate → build → apply → status.
+
+mod apply;
+pub mod status;
+mod tls;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use openbao_api::{OpenBaoCluster, OpenBaoClusterStatus, TlsMode, names};
+use openbao_render::{Cluster, JwtTrust, labels, objects};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use self::apply::Applier;
+use self::status::{GatewayState, Observed, PodView, TlsState};
+use crate::context::Context;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("OpenBaoCluster has no namespace or uid")]
+    MissingMetadata,
+    #[error("Kubernetes API request failed while {action}: {source}")]
+    Kube { action: String, source: kube::Error },
+}
+
+impl Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::MissingMetadata => "missing_metadata",
+            Error::Kube { .. } => "kube",
+        }
+    }
+}
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+/// Requeue while the cluster bootstraps, so status follows it closely.
+const BOOTSTRAP_REQUEUE: Duration = Duration::from_secs(5);
+/// Requeue of a settled cluster (certificate checks set an earlier one when due).
+const STEADY_REQUEUE: Duration = Duration::from_secs(300);
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", labels::MANAGED_BY));
+    let pods = watcher::Config::default().labels(labels::CLUSTER_LABEL);
+    let mut controller = Controller::new(Api::<OpenBaoCluster>::all(client.clone()), watcher::Config::default().any_semantic())
+        .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
+        .owns(Api::<Service>::all(client.clone()), managed.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+        .owns(Api::<Secret>::all(client.clone()), managed.clone())
+        .owns(Api::<ServiceAccount>::all(client.clone()), managed.clone())
+        .owns(Api::<Role>::all(client.clone()), managed.clone())
+        .owns(Api::<RoleBinding>::all(client.clone()), managed.clone())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed.clone())
+        .owns(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
+        // Pods carry OpenBao's own state (initialized, sealed, active) in their labels.
+        .watches(Api::<Pod>::all(client.clone()), pods, |pod| {
+            let cluster = pod.labels().get(labels::CLUSTER_LABEL)?.clone();
+            Some(ObjectRef::<OpenBaoCluster>::new(&cluster).within(&pod.namespace()?))
+        });
+    if ctx.gateway_api {
+        controller = controller
+            .owns(Api::<gateway_api::httproutes::HttpRoute>::all(client.clone()), managed.clone())
+            .owns(Api::<gateway_api::backendtlspolicies::BackendTlsPolicy>::all(client.clone()), managed);
+    }
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile did not complete");
+            }
+        })
+        .await;
+}
+
+fn error_policy(obj: Arc<OpenBaoCluster>, err: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(cluster = %obj.name_any(), namespace = ?obj.namespace(), error = %err, "reconcile failed");
+    ctx.metrics.reconcile_errors.get_or_create(&crate::runtime::metrics::ErrorLabels { reason: err.metric_label().into() }).inc();
+    Action::requeue(Duration::from_secs(10))
+}
+
+pub async fn reconcile(obj: Arc<OpenBaoCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&obj, &ctx).await;
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    let label = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics.reconciles.get_or_create(&crate::runtime::metrics::ResultLabels { result: label.into() }).inc();
+    result
+}
+
+async fn reconcile_inner(obj: &OpenBaoCluster, ctx: &Context) -> Result<Action, Error> {
+    let namespace = obj.namespace().ok_or(Error::MissingMetadata)?;
+    let uid = obj.uid().ok_or(Error::MissingMetadata)?;
+    let name = obj.name_any();
+    let cluster = Cluster { name: &name, namespace: &namespace, uid: &uid, spec: &obj.spec };
+    let previous = obj.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+
+    let pods = observe_pods(ctx, &cluster).await?;
+    let ready_replicas = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&names::statefulset(&name))
+        .await
+        .map_err(kube_err("reading the StatefulSet"))?
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let mut observed = Observed {
+        paused: obj.spec.paused,
+        ready_replicas,
+        pods,
+        tls: TlsState::Ready { server_not_after: None, ca_not_after: None },
+        gateway: GatewayState::Disabled,
+        trust_error: None,
+        apply_error: None,
+    };
+    if obj.spec.paused {
+        observed.tls = previous_tls_state(&previous);
+        write_status(ctx, obj, &previous, &observed).await?;
+        return Ok(Action::await_change());
+    }
+
+    let applier = Applier { client: &ctx.client, namespace: &namespace, metrics: &ctx.metrics, owner_uid: &uid };
+    let mut events = Vec::new();
+    let outcome = apply_all(ctx, &cluster, &previous, &applier, &mut observed, &mut events, now).await;
+    if let Err(e) = &outcome {
+        observed.apply_error = Some(e.to_string());
+    }
+    let new_status = write_status(ctx, obj, &previous, &observed).await?;
+    publish_events(ctx, obj, &previous, &new_status, events).await;
+    let next_cert_check = outcome?;
+
+    let mut requeue = if new_status.initialized && new_status.ready_replicas >= obj.spec.replicas {
+        STEADY_REQUEUE
+    } else {
+        BOOTSTRAP_REQUEUE
+    };
+    if let Some(at) = next_cert_check {
+        let until = at.duration_since(now).as_secs().max(1) as u64;
+        requeue = requeue.min(Duration::from_secs(until));
+    }
+    Ok(Action::requeue(requeue))
+}
+
+async fn observe_pods(ctx: &Context, cluster: &Cluster<'_>) -> Result<Vec<PodView>, Error> {
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), cluster.namespace)
+        .list(&ListParams::default().labels(&format!("{}={}", labels::CLUSTER_LABEL, cluster.name)))
+        .await
+        .map_err(kube_err("listing pods"))?;
+    Ok(pods.items.iter().map(|p| PodView::from_labels(&p.name_any(), p.labels())).collect())
+}
+
+fn previous_tls_state(previous: &OpenBaoClusterStatus) -> TlsState {
+    let tls = previous.tls.clone().unwrap_or_default();
+    TlsState::Ready { server_not_after: tls.server_not_after, ca_not_after: tls.ca_not_after }
+}
+
+/// Applies every desired object in dependency order and prunes the ones no longer wanted.
+/// Returns when certificates must be looked at again.
+async fn apply_all(
+    ctx: &Context,
+    cluster: &Cluster<'_>,
+    previous: &OpenBaoClusterStatus,
+    applier: &Applier<'_>,
+    observed: &mut Observed,
+    events: &mut Vec<(String, String)>,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, Error> {
+    let name = cluster.name;
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), cluster.namespace);
+    let get_secret = |n: String| {
+        let secrets = secrets.clone();
+        async move { secrets.get_opt(&n).await.map_err(kube_err(format!("reading Secret {n}"))) }
+    };
+
+    applier.apply(&objects::service_account(cluster)).await.map_err(kube_err("applying the ServiceAccount"))?;
+    for sa in objects::job_service_accounts(cluster) {
+        applier.apply(&sa).await.map_err(kube_err("applying a Job ServiceAccount"))?;
+    }
+    applier.apply(&objects::service_registration_role(cluster)).await.map_err(kube_err("applying the Role"))?;
+    applier.apply(&objects::service_registration_role_binding(cluster)).await.map_err(kube_err("applying the RoleBinding"))?;
+
+    // The seal key is generated once and never changes: losing it loses the data.
+    let unseal_key = match get_secret(names::unseal_key_secret(name)).await? {
+        Some(s) => s.data.and_then(|d| d.get("key").map(|k| k.0.clone())),
+        None => None,
+    };
+    let unseal_key = match unseal_key {
+        Some(k) => k,
+        None => {
+            events.push(("SealKeyCreated".into(), "generated the static seal key".into()));
+            let mut k = [0u8; 32];
+            rand::fill(&mut k);
+            k.to_vec()
+        }
+    };
+    applier.apply(&objects::unseal_key_secret(cluster, &unseal_key)).await.map_err(kube_err("applying the seal key Secret"))?;
+
+    let mut next_cert_check = None;
+    let bundle = match cluster.spec.tls.mode {
+        TlsMode::OperatorManaged => {
+            let ca = get_secret(names::tls_ca_secret(name)).await?;
+            let server = get_secret(names::tls_server_secret(name)).await?;
+            match tls::reconcile_tls(cluster, ca.as_ref(), server.as_ref(), now) {
+                Ok(out) => {
+                    applier.apply(&out.secrets.ca).await.map_err(kube_err("applying the CA Secret"))?;
+                    applier.apply(&out.secrets.server).await.map_err(kube_err("applying the server certificate"))?;
+                    for change in out.changes {
+                        events.push(("CertificateIssued".into(), change));
+                    }
+                    next_cert_check = out.next_check;
+                    observed.tls = TlsState::Ready {
+                        server_not_after: out.server_not_after.map(|t| t.to_string()),
+                        ca_not_after: out.ca_not_after.map(|t| t.to_string()),
+                    };
+                    Some(out.bundle_pem)
+                }
+                Err(e) => {
+                    observed.tls = TlsState::Failed(e.to_string());
+                    None
+                }
+            }
+        }
+        TlsMode::External => {
+            let server = get_secret(names::tls_server_secret(name)).await?;
+            let ca_pem = server.as_ref().and_then(|s| s.data.as_ref()?.get("ca.crt").map(|b| String::from_utf8_lossy(&b.0).into_owned()));
+            let has_cert = server.as_ref().and_then(|s| s.data.as_ref()).is_some_and(|d| d.contains_key("tls.crt") && d.contains_key("tls.key"));
+            if has_cert && ca_pem.is_some() {
+                observed.tls = TlsState::Ready { server_not_after: None, ca_not_after: None };
+            } else {
+                observed.tls = TlsState::ExternalSecretMissing(format!(
+                    "Secret {} with tls.crt, tls.key and ca.crt is required with tls.mode External",
+                    names::tls_server_secret(name)
+                ));
+            }
+            ca_pem
+        }
+    };
+
+    applier.apply(&objects::config_map(cluster)).await.map_err(kube_err("applying the config ConfigMap"))?;
+    let initialized = observed.pods.iter().any(|p| p.initialized == Some(true)) || previous.initialized;
+    let bootstrap_ready = if initialized {
+        // A re-created first pod must never found a second cluster: the requests go away for good.
+        if applier.prune::<Secret>(&names::init_secret(name)).await.map_err(kube_err("removing the self-init Secret"))? {
+            events.push(("SelfInitRequestsRemoved".into(), "cluster initialized; removed the self-init requests".into()));
+        }
+        true
+    } else {
+        match trust_for(ctx, cluster).await {
+            Ok(trust) => {
+                applier
+                    .apply(&objects::init_secret(cluster, &ctx.operator, &trust))
+                    .await
+                    .map_err(kube_err("applying the self-init Secret"))?;
+                true
+            }
+            Err(e) => {
+                observed.trust_error = Some(e);
+                false
+            }
+        }
+    };
+
+    applier.apply(&objects::headless_service(cluster)).await.map_err(kube_err("applying the headless Service"))?;
+    applier.apply(&objects::public_service(cluster)).await.map_err(kube_err("applying the public Service"))?;
+    applier.apply(&objects::network_policy(cluster, &ctx.operator)).await.map_err(kube_err("applying the NetworkPolicy"))?;
+    match objects::pod_disruption_budget(cluster) {
+        Some(pdb) => drop(applier.apply(&pdb).await.map_err(kube_err("applying the PodDisruptionBudget"))?),
+        None => drop(applier.prune::<PodDisruptionBudget>(&names::pdb(name)).await.map_err(kube_err("pruning the PDB"))?),
+    }
+    apply_gateway(ctx, cluster, applier, observed, bundle.as_deref()).await?;
+
+    // Pods start only once their TLS material and (first time) the self-init file exist.
+    if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) {
+        applier.apply(&objects::statefulset(cluster)).await.map_err(kube_err("applying the StatefulSet"))?;
+    }
+    Ok(next_cert_check)
+}
+
+async fn trust_for(ctx: &Context, cluster: &Cluster<'_>) -> Result<JwtTrust, String> {
+    let oidc = &cluster.spec.self_init.oidc;
+    if !oidc.enabled {
+        return Ok(JwtTrust { issuer: String::new(), public_keys_pem: Vec::new() });
+    }
+    let mut trust = ctx.jwt_trust().await.map_err(|e| e.to_string())?;
+    if let Some(issuer) = &oidc.issuer {
+        trust.issuer = issuer.clone();
+    }
+    Ok(trust)
+}
+
+async fn apply_gateway(
+    ctx: &Context,
+    cluster: &Cluster<'_>,
+    applier: &Applier<'_>,
+    observed: &mut Observed,
+    bundle: Option<&str>,
+) -> Result<(), Error> {
+    use gateway_api::backendtlspolicies::BackendTlsPolicy;
+    use gateway_api::httproutes::HttpRoute;
+    let wanted = cluster.spec.gateway.as_ref().is_some_and(|g| g.enabled);
+    if !ctx.gateway_api {
+        observed.gateway = if wanted { GatewayState::ApiMissing } else { GatewayState::Disabled };
+        return Ok(());
+    }
+    let name = cluster.name;
+    match (objects::http_route(cluster), objects::backend_tls_policy(cluster), bundle.and_then(|b| objects::gateway_ca_config_map(cluster, b))) {
+        (Some(route), policy, ca) => {
+            if let Some(ca) = ca {
+                applier.apply(&ca).await.map_err(kube_err("applying the gateway CA ConfigMap"))?;
+            }
+            match policy {
+                Some(p) => drop(applier.apply(&p).await.map_err(kube_err("applying the BackendTLSPolicy"))?),
+                None => drop(applier.prune::<BackendTlsPolicy>(&names::backend_tls_policy(name)).await.map_err(kube_err("pruning the BackendTLSPolicy"))?),
+            }
+            applier.apply(&route).await.map_err(kube_err("applying the HTTPRoute"))?;
+            observed.gateway = GatewayState::Attached;
+        }
+        (None, _, _) => {
+            applier.prune::<HttpRoute>(&names::http_route(name)).await.map_err(kube_err("pruning the HTTPRoute"))?;
+            applier.prune::<BackendTlsPolicy>(&names::backend_tls_policy(name)).await.map_err(kube_err("pruning the BackendTLSPolicy"))?;
+            applier.prune::<ConfigMap>(&names::gateway_ca_config_map(name)).await.map_err(kube_err("pruning the gateway CA"))?;
+            observed.gateway = GatewayState::Disabled;
+        }
+    }
+    Ok(())
+}
+
+/// Patches status only when it changed, so a settled cluster costs no writes.
+async fn write_status(
+    ctx: &Context,
+    obj: &OpenBaoCluster,
+    previous: &OpenBaoClusterStatus,
+    observed: &Observed,
+) -> Result<OpenBaoClusterStatus, Error> {
+    let now = Time(Timestamp::now());
+    let status = status::derive(&obj.spec, previous, observed, obj.metadata.generation, now);
+    if &status != previous || obj.status.is_none() {
+        let api = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"status": status});
+        ctx.metrics.kube_writes.inc();
+        api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err("writing status"))?;
+    }
+    Ok(status)
+}
+
+async fn publish_events(
+    ctx: &Context,
+    obj: &OpenBaoCluster,
+    previous: &OpenBaoClusterStatus,
+    current: &OpenBaoClusterStatus,
+    mut events: Vec<(String, String)>,
+) {
+    if !previous.initialized && current.initialized {
+        events.push(("Initialized".into(), "OpenBao initialized itself; the root token was revoked".into()));
+    }
+    if previous.phase != current.phase {
+        events.push(("PhaseChanged".into(), format!("phase {:?} -> {:?}", previous.phase, current.phase)));
+    }
+    let degraded = openbao_api::conditions::find(&current.conditions, openbao_api::conditions::DEGRADED);
+    let was_degraded = openbao_api::conditions::find(&previous.conditions, openbao_api::conditions::DEGRADED);
+    let warning = degraded.filter(|c| c.status == "True" && was_degraded.map(|w| &w.reason) != Some(&c.reason));
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let reference = obj.object_ref(&());
+    let mut all: Vec<(EventType, String, String)> = events.into_iter().map(|(r, n)| (EventType::Normal, r, n)).collect();
+    if let Some(c) = warning {
+        all.push((EventType::Warning, c.reason.clone(), c.message.clone()));
+    }
+    for (type_, reason, note) in all {
+        let event = Event { type_, reason, note: Some(note), action: "Reconcile".into(), secondary: None };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %e, "publishing an event failed");
+        }
+    }
+}

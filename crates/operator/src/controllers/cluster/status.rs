@@ -1,0 +1,288 @@
+//! The status a person reads: phase and conditions derived from what the reconcile observed
+//! and applied. Pure, so every reason is unit-tested.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use openbao_api::conditions::{self as cond, Desired, Status};
+use openbao_api::{ClusterPhase, OpenBaoClusterSpec, OpenBaoClusterStatus, Profile, TlsMode, TlsStatus};
+
+/// One OpenBao pod as its Kubernetes service-registration labels describe it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodView {
+    pub name: String,
+    pub initialized: Option<bool>,
+    pub sealed: Option<bool>,
+    pub active: bool,
+}
+
+impl PodView {
+    pub fn from_labels(name: &str, labels: &std::collections::BTreeMap<String, String>) -> Self {
+        let flag = |k: &str| labels.get(k).map(|v| v == "true");
+        Self {
+            name: name.to_string(),
+            initialized: flag("openbao-initialized"),
+            sealed: flag("openbao-sealed"),
+            active: flag("openbao-active") == Some(true),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GatewayState {
+    Disabled,
+    Attached,
+    ApiMissing,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsState {
+    Ready { server_not_after: Option<String>, ca_not_after: Option<String> },
+    /// External mode and the user's Secrets are not there yet.
+    ExternalSecretMissing(String),
+    Failed(String),
+}
+
+/// Everything the status is derived from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub paused: bool,
+    pub ready_replicas: i32,
+    pub pods: Vec<PodView>,
+    pub tls: TlsState,
+    pub gateway: GatewayState,
+    /// Set when the JWT issuer could not be discovered (bootstrap is blocked).
+    pub trust_error: Option<String>,
+    /// Set when applying objects failed.
+    pub apply_error: Option<String>,
+}
+
+pub fn derive(
+    spec: &OpenBaoClusterSpec,
+    previous: &OpenBaoClusterStatus,
+    observed: &Observed,
+    generation: Option<i64>,
+    now: Time,
+) -> OpenBaoClusterStatus {
+    let mut status = previous.clone();
+    let mut set = |d: Desired| cond::set_condition(&mut status.conditions, d, generation, now.clone());
+    let initialized = previous.initialized || observed.pods.iter().any(|p| p.initialized == Some(true));
+    let replicas = spec.replicas;
+    let ready = observed.ready_replicas;
+
+    set(if observed.paused {
+        Desired::new(cond::AVAILABLE, Status::Unknown, "Paused", "spec.paused is true: the operator makes no changes")
+    } else if ready >= replicas {
+        Desired::new(cond::AVAILABLE, Status::True, "AllReplicasReady", format!("{ready}/{replicas} servers unsealed and serving"))
+    } else if ready > replicas / 2 {
+        Desired::new(cond::AVAILABLE, Status::True, "QuorumReady", format!("{ready}/{replicas} servers ready: a raft quorum serves"))
+    } else {
+        Desired::new(cond::AVAILABLE, Status::False, "NotEnoughReplicas", format!("{ready}/{replicas} servers ready"))
+    });
+
+    set(match &observed.tls {
+        TlsState::Ready { .. } if spec.tls.mode == TlsMode::OperatorManaged => {
+            Desired::new(cond::TLS_READY, Status::True, "OperatorManaged", "CA and server certificate issued by the operator")
+        }
+        TlsState::Ready { .. } => Desired::new(cond::TLS_READY, Status::True, "ExternalSecretsPresent", "user-provided TLS Secrets found"),
+        TlsState::ExternalSecretMissing(m) => Desired::new(cond::TLS_READY, Status::False, "TLSSecretMissing", m.clone()),
+        TlsState::Failed(m) => Desired::new(cond::TLS_READY, Status::False, "TLSIssueFailed", m.clone()),
+    });
+
+    set(if initialized {
+        Desired::new(cond::OPENBAO_INITIALIZED, Status::True, "SelfInitialized", "OpenBao initialized itself; the root token was revoked")
+    } else {
+        Desired::new(cond::OPENBAO_INITIALIZED, Status::False, "WaitingForSelfInit", "the first server has not finished self-initialization")
+    });
+
+    let reporting: Vec<&PodView> = observed.pods.iter().filter(|p| p.sealed.is_some()).collect();
+    let sealed: Vec<&str> = reporting.iter().filter(|p| p.sealed == Some(true)).map(|p| p.name.as_str()).collect();
+    set(if reporting.is_empty() {
+        Desired::new(cond::OPENBAO_SEALED, Status::Unknown, "NoServerReporting", "no server has reported its seal state yet")
+    } else if sealed.is_empty() {
+        Desired::new(cond::OPENBAO_SEALED, Status::False, "Unsealed", format!("{} servers unsealed", reporting.len()))
+    } else {
+        Desired::new(cond::OPENBAO_SEALED, Status::True, "ServersSealed", format!("sealed: {}", sealed.join(", ")))
+    });
+
+    let oidc = &spec.self_init.oidc;
+    let demo = openbao_render::selfinit::demo_enabled(spec);
+    set(if let Some(err) = &observed.trust_error {
+        Desired::new(cond::USER_ACCESS_BOOTSTRAP, Status::False, "IssuerDiscoveryFailed", err.clone())
+    } else if oidc.enabled && oidc.admin_service_account.is_some() {
+        let how = if demo { "JWT admin role and demo userpass login" } else { "JWT admin role" };
+        Desired::new(cond::USER_ACCESS_BOOTSTRAP, Status::True, "AdminLoginConfigured", how)
+    } else if demo {
+        Desired::new(cond::USER_ACCESS_BOOTSTRAP, Status::True, "DemoLoginOnly", "only the demo userpass login can administer this cluster")
+    } else {
+        Desired::new(
+            cond::USER_ACCESS_BOOTSTRAP,
+            Status::False,
+            "NoAdminLogin",
+            "no admin login is bootstrapped and the root token is revoked: set selfInit.oidc.adminServiceAccount or add an auth request",
+        )
+    });
+
+    match observed.gateway {
+        GatewayState::Disabled => status.conditions.retain(|c| c.type_ != cond::GATEWAY_INTEGRATION_READY),
+        GatewayState::Attached => cond::set_condition(
+            &mut status.conditions,
+            Desired::new(cond::GATEWAY_INTEGRATION_READY, Status::True, "RouteApplied", "HTTPRoute and BackendTLSPolicy applied"),
+            generation,
+            now.clone(),
+        ),
+        GatewayState::ApiMissing => cond::set_condition(
+            &mut status.conditions,
+            Desired::new(
+                cond::GATEWAY_INTEGRATION_READY,
+                Status::False,
+                "GatewayAPIMissing",
+                "the Gateway API (HTTPRoute, BackendTLSPolicy v1) is not installed in this cluster",
+            ),
+            generation,
+            now.clone(),
+        ),
+    }
+
+    let problem = observed
+        .apply_error
+        .as_ref()
+        .map(|m| ("ApplyFailed", m.clone()))
+        .or_else(|| match &observed.tls {
+            TlsState::Failed(m) => Some(("TLSIssueFailed", m.clone())),
+            TlsState::ExternalSecretMissing(m) => Some(("TLSSecretMissing", m.clone())),
+            TlsState::Ready { .. } => None,
+        })
+        .or_else(|| observed.trust_error.as_ref().map(|m| ("IssuerDiscoveryFailed", m.clone())))
+        .or_else(|| (!sealed.is_empty()).then(|| ("ServersSealed", format!("sealed: {}", sealed.join(", ")))));
+    cond::set_condition(
+        &mut status.conditions,
+        match problem {
+            Some((reason, message)) => Desired::new(cond::DEGRADED, Status::True, reason, message),
+            None => Desired::new(cond::DEGRADED, Status::False, "Reconciled", "desired state applied"),
+        },
+        generation,
+        now.clone(),
+    );
+
+    if spec.profile == Profile::Development {
+        let message = if demo {
+            "Development profile with the demo userpass login: operator-managed TLS, a seal key stored in Kubernetes and a shared password; never use this for real secrets"
+        } else {
+            "Development profile: operator-managed TLS and a seal key stored in Kubernetes; not a production posture"
+        };
+        let reason = if demo { "DemoLoginEnabled" } else { "DevelopmentProfile" };
+        cond::set_condition(&mut status.conditions, Desired::new(cond::SECURITY_RISK, Status::True, reason, message), generation, now);
+    } else {
+        status.conditions.retain(|c| c.type_ != cond::SECURITY_RISK);
+    }
+
+    status.initialized = initialized;
+    status.ready_replicas = ready;
+    status.observed_generation = generation;
+    status.active_leader = observed.pods.iter().find(|p| p.active).map(|p| p.name.clone());
+    if initialized && status.current_version.is_none() {
+        status.current_version = Some(spec.version.clone());
+    }
+    if let TlsState::Ready { server_not_after, ca_not_after } = &observed.tls {
+        status.tls = Some(TlsStatus { server_not_after: server_not_after.clone(), ca_not_after: ca_not_after.clone() });
+    }
+    status.phase = Some(if observed.paused {
+        ClusterPhase::Paused
+    } else if observed.apply_error.is_some() {
+        ClusterPhase::Failed
+    } else if !initialized {
+        ClusterPhase::Initializing
+    } else if ready >= replicas {
+        ClusterPhase::Running
+    } else {
+        ClusterPhase::Degraded
+    });
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: serde_json::Value) -> OpenBaoClusterSpec {
+        let mut v = serde_json::json!({"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}});
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn observed() -> Observed {
+        Observed {
+            paused: false,
+            ready_replicas: 0,
+            pods: vec![],
+            tls: TlsState::Ready { server_not_after: None, ca_not_after: None },
+            gateway: GatewayState::Disabled,
+            trust_error: None,
+            apply_error: None,
+        }
+    }
+
+    fn now() -> Time {
+        Time("2026-01-01T00:00:00Z".parse().unwrap())
+    }
+
+    fn reason(s: &OpenBaoClusterStatus, t: &str) -> (String, String) {
+        let c = cond::find(&s.conditions, t).unwrap_or_else(|| panic!("{t} missing"));
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn a_new_cluster_is_initializing_and_flags_its_risks() {
+        let s = derive(&spec(serde_json::json!({})), &Default::default(), &observed(), Some(1), now());
+        assert_eq!(s.phase, Some(ClusterPhase::Initializing));
+        assert_eq!(reason(&s, cond::AVAILABLE), ("False".into(), "NotEnoughReplicas".into()));
+        assert_eq!(reason(&s, cond::SECURITY_RISK), ("True".into(), "DevelopmentProfile".into()));
+        assert_eq!(reason(&s, cond::USER_ACCESS_BOOTSTRAP), ("False".into(), "NoAdminLogin".into()));
+        assert_eq!(reason(&s, cond::OPENBAO_SEALED).0, "Unknown");
+        assert!(cond::find(&s.conditions, cond::GATEWAY_INTEGRATION_READY).is_none());
+    }
+
+    #[test]
+    fn a_healthy_cluster_runs_and_reports_its_leader() {
+        let mut o = observed();
+        o.ready_replicas = 3;
+        o.pods = (0..3)
+            .map(|i| PodView { name: format!("b-{i}"), initialized: Some(true), sealed: Some(false), active: i == 1 })
+            .collect();
+        o.gateway = GatewayState::Attached;
+        let sp = spec(serde_json::json!({"selfInit": {"oidc": {"adminServiceAccount": {"name": "admin"}},
+            "demoUserpass": {"passwordSecretRef": {"name": "pw"}}}}));
+        let s = derive(&sp, &Default::default(), &o, Some(2), now());
+        assert_eq!(s.phase, Some(ClusterPhase::Running));
+        assert_eq!(s.active_leader.as_deref(), Some("b-1"));
+        assert_eq!(s.current_version.as_deref(), Some("2.7.2"));
+        assert_eq!(reason(&s, cond::OPENBAO_SEALED), ("False".into(), "Unsealed".into()));
+        assert_eq!(reason(&s, cond::GATEWAY_INTEGRATION_READY), ("True".into(), "RouteApplied".into()));
+        assert_eq!(reason(&s, cond::SECURITY_RISK), ("True".into(), "DemoLoginEnabled".into()));
+        assert_eq!(reason(&s, cond::DEGRADED), ("False".into(), "Reconciled".into()));
+    }
+
+    #[test]
+    fn problems_surface_as_degraded_with_a_reason() {
+        let mut o = observed();
+        o.gateway = GatewayState::ApiMissing;
+        o.tls = TlsState::ExternalSecretMissing("secret t-tls-server not found".into());
+        let s = derive(&spec(serde_json::json!({})), &Default::default(), &o, Some(1), now());
+        assert_eq!(reason(&s, cond::GATEWAY_INTEGRATION_READY), ("False".into(), "GatewayAPIMissing".into()));
+        assert_eq!(reason(&s, cond::DEGRADED), ("True".into(), "TLSSecretMissing".into()));
+        o.paused = true;
+        let s = derive(&spec(serde_json::json!({})), &s, &o, Some(1), now());
+        assert_eq!(s.phase, Some(ClusterPhase::Paused));
+        assert_eq!(reason(&s, cond::AVAILABLE), ("Unknown".into(), "Paused".into()));
+    }
+
+    #[test]
+    fn same_inputs_give_the_same_status() {
+        let o = observed();
+        let sp = spec(serde_json::json!({}));
+        let first = derive(&sp, &Default::default(), &o, Some(1), now());
+        let later = Time("2026-01-01T01:00:00Z".parse().unwrap());
+        assert_eq!(derive(&sp, &first, &o, Some(1), later), first, "no status write when nothing changed");
+    }
+}

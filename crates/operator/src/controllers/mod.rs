@@ -1,0 +1,3 @@
+//! One controller per kind.
+
+pub mod cluster;

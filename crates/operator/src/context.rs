@@ -16,6 +16,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Whether the Gateway API (HTTPRoute, BackendTLSPolicy) is served by this apiserver.
     pub gateway_api: bool,
+    /// Only reconcile clusters in this namespace (all namespaces when `None`).
+    pub watch_namespace: Option<String>,
     /// The apiserver's service-account issuer and keys; refreshed when a reconcile needs them.
     jwt_trust: RwLock<Option<JwtTrust>>,
 }
@@ -26,9 +28,13 @@ impl Context {
         Self {
             client,
             operator,
-            reporter: Reporter { controller: crate::FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() },
+            reporter: Reporter {
+                controller: crate::FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
             metrics,
             gateway_api,
+            watch_namespace: None,
             jwt_trust: RwLock::new(None),
         }
     }

@@ -38,6 +38,9 @@ struct RunArgs {
     /// Service account the operator runs as.
     #[arg(long, env = "OPERATOR_SERVICE_ACCOUNT_NAME", default_value = "openbao-operator")]
     service_account: String,
+    /// Reconcile only the clusters of this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
     /// Elect a leader through a Lease so that only one replica reconciles.
     #[arg(long, env = "OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
@@ -81,7 +84,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(http::serve(args.http_addr, metrics.clone(), ready.clone(), stopped()));
 
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("openbao-operator-{}", std::process::id()));
-    let elector = LeaderElector::new(Api::<Lease>::namespaced(client.clone(), &args.namespace), "openbao-operator-leader", &identity);
+    let elector = LeaderElector::new(
+        Api::<Lease>::namespaced(client.clone(), &args.namespace),
+        "openbao-operator-leader",
+        &identity,
+    );
     if args.leader_election {
         tracing::info!(%identity, "waiting for leadership");
         tokio::select! {
@@ -90,8 +97,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         tracing::info!(%identity, "acquired leadership");
     }
-    let operator = OperatorIdentity { namespace: args.namespace.clone(), service_account: args.service_account.clone() };
-    let ctx = Arc::new(Context::new(client, operator, metrics).await);
+    let operator = OperatorIdentity {
+        namespace: args.namespace.clone(),
+        service_account: args.service_account.clone(),
+    };
+    let mut ctx = Context::new(client, operator, metrics).await;
+    ctx.watch_namespace = args.watch_namespace.clone();
+    let ctx = Arc::new(ctx);
     tracing::info!(gateway_api = ctx.gateway_api, "starting the OpenBaoCluster controller");
     ready.store(true, Ordering::Relaxed);
     let controller = cluster::run(ctx, stopped());

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// Runs `hack/<script> args...` and returns its trimmed stdout (stderr goes to the test log).
@@ -27,7 +30,10 @@ pub fn run_hack(script: &str, args: &[&str]) -> Result<String> {
 /// Path of the `bao` binary for `version` (e.g. "2.7.2").
 pub fn bao_binary(version: &str) -> Result<PathBuf> {
     let line = run_hack("fetch-openbao.sh", &[version])?;
-    let path = line.split_once(' ').map(|(_, p)| p).context("fetch-openbao.sh output")?;
+    let path = line
+        .split_once(' ')
+        .map(|(_, p)| p)
+        .context("fetch-openbao.sh output")?;
     Ok(PathBuf::from(path))
 }
 

@@ -2,8 +2,8 @@
 //! are built by `openbao-render`; this is only for the harness around it.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use std::net::IpAddr;
 
@@ -32,10 +32,17 @@ impl TestCa {
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         validity(&mut params);
         let cert = params.self_signed(&key).expect("self-sign CA");
-        let pem = CertPem { cert: cert.pem(), key: key.serialize_pem() };
+        let pem = CertPem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        };
         let issuer = Issuer::new(params, key);
         Self { pem, issuer }
     }
@@ -60,6 +67,9 @@ impl TestCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         validity(&mut params);
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
-        CertPem { cert: cert.pem(), key: key.serialize_pem() }
+        CertPem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
     }
 }

@@ -65,14 +65,22 @@ fn spawner() -> &'static Spawner {
 impl ManagedProcess {
     /// Starts `program args` with stdout and stderr appended to `log`.
     pub fn start(name: &str, program: &Path, args: &[String], envs: &[(&str, String)], log: &Path) -> Result<Self> {
-        let out = File::options().create(true).append(true).open(log).with_context(|| format!("open {}", log.display()))?;
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
         for (k, v) in envs {
             cmd.env(k, v);
         }
         let child = spawn_with_death_signal(cmd).with_context(|| format!("spawn {name} ({})", program.display()))?;
-        Ok(Self { name: name.to_string(), child: Some(child), log: log.to_path_buf() })
+        Ok(Self {
+            name: name.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
     }
 
     pub fn name(&self) -> &str {

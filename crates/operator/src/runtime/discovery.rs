@@ -16,7 +16,10 @@ pub enum DiscoveryError {
 
 async fn get_text(client: &Client, path: &'static str) -> Result<String, DiscoveryError> {
     let req = http::Request::get(path).body(Vec::new()).expect("static request");
-    client.request_text(req).await.map_err(|source| DiscoveryError::Request { path, source })
+    client
+        .request_text(req)
+        .await
+        .map_err(|source| DiscoveryError::Request { path, source })
 }
 
 pub async fn service_account_trust(client: &Client) -> Result<JwtTrust, DiscoveryError> {
@@ -26,7 +29,10 @@ pub async fn service_account_trust(client: &Client) -> Result<JwtTrust, Discover
         .and_then(|v| v["issuer"].as_str().map(str::to_string))
         .ok_or_else(|| DiscoveryError::NoIssuer(doc.chars().take(200).collect()))?;
     let jwks = get_text(client, "/openid/v1/jwks").await?;
-    Ok(JwtTrust { issuer, public_keys_pem: openbao_render::jwks::public_keys_pem(&jwks)? })
+    Ok(JwtTrust {
+        issuer,
+        public_keys_pem: openbao_render::jwks::public_keys_pem(&jwks)?,
+    })
 }
 
 /// True when `gateway.networking.k8s.io/v1` serves both HTTPRoute and BackendTLSPolicy.

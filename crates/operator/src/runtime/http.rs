@@ -28,10 +28,17 @@ pub async fn serve(
         .route(
             "/readyz",
             get(|State(s): State<AppState>| async move {
-                if s.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+                if s.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
             }),
         )
-        .route("/metrics", get(|State(s): State<AppState>| async move { s.metrics.encode() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<AppState>| async move { s.metrics.encode() }),
+        )
         .with_state(AppState { metrics, ready });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await

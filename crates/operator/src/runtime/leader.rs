@@ -16,7 +16,12 @@ pub struct LeaderElector {
 
 impl LeaderElector {
     pub fn new(api: Api<Lease>, name: &str, identity: &str) -> Self {
-        Self { api, name: name.to_string(), identity: identity.to_string(), lease_seconds: 15 }
+        Self {
+            api,
+            name: name.to_string(),
+            identity: identity.to_string(),
+            lease_seconds: 15,
+        }
     }
 
     fn spec(&self, now: Timestamp, acquire: Option<MicroTime>, transitions: i32) -> LeaseSpec {
@@ -35,7 +40,10 @@ impl LeaderElector {
         let now = Timestamp::now();
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(self.spec(now, None, 0)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {

@@ -35,10 +35,24 @@ impl Default for Metrics {
         let kube_writes = Counter::default();
         let mut registry = Registry::with_prefix("openbao_operator");
         registry.register("reconciles", "Reconciles by result", reconciles.clone());
-        registry.register("reconcile_errors", "Failed reconciles by reason", reconcile_errors.clone());
-        registry.register("reconcile_duration_seconds", "Duration of one reconcile", reconcile_duration.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by reason",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile",
+            reconcile_duration.clone(),
+        );
         registry.register("kube_writes", "Kubernetes write requests sent", kube_writes.clone());
-        Self { reconciles, reconcile_errors, reconcile_duration, kube_writes, registry: Arc::new(registry) }
+        Self {
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            kube_writes,
+            registry: Arc::new(registry),
+        }
     }
 }
 

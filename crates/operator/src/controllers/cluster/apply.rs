@@ -33,7 +33,9 @@ impl Applier<'_> {
     {
         let name = obj.meta().name.clone().expect("built objects are named");
         self.metrics.kube_writes.inc();
-        self.api::<K>().patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await
+        self.api::<K>()
+            .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
+            .await
     }
 
     /// Deletes `name` if it exists and this cluster controls it.
@@ -42,8 +44,13 @@ impl Applier<'_> {
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + DeserializeOwned + Clone + Debug,
     {
         let api = self.api::<K>();
-        let Some(existing) = api.get_opt(name).await? else { return Ok(false) };
-        let owned = existing.owner_references().iter().any(|o| o.uid == self.owner_uid && o.controller == Some(true));
+        let Some(existing) = api.get_opt(name).await? else {
+            return Ok(false);
+        };
+        let owned = existing
+            .owner_references()
+            .iter()
+            .any(|o| o.uid == self.owner_uid && o.controller == Some(true));
         if !owned {
             return Ok(false);
         }

@@ -12,7 +12,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -59,7 +59,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let client = ctx.client.clone();
     let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", labels::MANAGED_BY));
     let pods = watcher::Config::default().labels(labels::CLUSTER_LABEL);
-    let mut controller = Controller::new(Api::<OpenBaoCluster>::all(client.clone()), watcher::Config::default().any_semantic())
+    let clusters = match &ctx.watch_namespace {
+        Some(ns) => Api::<OpenBaoCluster>::namespaced(client.clone(), ns),
+        None => Api::<OpenBaoCluster>::all(client.clone()),
+    };
+    let mut controller = Controller::new(clusters, watcher::Config::default().any_semantic())
         .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
         .owns(Api::<Service>::all(client.clone()), managed.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
@@ -76,8 +80,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         });
     if ctx.gateway_api {
         controller = controller
-            .owns(Api::<gateway_api::httproutes::HttpRoute>::all(client.clone()), managed.clone())
-            .owns(Api::<gateway_api::backendtlspolicies::BackendTlsPolicy>::all(client.clone()), managed);
+            .owns(
+                Api::<gateway_api::httproutes::HttpRoute>::all(client.clone()),
+                managed.clone(),
+            )
+            .owns(
+                Api::<gateway_api::backendtlspolicies::BackendTlsPolicy>::all(client.clone()),
+                managed,
+            );
     }
     controller
         .graceful_shutdown_on(shutdown)
@@ -92,7 +102,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 
 fn error_policy(obj: Arc<OpenBaoCluster>, err: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(cluster = %obj.name_any(), namespace = ?obj.namespace(), error = %err, "reconcile failed");
-    ctx.metrics.reconcile_errors.get_or_create(&crate::runtime::metrics::ErrorLabels { reason: err.metric_label().into() }).inc();
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&crate::runtime::metrics::ErrorLabels {
+            reason: err.metric_label().into(),
+        })
+        .inc();
     Action::requeue(Duration::from_secs(10))
 }
 
@@ -101,7 +116,10 @@ pub async fn reconcile(obj: Arc<OpenBaoCluster>, ctx: Arc<Context>) -> Result<Ac
     let result = reconcile_inner(&obj, &ctx).await;
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     let label = if result.is_ok() { "success" } else { "error" };
-    ctx.metrics.reconciles.get_or_create(&crate::runtime::metrics::ResultLabels { result: label.into() }).inc();
+    ctx.metrics
+        .reconciles
+        .get_or_create(&crate::runtime::metrics::ResultLabels { result: label.into() })
+        .inc();
     result
 }
 
@@ -109,7 +127,12 @@ async fn reconcile_inner(obj: &OpenBaoCluster, ctx: &Context) -> Result<Action, 
     let namespace = obj.namespace().ok_or(Error::MissingMetadata)?;
     let uid = obj.uid().ok_or(Error::MissingMetadata)?;
     let name = obj.name_any();
-    let cluster = Cluster { name: &name, namespace: &namespace, uid: &uid, spec: &obj.spec };
+    let cluster = Cluster {
+        name: &name,
+        namespace: &namespace,
+        uid: &uid,
+        spec: &obj.spec,
+    };
     let previous = obj.status.clone().unwrap_or_default();
     let now = Timestamp::now();
 
@@ -125,7 +148,10 @@ async fn reconcile_inner(obj: &OpenBaoCluster, ctx: &Context) -> Result<Action, 
         paused: obj.spec.paused,
         ready_replicas,
         pods,
-        tls: TlsState::Ready { server_not_after: None, ca_not_after: None },
+        tls: TlsState::Ready {
+            server_not_after: None,
+            ca_not_after: None,
+        },
         gateway: GatewayState::Disabled,
         trust_error: None,
         apply_error: None,
@@ -136,7 +162,12 @@ async fn reconcile_inner(obj: &OpenBaoCluster, ctx: &Context) -> Result<Action, 
         return Ok(Action::await_change());
     }
 
-    let applier = Applier { client: &ctx.client, namespace: &namespace, metrics: &ctx.metrics, owner_uid: &uid };
+    let applier = Applier {
+        client: &ctx.client,
+        namespace: &namespace,
+        metrics: &ctx.metrics,
+        owner_uid: &uid,
+    };
     let mut events = Vec::new();
     let outcome = apply_all(ctx, &cluster, &previous, &applier, &mut observed, &mut events, now).await;
     if let Err(e) = &outcome {
@@ -163,12 +194,19 @@ async fn observe_pods(ctx: &Context, cluster: &Cluster<'_>) -> Result<Vec<PodVie
         .list(&ListParams::default().labels(&format!("{}={}", labels::CLUSTER_LABEL, cluster.name)))
         .await
         .map_err(kube_err("listing pods"))?;
-    Ok(pods.items.iter().map(|p| PodView::from_labels(&p.name_any(), p.labels())).collect())
+    Ok(pods
+        .items
+        .iter()
+        .map(|p| PodView::from_labels(&p.name_any(), p.labels()))
+        .collect())
 }
 
 fn previous_tls_state(previous: &OpenBaoClusterStatus) -> TlsState {
     let tls = previous.tls.clone().unwrap_or_default();
-    TlsState::Ready { server_not_after: tls.server_not_after, ca_not_after: tls.ca_not_after }
+    TlsState::Ready {
+        server_not_after: tls.server_not_after,
+        ca_not_after: tls.ca_not_after,
+    }
 }
 
 /// Applies every desired object in dependency order and prunes the ones no longer wanted.
@@ -186,31 +224,38 @@ async fn apply_all(
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), cluster.namespace);
     let get_secret = |n: String| {
         let secrets = secrets.clone();
-        async move { secrets.get_opt(&n).await.map_err(kube_err(format!("reading Secret {n}"))) }
-    };
-
-    applier.apply(&objects::service_account(cluster)).await.map_err(kube_err("applying the ServiceAccount"))?;
-    for sa in objects::job_service_accounts(cluster) {
-        applier.apply(&sa).await.map_err(kube_err("applying a Job ServiceAccount"))?;
-    }
-    applier.apply(&objects::service_registration_role(cluster)).await.map_err(kube_err("applying the Role"))?;
-    applier.apply(&objects::service_registration_role_binding(cluster)).await.map_err(kube_err("applying the RoleBinding"))?;
-
-    // The seal key is generated once and never changes: losing it loses the data.
-    let unseal_key = match get_secret(names::unseal_key_secret(name)).await? {
-        Some(s) => s.data.and_then(|d| d.get("key").map(|k| k.0.clone())),
-        None => None,
-    };
-    let unseal_key = match unseal_key {
-        Some(k) => k,
-        None => {
-            events.push(("SealKeyCreated".into(), "generated the static seal key".into()));
-            let mut k = [0u8; 32];
-            rand::fill(&mut k);
-            k.to_vec()
+        async move {
+            secrets
+                .get_opt(&n)
+                .await
+                .map_err(kube_err(format!("reading Secret {n}")))
         }
     };
-    applier.apply(&objects::unseal_key_secret(cluster, &unseal_key)).await.map_err(kube_err("applying the seal key Secret"))?;
+
+    applier
+        .apply(&objects::service_account(cluster))
+        .await
+        .map_err(kube_err("applying the ServiceAccount"))?;
+    for sa in objects::job_service_accounts(cluster) {
+        applier
+            .apply(&sa)
+            .await
+            .map_err(kube_err("applying a Job ServiceAccount"))?;
+    }
+    applier
+        .apply(&objects::service_registration_role(cluster))
+        .await
+        .map_err(kube_err("applying the Role"))?;
+    applier
+        .apply(&objects::service_registration_role_binding(cluster))
+        .await
+        .map_err(kube_err("applying the RoleBinding"))?;
+
+    let unseal_key = ensure_unseal_key(cluster, &secrets, events).await?;
+    applier
+        .apply(&objects::unseal_key_secret(cluster, &unseal_key))
+        .await
+        .map_err(kube_err("applying the seal key Secret"))?;
 
     let mut next_cert_check = None;
     let bundle = match cluster.spec.tls.mode {
@@ -219,8 +264,14 @@ async fn apply_all(
             let server = get_secret(names::tls_server_secret(name)).await?;
             match tls::reconcile_tls(cluster, ca.as_ref(), server.as_ref(), now) {
                 Ok(out) => {
-                    applier.apply(&out.secrets.ca).await.map_err(kube_err("applying the CA Secret"))?;
-                    applier.apply(&out.secrets.server).await.map_err(kube_err("applying the server certificate"))?;
+                    applier
+                        .apply(&out.secrets.ca)
+                        .await
+                        .map_err(kube_err("applying the CA Secret"))?;
+                    applier
+                        .apply(&out.secrets.server)
+                        .await
+                        .map_err(kube_err("applying the server certificate"))?;
                     for change in out.changes {
                         events.push(("CertificateIssued".into(), change));
                     }
@@ -239,10 +290,21 @@ async fn apply_all(
         }
         TlsMode::External => {
             let server = get_secret(names::tls_server_secret(name)).await?;
-            let ca_pem = server.as_ref().and_then(|s| s.data.as_ref()?.get("ca.crt").map(|b| String::from_utf8_lossy(&b.0).into_owned()));
-            let has_cert = server.as_ref().and_then(|s| s.data.as_ref()).is_some_and(|d| d.contains_key("tls.crt") && d.contains_key("tls.key"));
+            let ca_pem = server.as_ref().and_then(|s| {
+                s.data
+                    .as_ref()?
+                    .get("ca.crt")
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            });
+            let has_cert = server
+                .as_ref()
+                .and_then(|s| s.data.as_ref())
+                .is_some_and(|d| d.contains_key("tls.crt") && d.contains_key("tls.key"));
             if has_cert && ca_pem.is_some() {
-                observed.tls = TlsState::Ready { server_not_after: None, ca_not_after: None };
+                observed.tls = TlsState::Ready {
+                    server_not_after: None,
+                    ca_not_after: None,
+                };
             } else {
                 observed.tls = TlsState::ExternalSecretMissing(format!(
                     "Secret {} with tls.crt, tls.key and ca.crt is required with tls.mode External",
@@ -253,12 +315,22 @@ async fn apply_all(
         }
     };
 
-    applier.apply(&objects::config_map(cluster)).await.map_err(kube_err("applying the config ConfigMap"))?;
+    applier
+        .apply(&objects::config_map(cluster))
+        .await
+        .map_err(kube_err("applying the config ConfigMap"))?;
     let initialized = observed.pods.iter().any(|p| p.initialized == Some(true)) || previous.initialized;
     let bootstrap_ready = if initialized {
         // A re-created first pod must never found a second cluster: the requests go away for good.
-        if applier.prune::<Secret>(&names::init_secret(name)).await.map_err(kube_err("removing the self-init Secret"))? {
-            events.push(("SelfInitRequestsRemoved".into(), "cluster initialized; removed the self-init requests".into()));
+        if applier
+            .prune::<Secret>(&names::init_secret(name))
+            .await
+            .map_err(kube_err("removing the self-init Secret"))?
+        {
+            events.push((
+                "SelfInitRequestsRemoved".into(),
+                "cluster initialized; removed the self-init requests".into(),
+            ));
         }
         true
     } else {
@@ -277,26 +349,96 @@ async fn apply_all(
         }
     };
 
-    applier.apply(&objects::headless_service(cluster)).await.map_err(kube_err("applying the headless Service"))?;
-    applier.apply(&objects::public_service(cluster)).await.map_err(kube_err("applying the public Service"))?;
-    applier.apply(&objects::network_policy(cluster, &ctx.operator)).await.map_err(kube_err("applying the NetworkPolicy"))?;
+    applier
+        .apply(&objects::headless_service(cluster))
+        .await
+        .map_err(kube_err("applying the headless Service"))?;
+    applier
+        .apply(&objects::public_service(cluster))
+        .await
+        .map_err(kube_err("applying the public Service"))?;
+    applier
+        .apply(&objects::network_policy(cluster, &ctx.operator))
+        .await
+        .map_err(kube_err("applying the NetworkPolicy"))?;
     match objects::pod_disruption_budget(cluster) {
-        Some(pdb) => drop(applier.apply(&pdb).await.map_err(kube_err("applying the PodDisruptionBudget"))?),
-        None => drop(applier.prune::<PodDisruptionBudget>(&names::pdb(name)).await.map_err(kube_err("pruning the PDB"))?),
+        Some(pdb) => drop(
+            applier
+                .apply(&pdb)
+                .await
+                .map_err(kube_err("applying the PodDisruptionBudget"))?,
+        ),
+        None => drop(
+            applier
+                .prune::<PodDisruptionBudget>(&names::pdb(name))
+                .await
+                .map_err(kube_err("pruning the PDB"))?,
+        ),
     }
     apply_gateway(ctx, cluster, applier, observed, bundle.as_deref()).await?;
 
     // Pods start only once their TLS material and (first time) the self-init file exist.
     if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) {
-        applier.apply(&objects::statefulset(cluster)).await.map_err(kube_err("applying the StatefulSet"))?;
+        applier
+            .apply(&objects::statefulset(cluster))
+            .await
+            .map_err(kube_err("applying the StatefulSet"))?;
     }
     Ok(next_cert_check)
+}
+
+/// The seal key is generated once and never changes: losing it loses the data. It is created
+/// (never applied over) so that two writers can never replace each other's key.
+async fn ensure_unseal_key(
+    cluster: &Cluster<'_>,
+    secrets: &Api<Secret>,
+    events: &mut Vec<(String, String)>,
+) -> Result<Vec<u8>, Error> {
+    let name = names::unseal_key_secret(cluster.name);
+    let read = || async {
+        let existing = secrets
+            .get_opt(&name)
+            .await
+            .map_err(kube_err(format!("reading Secret {name}")))?;
+        Ok::<_, Error>(
+            existing
+                .and_then(|s| s.data)
+                .and_then(|d| d.get("key").map(|k| k.0.clone())),
+        )
+    };
+    if let Some(key) = read().await? {
+        return Ok(key);
+    }
+    let mut key = [0u8; 32];
+    rand::fill(&mut key);
+    // Only the key itself is created here; labels and owner references come from the apply
+    // that follows, so that the apply alone decides them (and can drop them again).
+    let mut bare = objects::unseal_key_secret(cluster, &key);
+    bare.metadata = kube::api::ObjectMeta {
+        name: Some(name.clone()),
+        ..Default::default()
+    };
+    let params = PostParams {
+        field_manager: Some(format!("{}-seal-key", crate::FIELD_MANAGER)),
+        ..Default::default()
+    };
+    match secrets.create(&params, &bare).await {
+        Ok(_) => {
+            events.push(("SealKeyCreated".into(), "generated the static seal key".into()));
+            Ok(key.to_vec())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => read().await?.ok_or(Error::MissingMetadata),
+        Err(e) => Err(kube_err("creating the seal key Secret")(e)),
+    }
 }
 
 async fn trust_for(ctx: &Context, cluster: &Cluster<'_>) -> Result<JwtTrust, String> {
     let oidc = &cluster.spec.self_init.oidc;
     if !oidc.enabled {
-        return Ok(JwtTrust { issuer: String::new(), public_keys_pem: Vec::new() });
+        return Ok(JwtTrust {
+            issuer: String::new(),
+            public_keys_pem: Vec::new(),
+        });
     }
     let mut trust = ctx.jwt_trust().await.map_err(|e| e.to_string())?;
     if let Some(issuer) = &oidc.issuer {
@@ -316,26 +458,59 @@ async fn apply_gateway(
     use gateway_api::httproutes::HttpRoute;
     let wanted = cluster.spec.gateway.as_ref().is_some_and(|g| g.enabled);
     if !ctx.gateway_api {
-        observed.gateway = if wanted { GatewayState::ApiMissing } else { GatewayState::Disabled };
+        observed.gateway = if wanted {
+            GatewayState::ApiMissing
+        } else {
+            GatewayState::Disabled
+        };
         return Ok(());
     }
     let name = cluster.name;
-    match (objects::http_route(cluster), objects::backend_tls_policy(cluster), bundle.and_then(|b| objects::gateway_ca_config_map(cluster, b))) {
+    match (
+        objects::http_route(cluster),
+        objects::backend_tls_policy(cluster),
+        bundle.and_then(|b| objects::gateway_ca_config_map(cluster, b)),
+    ) {
         (Some(route), policy, ca) => {
             if let Some(ca) = ca {
-                applier.apply(&ca).await.map_err(kube_err("applying the gateway CA ConfigMap"))?;
+                applier
+                    .apply(&ca)
+                    .await
+                    .map_err(kube_err("applying the gateway CA ConfigMap"))?;
             }
             match policy {
-                Some(p) => drop(applier.apply(&p).await.map_err(kube_err("applying the BackendTLSPolicy"))?),
-                None => drop(applier.prune::<BackendTlsPolicy>(&names::backend_tls_policy(name)).await.map_err(kube_err("pruning the BackendTLSPolicy"))?),
+                Some(p) => drop(
+                    applier
+                        .apply(&p)
+                        .await
+                        .map_err(kube_err("applying the BackendTLSPolicy"))?,
+                ),
+                None => drop(
+                    applier
+                        .prune::<BackendTlsPolicy>(&names::backend_tls_policy(name))
+                        .await
+                        .map_err(kube_err("pruning the BackendTLSPolicy"))?,
+                ),
             }
-            applier.apply(&route).await.map_err(kube_err("applying the HTTPRoute"))?;
+            applier
+                .apply(&route)
+                .await
+                .map_err(kube_err("applying the HTTPRoute"))?;
             observed.gateway = GatewayState::Attached;
         }
         (None, _, _) => {
-            applier.prune::<HttpRoute>(&names::http_route(name)).await.map_err(kube_err("pruning the HTTPRoute"))?;
-            applier.prune::<BackendTlsPolicy>(&names::backend_tls_policy(name)).await.map_err(kube_err("pruning the BackendTLSPolicy"))?;
-            applier.prune::<ConfigMap>(&names::gateway_ca_config_map(name)).await.map_err(kube_err("pruning the gateway CA"))?;
+            applier
+                .prune::<HttpRoute>(&names::http_route(name))
+                .await
+                .map_err(kube_err("pruning the HTTPRoute"))?;
+            applier
+                .prune::<BackendTlsPolicy>(&names::backend_tls_policy(name))
+                .await
+                .map_err(kube_err("pruning the BackendTLSPolicy"))?;
+            applier
+                .prune::<ConfigMap>(&names::gateway_ca_config_map(name))
+                .await
+                .map_err(kube_err("pruning the gateway CA"))?;
             observed.gateway = GatewayState::Disabled;
         }
     }
@@ -370,22 +545,35 @@ async fn publish_events(
     mut events: Vec<(String, String)>,
 ) {
     if !previous.initialized && current.initialized {
-        events.push(("Initialized".into(), "OpenBao initialized itself; the root token was revoked".into()));
+        events.push((
+            "Initialized".into(),
+            "OpenBao initialized itself; the root token was revoked".into(),
+        ));
     }
     if previous.phase != current.phase {
-        events.push(("PhaseChanged".into(), format!("phase {:?} -> {:?}", previous.phase, current.phase)));
+        events.push((
+            "PhaseChanged".into(),
+            format!("phase {:?} -> {:?}", previous.phase, current.phase),
+        ));
     }
     let degraded = openbao_api::conditions::find(&current.conditions, openbao_api::conditions::DEGRADED);
     let was_degraded = openbao_api::conditions::find(&previous.conditions, openbao_api::conditions::DEGRADED);
     let warning = degraded.filter(|c| c.status == "True" && was_degraded.map(|w| &w.reason) != Some(&c.reason));
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let reference = obj.object_ref(&());
-    let mut all: Vec<(EventType, String, String)> = events.into_iter().map(|(r, n)| (EventType::Normal, r, n)).collect();
+    let mut all: Vec<(EventType, String, String)> =
+        events.into_iter().map(|(r, n)| (EventType::Normal, r, n)).collect();
     if let Some(c) = warning {
         all.push((EventType::Warning, c.reason.clone(), c.message.clone()));
     }
     for (type_, reason, note) in all {
-        let event = Event { type_, reason, note: Some(note), action: "Reconcile".into(), secondary: None };
+        let event = Event {
+            type_,
+            reason,
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
         if let Err(e) = recorder.publish(&event, &reference).await {
             tracing::debug!(error = %e, "publishing an event failed");
         }

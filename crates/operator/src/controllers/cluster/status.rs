@@ -35,7 +35,10 @@ pub enum GatewayState {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TlsState {
-    Ready { server_not_after: Option<String>, ca_not_after: Option<String> },
+    Ready {
+        server_not_after: Option<String>,
+        ca_not_after: Option<String>,
+    },
     /// External mode and the user's Secrets are not there yet.
     ExternalSecretMissing(String),
     Failed(String),
@@ -69,49 +72,122 @@ pub fn derive(
     let ready = observed.ready_replicas;
 
     set(if observed.paused {
-        Desired::new(cond::AVAILABLE, Status::Unknown, "Paused", "spec.paused is true: the operator makes no changes")
+        Desired::new(
+            cond::AVAILABLE,
+            Status::Unknown,
+            "Paused",
+            "spec.paused is true: the operator makes no changes",
+        )
     } else if ready >= replicas {
-        Desired::new(cond::AVAILABLE, Status::True, "AllReplicasReady", format!("{ready}/{replicas} servers unsealed and serving"))
+        Desired::new(
+            cond::AVAILABLE,
+            Status::True,
+            "AllReplicasReady",
+            format!("{ready}/{replicas} servers unsealed and serving"),
+        )
     } else if ready > replicas / 2 {
-        Desired::new(cond::AVAILABLE, Status::True, "QuorumReady", format!("{ready}/{replicas} servers ready: a raft quorum serves"))
+        Desired::new(
+            cond::AVAILABLE,
+            Status::True,
+            "QuorumReady",
+            format!("{ready}/{replicas} servers ready: a raft quorum serves"),
+        )
     } else {
-        Desired::new(cond::AVAILABLE, Status::False, "NotEnoughReplicas", format!("{ready}/{replicas} servers ready"))
+        Desired::new(
+            cond::AVAILABLE,
+            Status::False,
+            "NotEnoughReplicas",
+            format!("{ready}/{replicas} servers ready"),
+        )
     });
 
     set(match &observed.tls {
-        TlsState::Ready { .. } if spec.tls.mode == TlsMode::OperatorManaged => {
-            Desired::new(cond::TLS_READY, Status::True, "OperatorManaged", "CA and server certificate issued by the operator")
+        TlsState::Ready { .. } if spec.tls.mode == TlsMode::OperatorManaged => Desired::new(
+            cond::TLS_READY,
+            Status::True,
+            "OperatorManaged",
+            "CA and server certificate issued by the operator",
+        ),
+        TlsState::Ready { .. } => Desired::new(
+            cond::TLS_READY,
+            Status::True,
+            "ExternalSecretsPresent",
+            "user-provided TLS Secrets found",
+        ),
+        TlsState::ExternalSecretMissing(m) => {
+            Desired::new(cond::TLS_READY, Status::False, "TLSSecretMissing", m.clone())
         }
-        TlsState::Ready { .. } => Desired::new(cond::TLS_READY, Status::True, "ExternalSecretsPresent", "user-provided TLS Secrets found"),
-        TlsState::ExternalSecretMissing(m) => Desired::new(cond::TLS_READY, Status::False, "TLSSecretMissing", m.clone()),
         TlsState::Failed(m) => Desired::new(cond::TLS_READY, Status::False, "TLSIssueFailed", m.clone()),
     });
 
     set(if initialized {
-        Desired::new(cond::OPENBAO_INITIALIZED, Status::True, "SelfInitialized", "OpenBao initialized itself; the root token was revoked")
+        Desired::new(
+            cond::OPENBAO_INITIALIZED,
+            Status::True,
+            "SelfInitialized",
+            "OpenBao initialized itself; the root token was revoked",
+        )
     } else {
-        Desired::new(cond::OPENBAO_INITIALIZED, Status::False, "WaitingForSelfInit", "the first server has not finished self-initialization")
+        Desired::new(
+            cond::OPENBAO_INITIALIZED,
+            Status::False,
+            "WaitingForSelfInit",
+            "the first server has not finished self-initialization",
+        )
     });
 
     let reporting: Vec<&PodView> = observed.pods.iter().filter(|p| p.sealed.is_some()).collect();
-    let sealed: Vec<&str> = reporting.iter().filter(|p| p.sealed == Some(true)).map(|p| p.name.as_str()).collect();
+    let sealed: Vec<&str> = reporting
+        .iter()
+        .filter(|p| p.sealed == Some(true))
+        .map(|p| p.name.as_str())
+        .collect();
     set(if reporting.is_empty() {
-        Desired::new(cond::OPENBAO_SEALED, Status::Unknown, "NoServerReporting", "no server has reported its seal state yet")
+        Desired::new(
+            cond::OPENBAO_SEALED,
+            Status::Unknown,
+            "NoServerReporting",
+            "no server has reported its seal state yet",
+        )
     } else if sealed.is_empty() {
-        Desired::new(cond::OPENBAO_SEALED, Status::False, "Unsealed", format!("{} servers unsealed", reporting.len()))
+        Desired::new(
+            cond::OPENBAO_SEALED,
+            Status::False,
+            "Unsealed",
+            format!("{} servers unsealed", reporting.len()),
+        )
     } else {
-        Desired::new(cond::OPENBAO_SEALED, Status::True, "ServersSealed", format!("sealed: {}", sealed.join(", ")))
+        Desired::new(
+            cond::OPENBAO_SEALED,
+            Status::True,
+            "ServersSealed",
+            format!("sealed: {}", sealed.join(", ")),
+        )
     });
 
     let oidc = &spec.self_init.oidc;
     let demo = openbao_render::selfinit::demo_enabled(spec);
     set(if let Some(err) = &observed.trust_error {
-        Desired::new(cond::USER_ACCESS_BOOTSTRAP, Status::False, "IssuerDiscoveryFailed", err.clone())
+        Desired::new(
+            cond::USER_ACCESS_BOOTSTRAP,
+            Status::False,
+            "IssuerDiscoveryFailed",
+            err.clone(),
+        )
     } else if oidc.enabled && oidc.admin_service_account.is_some() {
-        let how = if demo { "JWT admin role and demo userpass login" } else { "JWT admin role" };
+        let how = if demo {
+            "JWT admin role and demo userpass login"
+        } else {
+            "JWT admin role"
+        };
         Desired::new(cond::USER_ACCESS_BOOTSTRAP, Status::True, "AdminLoginConfigured", how)
     } else if demo {
-        Desired::new(cond::USER_ACCESS_BOOTSTRAP, Status::True, "DemoLoginOnly", "only the demo userpass login can administer this cluster")
+        Desired::new(
+            cond::USER_ACCESS_BOOTSTRAP,
+            Status::True,
+            "DemoLoginOnly",
+            "only the demo userpass login can administer this cluster",
+        )
     } else {
         Desired::new(
             cond::USER_ACCESS_BOOTSTRAP,
@@ -125,7 +201,12 @@ pub fn derive(
         GatewayState::Disabled => status.conditions.retain(|c| c.type_ != cond::GATEWAY_INTEGRATION_READY),
         GatewayState::Attached => cond::set_condition(
             &mut status.conditions,
-            Desired::new(cond::GATEWAY_INTEGRATION_READY, Status::True, "RouteApplied", "HTTPRoute and BackendTLSPolicy applied"),
+            Desired::new(
+                cond::GATEWAY_INTEGRATION_READY,
+                Status::True,
+                "RouteApplied",
+                "HTTPRoute and BackendTLSPolicy applied",
+            ),
             generation,
             now.clone(),
         ),
@@ -151,7 +232,12 @@ pub fn derive(
             TlsState::ExternalSecretMissing(m) => Some(("TLSSecretMissing", m.clone())),
             TlsState::Ready { .. } => None,
         })
-        .or_else(|| observed.trust_error.as_ref().map(|m| ("IssuerDiscoveryFailed", m.clone())))
+        .or_else(|| {
+            observed
+                .trust_error
+                .as_ref()
+                .map(|m| ("IssuerDiscoveryFailed", m.clone()))
+        })
         .or_else(|| (!sealed.is_empty()).then(|| ("ServersSealed", format!("sealed: {}", sealed.join(", ")))));
     cond::set_condition(
         &mut status.conditions,
@@ -170,7 +256,12 @@ pub fn derive(
             "Development profile: operator-managed TLS and a seal key stored in Kubernetes; not a production posture"
         };
         let reason = if demo { "DemoLoginEnabled" } else { "DevelopmentProfile" };
-        cond::set_condition(&mut status.conditions, Desired::new(cond::SECURITY_RISK, Status::True, reason, message), generation, now);
+        cond::set_condition(
+            &mut status.conditions,
+            Desired::new(cond::SECURITY_RISK, Status::True, reason, message),
+            generation,
+            now,
+        );
     } else {
         status.conditions.retain(|c| c.type_ != cond::SECURITY_RISK);
     }
@@ -182,8 +273,15 @@ pub fn derive(
     if initialized && status.current_version.is_none() {
         status.current_version = Some(spec.version.clone());
     }
-    if let TlsState::Ready { server_not_after, ca_not_after } = &observed.tls {
-        status.tls = Some(TlsStatus { server_not_after: server_not_after.clone(), ca_not_after: ca_not_after.clone() });
+    if let TlsState::Ready {
+        server_not_after,
+        ca_not_after,
+    } = &observed.tls
+    {
+        status.tls = Some(TlsStatus {
+            server_not_after: server_not_after.clone(),
+            ca_not_after: ca_not_after.clone(),
+        });
     }
     status.phase = Some(if observed.paused {
         ClusterPhase::Paused
@@ -216,7 +314,10 @@ mod tests {
             paused: false,
             ready_replicas: 0,
             pods: vec![],
-            tls: TlsState::Ready { server_not_after: None, ca_not_after: None },
+            tls: TlsState::Ready {
+                server_not_after: None,
+                ca_not_after: None,
+            },
             gateway: GatewayState::Disabled,
             trust_error: None,
             apply_error: None,
@@ -234,11 +335,26 @@ mod tests {
 
     #[test]
     fn a_new_cluster_is_initializing_and_flags_its_risks() {
-        let s = derive(&spec(serde_json::json!({})), &Default::default(), &observed(), Some(1), now());
+        let s = derive(
+            &spec(serde_json::json!({})),
+            &Default::default(),
+            &observed(),
+            Some(1),
+            now(),
+        );
         assert_eq!(s.phase, Some(ClusterPhase::Initializing));
-        assert_eq!(reason(&s, cond::AVAILABLE), ("False".into(), "NotEnoughReplicas".into()));
-        assert_eq!(reason(&s, cond::SECURITY_RISK), ("True".into(), "DevelopmentProfile".into()));
-        assert_eq!(reason(&s, cond::USER_ACCESS_BOOTSTRAP), ("False".into(), "NoAdminLogin".into()));
+        assert_eq!(
+            reason(&s, cond::AVAILABLE),
+            ("False".into(), "NotEnoughReplicas".into())
+        );
+        assert_eq!(
+            reason(&s, cond::SECURITY_RISK),
+            ("True".into(), "DevelopmentProfile".into())
+        );
+        assert_eq!(
+            reason(&s, cond::USER_ACCESS_BOOTSTRAP),
+            ("False".into(), "NoAdminLogin".into())
+        );
         assert_eq!(reason(&s, cond::OPENBAO_SEALED).0, "Unknown");
         assert!(cond::find(&s.conditions, cond::GATEWAY_INTEGRATION_READY).is_none());
     }
@@ -248,18 +364,31 @@ mod tests {
         let mut o = observed();
         o.ready_replicas = 3;
         o.pods = (0..3)
-            .map(|i| PodView { name: format!("b-{i}"), initialized: Some(true), sealed: Some(false), active: i == 1 })
+            .map(|i| PodView {
+                name: format!("b-{i}"),
+                initialized: Some(true),
+                sealed: Some(false),
+                active: i == 1,
+            })
             .collect();
         o.gateway = GatewayState::Attached;
-        let sp = spec(serde_json::json!({"selfInit": {"oidc": {"adminServiceAccount": {"name": "admin"}},
-            "demoUserpass": {"passwordSecretRef": {"name": "pw"}}}}));
+        let sp = spec(
+            serde_json::json!({"selfInit": {"oidc": {"adminServiceAccount": {"name": "admin"}},
+            "demoUserpass": {"passwordSecretRef": {"name": "pw"}}}}),
+        );
         let s = derive(&sp, &Default::default(), &o, Some(2), now());
         assert_eq!(s.phase, Some(ClusterPhase::Running));
         assert_eq!(s.active_leader.as_deref(), Some("b-1"));
         assert_eq!(s.current_version.as_deref(), Some("2.7.2"));
         assert_eq!(reason(&s, cond::OPENBAO_SEALED), ("False".into(), "Unsealed".into()));
-        assert_eq!(reason(&s, cond::GATEWAY_INTEGRATION_READY), ("True".into(), "RouteApplied".into()));
-        assert_eq!(reason(&s, cond::SECURITY_RISK), ("True".into(), "DemoLoginEnabled".into()));
+        assert_eq!(
+            reason(&s, cond::GATEWAY_INTEGRATION_READY),
+            ("True".into(), "RouteApplied".into())
+        );
+        assert_eq!(
+            reason(&s, cond::SECURITY_RISK),
+            ("True".into(), "DemoLoginEnabled".into())
+        );
         assert_eq!(reason(&s, cond::DEGRADED), ("False".into(), "Reconciled".into()));
     }
 
@@ -269,7 +398,10 @@ mod tests {
         o.gateway = GatewayState::ApiMissing;
         o.tls = TlsState::ExternalSecretMissing("secret t-tls-server not found".into());
         let s = derive(&spec(serde_json::json!({})), &Default::default(), &o, Some(1), now());
-        assert_eq!(reason(&s, cond::GATEWAY_INTEGRATION_READY), ("False".into(), "GatewayAPIMissing".into()));
+        assert_eq!(
+            reason(&s, cond::GATEWAY_INTEGRATION_READY),
+            ("False".into(), "GatewayAPIMissing".into())
+        );
         assert_eq!(reason(&s, cond::DEGRADED), ("True".into(), "TLSSecretMissing".into()));
         o.paused = true;
         let s = derive(&spec(serde_json::json!({})), &s, &o, Some(1), now());
@@ -283,6 +415,10 @@ mod tests {
         let sp = spec(serde_json::json!({}));
         let first = derive(&sp, &Default::default(), &o, Some(1), now());
         let later = Time("2026-01-01T01:00:00Z".parse().unwrap());
-        assert_eq!(derive(&sp, &first, &o, Some(1), later), first, "no status write when nothing changed");
+        assert_eq!(
+            derive(&sp, &first, &o, Some(1), later),
+            first,
+            "no status write when nothing changed"
+        );
     }
 }

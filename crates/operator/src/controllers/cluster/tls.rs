@@ -19,7 +19,11 @@ pub struct TlsOutcome {
 }
 
 fn text(secret: Option<&Secret>, key: &str) -> Option<String> {
-    secret?.data.as_ref()?.get(key).and_then(|b| String::from_utf8(b.0.clone()).ok())
+    secret?
+        .data
+        .as_ref()?
+        .get(key)
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
 }
 
 pub fn reconcile_tls(
@@ -41,7 +45,13 @@ pub fn reconcile_tls(
         (Some(cert_pem), Some(key_pem)) => Some(KeyedCert { cert_pem, key_pem }),
         _ => None,
     };
-    let server = match pki::plan_server(existing_server.as_ref().map(|c| c.cert_pem.as_str()), &ca, &sans, now, rotation) {
+    let server = match pki::plan_server(
+        existing_server.as_ref().map(|c| c.cert_pem.as_str()),
+        &ca,
+        &sans,
+        now,
+        rotation,
+    ) {
         ServerPlan::Keep => existing_server.expect("Keep implies an existing certificate"),
         ServerPlan::Issue(reason) => {
             changes.push(format!("server certificate: {reason}"));

@@ -1,0 +1,495 @@
+//! The OpenBaoCluster CRD on a real kube-apiserver (v1.34, etcd-backed): the OpenAPI and CEL
+//! rules reject bad specs with messages that name the field, valid specs are accepted and
+//! defaulted by the server, transition rules guard storage, and the served OpenAPI v3 document
+//! carries the field descriptions `kubectl explain` shows.
+
+use anyhow::{Context, Result, bail, ensure};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use openbao_api::OpenBaoCluster;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use testkit::apiserver::{ApiServer, create_namespace, install_crds};
+
+/// Installs the CRDs (idempotent, so every test may do it) and returns the OpenBaoCluster API of
+/// a fresh namespace. Untyped, so that specs the Rust types could never produce can be sent.
+async fn clusters_in_new_namespace(prefix: &str) -> Result<(kube::Client, Api<DynamicObject>)> {
+    let server = ApiServer::shared().await?;
+    let client = server.client().await?;
+    install_crds(&client, openbao_api::crd::all()).await?;
+    let namespace = create_namespace(&client, prefix).await?;
+    let resource = ApiResource::erase::<OpenBaoCluster>(&());
+    let api = Api::namespaced_with(client.clone(), &namespace, &resource);
+    Ok((client, api))
+}
+
+fn base_object(name: &str) -> Value {
+    json!({
+        "apiVersion": "openbao.org/v1alpha1",
+        "kind": "OpenBaoCluster",
+        "metadata": { "name": name },
+        "spec": {
+            "version": "2.7.2",
+            "profile": "Development",
+            "storage": { "size": "1Gi" },
+        },
+    })
+}
+
+/// RFC 7386 JSON merge patch: objects merge recursively, `null` removes a key, anything else
+/// (arrays included) replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+fn object(name: &str, patch: &Value) -> Result<DynamicObject> {
+    let mut value = base_object(name);
+    merge(&mut value, patch);
+    serde_json::from_value(value).context("test object is a DynamicObject")
+}
+
+/// Everything a Hardened cluster needs to be valid, so each Hardened case breaks exactly one rule.
+fn hardened(extra: Value) -> Value {
+    let mut spec = json!({ "profile": "Hardened", "replicas": 3, "tls": { "mode": "External" } });
+    merge(&mut spec, &extra);
+    json!({ "spec": spec })
+}
+
+fn spec(patch: Value) -> Value {
+    json!({ "spec": patch })
+}
+
+fn requests(requests: Value) -> Value {
+    spec(json!({ "selfInit": { "requests": requests } }))
+}
+
+struct Invalid {
+    what: &'static str,
+    patch: Value,
+    /// Every one must appear in the server's message; the first is the offending field's path.
+    expect: &'static [&'static str],
+}
+
+fn invalid_cases() -> Vec<Invalid> {
+    let case = |what, patch, expect| Invalid { what, patch, expect };
+    let demo = json!({ "passwordSecretRef": { "name": "demo-password" } });
+    let gateway_ref = json!({ "name": "edge" });
+    let sans: Vec<String> = (0..33).map(|i| format!("san-{i}.example.com")).collect();
+    vec![
+        case(
+            "missing profile",
+            spec(json!({ "profile": null })),
+            &["spec.profile", "Required value"],
+        ),
+        case(
+            "unknown profile",
+            spec(json!({ "profile": "Production" })),
+            &["spec.profile", "Unsupported value"],
+        ),
+        case(
+            "missing version",
+            spec(json!({ "version": null })),
+            &["spec.version", "Required value"],
+        ),
+        case(
+            "version latest",
+            spec(json!({ "version": "latest" })),
+            &["spec.version", "semantic version"],
+        ),
+        case(
+            "version without patch",
+            spec(json!({ "version": "2.7" })),
+            &["spec.version", "semantic version"],
+        ),
+        case(
+            "version with v prefix",
+            spec(json!({ "version": "v2.7.2" })),
+            &["spec.version", "semantic version"],
+        ),
+        case(
+            "replicas 0",
+            spec(json!({ "replicas": 0 })),
+            &["spec.replicas", "greater than or equal to 1"],
+        ),
+        case(
+            "replicas 10",
+            spec(json!({ "replicas": 10 })),
+            &["spec.replicas", "less than or equal to 9"],
+        ),
+        case(
+            "Hardened with OperatorManaged TLS",
+            hardened(json!({ "tls": { "mode": "OperatorManaged" } })),
+            &["spec.tls.mode", "Hardened profile requires External TLS"],
+        ),
+        case(
+            "Hardened with 1 replica",
+            hardened(json!({ "replicas": 1 })),
+            &["spec.replicas", "at least 3"],
+        ),
+        case(
+            "Hardened with demo userpass",
+            hardened(json!({ "selfInit": { "demoUserpass": demo } })),
+            &["spec.selfInit.demoUserpass", "only allowed with profile Development"],
+        ),
+        case(
+            "unknown TLS mode",
+            spec(json!({ "tls": { "mode": "Manual" } })),
+            &["spec.tls.mode", "Unsupported value"],
+        ),
+        case(
+            "self-init disabled",
+            spec(json!({ "selfInit": { "enabled": false } })),
+            &["spec.selfInit.enabled", "only self-initialization is supported"],
+        ),
+        case(
+            "gateway enabled without hostname",
+            spec(json!({ "gateway": { "gatewayRef": gateway_ref } })),
+            &["spec.gateway.hostname", "required when the gateway is enabled"],
+        ),
+        case(
+            "gateway hostname with upper case and underscore",
+            spec(json!({ "gateway": { "gatewayRef": gateway_ref, "hostname": "Bao_Edge.example.com" } })),
+            &["spec.gateway.hostname", "should match"],
+        ),
+        case(
+            "gateway path without leading slash",
+            spec(json!({ "gateway": { "gatewayRef": gateway_ref, "hostname": "bao.example.com", "path": "bao" } })),
+            &["spec.gateway.path", "must start with /"],
+        ),
+        case(
+            "rotation period in days",
+            spec(json!({ "tls": { "rotationPeriod": "30d" } })),
+            &["spec.tls.rotationPeriod", "must be a duration"],
+        ),
+        case(
+            "rotation period without unit",
+            spec(json!({ "tls": { "rotationPeriod": "720" } })),
+            &["spec.tls.rotationPeriod", "must be a duration"],
+        ),
+        case(
+            "33 extra SANs",
+            spec(json!({ "tls": { "extraSANs": sans } })),
+            &["spec.tls.extraSANs", "must have at most 32 items"],
+        ),
+        case(
+            "negative storage size",
+            spec(json!({ "storage": { "size": "-1Gi" } })),
+            &["spec.storage.size", "positive quantity"],
+        ),
+        case(
+            "storage size not a quantity",
+            spec(json!({ "storage": { "size": "abc" } })),
+            &["spec.storage.size", "positive quantity"],
+        ),
+        case(
+            "storage size zero",
+            spec(json!({ "storage": { "size": "0" } })),
+            &["spec.storage.size", "positive quantity"],
+        ),
+        case(
+            "missing storage",
+            spec(json!({ "storage": null })),
+            &["spec.storage", "Required value"],
+        ),
+        case(
+            "request name starting with a digit",
+            requests(json!([{ "name": "1bad", "operation": "update", "path": "sys/mounts/kv" }])),
+            &["spec.selfInit.requests[0].name", "should match"],
+        ),
+        case(
+            "request path with leading slash",
+            requests(json!([{ "name": "kv", "operation": "update", "path": "/sys/mounts/kv" }])),
+            &["spec.selfInit.requests[0].path", "without a leading slash"],
+        ),
+        case(
+            "duplicate request names",
+            requests(json!([
+                { "name": "kv", "operation": "update", "path": "sys/mounts/kv" },
+                { "name": "audit", "operation": "update", "path": "sys/audit/file" },
+                { "name": "kv", "operation": "update", "path": "sys/mounts/kv2" },
+            ])),
+            &["spec.selfInit.requests", "names must be unique"],
+        ),
+        case(
+            "unknown request operation",
+            requests(json!([{ "name": "kv", "operation": "post", "path": "sys/mounts/kv" }])),
+            &["spec.selfInit.requests[0].operation", "Unsupported value"],
+        ),
+        case(
+            "unknown deletion policy",
+            spec(json!({ "deletionPolicy": "Delete" })),
+            &["spec.deletionPolicy", "Unsupported value"],
+        ),
+        case(
+            "name of 41 characters",
+            json!({ "metadata": { "name": "a".repeat(41) } }),
+            &["metadata.name", "at most 40 characters"],
+        ),
+        case(
+            "plain http OIDC issuer",
+            spec(json!({ "selfInit": { "oidc": { "issuer": "http://kubernetes.default.svc" } } })),
+            &["spec.selfInit.oidc.issuer", "https URL"],
+        ),
+        case(
+            "OIDC issuer with discovery path",
+            spec(json!({ "selfInit": { "oidc": {
+                "issuer": "https://kubernetes.default.svc/.well-known/openid-configuration"
+            } } })),
+            &["spec.selfInit.oidc.issuer", "/.well-known/"],
+        ),
+        case(
+            "empty OIDC audience",
+            spec(json!({ "selfInit": { "oidc": { "audience": "" } } })),
+            &["spec.selfInit.oidc.audience", "at least 1 chars long"],
+        ),
+        case(
+            "demo username with upper case",
+            spec(json!({ "selfInit": { "demoUserpass": {
+                "username": "Demo", "passwordSecretRef": { "name": "demo-password" }
+            } } })),
+            &["spec.selfInit.demoUserpass.username", "should match"],
+        ),
+    ]
+}
+
+/// The server's 422 message for `obj`, or an error if it was accepted or failed differently.
+async fn rejection(api: &Api<DynamicObject>, obj: &DynamicObject) -> Result<String> {
+    match api.create(&PostParams::default(), obj).await {
+        Ok(created) => bail!("accepted: {}", serde_json::to_string(&created.data)?),
+        Err(kube::Error::Api(status)) if status.code == 422 && status.reason == "Invalid" => Ok(status.message),
+        Err(other) => bail!("expected 422 Invalid, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn invalid_specs_are_rejected_naming_the_field() -> Result<()> {
+    let (_, api) = clusters_in_new_namespace("invalid").await?;
+    let cases = invalid_cases();
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let obj = object(&format!("invalid-{i}"), &case.patch)?;
+        match rejection(&api, &obj).await {
+            Ok(message) => {
+                let missing: Vec<_> = case.expect.iter().filter(|s| !message.contains(**s)).collect();
+                if !missing.is_empty() {
+                    failures.push(format!("{}: {missing:?} not in {message:?}", case.what));
+                }
+            }
+            Err(err) => failures.push(format!("{}: {err:#}", case.what)),
+        }
+    }
+    ensure!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    ensure!(cases.len() >= 25, "only {} invalid cases", cases.len());
+    eprintln!(
+        "{} invalid specs rejected with field paths in {:.2?}",
+        cases.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn minimal_spec_is_accepted_and_defaulted_by_the_server() -> Result<()> {
+    let (_, api) = clusters_in_new_namespace("defaults").await?;
+    api.create(&PostParams::default(), &object("minimal", &json!({}))?)
+        .await
+        .context("create minimal cluster")?;
+    // Read back from storage, not the create response, so the defaults are really persisted.
+    let stored = api.get("minimal").await?;
+    let spec = &stored.data["spec"];
+    for (pointer, expected) in [
+        ("/replicas", json!(3)),
+        ("/paused", json!(false)),
+        ("/tls/mode", json!("OperatorManaged")),
+        ("/tls/rotationPeriod", json!("720h")),
+        ("/selfInit/enabled", json!(true)),
+        ("/selfInit/oidc/enabled", json!(true)),
+        ("/selfInit/oidc/audience", json!("openbao-internal")),
+        ("/deletionPolicy", json!("Retain")),
+        ("/workloadHardening/appArmorEnabled", json!(true)),
+    ] {
+        assert_eq!(spec.pointer(pointer), Some(&expected), "spec{pointer} in {spec}");
+    }
+    // The typed API reads what the server stored.
+    let typed: OpenBaoCluster = serde_json::from_value(serde_json::to_value(&stored)?)?;
+    assert_eq!(typed.spec.replicas, 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn valid_specs_are_accepted() -> Result<()> {
+    let (_, api) = clusters_in_new_namespace("valid").await?;
+    let sans: Vec<String> = (0..32).map(|i| format!("san-{i}.example.com")).collect();
+    let longest_name = "a".repeat(40);
+    let accepted = [
+        ("hardened", hardened(json!({}))),
+        (
+            "hardened-demo-off",
+            hardened(json!({ "selfInit": { "demoUserpass": {
+                "enabled": false, "passwordSecretRef": { "name": "demo-password" }
+            } } })),
+        ),
+        (
+            "everything",
+            spec(json!({
+                "version": "2.7.2-rc.1+build.5",
+                "replicas": 9,
+                "tls": { "rotationPeriod": "1h30m", "extraSANs": sans },
+                "selfInit": {
+                    "oidc": { "issuer": "https://kubernetes.default.svc.cluster.local" },
+                    "requests": [
+                        { "name": "kv", "operation": "update", "path": "sys/mounts/kv", "data": { "type": "kv-v2" } },
+                        { "name": "_audit-file", "operation": "update", "path": "sys/audit/file" },
+                    ],
+                    "demoUserpass": { "username": "dev.user", "passwordSecretRef": { "name": "demo-password" } },
+                },
+                "gateway": { "gatewayRef": { "name": "edge" }, "hostname": "*.bao.example.com", "path": "/bao" },
+                "storage": { "size": "10Gi", "storageClassName": "fast" },
+                "deletionPolicy": "DeleteAll",
+            })),
+        ),
+        (
+            "gateway-disabled-without-hostname",
+            spec(json!({ "gateway": { "enabled": false, "gatewayRef": { "name": "edge" } } })),
+        ),
+        (longest_name.as_str(), json!({})),
+    ];
+    for (name, patch) in accepted {
+        api.create(&PostParams::default(), &object(name, &patch)?)
+            .await
+            .with_context(|| format!("valid cluster {name} rejected"))?;
+    }
+    let stored = api.get("hardened").await?;
+    assert_eq!(stored.data["spec"]["profile"], "Hardened");
+    assert_eq!(stored.data["spec"]["tls"]["mode"], "External");
+    Ok(())
+}
+
+async fn update_rejection(api: &Api<DynamicObject>, name: &str, patch: &Value) -> Result<String> {
+    match api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => bail!("update {patch} of {name} accepted"),
+        Err(kube::Error::Api(status)) if status.code == 422 => Ok(status.message),
+        Err(other) => bail!("update {patch} of {name}: expected 422, got {other:?}"),
+    }
+}
+
+fn assert_mentions(message: &str, expected: &[&str]) {
+    for s in expected {
+        assert!(message.contains(s), "{s:?} not in {message:?}");
+    }
+}
+
+#[tokio::test]
+async fn storage_can_grow_but_never_shrink() -> Result<()> {
+    let (_, api) = clusters_in_new_namespace("storage-size").await?;
+    let size = |size: &str| spec(json!({ "storage": { "size": size } }));
+    api.create(&PostParams::default(), &object("grow", &size("2Gi"))?)
+        .await?;
+
+    let message = update_rejection(&api, "grow", &size("1Gi")).await?;
+    assert_mentions(&message, &["spec.storage.size", "cannot shrink"]);
+    // Quantities compare by value, not by spelling.
+    let message = update_rejection(&api, "grow", &size("2047Mi")).await?;
+    assert_mentions(&message, &["spec.storage.size", "cannot shrink"]);
+    api.patch("grow", &PatchParams::default(), &Patch::Merge(size("2048Mi")))
+        .await
+        .context("same size, other unit")?;
+    api.patch("grow", &PatchParams::default(), &Patch::Merge(size("3Gi")))
+        .await
+        .context("grow to 3Gi")?;
+    assert_eq!(api.get("grow").await?.data["spec"]["storage"]["size"], "3Gi");
+    Ok(())
+}
+
+#[tokio::test]
+async fn storage_class_is_immutable() -> Result<()> {
+    let (_, api) = clusters_in_new_namespace("storage-class").await?;
+    let class = |class: Value| spec(json!({ "storage": { "storageClassName": class } }));
+    api.create(&PostParams::default(), &object("with-class", &class(json!("fast")))?)
+        .await?;
+    api.create(&PostParams::default(), &object("without-class", &json!({}))?)
+        .await?;
+
+    for (name, patch) in [
+        ("with-class", class(json!("slow"))),
+        ("with-class", class(Value::Null)),
+        ("without-class", class(json!("fast"))),
+    ] {
+        let message = update_rejection(&api, name, &patch).await?;
+        assert_mentions(&message, &["spec.storage.storageClassName", "is immutable"]);
+    }
+    // Other storage and spec changes still go through.
+    let unrelated = spec(json!({ "replicas": 5, "storage": { "size": "2Gi" } }));
+    for name in ["with-class", "without-class"] {
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&unrelated))
+            .await
+            .with_context(|| format!("unrelated update of {name}"))?;
+    }
+    assert_eq!(
+        api.get("with-class").await?.data["spec"]["storage"]["storageClassName"],
+        "fast"
+    );
+    Ok(())
+}
+
+/// The schema `kubectl explain` reads: the group's OpenAPI v3 document as the server publishes
+/// it. Publication trails the CRD becoming Established, so poll briefly.
+#[tokio::test]
+async fn served_openapi_describes_the_fields() -> Result<()> {
+    let (client, _) = clusters_in_new_namespace("openapi").await?;
+    let path = format!("/openapi/v3/apis/{}/{}", openbao_api::GROUP, openbao_api::VERSION);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let schema = loop {
+        let request = http::Request::get(&path).body(Vec::new())?;
+        let last = match client.request_text(request).await {
+            Ok(text) => {
+                let document: Value = serde_json::from_str(&text).with_context(|| format!("parse {path}"))?;
+                match cluster_schema(&document) {
+                    Some(schema) => break schema.clone(),
+                    None => "document has no OpenBaoCluster schema yet".to_string(),
+                }
+            }
+            Err(err) => format!("{err:#}"),
+        };
+        ensure!(Instant::now() < deadline, "GET {path}: {last}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let spec = &schema["properties"]["spec"]["properties"];
+    let description = |pointer: &str| spec.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    assert!(
+        description("/profile/description").contains("Security posture (required)"),
+        "spec.profile description: {:?}",
+        spec.get("profile")
+    );
+    assert!(
+        description("/tls/properties/mode/description").contains("`OperatorManaged`: the operator issues"),
+        "spec.tls.mode description: {:?}",
+        spec.pointer("/tls/properties/mode")
+    );
+    assert_eq!(spec["profile"]["enum"], json!(["Development", "Hardened"]));
+    Ok(())
+}
+
+fn cluster_schema(document: &Value) -> Option<&Value> {
+    document["components"]["schemas"]
+        .as_object()?
+        .iter()
+        .find(|(name, _)| name.ends_with(".OpenBaoCluster"))
+        .map(|(_, schema)| schema)
+}

@@ -68,13 +68,18 @@ const OID_EC: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
 fn decode(field: &'static str, v: &Option<String>) -> Result<Vec<u8>, JwksError> {
-    URL_SAFE_NO_PAD.decode(v.as_deref().ok_or(JwksError::Base64(field))?).map_err(|_| JwksError::Base64(field))
+    URL_SAFE_NO_PAD
+        .decode(v.as_deref().ok_or(JwksError::Base64(field))?)
+        .map_err(|_| JwksError::Base64(field))
 }
 
 fn spki(jwk: &Jwk) -> Result<Option<Vec<u8>>, JwksError> {
     Ok(match (jwk.kty.as_str(), jwk.crv.as_deref()) {
         ("RSA", _) => {
-            let key = der(0x30, &[der_uint(&decode("n", &jwk.n)?), der_uint(&decode("e", &jwk.e)?)].concat());
+            let key = der(
+                0x30,
+                &[der_uint(&decode("n", &jwk.n)?), der_uint(&decode("e", &jwk.e)?)].concat(),
+            );
             let alg = der(0x30, &[OID_RSA, &[0x05, 0x00]].concat());
             Some(der(0x30, &[alg, bit_string(&key)].concat()))
         }
@@ -89,8 +94,15 @@ fn spki(jwk: &Jwk) -> Result<Option<Vec<u8>>, JwksError> {
 
 fn pem(der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
-    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("base64 is ASCII")).collect();
-    format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"))
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        lines.join("\n")
+    )
 }
 
 /// PEM public keys of every usable key in `jwks_json`, sorted so the result is stable.
@@ -121,7 +133,9 @@ mod tests {
             "x":"axfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5RdiYwpY","y":"T-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU"}]}"#;
         let pems = public_keys_pem(jwks).unwrap();
         let (_, p) = x509_parser::pem::parse_x509_pem(pems[0].as_bytes()).unwrap();
-        let (_, spki) = <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&p.contents).unwrap();
+        let (_, spki) =
+            <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&p.contents)
+                .unwrap();
         assert_eq!(spki.algorithm.algorithm.to_id_string(), "1.2.840.10045.2.1");
     }
 
@@ -132,7 +146,9 @@ mod tests {
         let pems = public_keys_pem(&jwks).unwrap();
         assert_eq!(pems.len(), 1);
         let (_, p) = x509_parser::pem::parse_x509_pem(pems[0].as_bytes()).unwrap();
-        let (_, spki) = <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&p.contents).unwrap();
+        let (_, spki) =
+            <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&p.contents)
+                .unwrap();
         match spki.parsed().unwrap() {
             x509_parser::public_key::PublicKey::RSA(rsa) => assert_eq!(rsa.key_size(), 2048),
             other => panic!("not RSA: {other:?}"),

@@ -410,7 +410,13 @@ mod tests {
         let spec = fixtures::spec(json!({"replicas": 3, "tls": {"extraSANs": ["10.0.0.9", "bao.example"]},
             "gateway": {"gatewayRef": {"name": "edge"}, "hostname": "bao.lane.localhost"}}));
         let sans = server_sans(&fixtures::cluster(&spec));
-        for s in ["vault-2.vault.team-a.svc", "vault-public.team-a.svc", "bao.lane.localhost", "10.0.0.9", "bao.example"] {
+        for s in [
+            "vault-2.vault.team-a.svc",
+            "vault-public.team-a.svc",
+            "bao.lane.localhost",
+            "10.0.0.9",
+            "bao.example",
+        ] {
             assert!(sans.contains(&s.to_string()), "{s} missing");
         }
     }
@@ -424,12 +430,24 @@ mod tests {
         let cert = issue_server(&ca.signing, &sans, now, server_lifetime(rotation)).unwrap();
         let info = inspect(&cert.cert_pem).unwrap();
         assert_eq!(info.sans, sans);
-        assert_eq!(plan_server(Some(&cert.cert_pem), &ca, &sans, now, rotation), ServerPlan::Keep);
+        assert_eq!(
+            plan_server(Some(&cert.cert_pem), &ca, &sans, now, rotation),
+            ServerPlan::Keep
+        );
         let more = vec!["c-0.c.ns.svc".to_string(), "c-1.c.ns.svc".to_string()];
-        assert_eq!(plan_server(Some(&cert.cert_pem), &ca, &more, now, rotation), ServerPlan::Issue("SANsChanged"));
+        assert_eq!(
+            plan_server(Some(&cert.cert_pem), &ca, &more, now, rotation),
+            ServerPlan::Issue("SANsChanged")
+        );
         let late = now + SignedDuration::from_hours(2 * 720 + 1);
-        assert_eq!(plan_server(Some(&cert.cert_pem), &ca, &sans, late, rotation), ServerPlan::Issue("NearExpiry"));
-        assert_eq!(plan_server(None, &ca, &sans, now, rotation), ServerPlan::Issue("Missing"));
+        assert_eq!(
+            plan_server(Some(&cert.cert_pem), &ca, &sans, late, rotation),
+            ServerPlan::Issue("NearExpiry")
+        );
+        assert_eq!(
+            plan_server(None, &ca, &sans, now, rotation),
+            ServerPlan::Issue("Missing")
+        );
     }
 
     #[test]
@@ -441,8 +459,14 @@ mod tests {
         assert_eq!(plan_ca(Some(&ca), renew).unwrap(), CaPlan::Stage);
         let staged = apply_ca_plan("c", Some(ca.clone()), &CaPlan::Stage, renew).unwrap();
         assert_eq!(staged.bundle.len(), 2, "both CAs are trusted before the new one signs");
-        assert_eq!(staged.signing, ca.signing, "the old CA still signs while the new one is distributed");
-        assert_eq!(plan_ca(Some(&staged), renew + SignedDuration::from_hours(1)).unwrap(), CaPlan::Keep);
+        assert_eq!(
+            staged.signing, ca.signing,
+            "the old CA still signs while the new one is distributed"
+        );
+        assert_eq!(
+            plan_ca(Some(&staged), renew + SignedDuration::from_hours(1)).unwrap(),
+            CaPlan::Keep
+        );
         let promote_at = renew + CA_STAGE_GRACE;
         assert_eq!(plan_ca(Some(&staged), promote_at).unwrap(), CaPlan::Promote);
         let promoted = apply_ca_plan("c", Some(staged.clone()), &CaPlan::Promote, promote_at).unwrap();
@@ -450,7 +474,13 @@ mod tests {
         assert_eq!(promoted.bundle.len(), 2);
         let server = issue_server(&ca.signing, &["a.svc".to_string()], t0, SignedDuration::from_hours(24)).unwrap();
         assert_eq!(
-            plan_server(Some(&server.cert_pem), &promoted, &["a.svc".to_string()], promote_at, SignedDuration::from_hours(1)),
+            plan_server(
+                Some(&server.cert_pem),
+                &promoted,
+                &["a.svc".to_string()],
+                promote_at,
+                SignedDuration::from_hours(1)
+            ),
             ServerPlan::Issue("CAChanged")
         );
         let after_old_expiry = t0 + CA_LIFETIME + SignedDuration::from_hours(1);

@@ -1,5 +1,5 @@
 # Entry points; the scripts in hack/ and the Rust testkit do the work.
-.PHONY: apiserver-up cluster-up cluster-down test fmt clippy
+.PHONY: apiserver-up cluster-up cluster-down test fmt clippy run crds
 
 apiserver-up: ## etcd + kube-apiserver on loopback; kubeconfig at .cluster/kubeconfig
 	bash hack/cluster.sh apiserver-up
@@ -10,8 +10,14 @@ cluster-up: ## node mode (apiserver + kubelet & co.)
 cluster-down:
 	bash hack/cluster.sh down
 
-test:
-	cargo test --workspace
+test: ## every test: unit, real OpenBao, real apiserver (installs what it needs)
+	bash hack/test.sh
+
+run: ## the operator against the current kubeconfig (or a hermetic apiserver when there is none)
+	bash hack/dev.sh
+
+crds: ## regenerate deploy/crds.yaml from the API types
+	UPDATE_CRDS=1 cargo test -q -p openbao-api --test crd_drift
 
 fmt:
 	cargo fmt --all

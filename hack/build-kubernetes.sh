@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes components our tests run, from published Go modules, into the
 # user cache. Idempotent: a second run with the same versions only checks stamps.
-#   hack/build-kubernetes.sh apiserver   etcd + kube-apiserver (apiserver mode)
+#   hack/build-kubernetes.sh apiserver   etcd + kube-apiserver + kubectl (apiserver mode)
 #   hack/build-kubernetes.sh node        + controller-manager, scheduler, kubelet, kube-proxy,
 #                                          CoreDNS, local-path-provisioner
 # Prints the bin directory on stdout.
@@ -75,6 +75,7 @@ build_etcd() {
 
 stamped "$BIN/.etcd" "$ETCD_VERSION" build_etcd
 stamped "$BIN/.apiserver" "$KUBERNETES_VERSION" build_k8s kube-apiserver
+stamped "$BIN/.kubectl" "$KUBERNETES_VERSION" build_k8s kubectl
 if [[ "$mode" == node ]]; then
   stamped "$BIN/.node" "$KUBERNETES_VERSION" \
     build_k8s kube-controller-manager kube-scheduler kubelet kube-proxy

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command (README, CI): installs the real parts the tests need, then runs every test.
+# Idempotent; everything is cached under the user cache dir, so a second run only tests.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+bash hack/install-deps.sh
+log "real parts: kube-apiserver + etcd $KUBERNETES_VERSION, OpenBao $OPENBAO_VERSIONS, Gateway API $GATEWAY_API_VERSION"
+OPENBAO_OPERATOR_K8S_BIN="$(bash hack/build-kubernetes.sh apiserver)"
+export OPENBAO_OPERATOR_K8S_BIN
+bash hack/fetch-openbao.sh >/dev/null
+bash hack/fetch-gateway-api-crds.sh >/dev/null
+cargo test --workspace "$@"

@@ -31,8 +31,9 @@ use crate::status::OpenBaoClusterStatus;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OpenBaoClusterSpec {
-    /// OpenBao version to run, e.g. `2.7.2`. Selects the image tag unless `image` is set.
-    #[x_kube(validation = Rule::new("self.matches('^[0-9]+\\\\.[0-9]+\\\\.[0-9]+([-+][0-9A-Za-z.-]+)?$')").message("spec.version: must be a semantic version such as 2.7.2"))]
+    /// OpenBao version to run, e.g. `2.7.2` or `2.8.0-beta20250101`. Selects the image tag unless
+    /// `image` is set, so it carries no `+build` metadata (image tags cannot contain `+`).
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+\\\\.[0-9]+\\\\.[0-9]+(-[0-9A-Za-z.-]+)?$')").message("spec.version: must be a version such as 2.7.2 or 2.8.0-beta20250101, without +build metadata (it is the image tag)"))]
     pub version: String,
 
     /// Full image reference for the OpenBao containers. Defaults to `openbao/openbao:<version>`.
@@ -359,8 +360,10 @@ impl Default for BackendTlsSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("spec.storage.storageClassName: is immutable").field_path(".storageClassName"),
-    validation = Rule::new("quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0").message("spec.storage.size: cannot shrink").field_path(".size"),
+    validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("spec.storage.storageClassName: is immutable; to use another class, create a new cluster").field_path(".storageClassName"),
+    // Unparseable sizes are reported by the rule on `size` itself; guarding here keeps a CEL
+    // runtime error ("quantities must match ...") out of the user's message.
+    validation = Rule::new("!isQuantity(self.size) || !isQuantity(oldSelf.size) || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0").message("spec.storage.size: cannot shrink; volumes can only grow").field_path(".size"),
 )]
 pub struct StorageSpec {
     /// Volume size, e.g. `1Gi`. Can grow, never shrink.

@@ -4,7 +4,11 @@
 use kube::Client;
 use kube::runtime::events::Reporter;
 use openbao_render::{JwtTrust, OperatorIdentity};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
+
+use crate::openbao::EndpointResolver;
 
 use crate::runtime::discovery;
 use crate::runtime::metrics::Metrics;
@@ -18,9 +22,15 @@ pub struct Context {
     pub gateway_api: bool,
     /// Only reconcile clusters in this namespace (all namespaces when `None`).
     pub watch_namespace: Option<String>,
-    /// The apiserver's service-account issuer and keys; refreshed when a reconcile needs them.
-    jwt_trust: RwLock<Option<JwtTrust>>,
+    /// How to reach a cluster's OpenBao API (the public Service unless a test says otherwise).
+    pub endpoints: EndpointResolver,
+    /// The apiserver's service-account issuer and keys, with when they were read.
+    jwt_trust: RwLock<Option<(JwtTrust, Instant)>>,
 }
+
+/// How long discovered service-account keys are trusted before they are read again. Key
+/// rotations publish the new key long before it signs, so minutes are plenty.
+const TRUST_REFRESH: Duration = Duration::from_secs(120);
 
 impl Context {
     pub async fn new(client: Client, operator: OperatorIdentity, metrics: Metrics) -> Self {
@@ -35,17 +45,32 @@ impl Context {
             metrics,
             gateway_api,
             watch_namespace: None,
+            endpoints: Arc::new(crate::openbao::in_cluster_endpoint),
             jwt_trust: RwLock::new(None),
         }
     }
 
-    /// The cluster's service-account trust, discovered once and then cached.
+    /// The cluster's service-account trust, cached (good enough for rendering a bootstrap).
     pub async fn jwt_trust(&self) -> Result<JwtTrust, discovery::DiscoveryError> {
-        if let Some(t) = self.jwt_trust.read().await.clone() {
+        if let Some((t, _)) = self.jwt_trust.read().await.clone() {
             return Ok(t);
         }
+        self.read_jwt_trust().await
+    }
+
+    /// The trust, read again when older than [`TRUST_REFRESH`] (for keeping OpenBao in step).
+    pub async fn refreshed_jwt_trust(&self) -> Result<JwtTrust, discovery::DiscoveryError> {
+        if let Some((t, at)) = self.jwt_trust.read().await.clone() {
+            if at.elapsed() < TRUST_REFRESH {
+                return Ok(t);
+            }
+        }
+        self.read_jwt_trust().await
+    }
+
+    async fn read_jwt_trust(&self) -> Result<JwtTrust, discovery::DiscoveryError> {
         let trust = discovery::service_account_trust(&self.client).await?;
-        *self.jwt_trust.write().await = Some(trust.clone());
+        *self.jwt_trust.write().await = Some((trust.clone(), Instant::now()));
         Ok(trust)
     }
 }

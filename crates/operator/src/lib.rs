@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod controllers;
+pub mod openbao;
 pub mod runtime;
 
 pub const FIELD_MANAGER: &str = "openbao-operator";

@@ -155,6 +155,7 @@ async fn reconcile_inner(obj: &OpenBaoCluster, ctx: &Context) -> Result<Action, 
         gateway: GatewayState::Disabled,
         trust_error: None,
         apply_error: None,
+        access_error: None,
     };
     if obj.spec.paused {
         observed.tls = previous_tls_state(&previous);
@@ -170,12 +171,19 @@ async fn reconcile_inner(obj: &OpenBaoCluster, ctx: &Context) -> Result<Action, 
     };
     let mut events = Vec::new();
     let outcome = apply_all(ctx, &cluster, &previous, &applier, &mut observed, &mut events, now).await;
-    if let Err(e) = &outcome {
-        observed.apply_error = Some(e.to_string());
+    match &outcome {
+        Err(e) => observed.apply_error = Some(e.to_string()),
+        Ok(applied) => {
+            let serving = observed.ready_replicas > 0
+                && (previous.initialized || observed.pods.iter().any(|p| p.initialized == Some(true)));
+            if let (true, true, Some(bundle)) = (serving, obj.spec.self_init.oidc.enabled, applied.bundle.as_deref()) {
+                observed.access_error = sync_openbao_access(ctx, &cluster, bundle, &mut events).await.err();
+            }
+        }
     }
     let new_status = write_status(ctx, obj, &previous, &observed).await?;
     publish_events(ctx, obj, &previous, &new_status, events).await;
-    let next_cert_check = outcome?;
+    let next_cert_check = outcome?.next_cert_check;
 
     let mut requeue = if new_status.initialized && new_status.ready_replicas >= obj.spec.replicas {
         STEADY_REQUEUE
@@ -209,8 +217,15 @@ fn previous_tls_state(previous: &OpenBaoClusterStatus) -> TlsState {
     }
 }
 
+/// What the apply step leaves for the steps after it.
+struct Applied {
+    /// When certificates must be looked at again.
+    next_cert_check: Option<Timestamp>,
+    /// The CA bundle clients verify OpenBao with.
+    bundle: Option<String>,
+}
+
 /// Applies every desired object in dependency order and prunes the ones no longer wanted.
-/// Returns when certificates must be looked at again.
 async fn apply_all(
     ctx: &Context,
     cluster: &Cluster<'_>,
@@ -219,7 +234,7 @@ async fn apply_all(
     observed: &mut Observed,
     events: &mut Vec<(String, String)>,
     now: Timestamp,
-) -> Result<Option<Timestamp>, Error> {
+) -> Result<Applied, Error> {
     let name = cluster.name;
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), cluster.namespace);
     let get_secret = |n: String| {
@@ -384,7 +399,43 @@ async fn apply_all(
             .await
             .map_err(kube_err("applying the StatefulSet"))?;
     }
-    Ok(next_cert_check)
+    Ok(Applied {
+        next_cert_check,
+        bundle,
+    })
+}
+
+/// Logs in to OpenBao and keeps its trusted service-account keys equal to the apiserver's.
+/// Runs only on a serving cluster; failures are reported in status, not retried as errors.
+async fn sync_openbao_access(
+    ctx: &Context,
+    cluster: &Cluster<'_>,
+    bundle: &str,
+    events: &mut Vec<(String, String)>,
+) -> Result<(), String> {
+    let oidc = &cluster.spec.self_init.oidc;
+    let trust = ctx.refreshed_jwt_trust().await.map_err(|e| e.to_string())?;
+    let issuer = oidc.issuer.clone().unwrap_or(trust.issuer);
+    let endpoint = (ctx.endpoints)(cluster.name, cluster.namespace);
+    let work = async {
+        let jwt = crate::openbao::service_account_token(&ctx.client, &ctx.operator, &oidc.audience).await?;
+        let client = crate::openbao::login(&endpoint, bundle, &jwt).await?;
+        crate::openbao::sync_jwt_keys(&client, &issuer, &trust.public_keys_pem).await
+    };
+    match tokio::time::timeout(Duration::from_secs(20), work).await {
+        Err(_) => Err(format!("OpenBao at {} did not answer within 20 s", endpoint.url)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(crate::openbao::KeySync::Unchanged)) => Ok(()),
+        Ok(Ok(crate::openbao::KeySync::Updated { added, removed })) => {
+            events.push((
+                "JWTKeysSynced".into(),
+                format!(
+                    "OpenBao now trusts the apiserver's current service-account keys ({added} added, {removed} removed)"
+                ),
+            ));
+            Ok(())
+        }
+    }
 }
 
 /// The seal key is generated once and never changes: losing it loses the data. It is created

@@ -56,6 +56,8 @@ pub struct Observed {
     pub trust_error: Option<String>,
     /// Set when applying objects failed.
     pub apply_error: Option<String>,
+    /// Set when the operator could not log in to OpenBao or sync its trusted keys.
+    pub access_error: Option<String>,
 }
 
 pub fn derive(
@@ -321,6 +323,7 @@ mod tests {
             gateway: GatewayState::Disabled,
             trust_error: None,
             apply_error: None,
+            access_error: None,
         }
     }
 

@@ -1,0 +1,143 @@
+//! How the operator reaches a cluster's OpenBao and what it does there: it logs in with a
+//! short-lived token of its own service account (TokenRequest, audience from the spec) over
+//! HTTPS verified against the cluster's CA, and keeps OpenBao's trusted service-account keys in
+//! step with the apiserver's, so that rotating the signing keys never locks anyone out.
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+use openbao_client::{BaoClient, ClientConfig};
+use openbao_render::{API_PORT, OperatorIdentity, selfinit::JWT_MOUNT};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a cluster's API answers, as seen from the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    /// Connect here instead of resolving the URL's host (TLS still verifies the host name).
+    pub resolve_to: Option<IpAddr>,
+}
+
+/// Maps (cluster, namespace) to its endpoint. In a cluster: the public Service.
+pub type EndpointResolver = Arc<dyn Fn(&str, &str) -> Endpoint + Send + Sync>;
+
+pub fn in_cluster_endpoint(cluster: &str, namespace: &str) -> Endpoint {
+    Endpoint {
+        url: format!(
+            "https://{}.{namespace}.svc:{API_PORT}",
+            openbao_api::names::public_service(cluster)
+        ),
+        resolve_to: None,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("requesting a service-account token for {service_account} failed: {source}")]
+    TokenRequest {
+        service_account: String,
+        source: kube::Error,
+    },
+    #[error("the TokenRequest for {0} returned no token")]
+    EmptyToken(String),
+    #[error("OpenBao at {url}: {source}")]
+    OpenBao {
+        url: String,
+        source: openbao_client::BaoError,
+    },
+}
+
+/// A token for the operator's own service account, for `audience`, valid ten minutes.
+pub async fn service_account_token(
+    client: &kube::Client,
+    operator: &OperatorIdentity,
+    audience: &str,
+) -> Result<String, AccessError> {
+    let api = Api::<ServiceAccount>::namespaced(client.clone(), &operator.namespace);
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"audiences": [audience], "expirationSeconds": 600},
+    }))
+    .expect("TokenRequest literal");
+    let sa = format!("{}/{}", operator.namespace, operator.service_account);
+    let response: TokenRequest = api
+        .create_subresource("token", &operator.service_account, &PostParams::default(), &request)
+        .await
+        .map_err(|source| AccessError::TokenRequest {
+            service_account: sa.clone(),
+            source,
+        })?;
+    response
+        .status
+        .map(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .ok_or(AccessError::EmptyToken(sa))
+}
+
+/// Logs in to OpenBao as role `openbao-operator`.
+pub async fn login(endpoint: &Endpoint, ca_bundle_pem: &str, jwt: &str) -> Result<BaoClient, AccessError> {
+    let wrap = |source| AccessError::OpenBao {
+        url: endpoint.url.clone(),
+        source,
+    };
+    let mut config = ClientConfig::new(endpoint.url.clone())
+        .with_ca_pem(ca_bundle_pem.as_bytes().to_vec())
+        .with_timeout(Duration::from_secs(10));
+    if let Some(ip) = endpoint.resolve_to {
+        config = config.with_resolve_to(ip);
+    }
+    let client = BaoClient::new(config).map_err(wrap)?;
+    let login = client
+        .login_jwt(JWT_MOUNT, "openbao-operator", jwt)
+        .await
+        .map_err(wrap)?;
+    Ok(client.with_token(login.token))
+}
+
+/// What a key sync did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySync {
+    Unchanged,
+    Updated { added: usize, removed: usize },
+}
+
+fn normalized(keys: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = keys.iter().map(|k| k.trim().to_string()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Makes OpenBao trust exactly the apiserver's current service-account keys. During a key
+/// rotation the apiserver publishes old and new keys together, so following it step by step
+/// never removes a key that still signs valid tokens.
+pub async fn sync_jwt_keys(client: &BaoClient, issuer: &str, current_keys: &[String]) -> Result<KeySync, AccessError> {
+    let path = format!("auth/{JWT_MOUNT}/config");
+    let wrap = |source| AccessError::OpenBao {
+        url: client.base_url().to_string(),
+        source,
+    };
+    let config = client.read(&path).await.map_err(wrap)?.unwrap_or_default();
+    let trusted: Vec<String> = config["data"]["jwt_validation_pubkeys"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let (trusted, wanted) = (normalized(&trusted), normalized(current_keys));
+    let bound_issuer = config["data"]["bound_issuer"].as_str().unwrap_or(issuer).to_string();
+    if trusted == wanted && bound_issuer == issuer {
+        return Ok(KeySync::Unchanged);
+    }
+    let added = wanted.iter().filter(|k| !trusted.contains(k)).count();
+    let removed = trusted.iter().filter(|k| !wanted.contains(k)).count();
+    client
+        .write(
+            &path,
+            &serde_json::json!({"bound_issuer": issuer, "jwt_validation_pubkeys": wanted}),
+        )
+        .await
+        .map_err(wrap)?;
+    Ok(KeySync::Updated { added, removed })
+}

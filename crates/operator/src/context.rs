@@ -60,10 +60,10 @@ impl Context {
 
     /// The trust, read again when older than [`TRUST_REFRESH`] (for keeping OpenBao in step).
     pub async fn refreshed_jwt_trust(&self) -> Result<JwtTrust, discovery::DiscoveryError> {
-        if let Some((t, at)) = self.jwt_trust.read().await.clone() {
-            if at.elapsed() < TRUST_REFRESH {
-                return Ok(t);
-            }
+        if let Some((t, at)) = self.jwt_trust.read().await.clone()
+            && at.elapsed() < TRUST_REFRESH
+        {
+            return Ok(t);
         }
         self.read_jwt_trust().await
     }

@@ -293,6 +293,9 @@ pub struct BaoServerSpec {
     pub envs: Vec<(String, String)>,
     /// How tests (and [`BaoServer::wait_until`]) reach the node.
     pub client: ClientConfig,
+    /// Runs `program args…` instead of `<binary> server -config=<config_dir>/`, for wrappers
+    /// that build their own config and start `bao server` themselves (a product entrypoint).
+    pub launcher: Option<(PathBuf, Vec<String>)>,
 }
 
 impl BaoServerSpec {
@@ -306,7 +309,14 @@ impl BaoServerSpec {
             log_file: log_dir.join(format!("{name}.log")),
             envs: Vec::new(),
             client,
+            launcher: None,
         }
+    }
+
+    /// Start the node through `program args…` (see [`BaoServerSpec::launcher`]).
+    pub fn launcher(mut self, program: &Path, args: &[&str]) -> Self {
+        self.launcher = Some((program.to_path_buf(), args.iter().map(|a| a.to_string()).collect()));
+        self
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -338,6 +348,12 @@ impl BaoServer {
     }
 
     fn spawn(&mut self) -> Result<()> {
+        let envs: Vec<(&str, String)> = self.spec.envs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        if let Some((program, args)) = &self.spec.launcher {
+            let process = ManagedProcess::start(&self.spec.name, program, args, &envs, &self.spec.log_file)?;
+            self.process = Some(process);
+            return Ok(());
+        }
         let dir = &self.spec.config_dir;
         let has_hcl = std::fs::read_dir(dir)
             .with_context(|| format!("config dir {}", dir.display()))?
@@ -348,7 +364,6 @@ impl BaoServer {
         }
         // The trailing slash makes OpenBao treat the path as a directory of config files.
         let args = vec!["server".to_string(), format!("-config={}/", dir.display())];
-        let envs: Vec<(&str, String)> = self.spec.envs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         let process = ManagedProcess::start(&self.spec.name, &self.spec.binary, &args, &envs, &self.spec.log_file)?;
         self.process = Some(process);
         Ok(())

@@ -32,7 +32,7 @@ async fn start_node(init_hcl: &str) -> Result<Node> {
     let tls = TestTls::generate(&dir.path().join("tls"), TLS_NAMESPACE)?;
     let key = write_static_seal_key(&dir.path().join("tls/unseal.key"))?;
     let addr = NodeAddr::allocate()?;
-    let config = TestNodeConfig::new("node1", addr.clone(), &dir.path().join("data"), &tls).static_seal(&key);
+    let config = TestNodeConfig::new("node1", addr, &dir.path().join("data"), &tls).static_seal(&key);
     let config_dir = config.write_to(&dir.path().join("config"), &[("zz-init.hcl", init_hcl)])?;
     let binary = testkit::cache::bao_binary("2.7.2")?;
     let mut server = BaoServer::start(BaoServerSpec::new(

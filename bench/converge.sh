@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): N OpenBaoClusters applied at once against the real hermetic apiserver.
+# Prints and records: time until every cluster has all its objects and a status, Kubernetes
+# writes per cluster, and the operator's peak RSS. Usage: bench/converge.sh [N] (default 100).
+# Runs the operator as its own process (release build) so its memory is measured alone.
+source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
+cd "$REPO_ROOT"
+N="${1:-100}"
+OUT="bench/converge.md"
+KUBECTL="$(bash hack/build-kubernetes.sh apiserver)/kubectl"
+STATE="$(mktemp -d)"
+cleanup() {
+  [[ -n "${OP_PID:-}" ]] && kill "$OP_PID" 2>/dev/null && wait "$OP_PID" 2>/dev/null
+  cargo run -q -p testkit --bin hermetic-k8s -- down --state-dir "$STATE/k8s" >/dev/null 2>&1 || true
+  rm -rf "$STATE"
+}
+trap cleanup EXIT
+
+cargo build -q --release -p openbao-operator
+OPERATOR="${CARGO_TARGET_DIR:-target}/release/openbao-operator"
+cargo run -q -p testkit --bin hermetic-k8s -- apiserver-up --state-dir "$STATE/k8s" >/dev/null
+export KUBECONFIG="$STATE/k8s/kubeconfig"
+"$KUBECTL" apply --server-side -f "$(bash hack/fetch-gateway-api-crds.sh)" >/dev/null
+"$KUBECTL" apply --server-side -f deploy/crds.yaml >/dev/null
+"$KUBECTL" wait --for condition=Established crd/openbaoclusters.openbao.org --timeout=60s >/dev/null
+"$KUBECTL" create namespace openbao-operator-system >/dev/null
+"$KUBECTL" create namespace bench >/dev/null
+
+"$OPERATOR" run --http-addr 127.0.0.1:18080 --leader-election false > "$STATE/operator.log" 2>&1 &
+OP_PID=$!
+for _ in $(seq 100); do curl -sf 127.0.0.1:18080/readyz >/dev/null && break; sleep 0.1; done
+writes() { curl -sf 127.0.0.1:18080/metrics | awk '/^openbao_operator_kube_writes_total/ {print $2}'; }
+base_writes="$(writes)"
+
+manifests="$STATE/clusters.yaml"
+for i in $(seq 1 "$N"); do
+  cat <<YAML
+---
+apiVersion: openbao.org/v1alpha1
+kind: OpenBaoCluster
+metadata: {name: bao-$i, namespace: bench}
+spec:
+  version: "2.7.2"
+  profile: Development
+  storage: {size: 1Gi}
+  selfInit: {oidc: {adminServiceAccount: {name: bao-admin}}}
+  gateway: {gatewayRef: {name: edge}, hostname: bao-$i.lane.localhost}
+YAML
+done > "$manifests"
+
+start=$(date +%s.%N)
+"$KUBECTL" apply --server-side -f "$manifests" >/dev/null
+applied=$(date +%s.%N)
+# Converged: every cluster has its StatefulSet and a status for generation 1.
+while true; do
+  sts=$("$KUBECTL" -n bench get statefulsets --no-headers 2>/dev/null | wc -l)
+  observed=$("$KUBECTL" -n bench get openbaoclusters -o jsonpath='{range .items[*]}{.status.observedGeneration}{"\n"}{end}' | grep -c '^1$' || true)
+  [[ "$sts" -ge "$N" && "$observed" -ge "$N" ]] && break
+  sleep 0.2
+done
+done_at=$(date +%s.%N)
+sleep 5 # let in-flight requeues settle before counting writes
+total_writes=$(( $(writes) - base_writes ))
+rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$OP_PID/status")
+objects=$("$KUBECTL" -n bench get secrets,configmaps,services,statefulsets,serviceaccounts,roles,rolebindings,poddisruptionbudgets,networkpolicies,httproutes,backendtlspolicies --no-headers | wc -l)
+
+converge=$(echo "$done_at - $start" | bc)
+apply_t=$(echo "$applied - $start" | bc)
+per_cluster=$(echo "scale=1; $total_writes / $N" | bc)
+{
+  echo "# Convergence benchmark ($(date -u +%Y-%m-%d), $(nproc) cores)"
+  echo
+  echo "\`bench/converge.sh $N\`: $N OpenBaoClusters (Development, gateway route, admin JWT role) applied at once"
+  echo "with one \`kubectl apply\` against the hermetic etcd + kube-apiserver $KUBERNETES_VERSION; the operator"
+  echo "(release build) runs as its own process. Converged = every cluster has its StatefulSet and a status for"
+  echo "generation 1 (apiserver mode: no kubelet, so pods do not start)."
+  echo
+  echo "| measure | value |"
+  echo "|---|---|"
+  echo "| clusters | $N |"
+  echo "| kubectl apply of all CRs | ${apply_t} s |"
+  echo "| apply → all converged | ${converge} s |"
+  echo "| managed objects created | $objects |"
+  echo "| Kubernetes write requests (applies, deletes, status patches), incl. 5 s of requeues | $total_writes ($per_cluster per cluster) |"
+  echo "| operator peak RSS (VmHWM) | $(( rss_kib / 1024 )) MiB |"
+} | tee "$OUT"

@@ -357,3 +357,48 @@ async fn deletion_policy_decides_what_outlives_the_cluster() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn missing_gateway_api_is_a_condition_not_a_crash() -> Result<()> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    // An apiserver of its own, without the Gateway API CRDs.
+    let server = ApiServer::start().await?;
+    let client = server.client().await?;
+    install_crds(&client, openbao_api::crd::all()).await?;
+    let operator = OperatorIdentity {
+        namespace: "openbao-operator-system".into(),
+        service_account: "openbao-operator".into(),
+    };
+    let ctx = Arc::new(Context::new(client.clone(), operator, Metrics::default()).await);
+    assert!(!ctx.gateway_api);
+    let ns = create_namespace(&client, "bao-nogw").await?;
+    create(&client, &ns, &cluster_manifest("edge", serde_json::json!({}))?).await?;
+    reconcile_once(&client, &ctx, &ns, "edge").await?;
+    let cr: OpenBaoCluster = get(&client, &ns, "edge").await?.unwrap();
+    let status = cr.status.unwrap();
+    let gw = conditions::find(&status.conditions, conditions::GATEWAY_INTEGRATION_READY).unwrap();
+    assert_eq!((gw.status.as_str(), gw.reason.as_str()), ("False", "GatewayAPIMissing"));
+    assert!(gw.message.contains("Gateway API"), "{}", gw.message);
+    // Everything else is still there.
+    assert!(get::<StatefulSet>(&client, &ns, "edge").await?.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn transitions_are_reported_as_events() -> Result<()> {
+    let (client, ctx) = setup().await?;
+    let ns = create_namespace(&client, "bao-events").await?;
+    create(&client, &ns, &cluster_manifest("ev", serde_json::json!({}))?).await?;
+    reconcile_once(&client, &ctx, &ns, "ev").await?;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+    let reasons = wait_for("events", Duration::from_secs(10), || async {
+        let list = events.list(&Default::default()).await?;
+        let reasons: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+        Ok((reasons.len() >= 3).then_some(reasons))
+    })
+    .await?;
+    for r in ["SealKeyCreated", "CertificateIssued", "PhaseChanged"] {
+        assert!(reasons.iter().any(|x| x == r), "{r} not in {reasons:?}");
+    }
+    Ok(())
+}

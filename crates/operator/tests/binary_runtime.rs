@@ -134,3 +134,132 @@ async fn one_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
     );
     Ok(())
 }
+
+/// Applies a multi-document YAML file with server-side apply, as `kubectl apply` would.
+async fn apply_yaml(client: &kube::Client, path: &Path) -> Result<()> {
+    use kube::api::{DynamicObject, Patch, PatchParams};
+    use kube::discovery::{Discovery, Scope};
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let text = std::fs::read_to_string(path)?;
+    for doc in text.split("\n---\n") {
+        let obj: DynamicObject = match serde_saphyr::from_str(doc) {
+            Ok(o) => o,
+            Err(_) => continue, // comment-only document
+        };
+        let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().expect("typed document"))?;
+        let (ar, caps) = discovery
+            .resolve_gvk(&gvk)
+            .ok_or_else(|| anyhow::anyhow!("unknown kind {gvk:?}"))?;
+        let api: Api<DynamicObject> = match (caps.scope, obj.metadata.namespace.as_deref()) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
+            _ => Api::all_with(client.clone(), &ar),
+        };
+        let name = obj.metadata.name.clone().expect("named");
+        api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&obj))
+            .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn operator_runs_with_exactly_its_least_privilege_rbac() -> Result<()> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::PostParams;
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let server = ApiServer::shared().await?;
+    let client = server.client().await?;
+    testkit::apiserver::install_crds(&client, openbao_api::crd::all()).await?;
+    testkit::apiserver::install_gateway_api_crds(&client).await?;
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/operator");
+    apply_yaml(&client, &deploy.join("namespace.yaml")).await?;
+    apply_yaml(&client, &deploy.join("rbac.yaml")).await?;
+
+    // A kubeconfig that authenticates as the operator's service account, nothing more.
+    let sa = Api::<ServiceAccount>::namespaced(client.clone(), "openbao-operator-system");
+    let request: TokenRequest =
+        serde_json::from_value(serde_json::json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))?;
+    let token = sa
+        .create_subresource::<_, TokenRequest>("token", "openbao-operator", &PostParams::default(), &request)
+        .await?
+        .status
+        .unwrap()
+        .token;
+    let mut kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig_path())?;
+    for user in &mut kubeconfig.auth_infos {
+        user.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        });
+    }
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("operator-kubeconfig");
+    std::fs::write(&path, serde_saphyr::to_string(&kubeconfig)?)?;
+
+    let ns = create_namespace(&client, "bao-rbac").await?;
+    let replica = start_replica(&path, &ns, "operator-rbac")?;
+    // The Lease lives in the operator's namespace, as in a real install.
+    drop(replica);
+    let port = free_port()?;
+    let log = dir.path().join("operator.log");
+    let args: Vec<String> = [
+        "run",
+        "--http-addr",
+        &format!("127.0.0.1:{port}"),
+        "--namespace",
+        "openbao-operator-system",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let envs = [
+        ("KUBECONFIG", path.display().to_string()),
+        ("POD_NAME", "operator-rbac".to_string()),
+        ("WATCH_NAMESPACE", ns.clone()),
+    ];
+    let process = ManagedProcess::start(
+        "operator-rbac",
+        Path::new(env!("CARGO_BIN_EXE_openbao-operator")),
+        &args,
+        &envs,
+        &log,
+    )?;
+
+    let cluster: openbao_api::OpenBaoCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster", "metadata": {"name": "rbac"},
+        "spec": {"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"},
+                 "gateway": {"gatewayRef": {"name": "edge"}, "hostname": "bao.example"}}
+    }))?;
+    Api::<openbao_api::OpenBaoCluster>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &cluster)
+        .await?;
+    let crs = Api::<openbao_api::OpenBaoCluster>::namespaced(client.clone(), &ns);
+    let start = Instant::now();
+    loop {
+        let sts = Api::<StatefulSet>::namespaced(client.clone(), &ns)
+            .get_opt("rbac")
+            .await?;
+        let degraded = crs.get("rbac").await?.status.and_then(|s| {
+            openbao_api::conditions::find(&s.conditions, openbao_api::conditions::DEGRADED)
+                .map(|c| (c.status.clone(), c.message.clone()))
+        });
+        if sts.is_some() && degraded.as_ref().is_some_and(|(s, _)| s == "False") {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "not converged with the shipped RBAC (degraded: {degraded:?}):\n{}",
+                process.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log_text = std::fs::read_to_string(&log)?;
+    assert!(
+        !log_text.contains("forbidden"),
+        "RBAC denials in the operator log:\n{log_text}"
+    );
+    eprintln!("converged with the shipped RBAC in {:?}", start.elapsed());
+    Ok(())
+}

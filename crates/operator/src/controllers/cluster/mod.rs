@@ -144,19 +144,7 @@ async fn reconcile_inner(obj: &OpenBaoCluster, ctx: &Context) -> Result<Action, 
         .and_then(|s| s.status)
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    let mut observed = Observed {
-        paused: obj.spec.paused,
-        ready_replicas,
-        pods,
-        tls: TlsState::Ready {
-            server_not_after: None,
-            ca_not_after: None,
-        },
-        gateway: GatewayState::Disabled,
-        trust_error: None,
-        apply_error: None,
-        access_error: None,
-    };
+    let mut observed = Observed::before_apply(obj.spec.paused, ready_replicas, pods);
     if obj.spec.paused {
         observed.tls = previous_tls_state(&previous);
         write_status(ctx, obj, &previous, &observed).await?;

@@ -60,6 +60,25 @@ pub struct Observed {
     pub access_error: Option<String>,
 }
 
+impl Observed {
+    /// What is known before the apply step: the rest is filled in as steps run.
+    pub fn before_apply(paused: bool, ready_replicas: i32, pods: Vec<PodView>) -> Self {
+        Self {
+            paused,
+            ready_replicas,
+            pods,
+            tls: TlsState::Ready {
+                server_not_after: None,
+                ca_not_after: None,
+            },
+            gateway: GatewayState::Disabled,
+            trust_error: None,
+            apply_error: None,
+            access_error: None,
+        }
+    }
+}
+
 pub fn derive(
     spec: &OpenBaoClusterSpec,
     previous: &OpenBaoClusterStatus,
@@ -312,19 +331,7 @@ mod tests {
     }
 
     fn observed() -> Observed {
-        Observed {
-            paused: false,
-            ready_replicas: 0,
-            pods: vec![],
-            tls: TlsState::Ready {
-                server_not_after: None,
-                ca_not_after: None,
-            },
-            gateway: GatewayState::Disabled,
-            trust_error: None,
-            apply_error: None,
-            access_error: None,
-        }
+        Observed::before_apply(false, 0, vec![])
     }
 
     fn now() -> Time {

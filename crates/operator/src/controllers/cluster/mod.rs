@@ -90,6 +90,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             );
     }
     controller
+        // Creating a cluster's children fires a burst of watch events; one reconcile serves them all.
+        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

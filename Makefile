@@ -4,10 +4,10 @@
 apiserver-up: ## etcd + kube-apiserver on loopback; kubeconfig at .cluster/kubeconfig
 	bash hack/cluster.sh apiserver-up
 
-cluster-up: ## node mode (apiserver + kubelet & co.)
-	@echo "node mode: not implemented yet" >&2; exit 1
+cluster-up: ## single-node cluster in its own network namespace (kubelet, containerd, CoreDNS, local-path)
+	bash hack/cluster.sh cluster-up
 
-cluster-down:
+cluster-down: ## stops either mode; no process, mount, netns or veth stays behind
 	bash hack/cluster.sh down
 
 test: ## every test: unit, real OpenBao, real apiserver (installs what it needs)

@@ -88,7 +88,8 @@ pub fn autopilot_config(cluster: &Cluster) -> serde_json::Value {
 /// The pod entrypoint: renders this pod's config from the templates, adds the self-init file
 /// only where it is safe, runs `bao server`, forwards SIGTERM/SIGINT and sends SIGHUP when the
 /// mounted certificate changes so OpenBao serves a reissued certificate without a restart.
-/// POSIX sh only: it runs in the official (Alpine) image as in ours. Every path can be
+/// POSIX sh and busybox applets only (sed, cp, sha256sum...): it runs in the official (Alpine)
+/// image as in ours; Debian's busybox has no `cksum`. Every path can be
 /// overridden by environment, which is how tests run it outside a pod.
 pub fn entrypoint_sh() -> String {
     format!(
@@ -120,11 +121,11 @@ esac
 bao server -config="$OUT" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
-sum="$(cksum < "$CERT" 2>/dev/null)"
+sum="$(sha256sum < "$CERT" 2>/dev/null)"
 while kill -0 "$child" 2>/dev/null; do
   sleep "$POLL" &
   wait $! 2>/dev/null
-  now="$(cksum < "$CERT" 2>/dev/null)" || continue
+  now="$(sha256sum < "$CERT" 2>/dev/null)" || continue
   if [ -n "$now" ] && [ "$now" != "$sum" ]; then
     sum="$now"
     echo "entrypoint: certificate changed, reloading OpenBao (SIGHUP)"

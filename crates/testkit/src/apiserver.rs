@@ -6,8 +6,8 @@
 //! takes its own namespace). `hermetic-k8s apiserver-up` runs the same boot sequence detached,
 //! with its state in `<repo>/.cluster/`.
 
-mod detached;
-mod plan;
+pub(crate) mod detached;
+pub(crate) mod plan;
 mod resources;
 
 pub use detached::{detached_is_ready, start_detached, stop_detached};
@@ -192,7 +192,7 @@ fn remove_stale_temp_dirs() {
 }
 
 /// Exists and is not a zombie (a zombie whose parent never reaps it would otherwise look alive).
-fn pid_alive(pid: i32) -> bool {
+pub(crate) fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks existence.
     let exists = unsafe { libc::kill(pid, 0) == 0 };
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -201,7 +201,7 @@ fn pid_alive(pid: i32) -> bool {
 }
 
 /// Something the boot sequence started and can watch for an early exit.
-trait Started {
+pub(crate) trait Started {
     fn has_exited(&mut self) -> bool;
 }
 
@@ -219,7 +219,7 @@ impl Started for Child {
 
 /// Starts etcd and kube-apiserver together (the apiserver retries etcd while it comes up, which
 /// saves the etcd start-up from the critical path), then waits for etcd's health and `/readyz`.
-async fn boot<P: Started>(
+pub(crate) async fn boot<P: Started>(
     plan: &Plan,
     mut launch: impl FnMut(&str, &Path, &[String], &Path) -> Result<P>,
 ) -> Result<(P, P)> {
@@ -241,7 +241,7 @@ async fn boot<P: Started>(
     Ok((etcd, apiserver))
 }
 
-async fn wait_until_ready(
+pub(crate) async fn wait_until_ready(
     http: &reqwest::Client,
     url: &str,
     what: &str,
@@ -272,7 +272,7 @@ async fn wait_until_ready(
     )
 }
 
-fn admin_http_client(layout: &Layout) -> Result<reqwest::Client> {
+pub(crate) fn admin_http_client(layout: &Layout) -> Result<reqwest::Client> {
     let ca = reqwest::Certificate::from_pem(&fs::read(layout.pki("ca.crt"))?).context("parse ca.crt")?;
     let mut identity_pem = fs::read(layout.pki("admin.crt"))?;
     identity_pem.extend(fs::read(layout.pki("admin.key"))?);

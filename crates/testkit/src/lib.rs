@@ -3,11 +3,14 @@
 //! - [`pki`]: throw-away certificate authorities for harness processes.
 //! - [`process`]: child processes that die with the test, even on panic or SIGKILL.
 //! - [`apiserver`]: a hermetic control plane (real etcd + kube-apiserver) for controller tests.
+//! - [`node`]: a real single-node cluster (kubelet, containerd, CoreDNS, storage) in its own
+//!   network namespace, for `make cluster-up` and the node-mode tests.
 //! - [`openbao`]: real `bao server` processes on their own loopback addresses.
 //! - [`cache`]: where `hack/*.sh` put the real binaries.
 
 pub mod apiserver;
 pub mod cache;
+pub mod node;
 pub mod openbao;
 pub mod pki;
 pub mod process;

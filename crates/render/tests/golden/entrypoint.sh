@@ -26,11 +26,11 @@ esac
 bao server -config="$OUT" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
-sum="$(cksum < "$CERT" 2>/dev/null)"
+sum="$(sha256sum < "$CERT" 2>/dev/null)"
 while kill -0 "$child" 2>/dev/null; do
   sleep "$POLL" &
   wait $! 2>/dev/null
-  now="$(cksum < "$CERT" 2>/dev/null)" || continue
+  now="$(sha256sum < "$CERT" 2>/dev/null)" || continue
   if [ -n "$now" ] && [ "$now" != "$sum" ]; then
     sum="$now"
     echo "entrypoint: certificate changed, reloading OpenBao (SIGHUP)"

@@ -39,20 +39,36 @@ pub async fn detached_is_ready(root: &Path) -> bool {
 pub async fn start_detached(root: &Path) -> Result<PathBuf> {
     let bin = locate_binaries().await?;
     let plan = Plan::prepare(Layout::new(root), bin)?;
-    let booted = boot(&plan, |name, program, args, log| {
-        let child = spawn_detached(program, args, log).with_context(|| format!("spawn {name}"))?;
-        fs::write(plan.layout.pid_file(name), child.id().to_string())?;
-        Ok(child)
-    })
-    .await;
-    if let Err(err) = booted {
+    if let Err(err) = boot_detached(&plan).await {
         stop_detached(root, true)?;
         return Err(err);
     }
     Ok(plan.layout.kubeconfig())
 }
 
-fn spawn_detached(program: &Path, args: &[String], log: &Path) -> Result<Child> {
+/// The boot sequence with detached processes recorded in `pids/` (apiserver and node mode).
+/// Returns the processes so a caller can keep watching them for an early exit.
+pub(crate) async fn boot_detached(plan: &Plan) -> Result<(Child, Child)> {
+    boot(plan, |name, program, args, log| {
+        spawn_recorded(&plan.layout, name, program, args, log)
+    })
+    .await
+}
+
+/// Spawns a detached process and writes its pid to `pids/<name>.pid`.
+pub(crate) fn spawn_recorded(
+    layout: &Layout,
+    name: &str,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+) -> Result<Child> {
+    let child = spawn_detached(program, args, log).with_context(|| format!("spawn {name} ({})", program.display()))?;
+    fs::write(layout.pid_file(name), child.id().to_string()).with_context(|| format!("write pid file of {name}"))?;
+    Ok(child)
+}
+
+pub(crate) fn spawn_detached(program: &Path, args: &[String], log: &Path) -> Result<Child> {
     let out = fs::File::options()
         .create(true)
         .append(true)
@@ -73,7 +89,7 @@ fn spawn_detached(program: &Path, args: &[String], log: &Path) -> Result<Child> 
     Ok(cmd.spawn()?)
 }
 
-fn read_pid(layout: &Layout, name: &str) -> Option<i32> {
+pub(crate) fn read_pid(layout: &Layout, name: &str) -> Option<i32> {
     fs::read_to_string(layout.pid_file(name)).ok()?.trim().parse().ok()
 }
 

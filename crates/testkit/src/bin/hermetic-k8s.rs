@@ -1,13 +1,14 @@
-//! `hermetic-k8s apiserver-up | down`: the test harness's control plane, kept running for
-//! interactive use (`make apiserver-up`, then `kubectl --kubeconfig .cluster/kubeconfig ...`).
+//! `hermetic-k8s apiserver-up | cluster-up | down`: the test harness's Kubernetes, kept running
+//! for interactive use (`make apiserver-up` / `make cluster-up`, then
+//! `kubectl --kubeconfig .cluster/kubeconfig ...`).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use testkit::apiserver;
+use testkit::{apiserver, node};
 
 #[derive(Parser)]
-#[command(about = "Hermetic Kubernetes for local work: real etcd + kube-apiserver on loopback")]
+#[command(about = "Hermetic Kubernetes for local work: real etcd + kube-apiserver, optionally a real node")]
 struct Cli {
     /// Where kubeconfig, certificates, etcd data, logs and pid files live.
     #[arg(long, global = true, default_value_os_t = testkit::cache::repo_root().join(".cluster"))]
@@ -20,25 +21,43 @@ struct Cli {
 enum Cmd {
     /// Start etcd + kube-apiserver detached; returns once /readyz answers. No-op when already up.
     ApiserverUp,
-    /// Stop what `apiserver-up` started and remove its state.
+    /// Start a single-node cluster (kubelet, containerd, CoreDNS, local-path storage) in its own
+    /// network namespace; returns once it is usable. No-op when already up.
+    ClusterUp,
+    /// Stop what `apiserver-up` or `cluster-up` started and remove its state.
     Down {
         /// Keep `<state-dir>/logs`.
         #[arg(long)]
         keep_logs: bool,
     },
+    /// Internal: the part of `cluster-up` that runs inside the node's network namespace.
+    #[command(hide = true)]
+    NodeBoot,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
-    let dir = &cli.state_dir;
+    if matches!(cli.command, Cmd::NodeBoot) {
+        // Before the runtime's threads exist: they inherit the namespace from this thread.
+        node::enter()?;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start tokio runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    // Absolute: pid files, mounts and the node's configs all name it.
+    let dir = &std::path::absolute(&cli.state_dir).context("resolve --state-dir")?;
     match cli.command {
         Cmd::ApiserverUp => {
             if apiserver::detached_is_ready(dir).await {
                 eprintln!("apiserver already up");
             } else {
                 // Leftovers of a crashed or half-started run would hold ports or stale certs.
-                apiserver::stop_detached(dir, true)?;
+                node::cluster_down(dir, true)?;
                 let started = std::time::Instant::now();
                 apiserver::start_detached(dir).await?;
                 eprintln!(
@@ -49,10 +68,18 @@ async fn main() -> Result<()> {
             }
             println!("{}", apiserver::Layout::new(dir).kubeconfig().display());
         }
+        Cmd::ClusterUp => {
+            let exe = std::env::current_exe().context("locate the hermetic-k8s binary")?;
+            let mut node_boot = std::process::Command::new(exe);
+            node_boot.arg("--state-dir").arg(dir).arg("node-boot");
+            let kubeconfig = node::cluster_up(dir, node_boot).await?;
+            println!("{}", kubeconfig.display());
+        }
         Cmd::Down { keep_logs } => {
-            apiserver::stop_detached(dir, keep_logs)?;
+            node::cluster_down(dir, keep_logs)?;
             eprintln!("stopped; state in {} removed", dir.display());
         }
+        Cmd::NodeBoot => node::boot_inside(dir).await?,
     }
     Ok(())
 }

@@ -1,0 +1,159 @@
+//! The node's cgroup `/openbao-node` (cgroup v1, cgroupfs driver). kubelet uses it as its
+//! `cgroupRoot` (pods go below `kubepods`), and the node's own daemons join `system` in the freezer
+//! hierarchy, so the node's processes are exactly that subtree: teardown freezes it, kills every
+//! task and removes the directories.
+
+use super::NODE_NAME;
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const CGROUP_FS: &str = "/sys/fs/cgroup";
+
+/// kubelet's `cgroupRoot`.
+pub(super) fn root_name() -> String {
+    format!("/{NODE_NAME}")
+}
+
+/// The mounted v1 hierarchies (`cpu`, `memory`, `name=systemd`, ...) and the v2 one of a hybrid
+/// host: every directory under /sys/fs/cgroup that is a cgroup.
+fn hierarchies() -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(CGROUP_FS)
+        .with_context(|| format!("read {CGROUP_FS}"))?
+        .flatten()
+        .map(|e| e.path())
+        // Skip symlinks such as cpu,cpuacct -> cpu: the same hierarchy twice.
+        .filter(|p| p.is_dir() && !p.is_symlink() && p.join("cgroup.procs").exists())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn is_v1(hierarchy: &Path) -> bool {
+    hierarchy.file_name().is_some_and(|n| n != "unified")
+}
+
+fn freezer() -> PathBuf {
+    Path::new(CGROUP_FS).join("freezer").join(NODE_NAME)
+}
+
+pub(super) fn create() -> Result<()> {
+    if !Path::new(CGROUP_FS).join("freezer/cgroup.procs").exists() {
+        bail!(
+            "node mode needs the cgroup v1 freezer hierarchy at {CGROUP_FS}/freezer (this host: {}); \
+             a cgroup v2-only host is not supported yet",
+            hierarchies()?
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for hierarchy in hierarchies()?.into_iter().filter(|h| is_v1(h)) {
+        let dir = hierarchy.join(NODE_NAME);
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        // A new v1 cpuset starts with no CPUs and no memory nodes; nothing could join it.
+        if hierarchy.ends_with("cpuset") {
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let value = fs::read_to_string(hierarchy.join(file))?;
+                fs::write(dir.join(file), value.trim())
+                    .with_context(|| format!("write {}", dir.join(file).display()))?;
+            }
+        }
+    }
+    fs::create_dir_all(freezer().join("system")).context("create the freezer cgroup for the node's daemons")
+}
+
+/// Moves `pid` (with its threads) into the node's daemon cgroup; its children inherit it.
+pub(super) fn join_system(pid: u32) -> Result<()> {
+    let procs = freezer().join("system/cgroup.procs");
+    fs::write(&procs, pid.to_string()).with_context(|| format!("join {}", procs.display()))
+}
+
+/// Every cgroup directory of the subtree at `dir`, parents before children.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(entries) = fs::read_dir(&out[i]) {
+            let mut children: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+            children.sort();
+            out.extend(children);
+        }
+        i += 1;
+    }
+    out
+}
+
+fn tasks(dir: &Path) -> Vec<i32> {
+    subtree(dir)
+        .iter()
+        .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+        .flat_map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<_>>())
+        .collect()
+}
+
+fn kill(pids: &[i32]) {
+    for pid in pids {
+        // SAFETY: kill(2) on tasks of the node's own cgroup.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+}
+
+/// Freezes the subtree (so nothing forks or restarts while we kill), SIGKILLs every task, thaws
+/// it and waits until all tasks are gone, in every hierarchy.
+pub(super) fn kill_all() -> Result<()> {
+    let frozen = freezer();
+    if frozen.exists() {
+        let state = frozen.join("freezer.state");
+        fs::write(&state, "FROZEN").with_context(|| format!("freeze {}", frozen.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fs::read_to_string(&state).is_ok_and(|s| s.trim() != "FROZEN") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill(&tasks(&frozen));
+        fs::write(&state, "THAWED").with_context(|| format!("thaw {}", frozen.display()))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<i32> = hierarchies()?
+            .iter()
+            .map(|h| h.join(NODE_NAME))
+            .filter(|d| d.exists())
+            .flat_map(|d| tasks(&d))
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("tasks {left:?} survive SIGKILL in the {NODE_NAME} cgroups");
+        }
+        kill(&left);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes the (empty) subtree in every hierarchy, children first.
+pub(super) fn remove() -> Result<()> {
+    for hierarchy in hierarchies()? {
+        let top = hierarchy.join(NODE_NAME);
+        if !top.exists() {
+            continue;
+        }
+        for dir in subtree(&top).iter().rev() {
+            // An emptied cgroup can stay busy for a moment while the kernel finishes the exits.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while let Err(err) = fs::remove_dir(dir) {
+                if err.kind() == std::io::ErrorKind::NotFound {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(err).with_context(|| format!("remove cgroup {}", dir.display()));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    Ok(())
+}

@@ -64,8 +64,8 @@ total_writes=$(( $(writes) - base_writes ))
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$OP_PID/status")
 objects=$("$KUBECTL" -n bench get secrets,configmaps,services,statefulsets,serviceaccounts,roles,rolebindings,poddisruptionbudgets,networkpolicies,httproutes,backendtlspolicies --no-headers | wc -l)
 
-converge=$(echo "$done_at - $start" | bc)
-apply_t=$(echo "$applied - $start" | bc)
+converge=$(printf "%.1f" "$(echo "$done_at - $start" | bc)")
+apply_t=$(printf "%.1f" "$(echo "$applied - $start" | bc)")
 per_cluster=$(echo "scale=1; $total_writes / $N" | bc)
 {
   echo "# Convergence benchmark ($(date -u +%Y-%m-%d), $(nproc) cores)"

@@ -14,7 +14,8 @@ CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
   || die "$BUSYBOX missing or not busybox: run hack/node/install-deps.sh (Debian busybox-static)"
 [[ -s "$CA_BUNDLE" ]] || die "$CA_BUNDLE missing: install Debian ca-certificates"
 # The tag of our busybox image is the upstream version Debian packaged (e.g. 1.35.0).
-BUSYBOX_VERSION="$("$BUSYBOX" | head -1 | sed -n 's/^BusyBox v\([0-9.]*\).*/\1/p')"
+# sed reads the whole banner: `head -1` would SIGPIPE busybox and fail under pipefail.
+BUSYBOX_VERSION="$("$BUSYBOX" 2>&1 | sed -n '1s/^BusyBox v\([0-9.]*\).*/\1/p')"
 PAUSE_VERSION=3.10.1
 
 image() { nice python3 "$HACK_DIR/oci/build-image.py" --out "$OUT" "$@"; }

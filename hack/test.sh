@@ -9,4 +9,10 @@ OPENBAO_OPERATOR_K8S_BIN="$(bash hack/build-kubernetes.sh apiserver)"
 export OPENBAO_OPERATOR_K8S_BIN
 bash hack/fetch-openbao.sh >/dev/null
 bash hack/fetch-gateway-api-crds.sh >/dev/null
+# Node-mode tests share one real single-node cluster; start it unless one is already up, and
+# stop it afterwards only if this run started it.
+if ! cargo run -q -p testkit --bin hermetic-k8s -- node-status >/dev/null 2>&1; then
+  bash hack/cluster.sh cluster-up >/dev/null
+  trap 'bash hack/cluster.sh down >/dev/null 2>&1 || true' EXIT
+fi
 cargo test --workspace "$@"

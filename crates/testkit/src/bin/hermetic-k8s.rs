@@ -30,6 +30,8 @@ enum Cmd {
         #[arg(long)]
         keep_logs: bool,
     },
+    /// Exit 0 when a node (from any checkout) is up and ready, printing its state dir; else 1.
+    NodeStatus,
     /// Internal: the part of `cluster-up` that runs inside the node's network namespace.
     #[command(hide = true)]
     NodeBoot,
@@ -75,6 +77,10 @@ async fn run(cli: Cli) -> Result<()> {
             let kubeconfig = node::cluster_up(dir, node_boot).await?;
             println!("{}", kubeconfig.display());
         }
+        Cmd::NodeStatus => match node::running_node().await {
+            Some(state) => println!("{}", state.display()),
+            None => std::process::exit(1),
+        },
         Cmd::Down { keep_logs } => {
             node::cluster_down(dir, keep_logs)?;
             eprintln!("stopped; state in {} removed", dir.display());

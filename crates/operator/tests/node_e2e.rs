@@ -1,0 +1,208 @@
+//! End to end on a real single-node cluster (kubelet, containerd, CNI, CoreDNS, local-path):
+//! the operator turns one Development OpenBaoCluster into 3 running OpenBao pods that initialize
+//! themselves, unseal, serve TLS from the operator's CA and accept the admin's service-account
+//! JWT and the demo login. Needs the node: `make test` starts it (`make cluster-up` by hand).
+
+use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+use openbao_api::{OpenBaoCluster, conditions};
+use openbao_client::{BaoClient, ClientConfig};
+use openbao_operator::context::Context;
+use openbao_operator::controllers::cluster;
+use openbao_operator::openbao::Endpoint;
+use openbao_operator::runtime::metrics::Metrics;
+use openbao_render::OperatorIdentity;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use testkit::apiserver::{client_from_kubeconfig, create_namespace, install_crds};
+
+const DEMO_PASSWORD: &str = "lane-demo-password";
+
+async fn node_client() -> Result<Client> {
+    let Some(state) = testkit::node::running_node().await else {
+        bail!("no hermetic node is running: `make test` starts one, or run `make cluster-up`");
+    };
+    client_from_kubeconfig(&state.join("kubeconfig")).await
+}
+
+async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> Result<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(value)?;
+    Ok(Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &obj)
+        .await?)
+}
+
+async fn poll<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn condition(c: &OpenBaoCluster, t: &str) -> Option<(String, String)> {
+    let s = c.status.as_ref()?;
+    conditions::find(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test]
+async fn a_development_cluster_bootstraps_itself_on_a_real_node() -> Result<()> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let client = node_client().await?;
+    install_crds(&client, openbao_api::crd::all()).await?;
+    let ns = create_namespace(&client, "bao-e2e").await?;
+    let op_ns = create_namespace(&client, "bao-e2e-operator").await?;
+    for (sa_ns, name) in [(&op_ns, "openbao-operator"), (&ns, "bao-admin")] {
+        create::<ServiceAccount>(&client, sa_ns, serde_json::json!({"metadata": {"name": name}})).await?;
+    }
+    create::<Secret>(
+        &client,
+        &ns,
+        serde_json::json!({"metadata": {"name": "demo-password"}, "stringData": {"password": DEMO_PASSWORD}}),
+    )
+    .await?;
+
+    // The operator runs on the host: it reaches the public Service through its ClusterIP (the
+    // node's Service range is routed into the node's network namespace); TLS still verifies the
+    // Service's DNS name.
+    let public_ip: Arc<Mutex<Option<IpAddr>>> = Arc::default();
+    let mut ctx = Context::new(
+        client.clone(),
+        OperatorIdentity {
+            namespace: op_ns.clone(),
+            service_account: "openbao-operator".into(),
+        },
+        Metrics::default(),
+    )
+    .await;
+    ctx.watch_namespace = Some(ns.clone());
+    let ip = public_ip.clone();
+    ctx.endpoints = Arc::new(move |c: &str, n: &str| Endpoint {
+        url: format!("https://{c}-public.{n}.svc:8200"),
+        resolve_to: *ip.lock().expect("ip lock"),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(cluster::run(Arc::new(ctx), async move {
+        let _ = stop_rx.await;
+    }));
+
+    let started = Instant::now();
+    create::<OpenBaoCluster>(&client, &ns, serde_json::json!({
+        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster", "metadata": {"name": "lane"},
+        "spec": {
+            "version": "2.7.2", "profile": "Development", "replicas": 3, "storage": {"size": "256Mi"},
+            // The hermetic node has no AppArmor: a node limitation, stated where it is turned off.
+            "workloadHardening": {"appArmorEnabled": false},
+            "selfInit": {
+                "oidc": {"adminServiceAccount": {"name": "bao-admin"}},
+                "demoUserpass": {"passwordSecretRef": {"name": "demo-password"}},
+                "requests": [{"name": "kv", "operation": "update", "path": "sys/mounts/secret", "data": {"type": "kv", "options": {"version": "2"}}}]
+            }
+        }
+    }))
+    .await?;
+
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), &ns);
+    let available = loop {
+        if public_ip.lock().unwrap().is_none()
+            && let Some(ip) = services.get_opt("lane-public").await?.and_then(|s| s.spec?.cluster_ip)
+        {
+            *public_ip.lock().unwrap() = ip.parse().ok();
+        }
+        let c = clusters.get("lane").await?;
+        let ready = condition(&c, conditions::AVAILABLE).is_some_and(|(s, r)| s == "True" && r == "AllReplicasReady");
+        let unsealed = condition(&c, conditions::OPENBAO_SEALED).is_some_and(|(s, _)| s == "False");
+        let healthy = condition(&c, conditions::DEGRADED).is_some_and(|(s, _)| s == "False");
+        if ready && unsealed && healthy && c.status.as_ref().is_some_and(|s| s.initialized) {
+            break c;
+        }
+        if started.elapsed() > Duration::from_secs(240) {
+            bail!("cluster not Available after 240 s: {:#?}", c.status);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let took = started.elapsed();
+    eprintln!("CR applied -> Available, initialized, unsealed, keys in sync: {took:.1?}");
+    let status = available.status.clone().unwrap();
+    assert_eq!(status.ready_replicas, 3);
+    assert_eq!(status.current_version.as_deref(), Some("2.7.2"));
+    assert!(
+        status.active_leader.as_deref().is_some_and(|l| l.starts_with("lane-")),
+        "{status:?}"
+    );
+
+    // The self-init requests are gone for good; no root token was ever stored.
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    assert!(secrets.get_opt("lane-config-init").await?.is_none());
+    for s in secrets.list(&Default::default()).await?.items {
+        assert!(!s.name_any().contains("root"), "unexpected secret {}", s.name_any());
+    }
+
+    // Logins through the public Service, verified against the operator's CA by DNS name.
+    let ca = secrets.get("lane-tls-ca").await?.data.context("ca data")?["ca.crt"]
+        .0
+        .clone();
+    let ip = public_ip.lock().unwrap().context("public ClusterIP")?;
+    let bao = BaoClient::new(
+        ClientConfig::new(format!("https://lane-public.{ns}.svc:8200"))
+            .with_ca_pem(ca)
+            .with_resolve_to(ip),
+    )?;
+    let demo = bao.login_userpass("userpass", "demo", DEMO_PASSWORD).await?;
+    assert!(demo.policies.iter().any(|p| p == "admin"));
+    let request: TokenRequest = serde_json::from_value(
+        serde_json::json!({"spec": {"audiences": ["openbao-internal"], "expirationSeconds": 600}}),
+    )?;
+    let admin_jwt = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)
+        .await?
+        .status
+        .context("token")?
+        .token;
+    let admin = bao.login_jwt("jwt-operator", "admin", &admin_jwt).await?;
+    assert!(admin.policies.iter().any(|p| p == "admin"), "{:?}", admin.policies);
+    let admin = bao.with_token(admin.token);
+    admin
+        .write(
+            "secret/data/e2e",
+            &serde_json::json!({"data": {"written": "through the public Service"}}),
+        )
+        .await?;
+    // The public Service spreads requests over all servers; give a standby a moment to apply.
+    let back = poll("the written secret", || async {
+        admin.read("secret/data/e2e").await.map_err(Into::into)
+    })
+    .await?;
+    assert_eq!(back["data"]["data"]["written"], "through the public Service");
+    // Autopilot promotes joined servers to voters shortly after they are ready.
+    poll("3 raft voters", || async {
+        let raft = admin.raft_configuration().await?;
+        Ok((raft.voters().count() == 3).then_some(()))
+    })
+    .await?;
+
+    let _ = stop_tx.send(());
+    controller.await?;
+    Ok(())
+}

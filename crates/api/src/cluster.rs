@@ -79,6 +79,10 @@ pub struct OpenBaoClusterSpec {
     /// CPU and memory requests and limits for the OpenBao container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// How a change of `version` is rolled out, and requests for the upgrade in progress.
+    #[serde(default)]
+    pub upgrade: crate::upgrade::UpgradeSpec,
 }
 
 fn default_replicas() -> i32 {

@@ -6,9 +6,11 @@ pub mod conditions;
 pub mod crd;
 pub mod names;
 pub mod status;
+pub mod upgrade;
 
 pub use cluster::*;
 pub use status::*;
+pub use upgrade::*;
 
 pub const GROUP: &str = "openbao.org";
 pub const VERSION: &str = "v1alpha1";

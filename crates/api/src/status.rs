@@ -34,6 +34,13 @@ pub struct OpenBaoClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The upgrade in progress (phase and everything needed to resume it), and what the last
+    /// one left behind: acknowledged requests, an aborted version, the last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<crate::upgrade::UpgradeStatus>,
+    /// Which set of servers is live (blue) and which is being brought up (green).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<crate::upgrade::BlueGreenStatus>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]

@@ -259,6 +259,26 @@ fn invalid_cases() -> Vec<Invalid> {
             &["spec.selfInit.oidc.audience", "at least 1 chars long"],
         ),
         case(
+            "unknown upgrade strategy",
+            spec(json!({ "upgrade": { "strategy": "Recreate" } })),
+            &["spec.upgrade.strategy", "Unsupported value"],
+        ),
+        case(
+            "blue/green min sync duration in words",
+            spec(json!({ "upgrade": { "blueGreen": { "minSyncDuration": "5 minutes" } } })),
+            &["spec.upgrade.blueGreen.minSyncDuration", "must be a duration"],
+        ),
+        case(
+            "blue/green max job failures 0",
+            spec(json!({ "upgrade": { "blueGreen": { "maxJobFailures": 0 } } })),
+            &["spec.upgrade.blueGreen.maxJobFailures", "between 1 and 100"],
+        ),
+        case(
+            "upgrade request token with a space",
+            spec(json!({ "upgrade": { "requests": { "rollback": "go back" } } })),
+            &["spec.upgrade.requests.rollback", "must be a token"],
+        ),
+        case(
             "demo username with upper case",
             spec(json!({ "selfInit": { "demoUserpass": {
                 "username": "Demo", "passwordSecretRef": { "name": "demo-password" }
@@ -330,6 +350,10 @@ async fn minimal_spec_is_accepted_and_defaulted_by_the_server() -> Result<()> {
         ("/selfInit/oidc/audience", json!("openbao-internal")),
         ("/deletionPolicy", json!("Retain")),
         ("/workloadHardening/appArmorEnabled", json!(true)),
+        ("/upgrade/strategy", json!("RollingUpdate")),
+        ("/upgrade/preUpgradeSnapshot", json!(false)),
+        ("/upgrade/blueGreen/autoPromote", json!(true)),
+        ("/upgrade/blueGreen/maxJobFailures", json!(5)),
     ] {
         assert_eq!(spec.pointer(pointer), Some(&expected), "spec{pointer} in {spec}");
     }
@@ -369,6 +393,12 @@ async fn valid_specs_are_accepted() -> Result<()> {
                 "gateway": { "gatewayRef": { "name": "edge" }, "hostname": "*.bao.example.com", "path": "/bao" },
                 "storage": { "size": "10Gi", "storageClassName": "fast" },
                 "deletionPolicy": "DeleteAll",
+                "upgrade": {
+                    "strategy": "BlueGreen",
+                    "preUpgradeSnapshot": true,
+                    "blueGreen": { "autoPromote": false, "minSyncDuration": "1m30s", "maxJobFailures": 3 },
+                    "requests": { "promote": "promote-1", "rollback": "2026-01-01T10.00", "retry": "r_1" },
+                },
             })),
         ),
         (

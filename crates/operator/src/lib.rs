@@ -1,9 +1,10 @@
 //! The openbao-operator: controllers that turn `OpenBaoCluster` objects into running,
 //! self-initialized OpenBao clusters, and the runtime around them (leader election, metrics,
-//! health endpoints).
+//! health endpoints), and the long operations (upgrades) as state machines.
 
 pub mod context;
 pub mod controllers;
+pub mod flows;
 pub mod openbao;
 pub mod runtime;
 

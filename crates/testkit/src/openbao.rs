@@ -78,7 +78,13 @@ impl NodeAddr {
 /// Pod-style DNS name of node `index`, e.g. `openbao-0.openbao-internal.obtest.svc`; covered by
 /// the [`TestTls`] server certificate.
 pub fn pod_host(namespace: &str, index: usize) -> String {
-    format!("openbao-{index}.openbao-internal.{namespace}.svc")
+    node_host(namespace, &format!("openbao-{index}"))
+}
+
+/// DNS name of a node called `label` (one DNS label, e.g. a raft node id such as
+/// `bao-v2-7-2-0`): `<label>.openbao-internal.<ns>.svc`, covered by the [`TestTls`] wildcard.
+pub fn node_host(namespace: &str, label: &str) -> String {
+    format!("{label}.openbao-internal.{namespace}.svc")
 }
 
 /// A test CA and one server certificate (DNS SANs only, like the product's: `openbao.<ns>.svc`
@@ -117,7 +123,12 @@ impl TestTls {
 
     /// A client for node `index` at `addr` that verifies the pod hostname against the test CA.
     pub fn client_config(&self, index: usize, addr: &NodeAddr) -> ClientConfig {
-        let host = pod_host(&self.namespace, index);
+        self.client_config_for(&format!("openbao-{index}"), addr)
+    }
+
+    /// A client for the node called `label` (see [`node_host`]) at `addr`.
+    pub fn client_config_for(&self, label: &str, addr: &NodeAddr) -> ClientConfig {
+        let host = node_host(&self.namespace, label);
         ClientConfig::new(format!("https://{host}:{}", addr.api_port))
             .with_ca_pem(self.ca_pem().as_bytes().to_vec())
             .with_resolve_to(IpAddr::V4(addr.ip))
@@ -194,10 +205,15 @@ impl TestNodeConfig {
     }
 
     /// Adds a `retry_join` to `peer` (node `index` of the test's [`TestTls`] namespace).
-    pub fn join(mut self, tls: &TestTls, index: usize, peer: &NodeAddr) -> Self {
+    pub fn join(self, tls: &TestTls, index: usize, peer: &NodeAddr) -> Self {
+        self.join_node(tls, &format!("openbao-{index}"), peer)
+    }
+
+    /// Adds a `retry_join` to the node called `label` (see [`node_host`]) at `peer`.
+    pub fn join_node(mut self, tls: &TestTls, label: &str, peer: &NodeAddr) -> Self {
         self.retry_join.push(RetryJoin {
             leader_api_addr: peer.api_url(),
-            leader_tls_servername: pod_host(&tls.namespace, index),
+            leader_tls_servername: node_host(&tls.namespace, label),
             leader_ca_cert_file: tls.ca_file.clone(),
         });
         self

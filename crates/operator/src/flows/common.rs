@@ -1,0 +1,361 @@
+//! What both strategies share: starting an upgrade from `Idle` (downgrade refusal, the abort
+//! latch, request tokens), the pre-upgrade snapshot, phase transitions, finishing and aborting.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use openbao_api::{
+    BlueGreenStatus, OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradeError, UpgradePhase, UpgradeStatus,
+    UpgradeStrategy,
+};
+use std::time::Duration;
+
+use super::names::{self, Revision};
+use super::observed::Observed;
+use super::step::{Action, Step};
+use super::version::Version;
+
+/// The upgrade status to work on (the default when none was written yet).
+pub fn upgrade_of(status: &OpenBaoClusterStatus) -> UpgradeStatus {
+    status.upgrade.clone().unwrap_or_default()
+}
+
+/// The live (blue) revision.
+pub fn live_revision(status: &OpenBaoClusterStatus) -> Revision {
+    status.blue_green.as_ref().and_then(|b| b.blue_revision.clone())
+}
+
+/// The token of a request that was not acted upon yet.
+pub fn pending(requested: &Option<String>, acknowledged: &Option<String>) -> Option<String> {
+    requested.clone().filter(|t| Some(t) != acknowledged.as_ref())
+}
+
+pub fn error(reason: &str, message: impl Into<String>, now: Timestamp) -> UpgradeError {
+    UpgradeError {
+        reason: reason.to_string(),
+        message: message.into(),
+        at: Time(now),
+    }
+}
+
+/// Sets `last_error` unless an error with the same reason and message is already recorded, so
+/// a condition that persists does not rewrite status on every poll.
+pub fn report(upgrade: &mut UpgradeStatus, reason: &str, message: impl Into<String>, now: Timestamp) {
+    let message = message.into();
+    let same = upgrade
+        .last_error
+        .as_ref()
+        .is_some_and(|e| e.reason == reason && e.message == message);
+    if !same {
+        upgrade.last_error = Some(error(reason, message, now));
+    }
+}
+
+/// Time spent in the current phase (or step).
+pub fn in_phase(upgrade: &UpgradeStatus, now: Timestamp) -> Duration {
+    let since = upgrade.phase_started_at.as_ref().map(|t| t.0).unwrap_or(now);
+    now.duration_since(since).try_into().unwrap_or(Duration::ZERO)
+}
+
+pub fn enter(upgrade: &mut UpgradeStatus, phase: UpgradePhase, now: Timestamp) {
+    upgrade.phase = phase;
+    upgrade.phase_started_at = Some(Time(now));
+    upgrade.failures = 0;
+}
+
+/// `status` with `upgrade` replaced.
+/// An empty upgrade status is not written where none was before.
+pub fn with(status: &OpenBaoClusterStatus, upgrade: UpgradeStatus) -> OpenBaoClusterStatus {
+    let upgrade = (status.upgrade.is_some() || upgrade != UpgradeStatus::default()).then_some(upgrade);
+    OpenBaoClusterStatus {
+        upgrade,
+        ..status.clone()
+    }
+}
+
+/// A step that only records `next` (or, when nothing changed, does nothing / waits).
+pub fn settle(previous: &OpenBaoClusterStatus, next: OpenBaoClusterStatus, unchanged: Action) -> Step {
+    let action = if &next == previous { unchanged } else { Action::Record };
+    Step { action, status: next }
+}
+
+/// Waits: persists `next` if it changed (a new message), otherwise just polls again.
+pub fn wait(next: OpenBaoClusterStatus) -> Step {
+    Step {
+        action: Action::Wait,
+        status: next,
+    }
+}
+
+pub fn act(action: Action, next: OpenBaoClusterStatus) -> Step {
+    Step { action, status: next }
+}
+
+/// The first phase after the (optional) snapshot.
+pub fn first_phase(strategy: UpgradeStrategy) -> UpgradePhase {
+    match strategy {
+        UpgradeStrategy::RollingUpdate => UpgradePhase::RollingUpdate,
+        UpgradeStrategy::BlueGreen => UpgradePhase::DeployingGreen,
+    }
+}
+
+/// `Idle`: start an upgrade when `spec.version` is newer than the running version, the cluster
+/// is healthy and no abort latch holds it back. Request tokens no upgrade needs are acknowledged.
+pub fn idle(
+    spec: &OpenBaoClusterSpec,
+    status: &OpenBaoClusterStatus,
+    observed: &Observed,
+    strategy: UpgradeStrategy,
+) -> Step {
+    let now = observed.now;
+    let mut u = upgrade_of(status);
+    let requests = &spec.upgrade.requests;
+    if let Some(token) = pending(&requests.promote, &u.acknowledged.promote) {
+        u.acknowledged.promote = Some(token);
+        u.message = Some("promote request ignored: no upgrade is waiting for promotion".into());
+    }
+    if let Some(token) = pending(&requests.rollback, &u.acknowledged.rollback) {
+        u.acknowledged.rollback = Some(token);
+        u.message = Some("rollback request ignored: no upgrade is in progress".into());
+    }
+    let retry = pending(&requests.retry, &u.acknowledged.retry);
+    if let Some(token) = &retry {
+        u.acknowledged.retry = Some(token.clone());
+    }
+    let Some(current) = status.current_version.clone() else {
+        // Not initialized yet: there is nothing to upgrade.
+        return settle(status, with(status, u), Action::Nothing);
+    };
+    let target = spec.version.clone();
+    if target == current {
+        u.aborted_version = None;
+        u.last_error = None;
+        return settle(status, with(status, u), Action::Nothing);
+    }
+    let (Some(from), Some(to)) = (Version::parse(&current), Version::parse(&target)) else {
+        report(
+            &mut u,
+            "InvalidVersion",
+            format!("cannot compare spec.version {target:?} with the running version {current:?}"),
+            now,
+        );
+        return settle(status, with(status, u), Action::Nothing);
+    };
+    if to < from {
+        report(
+            &mut u,
+            "DowngradeRefused",
+            format!(
+                "spec.version {target} is older than the running {current}: downgrades are refused (data written by \
+                 {current} is not served by {target}); to go back, restore a snapshot taken on {target}"
+            ),
+            now,
+        );
+        return settle(status, with(status, u), Action::Nothing);
+    }
+    match u.aborted_version.clone() {
+        Some(aborted) if aborted == target && retry.is_none() => {
+            // The abort message says why and how to retry; keep it.
+            if u.message.is_none() {
+                u.message = Some(latch_note(&target));
+            }
+            return settle(status, with(status, u), Action::Nothing);
+        }
+        _ => u.aborted_version = None,
+    }
+    let live = live_revision(status);
+    if let Some(problem) = unhealthy(observed, &live, spec.replicas) {
+        u.message = Some(format!("upgrade to {target} waits for a healthy cluster: {problem}"));
+        return wait(with(status, u));
+    }
+    let phase = if spec.upgrade.pre_upgrade_snapshot {
+        UpgradePhase::PreUpgradeSnapshot
+    } else {
+        first_phase(strategy)
+    };
+    let mut next = UpgradeStatus {
+        strategy: Some(strategy),
+        from_version: Some(current.clone()),
+        to_version: Some(target.clone()),
+        started_at: Some(Time(now)),
+        rollback_available: true,
+        acknowledged: u.acknowledged,
+        message: Some(format!("upgrading from {current} to {target} ({strategy:?})")),
+        ..UpgradeStatus::default()
+    };
+    enter(&mut next, phase, now);
+    let mut status = with(status, next);
+    if strategy == UpgradeStrategy::BlueGreen {
+        status.blue_green = Some(BlueGreenStatus {
+            blue_revision: live,
+            green_revision: Some(names::revision_for(&target)),
+        });
+    }
+    act(Action::Record, status)
+}
+
+fn latch_note(version: &str) -> String {
+    format!(
+        "the upgrade to {version} does not start again until spec.version changes or \
+         spec.upgrade.requests.retry carries a new token"
+    )
+}
+
+/// Why the servers of `revision` are not fit to start an upgrade, if they are not.
+pub fn unhealthy(observed: &Observed, revision: &Revision, replicas: i32) -> Option<String> {
+    let nodes = observed.nodes_of(revision);
+    if nodes.len() != replicas.max(0) as usize {
+        return Some(format!("{} of {replicas} servers exist", nodes.len()));
+    }
+    let sealed: Vec<&str> = nodes
+        .iter()
+        .filter(|n| !n.is_unsealed())
+        .map(|n| n.id.as_str())
+        .collect();
+    if !sealed.is_empty() {
+        return Some(format!("not serving: {}", sealed.join(", ")));
+    }
+    let Some(raft) = &observed.raft else {
+        return Some("no active server".into());
+    };
+    let not_voting: Vec<&str> = nodes
+        .iter()
+        .filter(|n| !raft.is_voter(&n.id))
+        .map(|n| n.id.as_str())
+        .collect();
+    if !not_voting.is_empty() {
+        return Some(format!("not raft voters: {}", not_voting.join(", ")));
+    }
+    if !raft.autopilot_healthy() {
+        return Some("autopilot does not report the cluster healthy".into());
+    }
+    None
+}
+
+/// The pre-upgrade snapshot; afterwards the strategy's first phase.
+pub fn snapshot(status: &OpenBaoClusterStatus, mut u: UpgradeStatus, now: Timestamp) -> Step {
+    let strategy = u.strategy.unwrap_or_default();
+    enter(&mut u, first_phase(strategy), now);
+    u.message = Some("pre-upgrade snapshot taken".into());
+    act(Action::TakeSnapshot, with(status, u))
+}
+
+/// The upgrade is done: `Idle`, running `to`.
+pub fn finished(
+    status: &OpenBaoClusterStatus,
+    u: &UpgradeStatus,
+    now: Timestamp,
+    blue_green: Option<BlueGreenStatus>,
+) -> OpenBaoClusterStatus {
+    let from = u.from_version.clone().unwrap_or_default();
+    let to = u.to_version.clone().unwrap_or_default();
+    let took = u
+        .started_at
+        .as_ref()
+        .map(|t| now.duration_since(t.0))
+        .unwrap_or(SignedDuration::ZERO);
+    let snapshot = u
+        .pre_upgrade_snapshot
+        .as_ref()
+        .map(|s| format!("; pre-upgrade snapshot: {s}"))
+        .unwrap_or_default();
+    let done = UpgradeStatus {
+        acknowledged: u.acknowledged.clone(),
+        message: Some(format!(
+            "upgraded from {from} to {to} ({:?}) in {}s{snapshot}",
+            u.strategy.unwrap_or_default(),
+            took.as_secs()
+        )),
+        ..UpgradeStatus::default()
+    };
+    OpenBaoClusterStatus {
+        current_version: Some(to),
+        upgrade: Some(done),
+        blue_green: blue_green.or_else(|| status.blue_green.clone()),
+        ..status.clone()
+    }
+}
+
+/// The upgrade was given up before it changed anything that cannot be undone: `Idle`, still on
+/// the old version, latched so it does not start again by itself. `u.last_error` says why.
+pub fn aborted(status: &OpenBaoClusterStatus, u: &UpgradeStatus, message: String) -> OpenBaoClusterStatus {
+    let to = u.to_version.clone().unwrap_or_default();
+    let latched = UpgradeStatus {
+        aborted_version: u.to_version.clone(),
+        acknowledged: u.acknowledged.clone(),
+        last_error: u.last_error.clone(),
+        message: Some(format!("{message}; {}", latch_note(&to))),
+        ..UpgradeStatus::default()
+    };
+    let blue_green = status.blue_green.clone().map(|b| BlueGreenStatus {
+        green_revision: None,
+        ..b
+    });
+    OpenBaoClusterStatus {
+        upgrade: Some(latched),
+        blue_green,
+        ..status.clone()
+    }
+}
+
+/// The message that names the way back once rolling back is no longer possible.
+pub fn way_back(u: &UpgradeStatus) -> String {
+    let from = u.from_version.clone().unwrap_or_default();
+    match &u.pre_upgrade_snapshot {
+        Some(handle) => format!("the way back to {from} is restoring the pre-upgrade snapshot {handle}"),
+        None => format!(
+            "the way back to {from} is restoring a snapshot taken before the upgrade \
+             (spec.upgrade.preUpgradeSnapshot was off, so the operator took none)"
+        ),
+    }
+}
+
+/// `minSyncDuration` as a duration: `1h30m`, `90s`, ... (validated by the CRD).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number.parse().ok()?;
+        number.clear();
+        total += n * match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+    }
+    (!text.is_empty() && number.is_empty()).then_some(Duration::from_secs(total))
+}
+
+/// Records a failed action on the status it started from: the same step runs again next time.
+pub fn record_failure(
+    status: &OpenBaoClusterStatus,
+    action: &Action,
+    message: &str,
+    now: Timestamp,
+) -> OpenBaoClusterStatus {
+    let mut u = upgrade_of(status);
+    u.failures += 1;
+    let text: String = message.chars().take(1024).collect();
+    u.last_error = Some(error(&format!("{}Failed", action.name()), text, now));
+    with(status, u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_like_the_crd_validates_them() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2m5s"), Some(Duration::from_secs(125)));
+        for bad in ["", "5", "5d", "m", "1h30"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Long operations as state machines in status: blue/green and rolling upgrades.
+//!
+//! A flow is a pure function `next_step(spec, status, observed) -> Step`. The [`driver`]
+//! performs exactly one step per call (observe -> decide -> act -> new status), so the caller
+//! persists status after every step and a restarted operator resumes from status alone. Flows
+//! never trust an action's answer: a phase advances only when a later observation of the real
+//! raft configuration, autopilot state and server health shows the effect.
+//!
+//! - [`bluegreen`] and [`rolling`]: the two strategies.
+//! - [`driver`]: the [`Platform`] a driver needs (start/stop servers, move
+//!   traffic, take a snapshot, reach a server's API) and the [`Driver`].
+//! - [`names`]: server and revision names shared by every platform.
+
+pub mod bluegreen;
+mod common;
+pub mod driver;
+pub mod names;
+pub mod observed;
+pub mod rolling;
+pub mod step;
+pub mod version;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use common::record_failure;
+pub use driver::{Driver, Platform, PlatformError, PlatformNode, StepReport};
+pub use names::Revision;
+pub use observed::{AutopilotPeer, AutopilotView, NodeHealth, NodeView, Observed, Peer, RaftView};
+pub use step::{Action, Deployment, Step};
+
+use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradePhase, UpgradeStrategy};
+
+/// The next step of whatever upgrade is in progress, or of starting one with the strategy in
+/// the spec. An upgrade in progress keeps the strategy it started with.
+pub fn next_step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, observed: &Observed) -> Step {
+    let strategy = match &status.upgrade {
+        Some(u) if u.phase != UpgradePhase::Idle => u.strategy.unwrap_or_else(|| strategy_of_phase(u.phase)),
+        _ => spec.upgrade.strategy,
+    };
+    match strategy {
+        UpgradeStrategy::BlueGreen => bluegreen::next_step(spec, status, observed),
+        UpgradeStrategy::RollingUpdate => rolling::next_step(spec, status, observed),
+    }
+}
+
+fn strategy_of_phase(phase: UpgradePhase) -> UpgradeStrategy {
+    match phase {
+        UpgradePhase::Idle | UpgradePhase::PreUpgradeSnapshot | UpgradePhase::RollingUpdate => {
+            UpgradeStrategy::RollingUpdate
+        }
+        _ => UpgradeStrategy::BlueGreen,
+    }
+}

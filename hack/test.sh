@@ -9,6 +9,8 @@ OPENBAO_OPERATOR_K8S_BIN="$(bash hack/build-kubernetes.sh apiserver)"
 export OPENBAO_OPERATOR_K8S_BIN
 bash hack/fetch-openbao.sh >/dev/null
 bash hack/fetch-gateway-api-crds.sh >/dev/null
+# The real S3 server of the backup tests: cached RustFS when built, else s3s-fs (prints which).
+log "S3 server for the backup tests: $(bash hack/build-s3-server.sh)"
 # Node-mode tests share one real single-node cluster; start it unless one is already up, and
 # stop it afterwards only if this run started it.
 if ! cargo run -q -p testkit --bin hermetic-k8s -- node-status >/dev/null 2>&1; then

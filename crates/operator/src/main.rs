@@ -1,4 +1,5 @@
-//! `openbao-operator run` (the controller) and `openbao-operator crd` (prints the CRDs).
+//! `openbao-operator run` (the controller), `openbao-operator crd` (prints the CRDs), and the
+//! executors the controller runs as Jobs: `openbao-operator backup` and `openbao-operator restore`.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -6,6 +7,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
+use openbao_operator::executors;
 use openbao_operator::runtime::{http, leader::LeaderElector, metrics::Metrics};
 use openbao_render::OperatorIdentity;
 use std::net::SocketAddr;
@@ -25,6 +27,10 @@ enum Command {
     Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Back up a cluster's raft snapshot to S3 (run by the controller as a Job).
+    Backup(Box<executors::backup::BackupArgs>),
+    /// Restore a backup from S3 into a cluster (run by the controller as a Job).
+    Restore(Box<executors::restore::RestoreArgs>),
 }
 
 #[derive(clap::Args)]
@@ -48,12 +54,24 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::try_parse().unwrap_or_else(|err| {
+        // The executors answer with one JSON result line even when their settings are wrong.
+        let executor = std::env::args().nth(1).filter(|a| a == "backup" || a == "restore");
+        if let Some(operation) = executor.filter(|_| err.use_stderr()) {
+            eprintln!("{err}");
+            std::process::exit(executors::invalid_settings(&operation, &err.render().to_string()));
+        }
+        err.exit()
+    });
+    match cli.command {
         Command::Crd => {
             print!("{}", openbao_api::crd::yaml());
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        // One JSON result line on stdout; the exit code says success or failure.
+        Command::Backup(args) => std::process::exit(executors::backup::main(*args).await),
+        Command::Restore(args) => std::process::exit(executors::restore::main(*args).await),
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`node`]: a real single-node cluster (kubelet, containerd, CoreDNS, storage) in its own
 //!   network namespace, for `make cluster-up` and the node-mode tests.
 //! - [`openbao`]: real `bao server` processes on their own loopback addresses.
+//! - [`s3`]: a real S3-compatible server (RustFS or s3s-fs) on loopback.
 //! - [`cache`]: where `hack/*.sh` put the real binaries.
 
 pub mod apiserver;
@@ -14,3 +15,4 @@ pub mod node;
 pub mod openbao;
 pub mod pki;
 pub mod process;
+pub mod s3;

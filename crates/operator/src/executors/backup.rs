@@ -1,0 +1,190 @@
+//! `openbao-operator backup`: one raft snapshot, streamed from the active node straight into a
+//! multipart upload, verified, then retention.
+//!
+//! Order matters: the store is checked first (credentials, bucket, reachability), so a broken
+//! store is reported as such without loading OpenBao with a snapshot; the object is verified
+//! before retention runs, so retention never deletes an old backup for a new one that is bad.
+
+use super::{ExecutorError, OpenBaoArgs, StoreArgs, find_leader, login, openbao_failure, parse_duration, report};
+use openbao_client::BaoClient;
+use openbao_objstore::{
+    Retention, Store, StoreError, UploadError, Uploaded, cluster_prefix, new_backup_key, retention_plan,
+};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "backup")]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub openbao: OpenBaoArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(
+        long = "jwt-role",
+        env = "OPENBAO_JWT_ROLE",
+        default_value = "openbao-operator-backup"
+    )]
+    pub jwt_role: String,
+    /// Namespace of the OpenBaoCluster (part of the object key).
+    #[arg(long = "cluster-namespace", env = "CLUSTER_NAMESPACE")]
+    pub cluster_namespace: String,
+    /// Name of the OpenBaoCluster (part of the object key).
+    #[arg(long = "cluster-name", env = "CLUSTER_NAME")]
+    pub cluster_name: String,
+    #[arg(long = "s3-path-prefix", env = "S3_PATH_PREFIX", default_value = "")]
+    pub path_prefix: String,
+    /// Keep at most this many backups of the cluster (the newest is always kept).
+    #[arg(long = "retention-max-count", env = "BACKUP_RETENTION_MAX_COUNT")]
+    pub retention_max_count: Option<usize>,
+    /// Delete backups older than this (`36h`, `7d`, …).
+    #[arg(long = "retention-max-age", env = "BACKUP_RETENTION_MAX_AGE", value_parser = parse_duration)]
+    pub retention_max_age: Option<Duration>,
+    /// Read the stored object back and compare its SHA-256 (not only its size).
+    #[arg(long = "verify-checksum", env = "BACKUP_VERIFY_CHECKSUM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub verify_checksum: bool,
+    /// Also write the result line to this file (e.g. `/dev/termination-log`).
+    #[arg(long = "result-file", env = "EXECUTOR_RESULT_FILE")]
+    pub result_file: Option<PathBuf>,
+}
+
+/// The success line.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct BackupReport {
+    pub operation: &'static str,
+    pub result: &'static str,
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub duration_ms: u64,
+    /// Milliseconds of the snapshot stream + upload alone.
+    pub transfer_ms: u64,
+    /// The node the snapshot came from.
+    pub leader: String,
+    /// Keys deleted by retention, oldest first.
+    pub deleted: Vec<String>,
+    /// Set when the backup succeeded but retention did not finish (the next run retries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_error: Option<String>,
+}
+
+/// Runs the backup and prints the result line; returns the process exit code.
+pub async fn main(args: BackupArgs) -> i32 {
+    super::init_process();
+    let started = Instant::now();
+    let outcome = run(&args).await;
+    match &outcome {
+        Ok(r) => tracing::info!(key = %r.key, size = r.size, duration_ms = r.duration_ms, "backup complete"),
+        Err(e) => tracing::error!(reason = e.reason(), error = %e, "backup failed"),
+    }
+    report("backup", started, &outcome, args.result_file.as_deref())
+}
+
+/// The whole backup; the report on success.
+pub async fn run(args: &BackupArgs) -> Result<BackupReport, ExecutorError> {
+    let started = Instant::now();
+    if args.cluster_namespace.is_empty() || args.cluster_name.is_empty() {
+        return Err(ExecutorError::InvalidConfig(
+            "the cluster namespace and name are required (they are part of the object key)".into(),
+        ));
+    }
+    let target = args.store.target(&args.path_prefix)?;
+    let store = Store::new(&target, args.store.options())?;
+    let prefix = cluster_prefix(&args.path_prefix, &args.cluster_namespace, &args.cluster_name);
+    // Fails fast on wrong credentials, a missing bucket or an unreachable store.
+    let existing = store.list(&prefix).await?;
+    tracing::info!(bucket = store.bucket(), prefix = %prefix, existing = existing.len(), "store reachable");
+
+    let leader = find_leader(&args.openbao).await?;
+    let bao = login(&leader, &args.openbao, &args.jwt_role).await?;
+
+    let key = new_backup_key(&args.path_prefix, &args.cluster_namespace, &args.cluster_name, now());
+    let transfer_started = Instant::now();
+    let snapshot = bao
+        .snapshot()
+        .await
+        .map_err(|e| openbao_failure(&bao, e, |e| ExecutorError::SnapshotFailed(e.to_string())))?;
+    let uploaded = store.upload_stream(&key.key, snapshot).await.map_err(|e| match e {
+        UploadError::Source(e) => ExecutorError::SnapshotFailed(format!("the snapshot stream broke: {e}")),
+        UploadError::Store(e) => ExecutorError::Store(e),
+    })?;
+    let transfer_ms = transfer_started.elapsed().as_millis() as u64;
+    tracing::info!(key = %uploaded.key, size = uploaded.size, transfer_ms, "snapshot uploaded");
+
+    if let Err(err) = verify(&store, &uploaded, args.verify_checksum).await {
+        // An object that failed its check must not be counted as a backup later (retention
+        // would keep it and delete a good one), so it goes.
+        match store.delete(&uploaded.key).await {
+            Ok(()) => tracing::warn!(key = %uploaded.key, "deleted the object that failed verification"),
+            Err(e) => {
+                tracing::error!(key = %uploaded.key, error = %e, "could not delete the object that failed verification")
+            }
+        }
+        return Err(err.into());
+    }
+
+    let retention = Retention {
+        max_count: args.retention_max_count,
+        max_age: args.retention_max_age,
+    };
+    let (deleted, retention_error) = apply_retention(&store, &prefix, key.time, retention).await;
+    Ok(BackupReport {
+        operation: "backup",
+        result: "Succeeded",
+        bucket: store.bucket().to_string(),
+        key: uploaded.key,
+        size: uploaded.size,
+        sha256: uploaded.sha256,
+        duration_ms: started.elapsed().as_millis() as u64,
+        transfer_ms,
+        leader: base_url(&leader),
+        deleted,
+        retention_error,
+    })
+}
+
+/// The stored object has the uploaded size and, if asked, the uploaded SHA-256.
+async fn verify(store: &Store, uploaded: &Uploaded, checksum: bool) -> Result<(), StoreError> {
+    store.verify(&uploaded.key, uploaded.size).await?;
+    if checksum {
+        store
+            .verify_checksum(&uploaded.key, uploaded.size, &uploaded.sha256)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes what the retention plan says, one object at a time; stops at the first failure.
+async fn apply_retention(
+    store: &Store,
+    prefix: &str,
+    now: jiff::Timestamp,
+    retention: Retention,
+) -> (Vec<String>, Option<String>) {
+    if retention == Retention::default() {
+        return (Vec::new(), None);
+    }
+    let objects = match store.list(prefix).await {
+        Ok(o) => o,
+        Err(e) => return (Vec::new(), Some(e.to_string())),
+    };
+    let mut deleted = Vec::new();
+    for key in retention_plan(&objects, now, retention) {
+        if let Err(e) = store.delete(&key).await {
+            return (deleted, Some(e.to_string()));
+        }
+        tracing::info!(key = %key, "retention deleted an old backup");
+        deleted.push(key);
+    }
+    (deleted, None)
+}
+
+fn now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
+fn base_url(client: &BaoClient) -> String {
+    client.base_url().as_str().trim_end_matches('/').to_string()
+}

@@ -1,0 +1,439 @@
+//! The backup and restore executors: `openbao-operator backup` and `openbao-operator restore`,
+//! run by the controller as Jobs in the cluster's namespace. They talk to OpenBao (leader
+//! discovery, JWT login with the Job's projected service-account token) and to the object store
+//! themselves, so the controller never needs the store's credentials or network access to it.
+//!
+//! Each run prints exactly one JSON line to stdout — the result the controller reads — and logs
+//! to stderr. A failure carries a `reason` (see [`ExecutorError::reason`]) and exits non-zero.
+//! Tokens, keys and snapshot bytes never reach a log line or the result.
+//!
+//! Settings come from flags or the environment (the Job sets the environment):
+//!
+//! | flag | env | meaning |
+//! |---|---|---|
+//! | `--openbao-addr` | `OPENBAO_ADDRESSES` | comma-separated API URLs of the pods, or the public Service |
+//! | `--openbao-ca-file` | `OPENBAO_CA_FILE` | PEM CA bundle for OpenBao's TLS (else system roots) |
+//! | `--jwt-mount` | `OPENBAO_JWT_MOUNT` | JWT auth mount, default `jwt-operator` |
+//! | `--jwt-role` | `OPENBAO_JWT_ROLE` | default `openbao-operator-backup` / `openbao-operator-restore` |
+//! | `--jwt-token-file` | `OPENBAO_JWT_TOKEN_FILE` | projected service-account token |
+//! | `--leader-timeout` | `OPENBAO_LEADER_TIMEOUT` | how long to look for the active node, default `30s` |
+//! | `--s3-endpoint` | `S3_ENDPOINT` | e.g. `https://rustfs.storage.svc:9000` (empty: AWS) |
+//! | `--s3-bucket` | `S3_BUCKET` | |
+//! | `--s3-region` | `S3_REGION` | default `us-east-1` |
+//! | `--s3-path-style` | `S3_USE_PATH_STYLE` | default `true` |
+//! | `--s3-credentials-dir` | `S3_CREDENTIALS_DIR` | mounted Secret: `accessKeyId`, `secretAccessKey`, optional `caCert` |
+//! | `--s3-part-size-mib` | `S3_PART_SIZE_MIB` | multipart part size, default 8 (min 5) |
+//! | `--s3-concurrency` | `S3_CONCURRENCY` | parts in flight, default 2 |
+//! | `--s3-retries` | `S3_MAX_RETRIES` | retries per S3 request, default 3 |
+//! | `--result-file` | `EXECUTOR_RESULT_FILE` | also write the result line here (e.g. `/dev/termination-log`) |
+//!
+//! Backup only: `--cluster-namespace`/`CLUSTER_NAMESPACE`, `--cluster-name`/`CLUSTER_NAME`,
+//! `--s3-path-prefix`/`S3_PATH_PREFIX`, `--retention-max-count`/`BACKUP_RETENTION_MAX_COUNT`,
+//! `--retention-max-age`/`BACKUP_RETENTION_MAX_AGE` (`30m`, `36h`, `7d`, `1d12h`),
+//! `--verify-checksum`/`BACKUP_VERIFY_CHECKSUM` (read the object back and compare its SHA-256,
+//! default `true`). Restore only: `--key`/`RESTORE_KEY`, `--response-timeout`/
+//! `RESTORE_RESPONSE_TIMEOUT` (how long OpenBao may take to confirm, default `15m`),
+//! `--healthy-timeout`/`RESTORE_HEALTHY_TIMEOUT` (wait for an active node afterwards, `120s`).
+
+pub mod backup;
+pub mod restore;
+
+use openbao_client::{BaoClient, BaoError, ClientConfig, HealthState};
+use openbao_objstore::{Credentials, Secret, StoreError, StoreOptions, Target};
+use serde::Serialize;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How to reach and log in to OpenBao.
+#[derive(Clone, Debug, clap::Args)]
+pub struct OpenBaoArgs {
+    /// API URLs of the pods (any order) or of the public Service.
+    #[arg(
+        long = "openbao-addr",
+        env = "OPENBAO_ADDRESSES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub addresses: Vec<String>,
+    /// PEM CA bundle that OpenBao's serving certificate chains to.
+    #[arg(long = "openbao-ca-file", env = "OPENBAO_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    #[arg(long = "jwt-mount", env = "OPENBAO_JWT_MOUNT", default_value = openbao_render::selfinit::JWT_MOUNT)]
+    pub jwt_mount: String,
+    /// The Job's projected service-account token.
+    #[arg(
+        long = "jwt-token-file",
+        env = "OPENBAO_JWT_TOKEN_FILE",
+        default_value = "/var/run/secrets/openbao/token"
+    )]
+    pub jwt_token_file: PathBuf,
+    /// How long to keep looking for the active node.
+    #[arg(long = "leader-timeout", env = "OPENBAO_LEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub leader_timeout: Duration,
+}
+
+/// Where the object store is and how to authenticate.
+#[derive(Clone, Debug, clap::Args)]
+pub struct StoreArgs {
+    #[arg(long = "s3-endpoint", env = "S3_ENDPOINT", default_value = "")]
+    pub endpoint: String,
+    #[arg(long = "s3-bucket", env = "S3_BUCKET")]
+    pub bucket: String,
+    #[arg(long = "s3-region", env = "S3_REGION", default_value = "us-east-1")]
+    pub region: String,
+    #[arg(long = "s3-path-style", env = "S3_USE_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub use_path_style: bool,
+    /// Directory of the mounted credentials Secret.
+    #[arg(
+        long = "s3-credentials-dir",
+        env = "S3_CREDENTIALS_DIR",
+        default_value = "/etc/openbao/backup/credentials"
+    )]
+    pub credentials_dir: PathBuf,
+    #[arg(long = "s3-part-size-mib", env = "S3_PART_SIZE_MIB", default_value_t = 8)]
+    pub part_size_mib: usize,
+    #[arg(long = "s3-concurrency", env = "S3_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: usize,
+    #[arg(long = "s3-retries", env = "S3_MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: usize,
+}
+
+impl StoreArgs {
+    /// The target, with credentials read from the mounted Secret.
+    pub fn target(&self, path_prefix: &str) -> Result<Target, ExecutorError> {
+        let dir = &self.credentials_dir;
+        let access_key_id = read_secret_file(&dir.join("accessKeyId"))?;
+        let secret_access_key = Secret::new(read_secret_file(&dir.join("secretAccessKey"))?);
+        let ca_path = dir.join("caCert");
+        let ca_cert_pem = if ca_path.exists() {
+            Some(read_secret_file(&ca_path)?)
+        } else {
+            None
+        };
+        Ok(Target {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            region: self.region.clone(),
+            path_prefix: path_prefix.to_string(),
+            use_path_style: self.use_path_style,
+            credentials: Credentials {
+                access_key_id,
+                secret_access_key,
+                ca_cert_pem,
+            },
+        })
+    }
+
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            part_size: self.part_size_mib.saturating_mul(1024 * 1024),
+            max_concurrency: self.concurrency.max(1),
+            max_retries: self.max_retries,
+            ..StoreOptions::default()
+        }
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<String, ExecutorError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ExecutorError::InvalidConfig(format!("reading {}: {e}", path.display())))?;
+    let text = text.trim().to_string();
+    if text.is_empty() {
+        return Err(ExecutorError::InvalidConfig(format!("{} is empty", path.display())));
+    }
+    Ok(text)
+}
+
+/// Why an executor run failed. [`reason`](Self::reason) is what the controller puts into the
+/// status; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("invalid executor settings: {0}")]
+    InvalidConfig(String),
+    #[error("no active OpenBao node: {0}")]
+    LeaderNotFound(String),
+    #[error("OpenBao at {url} is unreachable: {source}")]
+    OpenBaoUnreachable { url: String, source: BaoError },
+    #[error("OpenBao refused the login or the operation: {0}")]
+    OpenBaoAuthFailed(String),
+    #[error("taking the raft snapshot failed: {0}")]
+    SnapshotFailed(String),
+    #[error(
+        "the snapshot was sealed with a different seal key than this cluster's; restoring it would \
+         leave the cluster sealed for good, so it was refused: {0}"
+    )]
+    SealMismatch(String),
+    #[error("OpenBao rejected the snapshot: {0}")]
+    RestoreFailed(String),
+    #[error(
+        "the snapshot was sent, but OpenBao did not confirm the restore ({0}); it may still have \
+         been applied, check the cluster before retrying"
+    )]
+    RestoreOutcomeUnknown(String),
+    #[error("the cluster did not come back with an active node after the restore: {0}")]
+    NotHealthyAfterRestore(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ExecutorError {
+    /// CamelCase reason: `InvalidConfig`, `LeaderNotFound`, `OpenBaoUnreachable`,
+    /// `OpenBaoAuthFailed`, `SnapshotFailed`, `SealMismatch`, `RestoreFailed`,
+    /// `RestoreOutcomeUnknown`, `NotHealthyAfterRestore`, or the store's (`CredentialsRejected`,
+    /// `BucketMissing`, `Unreachable`, `ObjectMissing`, `VerificationFailed`, `Other`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidConfig(_) => "InvalidConfig",
+            Self::LeaderNotFound(_) => "LeaderNotFound",
+            Self::OpenBaoUnreachable { .. } => "OpenBaoUnreachable",
+            Self::OpenBaoAuthFailed(_) => "OpenBaoAuthFailed",
+            Self::SnapshotFailed(_) => "SnapshotFailed",
+            Self::SealMismatch(_) => "SealMismatch",
+            Self::RestoreFailed(_) => "RestoreFailed",
+            Self::RestoreOutcomeUnknown(_) => "RestoreOutcomeUnknown",
+            Self::NotHealthyAfterRestore(_) => "NotHealthyAfterRestore",
+            Self::Store(e) => e.reason(),
+        }
+    }
+}
+
+/// The failure line.
+#[derive(Serialize)]
+struct Failure<'a> {
+    operation: &'a str,
+    result: &'static str,
+    reason: &'static str,
+    message: String,
+    duration_ms: u64,
+}
+
+/// Prints the result line (and writes it to `result_file`), returns the exit code.
+pub(crate) fn report<T: Serialize>(
+    operation: &str,
+    started: Instant,
+    outcome: &Result<T, ExecutorError>,
+    result_file: Option<&Path>,
+) -> i32 {
+    let (line, code) = match outcome {
+        Ok(report) => (serde_json::to_string(report).expect("report serializes"), 0),
+        Err(err) => {
+            let failure = Failure {
+                operation,
+                result: "Failed",
+                reason: err.reason(),
+                message: err.to_string(),
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            (serde_json::to_string(&failure).expect("failure serializes"), 1)
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+    if let Some(path) = result_file {
+        // The termination message (if that is the file) is capped at 4 KiB.
+        let capped: String = line.chars().take(4000).collect();
+        if let Err(e) = std::fs::write(path, capped) {
+            tracing::warn!(path = %path.display(), error = %e, "writing the result file failed");
+        }
+    }
+    code
+}
+
+/// The result line for settings that did not even parse (a missing flag or env var); returns
+/// the exit code.
+pub fn invalid_settings(operation: &str, message: &str) -> i32 {
+    let outcome: Result<(), ExecutorError> = Err(ExecutorError::InvalidConfig(message.trim().to_string()));
+    report(operation, Instant::now(), &outcome, None)
+}
+
+/// Sets up what both executors need: the TLS provider and JSON logs on stderr.
+pub(crate) fn init_process() {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .try_init();
+}
+
+fn client_for(url: &str, ca_pem: Option<&[u8]>) -> Result<BaoClient, ExecutorError> {
+    client_with_timeout(url, ca_pem, Duration::from_secs(30))
+}
+
+/// A client for `url`; `timeout` bounds each call, and for streamed transfers the longest
+/// pause between two reads (e.g. OpenBao's answer after it received a whole snapshot).
+pub(crate) fn client_with_timeout(
+    url: &str,
+    ca_pem: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<BaoClient, ExecutorError> {
+    let mut config = ClientConfig::new(url).with_timeout(timeout);
+    if let Some(pem) = ca_pem {
+        config = config.with_ca_pem(pem.to_vec());
+    }
+    BaoClient::new(config).map_err(|e| ExecutorError::InvalidConfig(format!("OpenBao address {url:?}: {e}")))
+}
+
+pub(crate) fn read_ca(args: &OpenBaoArgs) -> Result<Option<Vec<u8>>, ExecutorError> {
+    args.ca_file
+        .as_ref()
+        .map(|p| std::fs::read(p).map_err(|e| ExecutorError::InvalidConfig(format!("reading {}: {e}", p.display()))))
+        .transpose()
+}
+
+/// Finds the active node: polls `sys/health` on every address every 2 s until one answers
+/// 200 (active). A standby's `sys/leader` answer is followed once per round, so a single
+/// Service address that lands on a standby still leads to the active pod.
+pub async fn find_leader(args: &OpenBaoArgs) -> Result<BaoClient, ExecutorError> {
+    if args.addresses.iter().all(|a| a.trim().is_empty()) {
+        return Err(ExecutorError::InvalidConfig("no OpenBao address given".into()));
+    }
+    let ca = read_ca(args)?;
+    let clients = args
+        .addresses
+        .iter()
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+        .map(|a| client_for(a, ca.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let deadline = Instant::now() + args.leader_timeout;
+    loop {
+        let mut seen = Vec::new();
+        for client in &clients {
+            let url = client.base_url().as_str().trim_end_matches('/').to_string();
+            match client.health().await {
+                Ok(h) if h.state == HealthState::Active => {
+                    tracing::info!(leader = %url, "found the active node");
+                    return Ok(client.clone());
+                }
+                Ok(h) if h.state.is_unsealed() => {
+                    if let Some(leader) = follow_leader(client, ca.as_deref()).await {
+                        return Ok(leader);
+                    }
+                    seen.push(format!("{url}: {:?}", h.state));
+                }
+                Ok(h) => seen.push(format!("{url}: {:?}", h.state)),
+                Err(e) => seen.push(format!("{url}: {e}")),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(ExecutorError::LeaderNotFound(format!(
+                "after {:?}: {}",
+                args.leader_timeout,
+                seen.join("; ")
+            )));
+        }
+        tracing::info!(nodes = %seen.join("; "), "no active node yet");
+        tokio::time::sleep(Duration::from_secs(2).min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+async fn follow_leader(standby: &BaoClient, ca: Option<&[u8]>) -> Option<BaoClient> {
+    let leader = standby.leader().await.ok()?;
+    if leader.leader_address.is_empty() {
+        return None;
+    }
+    let client = client_for(&leader.leader_address, ca).ok()?;
+    let health = client.health().await.ok()?;
+    (health.state == HealthState::Active).then(|| {
+        tracing::info!(leader = %leader.leader_address, "found the active node through a standby");
+        client
+    })
+}
+
+/// Logs in on `client` with the projected service-account token.
+pub async fn login(client: &BaoClient, args: &OpenBaoArgs, role: &str) -> Result<BaoClient, ExecutorError> {
+    let jwt = std::fs::read_to_string(&args.jwt_token_file).map_err(|e| {
+        ExecutorError::InvalidConfig(format!(
+            "reading the service-account token {}: {e}",
+            args.jwt_token_file.display()
+        ))
+    })?;
+    let login = client.login_jwt(&args.jwt_mount, role, jwt.trim()).await.map_err(|e| {
+        openbao_failure(client, e, |e| {
+            ExecutorError::OpenBaoAuthFailed(format!("role {role:?}: {e}"))
+        })
+    })?;
+    tracing::info!(role, policies = ?login.policies, "logged in to OpenBao");
+    Ok(client.with_token(login.token))
+}
+
+/// Connection failures (before any answer) are `OpenBaoUnreachable`; 401/403 are
+/// `OpenBaoAuthFailed`; the rest goes to `otherwise`. A snapshot stream that breaks midway is
+/// not routed here: that is `SnapshotFailed`.
+fn openbao_failure(
+    client: &BaoClient,
+    err: BaoError,
+    otherwise: impl FnOnce(BaoError) -> ExecutorError,
+) -> ExecutorError {
+    match &err {
+        BaoError::Connect { .. } | BaoError::Timeout { .. } | BaoError::Transport { .. } => {
+            ExecutorError::OpenBaoUnreachable {
+                url: client.base_url().to_string(),
+                source: err,
+            }
+        }
+        BaoError::Api { status: 401 | 403, .. } => ExecutorError::OpenBaoAuthFailed(err.to_string()),
+        _ => otherwise(err),
+    }
+}
+
+/// Parses `90s`, `30m`, `36h`, `7d`, `1d12h` or `1h30m` (Go-style, plus days).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(format!("{text:?}: unknown unit {c:?} (use s, m, h or d)")),
+        };
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?}: a number must come before {c:?}"))?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("{text:?} is too long"))?;
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(format!("{text:?}: the last number has no unit (use s, m, h or d)"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_go_plus_days() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(36 * 3600)));
+        for bad in ["", "10", "h", "5w", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reasons_are_stable() {
+        assert_eq!(ExecutorError::SealMismatch("x".into()).reason(), "SealMismatch");
+        let store = StoreError::Config("x".into());
+        assert_eq!(ExecutorError::from(store).reason(), "InvalidConfig");
+    }
+}

@@ -1,0 +1,147 @@
+//! `openbao-operator restore`: stream one backup from the store into the active node.
+//!
+//! The restore is always the checked one (`POST sys/storage/raft/snapshot`, never
+//! `snapshot-force`). OpenBao verifies the snapshot's sealed hash file with the cluster's seal
+//! key: a snapshot from a cluster with the same seal key restores (even from another cluster),
+//! and one from a different seal key is refused with HTTP 400 "could not verify hash file".
+//! `snapshot-force` would skip exactly that check and install a keyring this cluster cannot
+//! decrypt, sealing it for good — so that answer becomes `SealMismatch` and the cluster is left
+//! as it was. Any other rejection (a corrupt or truncated file) would fail the forced restore
+//! too, so it is reported as `RestoreFailed` without a second attempt. A connection that breaks
+//! or times out after the snapshot went out is `RestoreOutcomeUnknown`: OpenBao may be
+//! installing it, so a retry must look at the cluster first.
+
+use super::{
+    ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, find_leader, login, openbao_failure, parse_duration,
+    read_ca, report,
+};
+use futures::TryStreamExt;
+use openbao_client::BaoError;
+use openbao_objstore::{Store, StoreError};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What OpenBao says when the snapshot's hash was sealed by another key.
+const SEAL_MISMATCH_TEXT: &str = "could not verify hash file";
+
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "restore")]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub openbao: OpenBaoArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(
+        long = "jwt-role",
+        env = "OPENBAO_JWT_ROLE",
+        default_value = "openbao-operator-restore"
+    )]
+    pub jwt_role: String,
+    /// The full object key of the backup, as the backup reported it.
+    #[arg(long = "key", env = "RESTORE_KEY")]
+    pub key: String,
+    /// How long OpenBao may take to answer once it has the whole snapshot (it installs it
+    /// before it answers).
+    #[arg(long = "response-timeout", env = "RESTORE_RESPONSE_TIMEOUT", default_value = "15m", value_parser = parse_duration)]
+    pub response_timeout: Duration,
+    /// How long to wait for an active node after the restore.
+    #[arg(long = "healthy-timeout", env = "RESTORE_HEALTHY_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub healthy_timeout: Duration,
+    /// Also write the result line to this file (e.g. `/dev/termination-log`).
+    #[arg(long = "result-file", env = "EXECUTOR_RESULT_FILE")]
+    pub result_file: Option<PathBuf>,
+}
+
+/// The success line.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RestoreReport {
+    pub operation: &'static str,
+    pub result: &'static str,
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    pub duration_ms: u64,
+    /// The node the snapshot was restored through.
+    pub leader: String,
+}
+
+/// Runs the restore and prints the result line; returns the process exit code.
+pub async fn main(args: RestoreArgs) -> i32 {
+    super::init_process();
+    let started = Instant::now();
+    let outcome = run(&args).await;
+    match &outcome {
+        Ok(r) => tracing::info!(key = %r.key, size = r.size, duration_ms = r.duration_ms, "restore complete"),
+        Err(e) => tracing::error!(reason = e.reason(), error = %e, "restore failed"),
+    }
+    report("restore", started, &outcome, args.result_file.as_deref())
+}
+
+pub async fn run(args: &RestoreArgs) -> Result<RestoreReport, ExecutorError> {
+    let started = Instant::now();
+    if args.key.trim().is_empty() {
+        return Err(ExecutorError::InvalidConfig(
+            "the backup key to restore is required".into(),
+        ));
+    }
+    let store = Store::new(&args.store.target("")?, args.store.options())?;
+    // The object must exist before OpenBao is touched.
+    let object = store.head(&args.key).await?;
+    tracing::info!(key = %args.key, size = object.size, "backup found");
+
+    let leader = find_leader(&args.openbao).await?;
+    let patient = client_with_timeout(
+        leader.base_url().as_str(),
+        read_ca(&args.openbao)?.as_deref(),
+        args.response_timeout,
+    )?;
+    let bao = login(&patient, &args.openbao, &args.jwt_role).await?;
+
+    let (_, body) = store.download_stream(&args.key).await?;
+    // A store failure mid-stream reaches OpenBao only as a broken request body; keep the real
+    // error so the reason names the store, not OpenBao.
+    let store_failure: Arc<Mutex<Option<StoreError>>> = Arc::default();
+    let slot = store_failure.clone();
+    let body = body.map_err(move |e| {
+        let text = e.to_string();
+        slot.lock().expect("slot lock").replace(e);
+        std::io::Error::other(text)
+    });
+    if let Err(err) = bao.restore_snapshot_stream(body, false).await {
+        if let Some(store_err) = store_failure.lock().expect("slot lock").take() {
+            return Err(ExecutorError::Store(store_err));
+        }
+        return Err(classify_restore_error(&bao, err));
+    }
+    tracing::info!(key = %args.key, "snapshot restored; waiting for an active node");
+
+    let healthy = OpenBaoArgs {
+        leader_timeout: args.healthy_timeout,
+        ..args.openbao.clone()
+    };
+    let after = find_leader(&healthy)
+        .await
+        .map_err(|e| ExecutorError::NotHealthyAfterRestore(e.to_string()))?;
+    Ok(RestoreReport {
+        operation: "restore",
+        result: "Succeeded",
+        bucket: store.bucket().to_string(),
+        key: args.key.clone(),
+        size: object.size,
+        duration_ms: started.elapsed().as_millis() as u64,
+        leader: after.base_url().as_str().trim_end_matches('/').to_string(),
+    })
+}
+
+fn classify_restore_error(bao: &openbao_client::BaoClient, err: BaoError) -> ExecutorError {
+    match &err {
+        BaoError::Api {
+            status: 400, errors, ..
+        } if errors.iter().any(|e| e.contains(SEAL_MISMATCH_TEXT)) => ExecutorError::SealMismatch(err.to_string()),
+        // The connection was up: OpenBao may have the whole snapshot and be installing it.
+        BaoError::Timeout { .. } | BaoError::Transport { .. } => ExecutorError::RestoreOutcomeUnknown(err.to_string()),
+        _ => openbao_failure(bao, err, |e| ExecutorError::RestoreFailed(e.to_string())),
+    }
+}

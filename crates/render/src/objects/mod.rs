@@ -11,7 +11,7 @@ pub use gateway::{backend_tls_policy, gateway_ca_config_map, http_route};
 pub use network::{network_policy, pod_disruption_budget};
 pub use rbac::{job_service_accounts, service_account, service_registration_role, service_registration_role_binding};
 pub use secrets::{TlsSecrets, ca_state_from_secret, init_secret, tls_secrets, unseal_key_secret};
-pub use workload::{config_map, headless_service, public_service, statefulset};
+pub use workload::{Rollout, config_map, headless_service, image_for, public_service, statefulset, statefulset_with};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::de::DeserializeOwned;

@@ -72,9 +72,46 @@ fn health_probe(query: &str, period: i32, failures: i32) -> serde_json::Value {
     })
 }
 
-/// The StatefulSet `<c>`. All pods start in parallel: pod 0 founds the cluster from its
-/// self-init file, the others join it over TLS.
+/// Which OpenBao version the StatefulSet's pod template runs and whether the StatefulSet
+/// controller may replace pods by itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rollout {
+    /// The version in the pod template (image tag unless `spec.image` names the image).
+    pub version: String,
+    /// `OnDelete`: a pod gets the template only when it is deleted. A rolling upgrade needs
+    /// this: it replaces pods one at a time, the leader last, in an order a `partition` cannot
+    /// express (with the leader at ordinal 2, pod 1 goes before it).
+    pub on_delete: bool,
+}
+
+impl Rollout {
+    /// Whatever `spec.version` says, rolled out by the StatefulSet controller.
+    pub fn of_spec(cluster: &Cluster) -> Self {
+        Self {
+            version: cluster.spec.version.clone(),
+            on_delete: false,
+        }
+    }
+}
+
+/// The image that runs `version`: `spec.image` when set (the user names the image), else the
+/// default repository tagged with the version.
+pub fn image_for(cluster: &Cluster, version: &str) -> String {
+    cluster
+        .spec
+        .image
+        .clone()
+        .unwrap_or_else(|| format!("{}:{version}", crate::DEFAULT_IMAGE_REPOSITORY))
+}
+
+/// The StatefulSet `<c>` running `spec.version`. All pods start in parallel: pod 0 founds the
+/// cluster from its self-init file, the others join it over TLS.
 pub fn statefulset(cluster: &Cluster) -> StatefulSet {
+    statefulset_with(cluster, &Rollout::of_spec(cluster))
+}
+
+/// The StatefulSet `<c>` with the template version and update strategy of `rollout`.
+pub fn statefulset_with(cluster: &Cluster, rollout: &Rollout) -> StatefulSet {
     let spec = cluster.spec;
     let hash = config::config_hash(&[
         &config::server_hcl(cluster),
@@ -127,7 +164,7 @@ pub fn statefulset(cluster: &Cluster) -> StatefulSet {
             "replicas": spec.replicas,
             "podManagementPolicy": "Parallel",
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": pvc_when_deleted, "whenScaled": "Retain"},
-            "updateStrategy": {"type": "RollingUpdate"},
+            "updateStrategy": {"type": if rollout.on_delete { "OnDelete" } else { "RollingUpdate" }},
             "selector": {"matchLabels": labels::selector(cluster.name)},
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": {CONFIG_HASH_ANNOTATION: hash}},
@@ -137,7 +174,7 @@ pub fn statefulset(cluster: &Cluster) -> StatefulSet {
                     "terminationGracePeriodSeconds": 30,
                     "containers": [{
                         "name": "openbao",
-                        "image": cluster.image(),
+                        "image": image_for(cluster, &rollout.version),
                         "command": ["/bin/sh", paths::ENTRYPOINT],
                         "env": env,
                         "ports": [
@@ -150,6 +187,10 @@ pub fn statefulset(cluster: &Cluster) -> StatefulSet {
                         "readinessProbe": health_probe("standbyok=true", 5, 2),
                         // Alive while sealed or uninitialized: a restart would not fix those.
                         "livenessProbe": health_probe("standbyok=true&sealedcode=204&uninitcode=204", 10, 6),
+                        // Deleting a pod removes it from the Services and signals it at the same time;
+                        // serving on for a few seconds lets every proxy stop sending it new requests
+                        // before OpenBao starts shutting down and answering them with errors.
+                        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "sleep 5"]}}},
                         "resources": resources,
                         "securityContext": {
                             "allowPrivilegeEscalation": false,
@@ -207,6 +248,27 @@ mod tests {
         assert!(pod.security_context.unwrap().app_armor_profile.is_none());
         let owner = &sts.metadata.owner_references.unwrap()[0];
         assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("OpenBaoCluster", "uid-1"));
+    }
+
+    #[test]
+    fn a_rollout_sets_the_template_version_and_stops_the_statefulset_controller() {
+        let spec = fixtures::spec(json!({}));
+        let cluster = fixtures::cluster(&spec);
+        let rollout = Rollout {
+            version: "2.6.2".into(),
+            on_delete: true,
+        };
+        let s = statefulset_with(&cluster, &rollout).spec.unwrap();
+        let image = s.template.spec.unwrap().containers[0].image.clone();
+        assert_eq!(image.as_deref(), Some("openbao/openbao:2.6.2"));
+        assert_eq!(s.update_strategy.unwrap().type_.as_deref(), Some("OnDelete"));
+        let plain = statefulset(&cluster).spec.unwrap();
+        assert_eq!(plain.update_strategy.unwrap().type_.as_deref(), Some("RollingUpdate"));
+        let own = fixtures::spec(json!({"image": "mirror.example/bao:pinned"}));
+        assert_eq!(
+            image_for(&fixtures::cluster(&own), "2.6.2"),
+            "mirror.example/bao:pinned"
+        );
     }
 
     #[test]

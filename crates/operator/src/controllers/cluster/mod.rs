@@ -3,6 +3,7 @@
 mod apply;
 pub mod status;
 mod tls;
+pub mod upgrade;
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -24,8 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::apply::Applier;
-use self::status::{GatewayState, Observed, PodView, TlsState};
+use self::status::{GatewayState, Observed, PodView, TlsState, UpgradeState};
+use self::upgrade::{KubePlatform, Plan};
 use crate::context::Context;
+use crate::flows::Driver;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -125,7 +128,26 @@ pub async fn reconcile(obj: Arc<OpenBaoCluster>, ctx: Arc<Context>) -> Result<Ac
     result
 }
 
-async fn reconcile_inner(obj: &OpenBaoCluster, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Action, Error> {
+    // An upgrade is a state machine in status: every step must start from the status the last
+    // step wrote, not from a watch cache that may not have seen it yet.
+    let fresh;
+    let obj = if upgrade::plan(&cached.spec, &cached.status.clone().unwrap_or_default()) == Plan::Idle {
+        cached
+    } else {
+        let api = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+        match api
+            .get_opt(&cached.name_any())
+            .await
+            .map_err(kube_err("reading the OpenBaoCluster"))?
+        {
+            Some(o) => {
+                fresh = o;
+                &fresh
+            }
+            None => return Ok(Action::await_change()),
+        }
+    };
     let namespace = obj.namespace().ok_or(Error::MissingMetadata)?;
     let uid = obj.uid().ok_or(Error::MissingMetadata)?;
     let name = obj.name_any();
@@ -161,6 +183,8 @@ async fn reconcile_inner(obj: &OpenBaoCluster, ctx: &Context) -> Result<Action, 
     };
     let mut events = Vec::new();
     let outcome = apply_all(ctx, &cluster, &previous, &applier, &mut observed, &mut events, now).await;
+    let mut base = previous.clone();
+    let mut upgrade_requeue = None;
     match &outcome {
         Err(e) => observed.apply_error = Some(e.to_string()),
         Ok(applied) => {
@@ -169,9 +193,22 @@ async fn reconcile_inner(obj: &OpenBaoCluster, ctx: &Context) -> Result<Action, 
             if let (true, true, Some(bundle)) = (serving, obj.spec.self_init.oidc.enabled, applied.bundle.as_deref()) {
                 observed.access_error = sync_openbao_access(ctx, &cluster, bundle, &mut events).await.err();
             }
+            match upgrade::plan(&obj.spec, &previous) {
+                Plan::Idle => {}
+                Plan::Refused { reason, message } => observed.upgrade = UpgradeState::Refused { reason, message },
+                Plan::Step => match applied.bundle.as_deref() {
+                    None => observed.upgrade = UpgradeState::StepFailed("no CA bundle to reach OpenBao with".into()),
+                    Some(bundle) => {
+                        let (next, state, requeue) = upgrade_step(ctx, &cluster, &previous, bundle).await;
+                        base = next;
+                        observed.upgrade = state;
+                        upgrade_requeue = Some(requeue);
+                    }
+                },
+            }
         }
     }
-    let new_status = write_status(ctx, obj, &previous, &observed).await?;
+    let new_status = write_status(ctx, obj, &base, &observed).await?;
     publish_events(ctx, obj, &previous, &new_status, events).await;
     let next_cert_check = outcome?.next_cert_check;
 
@@ -184,7 +221,64 @@ async fn reconcile_inner(obj: &OpenBaoCluster, ctx: &Context) -> Result<Action, 
         let until = at.duration_since(now).as_secs().max(1) as u64;
         requeue = requeue.min(Duration::from_secs(until));
     }
+    if let Some(after) = upgrade_requeue.flatten() {
+        requeue = requeue.min(after.max(UPGRADE_MIN_REQUEUE));
+    }
     Ok(Action::requeue(requeue))
+}
+
+/// Even a step that only recorded a phase waits this long, so the next one reads it back.
+const UPGRADE_MIN_REQUEUE: Duration = Duration::from_millis(200);
+
+/// One step of the upgrade driver, logged in as the operator. Returns the status to build on,
+/// what to report, and when to step again (`None`: nothing in progress).
+async fn upgrade_step(
+    ctx: &Context,
+    cluster: &Cluster<'_>,
+    previous: &OpenBaoClusterStatus,
+    bundle: &str,
+) -> (OpenBaoClusterStatus, UpgradeState, Option<Duration>) {
+    let retry = Some(Duration::from_secs(5));
+    let endpoint = (ctx.endpoints)(cluster.name, cluster.namespace);
+    let login = async {
+        let jwt =
+            crate::openbao::service_account_token(&ctx.client, &ctx.operator, &cluster.spec.self_init.oidc.audience)
+                .await?;
+        crate::openbao::login(&endpoint, bundle, &jwt).await
+    };
+    let token = match tokio::time::timeout(Duration::from_secs(20), login).await {
+        Err(_) => {
+            let message = format!("logging in at {} for the upgrade: no answer within 20 s", endpoint.url);
+            return (previous.clone(), UpgradeState::StepFailed(message), retry);
+        }
+        Ok(Err(e)) => {
+            let message = format!("logging in for the upgrade: {e}");
+            return (previous.clone(), UpgradeState::StepFailed(message), retry);
+        }
+        Ok(Ok(client)) => match client.token() {
+            Some(t) => t.clone(),
+            None => {
+                let message = "the login for the upgrade returned no token".to_string();
+                return (previous.clone(), UpgradeState::StepFailed(message), retry);
+            }
+        },
+    };
+    let platform = KubePlatform::new(ctx.client.clone(), cluster, bundle.to_string(), token);
+    let driver = Driver::new(cluster.name, platform);
+    match driver.step(cluster.spec, previous).await {
+        Ok(report) => {
+            let state = match report.error {
+                Some(e) => UpgradeState::StepFailed(e),
+                None => UpgradeState::Stepped,
+            };
+            (report.status, state, report.requeue_after)
+        }
+        Err(e) => (
+            previous.clone(),
+            UpgradeState::StepFailed(format!("observing the servers for the upgrade: {e}")),
+            retry,
+        ),
+    }
 }
 
 async fn observe_pods(ctx: &Context, cluster: &Cluster<'_>) -> Result<Vec<PodView>, Error> {
@@ -384,8 +478,9 @@ async fn apply_all(
 
     // Pods start only once their TLS material and (first time) the self-init file exist.
     if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) {
+        let rollout = upgrade::rollout(cluster.spec, previous);
         applier
-            .apply(&objects::statefulset(cluster))
+            .apply(&objects::statefulset_with(cluster, &rollout))
             .await
             .map_err(kube_err("applying the StatefulSet"))?;
     }
@@ -559,15 +654,16 @@ async fn apply_gateway(
 }
 
 /// Patches status only when it changed, so a settled cluster costs no writes.
+/// `base` is the status to build on: the stored one, or what an upgrade step returned.
 async fn write_status(
     ctx: &Context,
     obj: &OpenBaoCluster,
-    previous: &OpenBaoClusterStatus,
+    base: &OpenBaoClusterStatus,
     observed: &Observed,
 ) -> Result<OpenBaoClusterStatus, Error> {
     let now = Time(Timestamp::now());
-    let status = status::derive(&obj.spec, previous, observed, obj.metadata.generation, now);
-    if &status != previous || obj.status.is_none() {
+    let status = status::derive(&obj.spec, base, observed, obj.metadata.generation, now);
+    if Some(&status) != obj.status.as_ref() {
         let api = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
         let patch = serde_json::json!({"status": status});
         ctx.metrics.kube_writes.inc();
@@ -595,6 +691,22 @@ async fn publish_events(
         events.push((
             "PhaseChanged".into(),
             format!("phase {:?} -> {:?}", previous.phase, current.phase),
+        ));
+    }
+    let upgrade_phase = |s: &OpenBaoClusterStatus| s.upgrade.as_ref().map(|u| u.phase).unwrap_or_default();
+    if upgrade_phase(previous) != upgrade_phase(current) {
+        let message = current
+            .upgrade
+            .as_ref()
+            .and_then(|u| u.message.clone())
+            .unwrap_or_default();
+        events.push((
+            "UpgradePhaseChanged".into(),
+            format!(
+                "upgrade phase {:?} -> {:?}: {message}",
+                upgrade_phase(previous),
+                upgrade_phase(current)
+            ),
         ));
     }
     let degraded = openbao_api::conditions::find(&current.conditions, openbao_api::conditions::DEGRADED);

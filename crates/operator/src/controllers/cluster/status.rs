@@ -3,7 +3,24 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use openbao_api::conditions::{self as cond, Desired, Status};
-use openbao_api::{ClusterPhase, OpenBaoClusterSpec, OpenBaoClusterStatus, Profile, TlsMode, TlsStatus};
+use openbao_api::{ClusterPhase, OpenBaoClusterSpec, OpenBaoClusterStatus, Profile, TlsMode, TlsStatus, UpgradePhase};
+
+/// Condition type of an upgrade: True while one is in progress (reason: its phase).
+pub const UPGRADING: &str = "Upgrading";
+
+/// What this reconcile did about upgrades.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum UpgradeState {
+    /// No upgrade step ran.
+    #[default]
+    NotRun,
+    /// One driver step ran; `status.upgrade` says where the upgrade stands.
+    Stepped,
+    /// The step (or logging in for it) failed; it is tried again.
+    StepFailed(String),
+    /// An upgrade is wanted but cannot run; nothing was touched.
+    Refused { reason: &'static str, message: String },
+}
 
 /// One OpenBao pod as its Kubernetes service-registration labels describe it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,6 +75,7 @@ pub struct Observed {
     pub apply_error: Option<String>,
     /// Set when the operator could not log in to OpenBao or sync its trusted keys.
     pub access_error: Option<String>,
+    pub upgrade: UpgradeState,
 }
 
 impl Observed {
@@ -75,6 +93,7 @@ impl Observed {
             trust_error: None,
             apply_error: None,
             access_error: None,
+            upgrade: UpgradeState::NotRun,
         }
     }
 }
@@ -259,6 +278,10 @@ pub fn derive(
                 .as_ref()
                 .map(|m| ("IssuerDiscoveryFailed", m.clone()))
         })
+        .or_else(|| match &observed.upgrade {
+            UpgradeState::StepFailed(m) => Some(("UpgradeStepFailed", m.clone())),
+            _ => None,
+        })
         .or_else(|| (!sealed.is_empty()).then(|| ("ServersSealed", format!("sealed: {}", sealed.join(", ")))));
     cond::set_condition(
         &mut status.conditions,
@@ -269,6 +292,11 @@ pub fn derive(
         generation,
         now.clone(),
     );
+
+    match upgrading(&status, &observed.upgrade) {
+        Some(desired) => cond::set_condition(&mut status.conditions, desired, generation, now.clone()),
+        None => status.conditions.retain(|c| c.type_ != UPGRADING),
+    }
 
     if spec.profile == Profile::Development {
         let message = if demo {
@@ -316,6 +344,22 @@ pub fn derive(
         ClusterPhase::Degraded
     });
     status
+}
+
+/// The `Upgrading` condition: only on clusters that ever had an upgrade (or a refused one).
+fn upgrading(status: &OpenBaoClusterStatus, state: &UpgradeState) -> Option<Desired> {
+    if let UpgradeState::Refused { reason, message } = state {
+        return Some(Desired::new(UPGRADING, Status::False, *reason, message.clone()));
+    }
+    let u = status.upgrade.as_ref()?;
+    let message = u.message.clone().unwrap_or_default();
+    Some(if u.phase != UpgradePhase::Idle {
+        Desired::new(UPGRADING, Status::True, format!("{:?}", u.phase), message)
+    } else if let Some(e) = &u.last_error {
+        Desired::new(UPGRADING, Status::False, e.reason.clone(), e.message.clone())
+    } else {
+        Desired::new(UPGRADING, Status::False, "Idle", message)
+    })
 }
 
 #[cfg(test)]
@@ -417,6 +461,32 @@ mod tests {
         let s = derive(&spec(serde_json::json!({})), &s, &o, Some(1), now());
         assert_eq!(s.phase, Some(ClusterPhase::Paused));
         assert_eq!(reason(&s, cond::AVAILABLE), ("Unknown".into(), "Paused".into()));
+    }
+
+    #[test]
+    fn upgrades_show_their_phase_and_refusals() {
+        let sp = spec(serde_json::json!({}));
+        let s = derive(&sp, &Default::default(), &observed(), Some(1), now());
+        assert!(cond::find(&s.conditions, UPGRADING).is_none(), "no upgrade ever");
+        let mut o = observed();
+        o.upgrade = UpgradeState::Refused {
+            reason: "BlueGreenNotAvailable",
+            message: "not here".into(),
+        };
+        let s = derive(&sp, &s, &o, Some(1), now());
+        assert_eq!(reason(&s, UPGRADING), ("False".into(), "BlueGreenNotAvailable".into()));
+        let rolling = OpenBaoClusterStatus {
+            upgrade: Some(openbao_api::UpgradeStatus {
+                phase: UpgradePhase::RollingUpdate,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut o = observed();
+        o.upgrade = UpgradeState::StepFailed("lane-2 did not answer".into());
+        let s = derive(&sp, &rolling, &o, Some(1), now());
+        assert_eq!(reason(&s, UPGRADING), ("True".into(), "RollingUpdate".into()));
+        assert_eq!(reason(&s, cond::DEGRADED), ("True".into(), "UpgradeStepFailed".into()));
     }
 
     #[test]

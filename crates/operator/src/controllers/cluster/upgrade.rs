@@ -1,0 +1,431 @@
+//! Upgrades on Kubernetes: what the reconcile does about a changed `spec.version` ([`plan`]),
+//! which version the StatefulSet's pod template carries while an upgrade runs ([`rollout`]),
+//! and the [`KubePlatform`] the upgrade driver acts through.
+//!
+//! Only the rolling strategy runs here. A rolling upgrade switches the StatefulSet to `OnDelete`
+//! with the new version in its template, so the StatefulSet controller never replaces a pod by
+//! itself; the driver replaces exactly one pod at a time by deleting it (the leader last, after
+//! a step-down), which a `partition` cannot express since the leader may hold any ordinal.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::{Client, ResourceExt};
+use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradePhase, UpgradeStrategy, names};
+use openbao_client::{BaoClient, ClientConfig, Token};
+use openbao_render::objects::{Rollout, image_for};
+use openbao_render::{API_PORT, Cluster, labels};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::flows::{Deployment, Platform, PlatformError, PlatformNode, Revision};
+
+/// What the reconcile does about upgrades this time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing to upgrade (or not initialized yet).
+    Idle,
+    /// Run one driver step.
+    Step,
+    /// An upgrade is wanted but cannot run here; nothing is touched. Reported as
+    /// `Upgrading=False` with this reason and message.
+    Refused { reason: &'static str, message: String },
+}
+
+fn in_progress(status: &OpenBaoClusterStatus) -> Option<UpgradeStrategy> {
+    let u = status.upgrade.as_ref().filter(|u| u.phase != UpgradePhase::Idle)?;
+    Some(u.strategy.unwrap_or(match u.phase {
+        UpgradePhase::PreUpgradeSnapshot | UpgradePhase::RollingUpdate => UpgradeStrategy::RollingUpdate,
+        _ => UpgradeStrategy::BlueGreen,
+    }))
+}
+
+/// Decides from spec and status alone whether the driver runs.
+pub fn plan(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus) -> Plan {
+    let Some(current) = status.current_version.as_deref().filter(|_| status.initialized) else {
+        return Plan::Idle;
+    };
+    let running = in_progress(status);
+    if running.is_none() && spec.version == current {
+        return Plan::Idle;
+    }
+    let strategy = running.unwrap_or(spec.upgrade.strategy);
+    if strategy == UpgradeStrategy::BlueGreen {
+        return Plan::Refused {
+            reason: "BlueGreenNotAvailable",
+            message: format!(
+                "spec.version {} differs from the running {current}, but the BlueGreen strategy is not \
+                 available on Kubernetes yet: no pod was changed; use strategy RollingUpdate",
+                spec.version
+            ),
+        };
+    }
+    if running.is_none() && spec.upgrade.pre_upgrade_snapshot {
+        return Plan::Refused {
+            reason: "PreUpgradeSnapshotNotAvailable",
+            message: format!(
+                "spec.version {} differs from the running {current}, but pre-upgrade snapshots are not \
+                 available on Kubernetes yet: no pod was changed; set spec.upgrade.preUpgradeSnapshot to \
+                 false (and take a backup first) to upgrade",
+                spec.version
+            ),
+        };
+    }
+    if !spec.self_init.oidc.enabled {
+        return Plan::Refused {
+            reason: "NoOperatorLogin",
+            message: "upgrades need the operator's JWT login into OpenBao (spec.selfInit.oidc.enabled)".into(),
+        };
+    }
+    Plan::Step
+}
+
+/// The version and update strategy of the StatefulSet: the running version, so that a changed
+/// `spec.version` alone never rolls pods; during a rolling upgrade the target version with
+/// `OnDelete`, so that only the driver replaces pods. Before initialization: `spec.version`.
+pub fn rollout(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus) -> Rollout {
+    if in_progress(status) == Some(UpgradeStrategy::RollingUpdate)
+        && let Some(to) = status.upgrade.as_ref().and_then(|u| u.to_version.clone())
+    {
+        return Rollout {
+            version: to,
+            on_delete: true,
+        };
+    }
+    Rollout {
+        version: status.current_version.clone().unwrap_or_else(|| spec.version.clone()),
+        on_delete: false,
+    }
+}
+
+/// The version a pod runs: the tag of its image, or (with `spec.image` naming an image without
+/// a version tag) the version OpenBao's service registration reports.
+fn pod_version(image: Option<&str>, labels: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let tag = image
+        .and_then(|i| i.rsplit_once(':'))
+        .map(|(_, tag)| tag)
+        .filter(|t| !t.contains('/') && t.starts_with(|c: char| c.is_ascii_digit()));
+    tag.map(str::to_string)
+        .or_else(|| labels.get("openbao-version").cloned())
+}
+
+fn container_image(pod: &Pod) -> Option<&str> {
+    let spec = pod.spec.as_ref()?;
+    let c = spec.containers.iter().find(|c| c.name == "openbao")?;
+    c.image.as_deref()
+}
+
+fn template_image(sts: &StatefulSet) -> Option<&str> {
+    let spec = sts.spec.as_ref()?.template.spec.as_ref()?;
+    let c = spec.containers.iter().find(|c| c.name == "openbao")?;
+    c.image.as_deref()
+}
+
+fn kube_error(context: String) -> impl FnOnce(kube::Error) -> PlatformError {
+    move |e| PlatformError::new(context, e)
+}
+
+fn unsupported(what: &str) -> PlatformError {
+    PlatformError::new(
+        what.to_string(),
+        "the blue/green strategy is not available on Kubernetes yet".to_string(),
+    )
+}
+
+/// The servers of one cluster as pods of its StatefulSet, reached directly by pod IP (TLS
+/// verifies the pod's DNS name `<pod>.<cluster>.<ns>.svc`, which the server certificate holds).
+pub struct KubePlatform {
+    client: Client,
+    name: String,
+    namespace: String,
+    spec: OpenBaoClusterSpec,
+    ca_pem: String,
+    token: Token,
+    /// Pod IPs seen by the last [`Platform::nodes`], so clients need no extra lookups.
+    pod_ips: Mutex<HashMap<String, IpAddr>>,
+}
+
+impl KubePlatform {
+    /// `token` is the operator's OpenBao token (role `openbao-operator`).
+    pub fn new(client: Client, cluster: &Cluster<'_>, ca_pem: String, token: Token) -> Self {
+        Self {
+            client,
+            name: cluster.name.to_string(),
+            namespace: cluster.namespace.to_string(),
+            spec: cluster.spec.clone(),
+            ca_pem,
+            token,
+            pod_ips: Mutex::default(),
+        }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn statefulset_api(&self) -> Api<StatefulSet> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn statefulset(&self) -> Result<StatefulSet, PlatformError> {
+        let name = names::statefulset(&self.name);
+        self.statefulset_api()
+            .get_opt(&name)
+            .await
+            .map_err(kube_error(format!("reading StatefulSet {name}")))?
+            .ok_or_else(|| PlatformError::new(format!("StatefulSet {name}"), "does not exist".to_string()))
+    }
+
+    fn image_for(&self, version: &str) -> String {
+        let cluster = Cluster {
+            name: &self.name,
+            namespace: &self.namespace,
+            uid: "",
+            spec: &self.spec,
+        };
+        image_for(&cluster, version)
+    }
+
+    fn pod_ip(pod: &Pod) -> Option<IpAddr> {
+        pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+    }
+}
+
+impl Platform for KubePlatform {
+    async fn nodes(&self) -> Result<Vec<PlatformNode>, PlatformError> {
+        let sts = self.statefulset().await?;
+        let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0).max(0) as u32;
+        let template_version = pod_version(template_image(&sts), &Default::default()).unwrap_or_default();
+        let listed = self
+            .pods()
+            .list(&ListParams::default().labels(&format!("{}={}", labels::CLUSTER_LABEL, self.name)))
+            .await
+            .map_err(kube_error(format!("listing the pods of {}", self.name)))?;
+        let by_name: HashMap<String, &Pod> = listed.items.iter().map(|p| (p.name_any(), p)).collect();
+        let mut ips = self.pod_ips.lock().expect("pod ip lock");
+        ips.clear();
+        // Every ordinal of the StatefulSet counts, with or without a pod: a pod deleted for its
+        // replacement still holds its volume, and must not look finished while it is gone.
+        let nodes = (0..replicas)
+            .map(|ordinal| {
+                let id = crate::flows::names::node_id(&self.name, &None, ordinal);
+                let pod = by_name.get(&id);
+                if let Some(ip) = pod.and_then(|p| Self::pod_ip(p)) {
+                    ips.insert(id.clone(), ip);
+                }
+                let running = pod.is_some_and(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                });
+                let version = pod
+                    .and_then(|p| pod_version(container_image(p), p.labels()))
+                    .unwrap_or_else(|| template_version.clone());
+                PlatformNode {
+                    id,
+                    revision: None,
+                    ordinal,
+                    version,
+                    running,
+                }
+            })
+            .collect();
+        Ok(nodes)
+    }
+
+    async fn client(&self, node_id: &str) -> Result<BaoClient, PlatformError> {
+        let known = self.pod_ips.lock().expect("pod ip lock").get(node_id).copied();
+        let ip = match known {
+            Some(ip) => ip,
+            None => {
+                let pod = self
+                    .pods()
+                    .get_opt(node_id)
+                    .await
+                    .map_err(kube_error(format!("reading pod {node_id}")))?;
+                pod.as_ref()
+                    .and_then(Self::pod_ip)
+                    .ok_or_else(|| PlatformError::new(format!("pod {node_id}"), "has no IP".to_string()))?
+            }
+        };
+        let url = format!("https://{node_id}.{}.{}.svc:{API_PORT}", self.name, self.namespace);
+        let config = ClientConfig::new(url.clone())
+            .with_ca_pem(self.ca_pem.as_bytes().to_vec())
+            .with_resolve_to(ip)
+            .with_timeout(Duration::from_secs(5));
+        let client = BaoClient::new(config).map_err(|e| PlatformError::new(format!("client for {url}"), e))?;
+        Ok(client.with_token(self.token.clone()))
+    }
+
+    async fn traffic(&self) -> Result<Revision, PlatformError> {
+        // The public Service always selects the original servers (no blue/green here).
+        Ok(None)
+    }
+
+    async fn switch_traffic(&self, to: &Revision) -> Result<(), PlatformError> {
+        match to {
+            None => Ok(()),
+            Some(rev) => Err(unsupported(&format!("moving traffic to revision {rev}"))),
+        }
+    }
+
+    async fn deploy_nodes(&self, deployment: &Deployment) -> Result<(), PlatformError> {
+        Err(unsupported(&format!("deploying revision {}", deployment.revision)))
+    }
+
+    async fn remove_nodes(&self, revision: &Revision) -> Result<(), PlatformError> {
+        Err(unsupported(&format!(
+            "removing {}",
+            crate::flows::names::describe(revision)
+        )))
+    }
+
+    async fn replace_node(&self, node_id: &str, version: &str) -> Result<(), PlatformError> {
+        let wanted = self.image_for(version);
+        let sts = self.statefulset().await?;
+        let on_delete = sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.type_.as_deref())
+            == Some("OnDelete");
+        let seen = sts.status.as_ref().and_then(|s| s.observed_generation) >= sts.metadata.generation;
+        // A pod deleted before the StatefulSet controller saw the new template would come back
+        // on the old version; the reconcile applies the template, the next step deletes.
+        if template_image(&sts) != Some(wanted.as_str()) || !on_delete || !seen {
+            return Err(PlatformError::new(
+                format!("replacing {node_id}"),
+                format!("StatefulSet template is not on {wanted} with OnDelete (observed) yet"),
+            ));
+        }
+        let Some(pod) = self
+            .pods()
+            .get_opt(node_id)
+            .await
+            .map_err(kube_error(format!("reading pod {node_id}")))?
+        else {
+            // Gone already: the StatefulSet controller creates it from the new template.
+            return Ok(());
+        };
+        if pod.metadata.deletion_timestamp.is_some() || container_image(&pod) == Some(wanted.as_str()) {
+            return Ok(());
+        }
+        match self.pods().delete(node_id, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(PlatformError::new(format!("deleting pod {node_id}"), e)),
+        }
+    }
+
+    async fn take_snapshot(&self) -> Result<String, PlatformError> {
+        Err(PlatformError::new(
+            "taking the pre-upgrade snapshot".to_string(),
+            "pre-upgrade snapshots are not available on Kubernetes yet".to_string(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openbao_api::UpgradeStatus;
+
+    fn spec(extra: serde_json::Value) -> OpenBaoClusterSpec {
+        let mut v = serde_json::json!({"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}});
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn running(version: &str) -> OpenBaoClusterStatus {
+        OpenBaoClusterStatus {
+            initialized: true,
+            current_version: Some(version.into()),
+            ..Default::default()
+        }
+    }
+
+    fn rolling(from: &str, to: &str) -> OpenBaoClusterStatus {
+        OpenBaoClusterStatus {
+            upgrade: Some(UpgradeStatus {
+                phase: UpgradePhase::RollingUpdate,
+                strategy: Some(UpgradeStrategy::RollingUpdate),
+                from_version: Some(from.into()),
+                to_version: Some(to.into()),
+                ..Default::default()
+            }),
+            ..running(from)
+        }
+    }
+
+    #[test]
+    fn a_changed_version_alone_never_rolls_pods() {
+        let r = rollout(&spec(serde_json::json!({})), &running("2.6.2"));
+        assert_eq!((r.version.as_str(), r.on_delete), ("2.6.2", false));
+        let r = rollout(&spec(serde_json::json!({})), &Default::default());
+        assert_eq!((r.version.as_str(), r.on_delete), ("2.7.2", false), "before init: spec");
+    }
+
+    #[test]
+    fn a_rolling_upgrade_hands_pod_replacement_to_the_driver() {
+        let r = rollout(&spec(serde_json::json!({})), &rolling("2.6.2", "2.7.2"));
+        assert_eq!((r.version.as_str(), r.on_delete), ("2.7.2", true));
+        assert_eq!(
+            plan(&spec(serde_json::json!({})), &rolling("2.6.2", "2.7.2")),
+            Plan::Step
+        );
+        assert_eq!(plan(&spec(serde_json::json!({})), &running("2.6.2")), Plan::Step);
+        assert_eq!(plan(&spec(serde_json::json!({})), &running("2.7.2")), Plan::Idle);
+        assert_eq!(plan(&spec(serde_json::json!({})), &Default::default()), Plan::Idle);
+    }
+
+    #[test]
+    fn blue_green_and_snapshots_are_refused_without_touching_pods() {
+        let bg = spec(serde_json::json!({"upgrade": {"strategy": "BlueGreen"}}));
+        assert!(matches!(
+            plan(&bg, &running("2.6.2")),
+            Plan::Refused {
+                reason: "BlueGreenNotAvailable",
+                ..
+            }
+        ));
+        assert_eq!(rollout(&bg, &running("2.6.2")).version, "2.6.2");
+        let snap = spec(serde_json::json!({"upgrade": {"preUpgradeSnapshot": true}}));
+        assert!(matches!(
+            plan(&snap, &running("2.6.2")),
+            Plan::Refused {
+                reason: "PreUpgradeSnapshotNotAvailable",
+                ..
+            }
+        ));
+        let no_login = spec(serde_json::json!({"selfInit": {"oidc": {"enabled": false}}}));
+        assert!(matches!(
+            plan(&no_login, &running("2.6.2")),
+            Plan::Refused {
+                reason: "NoOperatorLogin",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn pod_versions_come_from_the_image_tag_or_the_registration_label() {
+        let none = Default::default();
+        assert_eq!(
+            pod_version(Some("openbao/openbao:2.7.2"), &none).as_deref(),
+            Some("2.7.2")
+        );
+        assert_eq!(
+            pod_version(Some("localhost:5000/openbao"), &none),
+            None,
+            "a registry port is no tag"
+        );
+        let labels = std::collections::BTreeMap::from([("openbao-version".to_string(), "2.6.2".to_string())]);
+        assert_eq!(
+            pod_version(Some("mirror/bao:latest"), &labels).as_deref(),
+            Some("2.6.2")
+        );
+    }
+}

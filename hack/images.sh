@@ -60,3 +60,71 @@ for v in "${bao_versions[@]}"; do
     --user 100:1000 --workdir /bao --env HOME=/bao \
     --entrypoint '["bao"]' --cmd '["server","-dev","-dev-no-store-token"]'
 done
+
+# The files a dynamically linked binary loads (ldd: its libraries and the loader), as --file
+# arguments at the paths ldd names, so the image needs no distribution underneath.
+# Prints them on one line; prints nothing for a static binary.
+shared_library_args() {
+  local bin="$1" listing
+  if ! listing="$(ldd "$bin" 2>&1)"; then
+    [[ "$listing" == *"not a dynamic executable"* ]] && return 0
+    die "ldd $bin failed: $listing"
+  fi
+  [[ "$listing" != *"not found"* ]] || die "$bin needs libraries this machine lacks: $listing"
+  awk '$2 == "=>" && $3 ~ /^\// { printf "--file %s:%s:0755 ", $3, $3 }
+       $1 ~ /^\//               { printf "--file %s:%s:0755 ", $1, $1 }' <<< "$listing"
+}
+
+# Traefik like the official image: the static release binary, a shell and an entrypoint that
+# turns flag-only args (what the Helm chart passes) into `traefik ...`.
+traefik="$(bash "$HACK_DIR/fetch-traefik.sh" "$TRAEFIK_VERSION" | cut -d' ' -f2)"
+image --name "docker.io/library/traefik:v$TRAEFIK_VERSION" --busybox "$BUSYBOX" --cacerts "$CA_BUNDLE" \
+  --file "$traefik:/usr/local/bin/traefik:0755" --file "$HACK_DIR/oci/traefik-entrypoint.sh:/entrypoint.sh:0755" \
+  --entrypoint '["/entrypoint.sh"]' --cmd '["traefik"]'
+
+# RustFS like the official image (binary in /usr/bin, the `rustfs` user 10001 owning /data and
+# /logs, the same defaults), from hack/build-rustfs.sh's cached build. That build takes over an
+# hour, so nothing here starts it: without it the image is left out of the list.
+rustfs="$CACHE_ROOT/rustfs/$RUSTFS_VERSION/bin/rustfs"
+if [[ -x "$rustfs" ]]; then
+  rustfs_libs="$(shared_library_args "$rustfs")"
+  read -r -a rustfs_lib_args <<< "$rustfs_libs"
+  image --name "docker.io/rustfs/rustfs:$RUSTFS_VERSION" --busybox "$BUSYBOX" --cacerts "$CA_BUNDLE" \
+    "${rustfs_lib_args[@]}" \
+    --file "$rustfs:/usr/bin/rustfs:0755" --file "$HACK_DIR/oci/rustfs-entrypoint.sh:/entrypoint.sh:0755" \
+    --text "etc/passwd:root:x:0:0:root:/root:/bin/sh\nrustfs:x:10001:10001:rustfs:/home/rustfs:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/bin/false\n" \
+    --text "etc/group:root:x:0:\nrustfs:x:10001:\nnogroup:x:65534:\n" \
+    --dir /data:0750:10001:10001 --dir /logs:0750:10001:10001 --dir /home/rustfs:0750:10001:10001 \
+    --env 'RUSTFS_CONSOLE_CORS_ALLOWED_ORIGINS=*' --env RUSTFS_VOLUMES=/data --env RUSTFS_OBS_LOGGER_LEVEL=warn \
+    --env RUSTFS_OBS_LOG_DIRECTORY=/logs --env RUSTFS_OBS_ENVIRONMENT=production \
+    --user 10001:10001 --entrypoint '["/entrypoint.sh"]' --cmd '["rustfs"]'
+else
+  log "images: leaving out docker.io/rustfs/rustfs:$RUSTFS_VERSION: $rustfs is not built yet" \
+    "(hack/build-rustfs.sh builds it in about 75 minutes; start it in the background)"
+fi
+
+# Our operator, built from the workspace: the binary, exactly the glibc libraries ldd lists (and
+# the loader), CA certificates, and the non-root user 65532, like distroless/cc. Tests use the
+# debug build the test run compiles anyway (a cold release build costs 10-20 min on 2 cores);
+# OPERATOR_BUILD_PROFILE=release for the lane or a benchmark.
+workspace_version="$(sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$REPO_ROOT/Cargo.toml")"
+[[ "${OPERATOR_IMAGE##*:}" == "$workspace_version" ]] \
+  || die "OPERATOR_IMAGE ($OPERATOR_IMAGE, hack/versions.env) must be tagged with the workspace version $workspace_version"
+target_dir="${CARGO_TARGET_DIR:-target}"
+[[ "$target_dir" == /* ]] || target_dir="$REPO_ROOT/$target_dir"
+profile="${OPERATOR_BUILD_PROFILE:-dev}"
+profile_dir="$([[ "$profile" == dev ]] && echo debug || echo "$profile")"
+(cd "$REPO_ROOT" && nice cargo build --profile "$profile" -p openbao-operator) >&2 \
+  || die "cargo build --profile $profile -p openbao-operator failed"
+mkdir -p "$OUT/operator-bin"
+operator="$OUT/operator-bin/openbao-operator"
+strip -o "$operator.tmp" "$target_dir/$profile_dir/openbao-operator" && mv "$operator.tmp" "$operator"
+operator_libs="$(shared_library_args "$operator")"
+read -r -a operator_lib_args <<< "$operator_libs"
+image --name "$OPERATOR_IMAGE" --cacerts "$CA_BUNDLE" "${operator_lib_args[@]}" \
+  --file "$operator:/usr/local/bin/openbao-operator:0755" \
+  --text "etc/passwd:root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n" \
+  --text "etc/group:root:x:0:\nnonroot:x:65532:\nnogroup:x:65534:\n" \
+  --dir /home/nonroot:0700:65532:65532 \
+  --user 65532:65532 --workdir /home/nonroot --env HOME=/home/nonroot \
+  --entrypoint '["/usr/local/bin/openbao-operator"]' --cmd '["run"]'

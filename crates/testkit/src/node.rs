@@ -156,7 +156,14 @@ fn prepare_inputs() -> Result<Inputs> {
         .last()
         .map(PathBuf::from)
         .context("build-kubernetes.sh printed no bin dir")?;
-    let images = run_hack("images.sh", &[])?
+    let images = image_list()?;
+    Ok(Inputs { bin, images })
+}
+
+/// The images the node runs, as `(name, OCI archive)` pairs: assembles them with
+/// `hack/images.sh` (cached; images whose inputs are missing, like an unbuilt RustFS, are left out).
+pub fn image_list() -> Result<Vec<(String, PathBuf)>> {
+    run_hack("images.sh", &[])?
         .lines()
         .map(|line| {
             let (name, archive) = line
@@ -164,8 +171,31 @@ fn prepare_inputs() -> Result<Inputs> {
                 .with_context(|| format!("images.sh line {line:?}"))?;
             Ok((name.to_string(), PathBuf::from(archive)))
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Inputs { bin, images })
+        .collect()
+}
+
+/// Imports image archives into the containerd of the node running from `root`, for images added
+/// or rebuilt after the node booted (node-boot imports the list once). Re-importing an image that
+/// is already there only re-reads its archive.
+pub fn import_images(root: &Path, images: &[(String, PathBuf)]) -> Result<()> {
+    let socket = config::NodePaths::new(root).containerd_socket();
+    for (name, archive) in images {
+        let out = Command::new("/usr/bin/ctr")
+            .arg(format!("--address={}", socket.display()))
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(archive)
+            .output()
+            .context("run /usr/bin/ctr")?;
+        if !out.status.success() {
+            bail!(
+                "ctr images import {name} ({}) failed: {} {}",
+                archive.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn start(root: &Path, inputs: &Inputs, mut node_boot: Command) -> Result<()> {

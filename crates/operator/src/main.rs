@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Parser)]
 #[command(name = "openbao-operator", version, about = "Kubernetes operator for OpenBao")]
 struct Cli {
@@ -97,6 +99,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             shutdown_signal().await;
             tracing::info!("shutting down");
             let _ = stop_tx.send(true);
+            // Shutdown is bounded: in-flight reconciles get a few seconds, then the process ends
+            // (every step is idempotent, so the next leader redoes whatever was cut short).
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::warn!("graceful shutdown did not finish in {SHUTDOWN_GRACE:?}; exiting");
+            std::process::exit(0);
         }
     });
     let server = tokio::spawn(http::serve(args.http_addr, metrics.clone(), ready.clone(), stopped()));

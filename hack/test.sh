@@ -17,4 +17,4 @@ if ! cargo run -q -p testkit --bin hermetic-k8s -- node-status >/dev/null 2>&1; 
   bash hack/cluster.sh cluster-up >/dev/null
   trap 'bash hack/cluster.sh down >/dev/null 2>&1 || true' EXIT
 fi
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

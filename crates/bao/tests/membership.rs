@@ -55,13 +55,18 @@ async fn api_join_as_non_voter_then_promote_and_demote() -> Result<()> {
     let raft = admin.raft_configuration().await?;
     let node2 = raft.server("node2").context("node2 in raft configuration")?;
     ensure!(!node2.voter && raft.voters().count() == 1, "{raft:?}");
-    let state = admin.autopilot_state().await?;
-    let server = state.servers.get("node2").context("node2 in autopilot")?;
+    // Autopilot learns of a new server at its next update tick (1 s here).
+    let (state, server) = poll_until("node2 in autopilot as a non-voter", Duration::from_secs(15), || async {
+        let state = admin.autopilot_state().await?;
+        let server = state
+            .servers
+            .get("node2")
+            .filter(|s| s.node_type == "non-voter" && s.status == "non-voter")
+            .cloned();
+        Ok(server.map(|s| (state, s)))
+    })
+    .await?;
     eprintln!("non-voter in autopilot: {server:?}, non_voters={:?}", state.non_voters);
-    ensure!(
-        server.node_type == "non-voter" && server.status == "non-voter",
-        "{server:?}"
-    );
 
     let t = Instant::now();
     admin.promote("node2").await?;

@@ -172,7 +172,8 @@ async fn operator_runs_with_exactly_its_least_privilege_rbac() -> Result<()> {
     let client = server.client().await?;
     testkit::apiserver::install_crds(&client, openbao_api::crd::all()).await?;
     testkit::apiserver::install_gateway_api_crds(&client).await?;
-    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/operator");
+    let deploy = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../../deploy/operator");
     apply_yaml(&client, &deploy.join("namespace.yaml")).await?;
     apply_yaml(&client, &deploy.join("rbac.yaml")).await?;
 

@@ -5,11 +5,14 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The checkout this process runs from. Cargo sets `CARGO_MANIFEST_DIR` at run time for `cargo run`
+/// and `cargo test`; the compile-time value is only a fallback, because one build directory is
+/// shared by several checkouts (CI clones into a fresh path and reuses the cached build).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repo root")
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.join("../..").canonicalize().expect("repo root")
 }
 
 /// Runs `hack/<script> args...` and returns its trimmed stdout (stderr goes to the test log).

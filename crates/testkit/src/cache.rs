@@ -2,7 +2,7 @@
 //! is missing the script is run (it is idempotent), so `cargo test` works on a fresh machine.
 
 use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// The checkout this process runs from. Cargo sets `CARGO_MANIFEST_DIR` at run time for `cargo run`

@@ -5,6 +5,7 @@
 //! - [`apiserver`]: a hermetic control plane (real etcd + kube-apiserver) for controller tests.
 //! - [`node`]: a real single-node cluster (kubelet, containerd, CoreDNS, storage) in its own
 //!   network namespace, for `make cluster-up` and the node-mode tests.
+//! - [`pods`]: waiting on the node's pods (Ready, finished) with their state in errors.
 //! - [`openbao`]: real `bao server` processes on their own loopback addresses.
 //! - [`s3`]: a real S3-compatible server (RustFS or s3s-fs) on loopback.
 //! - [`cache`]: where `hack/*.sh` put the real binaries.
@@ -14,5 +15,6 @@ pub mod cache;
 pub mod node;
 pub mod openbao;
 pub mod pki;
+pub mod pods;
 pub mod process;
 pub mod s3;

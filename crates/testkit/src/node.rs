@@ -18,6 +18,7 @@ mod addons;
 mod boot;
 mod cgroups;
 mod config;
+mod guard;
 mod leftovers;
 mod lock;
 mod mounts;
@@ -27,6 +28,7 @@ mod readiness;
 mod sysctls;
 
 pub use boot::boot_inside;
+pub use guard::NodeGuard;
 pub use readiness::is_ready;
 
 use crate::apiserver::{self, Layout};

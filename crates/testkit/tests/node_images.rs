@@ -11,72 +11,19 @@
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use kube::api::{Api, DeleteParams, LogParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use testkit::apiserver::{client_from_kubeconfig, create_namespace};
 use testkit::cache::pinned;
+use testkit::node::NodeGuard;
+use testkit::pods;
 
 const POD_TIMEOUT: Duration = Duration::from_secs(300);
 /// Test-only credentials of the throw-away RustFS pod; never printed.
 const RUSTFS_ACCESS_KEY: &str = "node-images-access";
 const RUSTFS_SECRET_KEY: &str = "node-images-secret-key";
-
-/// The node this test uses. Stops it on drop (panics included) when the test started it.
-struct Node {
-    state_dir: PathBuf,
-    started_here: bool,
-}
-
-impl Node {
-    async fn up() -> Result<Self> {
-        if let Some(state_dir) = testkit::node::running_node().await {
-            eprintln!("reusing the node of {}", state_dir.display());
-            return Ok(Self {
-                state_dir,
-                started_here: false,
-            });
-        }
-        let state_dir = testkit::cache::repo_root().join(".cluster");
-        let began = Instant::now();
-        let status = hermetic_k8s(&state_dir, &["cluster-up"])?;
-        if !status.success() {
-            bail!("hermetic-k8s cluster-up failed ({status})");
-        }
-        eprintln!("cluster-up took {:.1?}", began.elapsed());
-        Ok(Self {
-            state_dir,
-            started_here: true,
-        })
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.state_dir.join("kubeconfig")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if self.started_here {
-            match hermetic_k8s(&self.state_dir, &["down"]) {
-                Ok(status) if status.success() => {}
-                other => eprintln!("hermetic-k8s down failed: {other:?}"),
-            }
-        }
-    }
-}
-
-fn hermetic_k8s(state_dir: &Path, args: &[&str]) -> Result<std::process::ExitStatus> {
-    Command::new(env!("CARGO_BIN_EXE_hermetic-k8s"))
-        .arg("--state-dir")
-        .arg(state_dir)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("run hermetic-k8s")
-}
 
 /// The image names under test, from hack/versions.env.
 struct LaneImages {
@@ -177,75 +124,18 @@ fn rustfs_objects(image: &str) -> (Service, Pod) {
     (service, pod)
 }
 
-async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Result<Option<T>>) -> Result<T> {
-    let deadline = Instant::now() + POD_TIMEOUT;
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {POD_TIMEOUT:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn pod_state(pod: &Pod) -> String {
-    let status = pod.status.clone().unwrap_or_default();
-    format!(
-        "{} {:?}",
-        status.phase.unwrap_or_default(),
-        status
-            .container_statuses
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.state)
-            .collect::<Vec<_>>()
-    )
-}
-
 /// Waits until the one-shot pod `name` has finished; returns its logs, failing when it failed.
 async fn finished_logs(pods: &Api<Pod>, name: &str) -> Result<String> {
-    let mut last = String::new();
-    let phase = wait_for(&format!("pod {name} to finish"), async || {
-        let pod = pods.get(name).await?;
-        last = pod_state(&pod);
-        let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
-        Ok(matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase))
-    })
-    .await
-    .with_context(|| format!("{name}: {last}"))?;
-    let logs = pods.logs(name, &LogParams::default()).await?;
+    let (phase, logs) = pods::finished(pods, name, POD_TIMEOUT).await?;
     if phase != "Succeeded" {
-        bail!("pod {name} {phase}: {last}\n{logs}");
+        bail!("pod {name} {phase}:\n{logs}");
     }
     Ok(logs)
 }
 
-/// Waits until pod `name` is Ready (its readiness probe passed).
-async fn ready(pods: &Api<Pod>, name: &str) -> Result<()> {
-    let mut last = String::new();
-    let ready = wait_for(&format!("pod {name} Ready"), async || {
-        let pod = pods.get(name).await?;
-        last = pod_state(&pod);
-        let ready = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        Ok(ready.then_some(()))
-    })
-    .await;
-    if let Err(err) = ready {
-        let logs = pods.logs(name, &LogParams::default()).await.unwrap_or_default();
-        bail!("{err:#}\n{name}: {last}\nlogs:\n{logs}");
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn lane_images_run_on_the_node() -> Result<()> {
-    let node = Node::up().await?;
+    let node = NodeGuard::up(Path::new(env!("CARGO_BIN_EXE_hermetic-k8s"))).await?;
     let lane = LaneImages::pinned()?;
     let began = Instant::now();
     let images = tokio::task::spawn_blocking(testkit::node::image_list).await??;
@@ -254,14 +144,14 @@ async fn lane_images_run_on_the_node() -> Result<()> {
     assert!(listed(&lane.traefik), "hack/images.sh lists {}", lane.traefik);
     assert!(listed(&lane.operator), "hack/images.sh lists {}", lane.operator);
     let with_rustfs = listed(&lane.rustfs);
-    if !node.started_here {
+    if !node.started_here() {
         // node-boot imported the images of its time; bring the lane's current ones in.
         let lane_archives: Vec<_> = images
             .iter()
             .filter(|(n, _)| [&lane.traefik, &lane.operator, &lane.rustfs].contains(&n))
             .cloned()
             .collect();
-        let (root, began) = (node.state_dir.clone(), Instant::now());
+        let (root, began) = (node.state_dir().to_path_buf(), Instant::now());
         tokio::task::spawn_blocking(move || testkit::node::import_images(&root, &lane_archives)).await??;
         eprintln!(
             "imported the lane's images into the running node in {:.1?}",
@@ -275,7 +165,7 @@ async fn lane_images_run_on_the_node() -> Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces.delete(&ns, &DeleteParams::default()).await?;
     let tested = result?;
-    wait_for("the namespace to be deleted", async || {
+    pods::wait_for("the namespace to be deleted", POD_TIMEOUT, async || {
         Ok(namespaces.get_opt(&ns).await?.is_none().then_some(()))
     })
     .await?;
@@ -327,7 +217,9 @@ async fn exercise(client: &kube::Client, ns: &str, lane: &LaneImages, with_rustf
         .map(str::trim)
         .with_context(|| format!("`traefik version` printed no Version line:\n{logs}"))?;
     assert_eq!(printed, version, "traefik version");
-    ready(&pods, "traefik").await.context("traefik serving /ping")?;
+    pods::ready(&pods, "traefik", POD_TIMEOUT)
+        .await
+        .context("traefik serving /ping")?;
     eprintln!(
         "traefik {printed}: `version` ok, /ping Ready after {:.1?}",
         began.elapsed()
@@ -351,7 +243,9 @@ async fn exercise(client: &kube::Client, ns: &str, lane: &LaneImages, with_rustf
     tested.push(lane.operator.clone());
 
     if let Some(ip) = rustfs_ip {
-        ready(&pods, "rustfs").await.context("rustfs /health readiness")?;
+        pods::ready(&pods, "rustfs", POD_TIMEOUT)
+            .await
+            .context("rustfs /health readiness")?;
         // The host routes the Service range over the node's veth.
         let health = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))

@@ -6,73 +6,20 @@
 //! Starts the node with `hermetic-k8s cluster-up` (or reuses a running one) and stops it again at
 //! the end when it started it. Needs root (network namespaces, cgroups, mounts).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Service};
-use kube::api::{Api, DeleteParams, LogParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 use testkit::apiserver::{client_from_kubeconfig, create_namespace};
+use testkit::node::NodeGuard;
+use testkit::pods;
 
 const OPENBAO_IMAGE: &str = "docker.io/openbao/openbao:2.7.2";
 const BUSYBOX_IMAGE: &str = "docker.io/library/busybox:1.35.0";
 const POD_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The node this test uses. Stops it on drop (panics included) when the test started it.
-struct Node {
-    state_dir: PathBuf,
-    started_here: bool,
-}
-
-impl Node {
-    async fn up() -> Result<Self> {
-        if let Some(state_dir) = testkit::node::running_node().await {
-            eprintln!("reusing the node of {}", state_dir.display());
-            return Ok(Self {
-                state_dir,
-                started_here: false,
-            });
-        }
-        let state_dir = testkit::cache::repo_root().join(".cluster");
-        let began = Instant::now();
-        let status = hermetic_k8s(&state_dir, &["cluster-up"])?;
-        if !status.success() {
-            bail!("hermetic-k8s cluster-up failed ({status})");
-        }
-        eprintln!("cluster-up took {:.1?}", began.elapsed());
-        Ok(Self {
-            state_dir,
-            started_here: true,
-        })
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.state_dir.join("kubeconfig")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if self.started_here {
-            match hermetic_k8s(&self.state_dir, &["down"]) {
-                Ok(status) if status.success() => {}
-                other => eprintln!("hermetic-k8s down failed: {other:?}"),
-            }
-        }
-    }
-}
-
-fn hermetic_k8s(state_dir: &Path, args: &[&str]) -> Result<std::process::ExitStatus> {
-    Command::new(env!("CARGO_BIN_EXE_hermetic-k8s"))
-        .arg("--state-dir")
-        .arg(state_dir)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("run hermetic-k8s")
-}
 
 fn typed<T: k8s_openapi::serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("valid object")
@@ -139,36 +86,9 @@ fn client_pod(namespace: &str) -> Pod {
     }))
 }
 
-async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Result<Option<T>>) -> Result<T> {
-    let deadline = Instant::now() + POD_TIMEOUT;
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {POD_TIMEOUT:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn pod_state(pod: &Pod) -> String {
-    let status = pod.status.clone().unwrap_or_default();
-    format!(
-        "{} {:?}",
-        status.phase.unwrap_or_default(),
-        status
-            .container_statuses
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.state)
-            .collect::<Vec<_>>()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn openbao_statefulset_with_a_bound_pvc_answers_through_its_service() -> Result<()> {
-    let node = Node::up().await?;
+    let node = NodeGuard::up(Path::new(env!("CARGO_BIN_EXE_hermetic-k8s"))).await?;
     let client = client_from_kubeconfig(&node.kubeconfig()).await?;
     let ns = create_namespace(&client, "node-smoke").await?;
     let result = exercise(&client, &ns).await;
@@ -177,7 +97,7 @@ async fn openbao_statefulset_with_a_bound_pvc_answers_through_its_service() -> R
     let volume = result?;
     // The namespace takes its PVC along; the provisioner's helper pod then removes the volume.
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    wait_for("the namespace and its volume to be deleted", async || {
+    pods::wait_for("the namespace and its volume to be deleted", POD_TIMEOUT, async || {
         let gone = namespaces.get_opt(&ns).await?.is_none() && pvs.get_opt(&volume).await?.is_none();
         Ok(gone.then_some(()))
     })
@@ -206,21 +126,7 @@ async fn exercise(client: &kube::Client, ns: &str) -> Result<String> {
         .context("create StatefulSet")?;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let mut last = String::new();
-    let ready = wait_for("pod bao-0 Ready", async || {
-        let Some(pod) = pods.get_opt("bao-0").await? else {
-            return Ok(None);
-        };
-        last = pod_state(&pod);
-        let ready = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        Ok(ready.then_some(pod))
-    })
-    .await;
-    let bao_pod = ready.with_context(|| format!("bao-0: {last}"))?;
+    let bao_pod = pods::ready(&pods, "bao-0", POD_TIMEOUT).await?;
     let pod_ip = bao_pod.status.and_then(|s| s.pod_ip).context("bao-0 has an IP")?;
 
     let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
@@ -238,16 +144,7 @@ async fn exercise(client: &kube::Client, ns: &str) -> Result<String> {
     let volume = pvc_spec.volume_name.context("bound PVC names its volume")?;
 
     pods.create(&pp, &client_pod(ns)).await.context("create client pod")?;
-    let mut last = String::new();
-    let finished = wait_for("the client pod to finish", async || {
-        let pod = pods.get("health-client").await?;
-        last = pod_state(&pod);
-        let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
-        Ok(matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase))
-    })
-    .await
-    .with_context(|| format!("health-client: {last}"))?;
-    let logs = pods.logs("health-client", &LogParams::default()).await?;
+    let (finished, logs) = testkit::pods::finished(&pods, "health-client", POD_TIMEOUT).await?;
     eprintln!("client pod ({finished}):\n{logs}");
     assert_eq!(finished, "Succeeded", "client pod failed:\n{logs}");
     assert!(

@@ -1,5 +1,5 @@
 # Entry points; the scripts in hack/ and the Rust testkit do the work.
-.PHONY: apiserver-up cluster-up cluster-down test fmt clippy run crds
+.PHONY: apiserver-up cluster-up cluster-down test fmt clippy run crds lane-up lane-down lane-status lane-backup lane-restore lane-upgrade
 
 apiserver-up: ## etcd + kube-apiserver on loopback; kubeconfig at .cluster/kubeconfig
 	bash hack/cluster.sh apiserver-up
@@ -16,8 +16,27 @@ test: ## every test: unit, real OpenBao, real apiserver (installs what it needs)
 run: ## the operator against the current kubeconfig (or a hermetic apiserver when there is none)
 	bash hack/dev.sh
 
-crds: ## regenerate deploy/crds.yaml from the API types
+lane-up: ## the local lane: k3d or the hermetic node, Traefik Gateway edge, S3 store, operator, a Development cluster
+	bash hack/lane.sh up
+
+lane-down: ## removes what lane-up created (a node or k3d cluster that was already running stays)
+	bash hack/lane.sh down
+
+lane-status: ## what the lane runs, the cluster's conditions and how to log in
+	bash hack/lane.sh status
+
+lane-backup: ## rehearsal: a manual backup of the lane cluster; prints the object in the S3 store
+	bash hack/lane.sh backup
+
+lane-restore: ## rehearsal: restore KEY=<object key> (default: the newest backup) into the lane cluster
+	bash hack/lane.sh restore "$(KEY)"
+
+lane-upgrade: ## rehearsal: upgrade the lane cluster to VERSION=<x.y.z>, probing the Gateway every 200 ms
+	bash hack/lane.sh upgrade "$(VERSION)"
+
+crds: ## regenerate deploy/crds.yaml and the chart's copy from the API types
 	UPDATE_CRDS=1 cargo test -q -p openbao-api --test crd_drift
+	UPDATE_CRDS=1 cargo test -q -p openbao-operator --test helm_chart chart_crds
 
 fmt:
 	cargo fmt --all

@@ -103,6 +103,23 @@ else
     "(hack/build-rustfs.sh builds it in about 75 minutes; start it in the background)"
 fi
 
+# s3s-fs, the lane's S3 store until RustFS is cached: hack/build-s3-server.sh's build (a few
+# minutes, once), busybox for `kubectl exec`, and the non-root user 10001 owning /data. A local name:
+# upstream publishes no image. Left out until that build exists (the lane builds it first).
+s3s_fs="$CACHE_ROOT/s3s-fs/$S3S_FS_VERSION/bin/s3s-fs"
+if [[ -x "$s3s_fs" ]]; then
+  s3s_fs_libs="$(shared_library_args "$s3s_fs")"
+  read -r -a s3s_fs_lib_args <<< "$s3s_fs_libs"
+  image --name "localhost/openbao-operator/s3s-fs:$S3S_FS_VERSION" --busybox "$BUSYBOX" \
+    "${s3s_fs_lib_args[@]}" --file "$s3s_fs:/usr/local/bin/s3s-fs:0755" \
+    --text "etc/passwd:root:x:0:0:root:/root:/bin/sh\ns3s:x:10001:10001:s3s:/data:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/bin/false\n" \
+    --text "etc/group:root:x:0:\ns3s:x:10001:\nnogroup:x:65534:\n" \
+    --dir /data:0750:10001:10001 --user 10001:10001 --workdir /data \
+    --entrypoint '["/usr/local/bin/s3s-fs"]' --cmd '["--host","0.0.0.0","--port","9000","/data"]'
+else
+  log "images: leaving out s3s-fs: $s3s_fs is not built yet (S3_SERVER=s3s-fs hack/build-s3-server.sh)"
+fi
+
 # Our operator, built from the workspace: the binary, exactly the glibc libraries ldd lists (and
 # the loader), CA certificates, and the non-root user 65532, like distroless/cc. Tests use the
 # debug build the test run compiles anyway (a cold release build costs 10-20 min on 2 cores);
@@ -118,7 +135,9 @@ profile_dir="$([[ "$profile" == dev ]] && echo debug || echo "$profile")"
   || die "cargo build --profile $profile -p openbao-operator failed"
 mkdir -p "$OUT/operator-bin"
 operator="$OUT/operator-bin/openbao-operator"
-strip -o "$operator.tmp" "$target_dir/$profile_dir/openbao-operator" && mv "$operator.tmp" "$operator"
+# A private temp name: two runs at once (tests in parallel) must not move each other's file.
+operator_tmp="$(mktemp "$operator.XXXXXX")"
+strip -o "$operator_tmp" "$target_dir/$profile_dir/openbao-operator" && chmod 0755 "$operator_tmp" && mv "$operator_tmp" "$operator"
 operator_libs="$(shared_library_args "$operator")"
 read -r -a operator_lib_args <<< "$operator_libs"
 image --name "$OPERATOR_IMAGE" --cacerts "$CA_BUNDLE" "${operator_lib_args[@]}" \

@@ -83,6 +83,11 @@ pub struct OpenBaoClusterSpec {
     /// How a change of `version` is rolled out, and requests for the upgrade in progress.
     #[serde(default)]
     pub upgrade: crate::upgrade::UpgradeSpec,
+
+    /// Scheduled and on-demand raft snapshots to an S3-compatible object store (off when absent).
+    /// The annotation `openbao.org/trigger-backup=<value>` also asks for one backup per value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupSpec>,
 }
 
 fn default_replicas() -> i32 {

@@ -4,11 +4,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use schemars::{Schema, SchemaGenerator, json_schema};
 
-use crate::OpenBaoCluster;
+use crate::{OpenBaoCluster, OpenBaoRestore};
 
 /// Every CRD of the operator, in install order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![OpenBaoCluster::crd()]
+    vec![OpenBaoCluster::crd(), OpenBaoRestore::crd()]
 }
 
 /// All CRDs as one multi-document YAML stream (what `openbao-operator crd` prints).

@@ -1,14 +1,18 @@
 //! `openbao.org/v1alpha1`: the types of the OpenBao operator's API, their defaults and the
 //! validation rules the apiserver enforces (OpenAPI + CEL). No I/O lives here.
 
+pub mod backup;
 pub mod cluster;
 pub mod conditions;
 pub mod crd;
 pub mod names;
+pub mod restore;
 pub mod status;
 pub mod upgrade;
 
+pub use backup::*;
 pub use cluster::*;
+pub use restore::*;
 pub use status::*;
 pub use upgrade::*;
 

@@ -41,6 +41,12 @@ pub struct OpenBaoClusterStatus {
     /// Which set of servers is live (blue) and which is being brought up (green).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<crate::upgrade::BlueGreenStatus>,
+    /// What the scheduled and requested backups did, and when the next one is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupStatus>,
+    /// The backup, restore or upgrade that holds the cluster now; the others wait for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_lock: Option<crate::backup::OperationLock>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]

@@ -160,6 +160,12 @@ pub struct UpgradeStatus {
     /// Rolling: servers already running the new version and caught up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub completed_pods: Vec<String>,
+    /// Rolling: the leader's raft index once the server being waited on was back. The server
+    /// counts as caught up only after it applied an entry past it: autopilot trusts the
+    /// server's own heartbeats, while the leader may not reach a restarted server yet (it still
+    /// dials the pod's old address for as long as DNS caches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_mark: Option<u64>,
     /// Failed steps in a row in the current phase.
     #[serde(default)]
     pub failures: i32,

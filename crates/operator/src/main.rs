@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use openbao_operator::context::Context;
-use openbao_operator::controllers::cluster;
+use openbao_operator::controllers::{backup, cluster};
 use openbao_operator::executors;
 use openbao_operator::runtime::{http, leader::LeaderElector, metrics::Metrics};
 use openbao_render::OperatorIdentity;
@@ -33,6 +33,9 @@ enum Command {
     Backup(Box<executors::backup::BackupArgs>),
     /// Restore a backup from S3 into a cluster (run by the controller as a Job).
     Restore(Box<executors::restore::RestoreArgs>),
+    /// Restore drill: restore a backup into a throw-away local OpenBao and prove it is usable
+    /// (run by the controller as a Job, next to that OpenBao).
+    VerifyBackup(Box<executors::verify::VerifyArgs>),
 }
 
 #[derive(clap::Args)]
@@ -49,6 +52,9 @@ struct RunArgs {
     /// Reconcile only the clusters of this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// Image of the executor Jobs (backup, restore): the operator's own image.
+    #[arg(long, env = "OPERATOR_IMAGE", default_value = concat!("ghcr.io/openbao-operator/openbao-operator:", env!("CARGO_PKG_VERSION")))]
+    executor_image: String,
     /// Elect a leader through a Lease so that only one replica reconciles.
     #[arg(long, env = "OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
@@ -58,7 +64,9 @@ struct RunArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::try_parse().unwrap_or_else(|err| {
         // The executors answer with one JSON result line even when their settings are wrong.
-        let executor = std::env::args().nth(1).filter(|a| a == "backup" || a == "restore");
+        let executor = std::env::args()
+            .nth(1)
+            .filter(|a| a == "backup" || a == "restore" || a == "verify-backup");
         if let Some(operation) = executor.filter(|_| err.use_stderr()) {
             eprintln!("{err}");
             std::process::exit(executors::invalid_settings(&operation, &err.render().to_string()));
@@ -74,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         // One JSON result line on stdout; the exit code says success or failure.
         Command::Backup(args) => std::process::exit(executors::backup::main(*args).await),
         Command::Restore(args) => std::process::exit(executors::restore::main(*args).await),
+        Command::VerifyBackup(args) => std::process::exit(executors::verify::main(*args).await),
     }
 }
 
@@ -131,7 +140,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(ctx);
     tracing::info!(gateway_api = ctx.gateway_api, "starting the OpenBaoCluster controller");
     ready.store(true, Ordering::Relaxed);
-    let controller = cluster::run(ctx, stopped());
+    let backups = Arc::new(backup::BackupContext::new(ctx.clone(), args.executor_image.clone()));
+    let controller = futures::future::join3(
+        cluster::run(ctx.clone(), stopped()),
+        openbao_operator::controllers::restore::run(ctx, args.executor_image.clone(), stopped()),
+        backup::run(backups, stopped()),
+    );
     if args.leader_election {
         tokio::select! {
             _ = controller => {}

@@ -21,155 +21,10 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use testkit::apiserver::{client_from_kubeconfig, create_namespace, install_crds};
+use testkit::apiserver::{create_namespace, install_crds};
 
-/// A client operation is retried for at most this long before it counts as failed.
-const CLIENT_RETRY: Duration = Duration::from_secs(2);
-/// One attempt waits at most this long: a request on a kept-alive connection to a server that
-/// is shutting down may never be answered, and a new connection reaches a live one.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
-
-async fn node_client() -> Result<Client> {
-    let Some(state) = testkit::node::running_node().await else {
-        bail!("no hermetic node is running: `make test` starts one, or run `make cluster-up`");
-    };
-    client_from_kubeconfig(&state.join("kubeconfig")).await
-}
-
-async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> Result<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    let obj: K = serde_json::from_value(value)?;
-    Ok(Api::<K>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &obj)
-        .await?)
-}
-
-fn condition(c: &OpenBaoCluster, t: &str) -> Option<(String, String)> {
-    let s = c.status.as_ref()?;
-    conditions::find(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone()))
-}
-
-#[derive(Debug, Default)]
-struct LoadReport {
-    writes: u64,
-    failed_writes: u64,
-    reads: u64,
-    failed_reads: u64,
-    failed_attempts: u64,
-    /// The longest time from a failed attempt to the next success.
-    longest_outage: Duration,
-    acknowledged: Vec<u64>,
-    errors: Vec<String>,
-}
-
-/// Writes `secret/data/load/k<n>` every 200 ms and reads back an earlier acknowledged key, each
-/// operation retried for at most [`CLIENT_RETRY`].
-struct LoadClient {
-    bao: BaoClient,
-    /// To open new connections after a failure: behind a ClusterIP a kept-alive connection
-    /// stays with its server while that one shuts down (a standby then answers 307 or 500 for
-    /// about 2 s), while a new connection reaches a server that is still in the Service.
-    config: ClientConfig,
-    /// Failure times are reported relative to this (the test's clock).
-    epoch: Instant,
-    outage_since: Option<Instant>,
-    report: LoadReport,
-}
-
-impl LoadClient {
-    async fn attempt(&mut self, write: Option<u64>, key: u64) -> Result<Option<u64>, String> {
-        let path = format!("secret/data/load/k{key}");
-        let started = Instant::now();
-        loop {
-            let budget = CLIENT_RETRY
-                .saturating_sub(started.elapsed())
-                .clamp(Duration::from_millis(100), ATTEMPT_TIMEOUT);
-            let attempt_started = Instant::now();
-            let call = async {
-                match write {
-                    Some(n) => self
-                        .bao
-                        .write(&path, &json!({"data": {"n": n}}))
-                        .await
-                        .map(|_| None)
-                        .map_err(|e| e.to_string()),
-                    None => match self.bao.read(&path).await {
-                        Ok(Some(v)) => Ok(v["data"]["data"]["n"].as_u64()),
-                        Ok(None) => Err("404".to_string()),
-                        Err(e) => Err(e.to_string()),
-                    },
-                }
-            };
-            let result = tokio::time::timeout(budget, call)
-                .await
-                .unwrap_or_else(|_| Err(format!("no answer within {budget:?}")));
-            match result {
-                Ok(value) => {
-                    if let Some(since) = self.outage_since.take() {
-                        self.report.longest_outage = self.report.longest_outage.max(since.elapsed());
-                    }
-                    return Ok(value);
-                }
-                Err(e) => {
-                    if let Ok(fresh) = BaoClient::new(self.config.clone())
-                        && let Some(token) = self.bao.token()
-                    {
-                        self.bao = fresh.with_token(token.clone());
-                    }
-                    self.report.failed_attempts += 1;
-                    // The window of failure starts when the failed attempt was sent.
-                    self.outage_since.get_or_insert(attempt_started);
-                    if started.elapsed() >= CLIENT_RETRY {
-                        let at = started.duration_since(self.epoch).as_secs_f64();
-                        return Err(format!("{path} (first try at {at:.1}s): {e}"));
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn run(mut self, stop: Arc<AtomicBool>) -> LoadReport {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            tick.tick().await;
-            n += 1;
-            self.report.writes += 1;
-            match self.attempt(Some(n), n).await {
-                Ok(_) => self.report.acknowledged.push(n),
-                Err(e) => {
-                    self.report.failed_writes += 1;
-                    self.report.errors.push(format!("write: {e}"));
-                }
-            }
-            let acknowledged = &self.report.acknowledged;
-            let Some(&key) = acknowledged.get((n as usize * 7) % acknowledged.len().max(1)) else {
-                continue;
-            };
-            self.report.reads += 1;
-            match self.attempt(None, key).await {
-                Ok(Some(v)) if v == key => {}
-                Ok(other) => {
-                    self.report.failed_reads += 1;
-                    self.report.errors.push(format!("read k{key}: got {other:?}"));
-                }
-                Err(e) => {
-                    self.report.failed_reads += 1;
-                    self.report.errors.push(format!("read: {e}"));
-                }
-            }
-        }
-        self.report
-    }
-}
+mod node_common;
+use node_common::{CLIENT_RETRY, LoadClient, LoadReport, condition, create, node_client};
 
 #[tokio::test]
 async fn a_rolling_upgrade_keeps_every_write_on_a_real_node() -> Result<()> {
@@ -340,15 +195,24 @@ async fn upgrade_under_load(client: &Client, ns: &str, op_ns: &str) -> Result<()
         report.failed_attempts,
         report.longest_outage.as_millis()
     );
-    // Not asserted yet (issue 5 acceptance not met on the node): when the second pod shuts
-    // down, writes through the Service fail for 2-4 s (standby answers 307/500, then requests
-    // hang), so 1-2 writes exceed the 2 s retry budget. Printed so every run shows the gap.
     eprintln!(
         "FAILED OPERATIONS after retries of {CLIENT_RETRY:?}: {} writes, {} reads: {:?}",
         report.failed_writes,
         report.failed_reads,
         report.errors.iter().take(10).collect::<Vec<_>>()
     );
+    // Not asserted yet. The stall that made 1-2 writes fail when the second server stopped is
+    // fixed: the leader could not reach the first restarted server yet (it still dialled the
+    // pod's old IP from the DNS cache) while autopilot, fed by that server's own heartbeats,
+    // called it caught up; the flow now waits until it applied an entry written after its
+    // restart. What remains is 1 write in 2 of 3 runs, at other moments: once a just-restarted
+    // standby, Ready and in the Service, answered `500 local node not active but active
+    // cluster node not found` for 2 s; once a write went unanswered for 2 s around the leader's
+    // step-down and restart. Keeping a restarted pod out of the Service until the flow sees the
+    // leader reach it (a readiness gate the operator sets) is the next thing to try.
+    if report.failed_writes + report.failed_reads > 0 {
+        eprintln!("NOTE: failed operations are reported, not asserted (see above)");
+    }
     ensure!(
         report.acknowledged.len() > 50,
         "too few writes: {}",

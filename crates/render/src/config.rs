@@ -19,8 +19,31 @@ pub const INIT_FILE: &str = "zz-init.hcl";
 pub const ENTRYPOINT_FILE: &str = "entrypoint.sh";
 pub const STATIC_SEAL_KEY_ID: &str = "operator-generated-v1";
 
+/// Where a server looks for the raft cluster to join: a server's API address and the name its
+/// certificate is verified against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinTarget {
+    pub api_host: String,
+    pub tls_server_name: String,
+}
+
 /// `10-server.hcl`: identical for every pod; the pod name is a placeholder.
 pub fn server_hcl(cluster: &Cluster) -> String {
+    let targets: Vec<JoinTarget> = (0..cluster.spec.replicas)
+        .map(|ordinal| {
+            let host = cluster.pod_host(ordinal);
+            JoinTarget {
+                api_host: host.clone(),
+                tls_server_name: host,
+            }
+        })
+        .collect();
+    server_hcl_joining(cluster, &targets, false)
+}
+
+/// `10-server.hcl` joining the servers of `targets`; with `as_non_voter` a server with empty
+/// storage joins without a vote (a blue/green upgrade's new servers, promoted later).
+pub fn server_hcl_joining(cluster: &Cluster, targets: &[JoinTarget], as_non_voter: bool) -> String {
     let own_host = format!("{POD_NAME_PLACEHOLDER}.{}.{}.svc", cluster.name, cluster.namespace);
     let development = cluster.spec.profile == Profile::Development;
     let mut b = Body::new();
@@ -50,11 +73,13 @@ pub fn server_hcl(cluster: &Cluster) -> String {
                     .attr("autopilot_update_interval", "1s")
                     .attr("autopilot_reconcile_interval", "2s");
             }
-            for ordinal in 0..cluster.spec.replicas {
-                let host = cluster.pod_host(ordinal);
+            if as_non_voter {
+                r.attr("retry_join_as_non_voter", true);
+            }
+            for target in targets {
                 r.block("retry_join", &[], |j| {
-                    j.attr("leader_api_addr", format!("https://{host}:{API_PORT}"))
-                        .attr("leader_tls_servername", host.as_str())
+                    j.attr("leader_api_addr", format!("https://{}:{API_PORT}", target.api_host))
+                        .attr("leader_tls_servername", target.tls_server_name.as_str())
                         .attr("leader_ca_cert_file", format!("{TLS_DIR}/ca.crt"));
                 });
             }

@@ -2,7 +2,7 @@
 //! Regenerate with `UPDATE_GOLDEN=1 cargo test -p openbao-render --test golden` and review the diff.
 
 use openbao_api::OpenBaoClusterSpec;
-use openbao_render::{Cluster, JwtTrust, OperatorIdentity, config, selfinit};
+use openbao_render::{Cluster, JwtTrust, OperatorIdentity, config, objects, selfinit};
 use std::path::Path;
 
 fn lane_spec() -> OpenBaoClusterSpec {
@@ -48,6 +48,26 @@ fn server_config() {
         spec: &spec,
     };
     check("server.hcl", &config::server_hcl(&c));
+}
+
+/// A blue/green upgrade's green servers: join the original servers as non-voters.
+#[test]
+fn green_server_config() {
+    let spec = lane_spec();
+    let c = Cluster {
+        name: "openbao",
+        namespace: "lane",
+        uid: "u",
+        spec: &spec,
+    };
+    let joining = objects::Joining::AsNonVoter {
+        revision: None,
+        replicas: 3,
+    };
+    check(
+        "server-green.hcl",
+        &objects::revision_server_hcl(&c, "v2-7-2", &joining),
+    );
 }
 
 #[test]

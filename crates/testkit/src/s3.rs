@@ -234,24 +234,47 @@ impl S3Server {
     /// Sends a SigV4-signed request with an empty body; returns status and body text.
     /// `query` must already be canonical (sorted `k=v` pairs, URI-encoded).
     async fn request(&self, method: &str, path: &str, query: &str) -> Result<(u16, String)> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let signed = sign_v4(method, &self.addr.to_string(), path, query, now);
-        let url = if query.is_empty() {
-            format!("{}{path}", self.endpoint())
-        } else {
-            format!("{}{path}?{query}", self.endpoint())
-        };
-        let resp = self
-            .http
-            .request(reqwest::Method::from_bytes(method.as_bytes())?, url)
-            .header("x-amz-date", &signed.amz_date)
-            .header("x-amz-content-sha256", EMPTY_SHA256)
-            .header("authorization", signed.authorization)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.text().await.unwrap_or_default()))
+        signed_request(&self.http, self.addr, method, path, query).await
     }
+}
+
+/// Creates `bucket` on any S3 server at `addr` that accepts [`ACCESS_KEY`]/[`SECRET_KEY`], e.g.
+/// one running in a pod of the node and reached through its Service's ClusterIP.
+pub async fn create_bucket_at(addr: SocketAddr, bucket: &str) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let (status, body) = signed_request(&http, addr, "PUT", &format!("/{bucket}"), "").await?;
+    if status != 200 {
+        bail!("creating bucket {bucket} at {addr}: HTTP {status}: {body}");
+    }
+    Ok(())
+}
+
+async fn signed_request(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    query: &str,
+) -> Result<(u16, String)> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let signed = sign_v4(method, &addr.to_string(), path, query, now);
+    let url = if query.is_empty() {
+        format!("http://{addr}{path}")
+    } else {
+        format!("http://{addr}{path}?{query}")
+    };
+    let resp = http
+        .request(reqwest::Method::from_bytes(method.as_bytes())?, url)
+        .header("x-amz-date", &signed.amz_date)
+        .header("x-amz-content-sha256", EMPTY_SHA256)
+        .header("authorization", signed.authorization)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await.unwrap_or_default()))
 }
 
 fn free_port() -> Result<SocketAddr> {

@@ -37,6 +37,7 @@
 
 pub mod backup;
 pub mod restore;
+pub mod verify;
 
 use openbao_client::{BaoClient, BaoError, ClientConfig, HealthState};
 use openbao_objstore::{Credentials, Secret, StoreError, StoreOptions, Target};
@@ -304,12 +305,17 @@ pub async fn find_leader(args: &OpenBaoArgs) -> Result<BaoClient, ExecutorError>
         for client in &clients {
             let url = client.base_url().as_str().trim_end_matches('/').to_string();
             match client.health().await {
+                // An address may be a Service: the next request can land on another pod, so the
+                // active node is pinned by its own address whenever it names one.
                 Ok(h) if h.state == HealthState::Active => {
+                    if let Some(leader) = follow_leader(client, &url, ca.as_deref()).await {
+                        return Ok(leader);
+                    }
                     tracing::info!(leader = %url, "found the active node");
                     return Ok(client.clone());
                 }
                 Ok(h) if h.state.is_unsealed() => {
-                    if let Some(leader) = follow_leader(client, ca.as_deref()).await {
+                    if let Some(leader) = follow_leader(client, &url, ca.as_deref()).await {
                         return Ok(leader);
                     }
                     seen.push(format!("{url}: {:?}", h.state));
@@ -330,17 +336,48 @@ pub async fn find_leader(args: &OpenBaoArgs) -> Result<BaoClient, ExecutorError>
     }
 }
 
-async fn follow_leader(standby: &BaoClient, ca: Option<&[u8]>) -> Option<BaoClient> {
-    let leader = standby.leader().await.ok()?;
-    if leader.leader_address.is_empty() {
+/// The active node as `via` reports it: its own address, or — when its certificate does not name
+/// that address (blue/green revision pods carry the cluster's names) — `via_url` pinned to the
+/// active node's IP.
+async fn follow_leader(via: &BaoClient, via_url: &str, ca: Option<&[u8]>) -> Option<BaoClient> {
+    let leader = via.leader().await.ok()?;
+    let address = leader.leader_address.trim_end_matches('/');
+    if address.is_empty() {
         return None;
     }
-    let client = client_for(&leader.leader_address, ca).ok()?;
-    let health = client.health().await.ok()?;
-    (health.state == HealthState::Active).then(|| {
-        tracing::info!(leader = %leader.leader_address, "found the active node through a standby");
-        client
-    })
+    let mut candidates = Vec::new();
+    candidates.extend(client_for(address, ca).ok());
+    if let Some(ip) = resolve(address).await {
+        let pinned = ClientConfig::new(via_url)
+            .with_resolve_to(ip)
+            .with_timeout(Duration::from_secs(30));
+        let pinned = match ca {
+            Some(pem) => pinned.with_ca_pem(pem.to_vec()),
+            None => pinned,
+        };
+        candidates.extend(BaoClient::new(pinned).ok());
+    }
+    for client in candidates {
+        if client.health().await.is_ok_and(|h| h.state == HealthState::Active) {
+            tracing::info!(leader = %address, "pinned the active node");
+            return Some(client);
+        }
+    }
+    None
+}
+
+/// The IP of an `https://host:port` address.
+async fn resolve(address: &str) -> Option<std::net::IpAddr> {
+    let uri: http::Uri = address.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+    tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()?
+        .next()
+        .map(|a| a.ip())
 }
 
 /// Logs in on `client` with the projected service-account token.

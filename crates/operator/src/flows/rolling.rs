@@ -22,6 +22,10 @@ use super::step::{Action, Step};
 
 /// How long one server may take to come back and catch up before it is reported.
 const NODE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// When nothing at all is written, no entry can show that the leader reaches a restarted
+/// server; after this long any stale address of it has expired from DNS caches (Kubernetes
+/// DNS caches records for 30 s) and the leader has dialled again (its dials time out in 10 s).
+const QUIET_REACH: Duration = Duration::from_secs(45);
 
 /// The next step of a rolling upgrade (or of starting one, from `Idle`).
 pub fn next_step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, observed: &Observed) -> Step {
@@ -123,6 +127,34 @@ impl Roll<'_> {
         if let Some(node) = restarted {
             if node.serves(&self.to) && raft.is_voter(&node.id) && raft.caught_up(&node.id) && raft.autopilot_healthy()
             {
+                // Autopilot's view comes from the server's own heartbeats to the leader; only an
+                // entry written after the restart and applied by the server shows that the
+                // leader's appends reach it. Until then stopping another server could leave the
+                // leader without a quorum it can replicate to, and writes would stall.
+                let index = |id: &str| raft.autopilot.as_ref()?.servers.get(id).map(|s| s.last_index);
+                let (leader_index, own_index) = (index(&raft.leader), index(&node.id));
+                let Some(mark) = self.u.replication_mark else {
+                    self.u.replication_mark = leader_index;
+                    self.u.phase_started_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+                    self.u.message = Some(format!(
+                        "{} is back on {}; waiting for it to apply an entry past raft index {}",
+                        node.id,
+                        self.to,
+                        leader_index.unwrap_or_default()
+                    ));
+                    return act(Action::Record, with(self.status, self.u));
+                };
+                let reached = own_index.is_some_and(|i| i > mark);
+                let quiet = leader_index == Some(mark) && in_phase(&self.u, now) >= QUIET_REACH;
+                if !reached && !quiet {
+                    self.u.message = Some(format!(
+                        "waiting for the leader's appends to reach {} (applied {} of {mark})",
+                        node.id,
+                        own_index.unwrap_or_default()
+                    ));
+                    return wait(with(self.status, self.u));
+                }
+                self.u.replication_mark = None;
                 self.u.completed_pods.push(node.id.clone());
                 self.u.phase_started_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
                 self.u.failures = 0;

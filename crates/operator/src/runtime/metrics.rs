@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -17,6 +18,21 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
+/// One cluster's backups.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub namespace: String,
+    pub cluster: String,
+}
+
+/// Finished backups of one cluster by result (`success`, `failure`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackupLabels {
+    pub namespace: String,
+    pub cluster: String,
+    pub result: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub reconciles: Family<ResultLabels, Counter>,
@@ -24,6 +40,14 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Kubernetes writes (applies, deletes, status patches) the operator sent.
     pub kube_writes: Counter,
+    /// Finished backup Jobs by cluster and result.
+    pub backups: Family<BackupLabels, Counter>,
+    /// How long backups took (as the executor measured them).
+    pub backup_duration: Histogram,
+    pub backup_last_size_bytes: Family<ClusterLabels, Gauge>,
+    /// Unix time of the last successful backup.
+    pub backup_last_success_timestamp: Family<ClusterLabels, Gauge>,
+    pub backup_consecutive_failures: Family<ClusterLabels, Gauge>,
     pub registry: Arc<Registry>,
 }
 
@@ -46,11 +70,42 @@ impl Default for Metrics {
             reconcile_duration.clone(),
         );
         registry.register("kube_writes", "Kubernetes write requests sent", kube_writes.clone());
+        let backups = Family::<BackupLabels, Counter>::default();
+        let backup_duration = Histogram::new([1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]);
+        let backup_last_size_bytes = Family::<ClusterLabels, Gauge>::default();
+        let backup_last_success_timestamp = Family::<ClusterLabels, Gauge>::default();
+        let backup_consecutive_failures = Family::<ClusterLabels, Gauge>::default();
+        registry.register("backups", "Finished backup Jobs by result", backups.clone());
+        registry.register(
+            "backup_duration_seconds",
+            "Duration of a backup as its executor measured it",
+            backup_duration.clone(),
+        );
+        registry.register(
+            "backup_last_size_bytes",
+            "Size of the last successful backup",
+            backup_last_size_bytes.clone(),
+        );
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Unix time of the last successful backup",
+            backup_last_success_timestamp.clone(),
+        );
+        registry.register(
+            "backup_consecutive_failures",
+            "Failed backups in a row",
+            backup_consecutive_failures.clone(),
+        );
         Self {
             reconciles,
             reconcile_errors,
             reconcile_duration,
             kube_writes,
+            backups,
+            backup_duration,
+            backup_last_size_bytes,
+            backup_last_success_timestamp,
+            backup_consecutive_failures,
             registry: Arc::new(registry),
         }
     }

@@ -1,12 +1,19 @@
 //! Desired Kubernetes objects for a cluster, built as typed objects with owner references.
 //! Each builder is pure; the controller server-side-applies what they return.
 
+mod bluegreen;
 mod gateway;
+pub mod jobs;
 mod network;
 mod rbac;
 mod secrets;
 mod workload;
 
+pub use bluegreen::{
+    Joining, REVISION_LABEL, public_service_to, revision_config_map, revision_server_hcl, revision_statefulset,
+    set_component, set_config_map_name, set_pod_labels, set_pod_name, set_selector, set_statefulset_name,
+    set_volume_claim_name, traffic_of,
+};
 pub use gateway::{backend_tls_policy, gateway_ca_config_map, http_route};
 pub use network::{network_policy, pod_disruption_budget};
 pub use rbac::{job_service_accounts, service_account, service_registration_role, service_registration_role_binding};

@@ -51,16 +51,9 @@ pub fn headless_service(cluster: &Cluster) -> Service {
 }
 
 /// Service `<c>-public`: the API of every ready (unsealed) server; standbys forward to the leader.
+/// Blue/green upgrades move it to another set of servers ([`super::public_service_to`]).
 pub fn public_service(cluster: &Cluster) -> Service {
-    let mut svc: Service = typed(json!({
-        "spec": {
-            "type": "ClusterIP",
-            "selector": labels::selector(cluster.name),
-            "ports": [{"name": "api", "port": API_PORT, "targetPort": API_PORT, "appProtocol": "https"}],
-        }
-    }));
-    svc.metadata = meta(cluster, names::public_service(cluster.name), "server");
-    svc
+    super::bluegreen::public_service_to(cluster, None)
 }
 
 fn health_probe(query: &str, period: i32, failures: i32) -> serde_json::Value {
@@ -112,9 +105,28 @@ pub fn statefulset(cluster: &Cluster) -> StatefulSet {
 
 /// The StatefulSet `<c>` with the template version and update strategy of `rollout`.
 pub fn statefulset_with(cluster: &Cluster, rollout: &Rollout) -> StatefulSet {
+    let set = ServerSet {
+        revision: None,
+        server_hcl: config::server_hcl(cluster),
+        self_init: true,
+    };
+    server_statefulset(cluster, rollout, &set)
+}
+
+/// What tells one set of servers apart from another in its StatefulSet.
+pub(crate) struct ServerSet<'a> {
+    /// `None`: the cluster's original servers (StatefulSet `<c>`, ConfigMap `<c>-config`).
+    pub revision: Option<&'a str>,
+    /// The set's server config in its steady state; pods restart when it changes.
+    pub server_hcl: String,
+    /// Mount the self-init requests (only the original set may found the cluster).
+    pub self_init: bool,
+}
+
+pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &ServerSet) -> StatefulSet {
     let spec = cluster.spec;
     let hash = config::config_hash(&[
-        &config::server_hcl(cluster),
+        &set.server_hcl,
         &config::service_registration_hcl(),
         &config::entrypoint_sh(),
     ]);
@@ -153,11 +165,40 @@ pub fn statefulset_with(cluster: &Cluster, rollout: &Rollout) -> StatefulSet {
         DeletionPolicy::Retain => "Retain",
         DeletionPolicy::DeletePVCs | DeletionPolicy::DeleteAll => "Delete",
     };
-    let pod_labels = {
-        let mut l = labels::selector(cluster.name);
-        l.insert(labels::COMPONENT_LABEL.to_string(), "server".to_string());
-        l
+    let pod_labels = super::bluegreen::set_pod_labels(cluster.name, set.revision);
+    // The original StatefulSet's selector predates revisions and cannot change.
+    let sts_selector = match set.revision {
+        None => labels::selector(cluster.name),
+        Some(_) => super::bluegreen::set_selector(cluster.name, set.revision),
     };
+    let mut mounts = vec![
+        json!({"name": "config", "mountPath": paths::CONFIG_TEMPLATE_DIR, "readOnly": true}),
+        json!({"name": "init", "mountPath": paths::INIT_DIR, "readOnly": true}),
+        json!({"name": "tls", "mountPath": paths::TLS_DIR, "readOnly": true}),
+        json!({"name": "unseal", "mountPath": paths::UNSEAL_DIR, "readOnly": true}),
+        json!({"name": "rendered", "mountPath": paths::RENDERED_DIR}),
+        json!({"name": "tmp", "mountPath": "/tmp"}),
+        json!({"name": "data", "mountPath": paths::DATA_DIR}),
+    ];
+    let mut volumes = vec![
+        json!({"name": "config", "configMap": {"name": super::bluegreen::set_config_map_name(cluster.name, set.revision), "defaultMode": 0o444}}),
+        // Present only until the cluster is initialized; optional so pods start without it.
+        json!({"name": "init", "secret": {"secretName": names::init_secret(cluster.name), "optional": true, "defaultMode": 0o440}}),
+        json!({"name": "tls", "secret": {"secretName": names::tls_server_secret(cluster.name), "defaultMode": 0o440}}),
+        json!({"name": "unseal", "secret": {"secretName": names::unseal_key_secret(cluster.name), "defaultMode": 0o440}}),
+        json!({"name": "rendered", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}),
+        // OpenBao stages an incoming snapshot (a restore) in /tmp: it may be as large as the data.
+        json!({"name": "tmp", "emptyDir": {"sizeLimit": cluster.spec.storage.size}}),
+    ];
+    if !set.self_init {
+        // A joining set never sees the founding requests, whatever the entrypoint would do.
+        mounts.retain(|m| m["name"] != "init");
+        volumes.retain(|v| v["name"] != "init");
+    }
+    let mut claim_labels = labels::selector(cluster.name);
+    if let Some(rev) = set.revision {
+        claim_labels.insert(super::bluegreen::REVISION_LABEL.to_string(), rev.to_string());
+    }
     let mut sts: StatefulSet = typed(json!({
         "spec": {
             "serviceName": names::headless_service(cluster.name),
@@ -165,7 +206,7 @@ pub fn statefulset_with(cluster: &Cluster, rollout: &Rollout) -> StatefulSet {
             "podManagementPolicy": "Parallel",
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": pvc_when_deleted, "whenScaled": "Retain"},
             "updateStrategy": {"type": if rollout.on_delete { "OnDelete" } else { "RollingUpdate" }},
-            "selector": {"matchLabels": labels::selector(cluster.name)},
+            "selector": {"matchLabels": sts_selector},
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": {CONFIG_HASH_ANNOTATION: hash}},
                 "spec": {
@@ -197,34 +238,22 @@ pub fn statefulset_with(cluster: &Cluster, rollout: &Rollout) -> StatefulSet {
                             "readOnlyRootFilesystem": true,
                             "capabilities": {"drop": ["ALL"]},
                         },
-                        "volumeMounts": [
-                            {"name": "config", "mountPath": paths::CONFIG_TEMPLATE_DIR, "readOnly": true},
-                            {"name": "init", "mountPath": paths::INIT_DIR, "readOnly": true},
-                            {"name": "tls", "mountPath": paths::TLS_DIR, "readOnly": true},
-                            {"name": "unseal", "mountPath": paths::UNSEAL_DIR, "readOnly": true},
-                            {"name": "rendered", "mountPath": paths::RENDERED_DIR},
-                            {"name": "tmp", "mountPath": "/tmp"},
-                            {"name": "data", "mountPath": paths::DATA_DIR},
-                        ],
+                        "volumeMounts": mounts,
                     }],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": names::config_map(cluster.name), "defaultMode": 0o444}},
-                        // Present only until the cluster is initialized; optional so pods start without it.
-                        {"name": "init", "secret": {"secretName": names::init_secret(cluster.name), "optional": true, "defaultMode": 0o440}},
-                        {"name": "tls", "secret": {"secretName": names::tls_server_secret(cluster.name), "defaultMode": 0o440}},
-                        {"name": "unseal", "secret": {"secretName": names::unseal_key_secret(cluster.name), "defaultMode": 0o440}},
-                        {"name": "rendered", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-                    ],
+                    "volumes": volumes,
                 },
             },
             "volumeClaimTemplates": [{
-                "metadata": {"name": "data", "labels": labels::selector(cluster.name)},
+                "metadata": {"name": "data", "labels": claim_labels},
                 "spec": pvc_spec,
             }],
         }
     }));
-    sts.metadata = meta(cluster, names::statefulset(cluster.name), "server");
+    sts.metadata = meta(
+        cluster,
+        super::bluegreen::set_statefulset_name(cluster.name, set.revision),
+        "server",
+    );
     sts
 }
 

@@ -62,3 +62,45 @@ impl Applier<'_> {
         }
     }
 }
+
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`: keys `new` lacks are set to
+/// null, since a merge patch keeps whatever it does not mention (status fields that serialize
+/// only when set, e.g. a finished upgrade's green revision, would otherwise never go away).
+pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, v) in n {
+                let entry = match o.get(k) {
+                    Some(ov) => merge_patch(ov, v),
+                    None => v.clone(),
+                };
+                patch.insert(k.clone(), entry);
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                patch.insert(k.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn a_merge_patch_removes_what_the_new_value_lacks() {
+        let old = json!({"upgrade": {"phase": "Cleanup", "completedPods": ["a"]}, "blueGreen": {"blueRevision": "x", "greenRevision": "y"}, "n": 1});
+        let new = json!({"upgrade": {"phase": "Idle"}, "blueGreen": {"blueRevision": "y"}});
+        let patch = merge_patch(&old, &new);
+        assert_eq!(
+            patch,
+            json!({"upgrade": {"phase": "Idle", "completedPods": null}, "blueGreen": {"blueRevision": "y", "greenRevision": null}, "n": null})
+        );
+        assert_eq!(merge_patch(&json!(null), &new), new);
+    }
+}

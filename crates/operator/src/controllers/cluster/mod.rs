@@ -1,6 +1,7 @@
 //! The OpenBaoCluster controller: dereference → validate → build → apply → status.
 
 mod apply;
+pub mod bluegreen;
 pub mod status;
 mod tls;
 pub mod upgrade;
@@ -162,7 +163,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
 
     let pods = observe_pods(ctx, &cluster).await?;
     let ready_replicas = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&names::statefulset(&name))
+        .get_opt(&bluegreen::live_statefulset_name(&name, &previous))
         .await
         .map_err(kube_err("reading the StatefulSet"))?
         .and_then(|s| s.status)
@@ -196,6 +197,20 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
             match upgrade::plan(&obj.spec, &previous) {
                 Plan::Idle => {}
                 Plan::Refused { reason, message } => observed.upgrade = UpgradeState::Refused { reason, message },
+                // An upgrade does not start while a backup or restore holds the cluster; one in
+                // progress is never interrupted (backups and restores wait for it instead).
+                Plan::Step if upgrade_waits_for_lock(&previous) => {
+                    let holder = previous
+                        .operation_lock
+                        .as_ref()
+                        .map(|l| l.holder.clone())
+                        .unwrap_or_default();
+                    observed.upgrade = UpgradeState::Refused {
+                        reason: "WaitingForOperationLock",
+                        message: format!("the upgrade starts once {holder} releases the cluster's operation lock"),
+                    };
+                    upgrade_requeue = Some(Some(Duration::from_secs(15)));
+                }
                 Plan::Step => match applied.bundle.as_deref() {
                     None => observed.upgrade = UpgradeState::StepFailed("no CA bundle to reach OpenBao with".into()),
                     Some(bundle) => {
@@ -225,6 +240,19 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
         requeue = requeue.min(after.max(UPGRADE_MIN_REQUEUE));
     }
     Ok(Action::requeue(requeue))
+}
+
+/// True while an upgrade has not started and another operation holds the lock.
+fn upgrade_waits_for_lock(status: &OpenBaoClusterStatus) -> bool {
+    let not_started = status
+        .upgrade
+        .as_ref()
+        .is_none_or(|u| u.phase == openbao_api::UpgradePhase::Idle);
+    let held_by_other = status
+        .operation_lock
+        .as_ref()
+        .is_some_and(|l| l.operation != openbao_api::Operation::Upgrade);
+    not_started && held_by_other
 }
 
 /// Even a step that only recorded a phase waits this long, so the next one reads it back.
@@ -263,7 +291,7 @@ async fn upgrade_step(
             }
         },
     };
-    let platform = KubePlatform::new(ctx.client.clone(), cluster, bundle.to_string(), token);
+    let platform = KubePlatform::new(ctx.client.clone(), cluster, bundle.to_string(), token).for_status(previous);
     let driver = Driver::new(cluster.name, platform);
     match driver.step(cluster.spec, previous).await {
         Ok(report) => {
@@ -453,7 +481,7 @@ async fn apply_all(
         .await
         .map_err(kube_err("applying the headless Service"))?;
     applier
-        .apply(&objects::public_service(cluster))
+        .apply(&bluegreen::public_service(cluster, previous))
         .await
         .map_err(kube_err("applying the public Service"))?;
     applier
@@ -479,10 +507,16 @@ async fn apply_all(
     // Pods start only once their TLS material and (first time) the self-init file exist.
     if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) {
         let rollout = upgrade::rollout(cluster.spec, previous);
-        applier
-            .apply(&objects::statefulset_with(cluster, &rollout))
-            .await
-            .map_err(kube_err("applying the StatefulSet"))?;
+        let workloads = bluegreen::workloads(cluster, previous, &rollout);
+        for cm in &workloads.config_maps {
+            applier
+                .apply(cm)
+                .await
+                .map_err(kube_err("applying a revision ConfigMap"))?;
+        }
+        for sts in &workloads.statefulsets {
+            applier.apply(sts).await.map_err(kube_err("applying a StatefulSet"))?;
+        }
     }
     Ok(Applied {
         next_cert_check,
@@ -665,7 +699,10 @@ async fn write_status(
     let status = status::derive(&obj.spec, base, observed, obj.metadata.generation, now);
     if Some(&status) != obj.status.as_ref() {
         let api = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-        let patch = serde_json::json!({"status": status});
+        // Fields status no longer has must be nulled: a merge patch keeps whatever it omits.
+        let stored = serde_json::to_value(&obj.status).unwrap_or_default();
+        let wanted = serde_json::to_value(&status).unwrap_or_default();
+        let patch = serde_json::json!({"status": apply::merge_patch(&stored, &wanted)});
         ctx.metrics.kube_writes.inc();
         api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
             .await

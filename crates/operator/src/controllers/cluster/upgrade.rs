@@ -2,10 +2,11 @@
 //! which version the StatefulSet's pod template carries while an upgrade runs ([`rollout`]),
 //! and the [`KubePlatform`] the upgrade driver acts through.
 //!
-//! Only the rolling strategy runs here. A rolling upgrade switches the StatefulSet to `OnDelete`
-//! with the new version in its template, so the StatefulSet controller never replaces a pod by
-//! itself; the driver replaces exactly one pod at a time by deleting it (the leader last, after
-//! a step-down), which a `partition` cannot express since the leader may hold any ordinal.
+//! A rolling upgrade switches the live StatefulSet to `OnDelete` with the new version in its
+//! template, so the StatefulSet controller never replaces a pod by itself; the driver replaces
+//! exactly one pod at a time by deleting it (the leader last, after a step-down), which a
+//! `partition` cannot express since the leader may hold any ordinal. A blue/green upgrade adds
+//! a second StatefulSet (see [`super::bluegreen`]).
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -13,13 +14,14 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradePhase, UpgradeStrategy, names};
 use openbao_client::{BaoClient, ClientConfig, Token};
-use openbao_render::objects::{Rollout, image_for};
+use openbao_render::objects::{self, Rollout, image_for};
 use openbao_render::{API_PORT, Cluster, labels};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::bluegreen::BlueGreenKube;
 use crate::flows::{Deployment, Platform, PlatformError, PlatformNode, Revision};
 
 /// What the reconcile does about upgrades this time.
@@ -50,17 +52,6 @@ pub fn plan(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus) -> Plan {
     let running = in_progress(status);
     if running.is_none() && spec.version == current {
         return Plan::Idle;
-    }
-    let strategy = running.unwrap_or(spec.upgrade.strategy);
-    if strategy == UpgradeStrategy::BlueGreen {
-        return Plan::Refused {
-            reason: "BlueGreenNotAvailable",
-            message: format!(
-                "spec.version {} differs from the running {current}, but the BlueGreen strategy is not \
-                 available on Kubernetes yet: no pod was changed; use strategy RollingUpdate",
-                spec.version
-            ),
-        };
     }
     if running.is_none() && spec.upgrade.pre_upgrade_snapshot {
         return Plan::Refused {
@@ -127,22 +118,22 @@ fn kube_error(context: String) -> impl FnOnce(kube::Error) -> PlatformError {
     move |e| PlatformError::new(context, e)
 }
 
-fn unsupported(what: &str) -> PlatformError {
-    PlatformError::new(
-        what.to_string(),
-        "the blue/green strategy is not available on Kubernetes yet".to_string(),
-    )
-}
-
-/// The servers of one cluster as pods of its StatefulSet, reached directly by pod IP (TLS
-/// verifies the pod's DNS name `<pod>.<cluster>.<ns>.svc`, which the server certificate holds).
+/// The servers of one cluster as pods of its StatefulSets (the live set and, during a
+/// blue/green upgrade, the green one), reached directly by pod IP. TLS verifies a name the
+/// server certificate holds: the pod's `<pod>.<cluster>.<ns>.svc` for the original servers, the
+/// headless Service's `<cluster>.<ns>.svc` for revision servers (whose pod names the
+/// certificate does not list).
 pub struct KubePlatform {
     client: Client,
     name: String,
     namespace: String,
+    uid: String,
     spec: OpenBaoClusterSpec,
     ca_pem: String,
     token: Token,
+    /// The live set and the green set of a blue/green upgrade, from status.
+    live: Revision,
+    green: Revision,
     /// Pod IPs seen by the last [`Platform::nodes`], so clients need no extra lookups.
     pod_ips: Mutex<HashMap<String, IpAddr>>,
 }
@@ -154,10 +145,41 @@ impl KubePlatform {
             client,
             name: cluster.name.to_string(),
             namespace: cluster.namespace.to_string(),
+            uid: cluster.uid.to_string(),
             spec: cluster.spec.clone(),
             ca_pem,
             token,
+            live: None,
+            green: None,
             pod_ips: Mutex::default(),
+        }
+    }
+
+    /// The sets of servers `status` names (the live one, a blue/green upgrade's green one).
+    pub fn for_status(mut self, status: &OpenBaoClusterStatus) -> Self {
+        self.live = super::bluegreen::live_revision(status);
+        self.green = status
+            .blue_green
+            .as_ref()
+            .and_then(|b| b.green_revision.clone())
+            .filter(|g| Some(g) != self.live.as_ref());
+        self
+    }
+
+    fn cluster(&self) -> Cluster<'_> {
+        Cluster {
+            name: &self.name,
+            namespace: &self.namespace,
+            uid: &self.uid,
+            spec: &self.spec,
+        }
+    }
+
+    fn blue_green(&self) -> BlueGreenKube<'_> {
+        BlueGreenKube {
+            client: &self.client,
+            cluster: self.cluster(),
+            live: self.live.clone(),
         }
     }
 
@@ -169,8 +191,9 @@ impl KubePlatform {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// The live set's StatefulSet (the one a rolling upgrade replaces pods of).
     async fn statefulset(&self) -> Result<StatefulSet, PlatformError> {
-        let name = names::statefulset(&self.name);
+        let name = objects::set_statefulset_name(&self.name, self.live.as_deref());
         self.statefulset_api()
             .get_opt(&name)
             .await
@@ -179,13 +202,7 @@ impl KubePlatform {
     }
 
     fn image_for(&self, version: &str) -> String {
-        let cluster = Cluster {
-            name: &self.name,
-            namespace: &self.namespace,
-            uid: "",
-            spec: &self.spec,
-        };
-        image_for(&cluster, version)
+        image_for(&self.cluster(), version)
     }
 
     fn pod_ip(pod: &Pod) -> Option<IpAddr> {
@@ -195,22 +212,73 @@ impl KubePlatform {
 
 impl Platform for KubePlatform {
     async fn nodes(&self) -> Result<Vec<PlatformNode>, PlatformError> {
-        let sts = self.statefulset().await?;
-        let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0).max(0) as u32;
-        let template_version = pod_version(template_image(&sts), &Default::default()).unwrap_or_default();
         let listed = self
             .pods()
             .list(&ListParams::default().labels(&format!("{}={}", labels::CLUSTER_LABEL, self.name)))
             .await
             .map_err(kube_error(format!("listing the pods of {}", self.name)))?;
+        let claims: Vec<(Revision, u32)> = {
+            let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+                Api::namespaced(self.client.clone(), &self.namespace);
+            let list = api
+                .list(&ListParams::default().labels(&format!("{}={}", labels::CLUSTER_LABEL, self.name)))
+                .await
+                .map_err(kube_error(format!("listing the volume claims of {}", self.name)))?;
+            list.items
+                .iter()
+                .filter_map(|c| super::bluegreen::claim_server(&self.name, &c.name_any()))
+                .collect()
+        };
         let by_name: HashMap<String, &Pod> = listed.items.iter().map(|p| (p.name_any(), p)).collect();
-        let mut ips = self.pod_ips.lock().expect("pod ip lock");
-        ips.clear();
-        // Every ordinal of the StatefulSet counts, with or without a pod: a pod deleted for its
-        // replacement still holds its volume, and must not look finished while it is gone.
-        let nodes = (0..replicas)
-            .map(|ordinal| {
-                let id = crate::flows::names::node_id(&self.name, &None, ordinal);
+        // Every set that runs or keeps storage, the live and green ones even when empty.
+        let mut sets: Vec<Revision> = vec![self.live.clone()];
+        sets.extend(self.green.iter().map(|g| Some(g.clone())));
+        let found = by_name
+            .keys()
+            .filter_map(|n| crate::flows::names::parse_node_id(&self.name, n))
+            .chain(claims.iter().cloned());
+        for (rev, _) in found {
+            if !sets.contains(&rev) {
+                sets.push(rev);
+            }
+        }
+        let mut nodes = Vec::new();
+        let mut ips = HashMap::new();
+        for set in &sets {
+            let sts_name = objects::set_statefulset_name(&self.name, set.as_deref());
+            let sts = self
+                .statefulset_api()
+                .get_opt(&sts_name)
+                .await
+                .map_err(kube_error(format!("reading StatefulSet {sts_name}")))?;
+            let replicas = sts
+                .as_ref()
+                .and_then(|s| s.spec.as_ref())
+                .and_then(|s| s.replicas)
+                .unwrap_or(0)
+                .max(0) as u32;
+            let template_version = sts
+                .as_ref()
+                .and_then(|s| pod_version(template_image(s), &Default::default()))
+                .unwrap_or_default();
+            // Every ordinal of the StatefulSet counts, with or without a pod: a pod deleted for
+            // its replacement still holds its volume, and must not look finished while it is
+            // gone. So do pods and volumes left over from a deleted StatefulSet.
+            let mut ordinals: Vec<u32> = (0..replicas).collect();
+            let extra = by_name
+                .keys()
+                .filter_map(|n| crate::flows::names::parse_node_id(&self.name, n))
+                .chain(claims.iter().cloned())
+                .filter(|(rev, _)| rev == set)
+                .map(|(_, ordinal)| ordinal);
+            for ordinal in extra {
+                if !ordinals.contains(&ordinal) {
+                    ordinals.push(ordinal);
+                }
+            }
+            ordinals.sort_unstable();
+            for ordinal in ordinals {
+                let id = crate::flows::names::node_id(&self.name, set, ordinal);
                 let pod = by_name.get(&id);
                 if let Some(ip) = pod.and_then(|p| Self::pod_ip(p)) {
                     ips.insert(id.clone(), ip);
@@ -222,15 +290,16 @@ impl Platform for KubePlatform {
                 let version = pod
                     .and_then(|p| pod_version(container_image(p), p.labels()))
                     .unwrap_or_else(|| template_version.clone());
-                PlatformNode {
+                nodes.push(PlatformNode {
                     id,
-                    revision: None,
+                    revision: set.clone(),
                     ordinal,
                     version,
                     running,
-                }
-            })
-            .collect();
+                });
+            }
+        }
+        *self.pod_ips.lock().expect("pod ip lock") = ips;
         Ok(nodes)
     }
 
@@ -249,7 +318,11 @@ impl Platform for KubePlatform {
                     .ok_or_else(|| PlatformError::new(format!("pod {node_id}"), "has no IP".to_string()))?
             }
         };
-        let url = format!("https://{node_id}.{}.{}.svc:{API_PORT}", self.name, self.namespace);
+        let host = match crate::flows::names::parse_node_id(&self.name, node_id) {
+            Some((None, _)) => format!("{node_id}.{}.{}.svc", self.name, self.namespace),
+            _ => format!("{}.{}.svc", names::headless_service(&self.name), self.namespace),
+        };
+        let url = format!("https://{host}:{API_PORT}");
         let config = ClientConfig::new(url.clone())
             .with_ca_pem(self.ca_pem.as_bytes().to_vec())
             .with_resolve_to(ip)
@@ -259,26 +332,19 @@ impl Platform for KubePlatform {
     }
 
     async fn traffic(&self) -> Result<Revision, PlatformError> {
-        // The public Service always selects the original servers (no blue/green here).
-        Ok(None)
+        self.blue_green().traffic().await
     }
 
     async fn switch_traffic(&self, to: &Revision) -> Result<(), PlatformError> {
-        match to {
-            None => Ok(()),
-            Some(rev) => Err(unsupported(&format!("moving traffic to revision {rev}"))),
-        }
+        self.blue_green().switch_traffic(to).await
     }
 
     async fn deploy_nodes(&self, deployment: &Deployment) -> Result<(), PlatformError> {
-        Err(unsupported(&format!("deploying revision {}", deployment.revision)))
+        self.blue_green().deploy(deployment).await
     }
 
     async fn remove_nodes(&self, revision: &Revision) -> Result<(), PlatformError> {
-        Err(unsupported(&format!(
-            "removing {}",
-            crate::flows::names::describe(revision)
-        )))
+        self.blue_green().remove(revision).await
     }
 
     async fn replace_node(&self, node_id: &str, version: &str) -> Result<(), PlatformError> {
@@ -382,15 +448,10 @@ mod tests {
     }
 
     #[test]
-    fn blue_green_and_snapshots_are_refused_without_touching_pods() {
+    fn blue_green_runs_and_snapshots_are_refused_without_touching_pods() {
         let bg = spec(serde_json::json!({"upgrade": {"strategy": "BlueGreen"}}));
-        assert!(matches!(
-            plan(&bg, &running("2.6.2")),
-            Plan::Refused {
-                reason: "BlueGreenNotAvailable",
-                ..
-            }
-        ));
+        assert_eq!(plan(&bg, &running("2.6.2")), Plan::Step);
+        // The live set keeps the running version: green is a separate StatefulSet.
         assert_eq!(rollout(&bg, &running("2.6.2")).version, "2.6.2");
         let snap = spec(serde_json::json!({"upgrade": {"preUpgradeSnapshot": true}}));
         assert!(matches!(

@@ -41,6 +41,33 @@ fn upgraded(scene: Scene, id: &str) -> Scene {
     scene.node_on(id, TO, Some(HealthState::Standby))
 }
 
+/// `id` applied entries written after it came back (the leader's appends reach it).
+fn reached(mut scene: Scene, id: &str) -> Scene {
+    let raft = scene.observed.raft.as_mut().unwrap();
+    let servers = &mut raft.autopilot.as_mut().unwrap().servers;
+    let leader_index = servers[&raft.leader].last_index;
+    servers.get_mut(id).unwrap().last_index = leader_index + 1;
+    scene
+}
+
+/// A restarted `id` is marked, then counts as done once it applied past the mark.
+fn settle(
+    spec: &OpenBaoClusterSpec,
+    status: OpenBaoClusterStatus,
+    scene: Scene,
+    id: &str,
+) -> (OpenBaoClusterStatus, Scene) {
+    let s = step(spec, &status, &scene);
+    assert_eq!(s.action, Action::Record);
+    assert!(upgrade(&s.status).replication_mark.is_some(), "{id} marked");
+    let scene = reached(scene, id);
+    let s = step(spec, &s.status, &scene);
+    assert_eq!(s.action, Action::Record, "{:?}", upgrade(&s.status).message);
+    assert!(upgrade(&s.status).completed_pods.iter().any(|p| p == id), "{id} done");
+    assert_eq!(upgrade(&s.status).replication_mark, None);
+    (s.status, scene)
+}
+
 #[test]
 fn starts_in_rolling_update() {
     let s = step(&rolling_spec(), &idle_status(), &Scene::blue(FROM));
@@ -75,6 +102,15 @@ fn replaces_highest_ordinal_first_and_the_leader_last_after_a_step_down() {
     scene = upgraded(scene, "bao-2").lag("bao-2", 500);
     assert_eq!(step(&spec, &status, &scene).action, Action::Wait);
     scene = scene.lag("bao-2", 3);
+    // Caught up by autopilot's account: the leader's index is marked first.
+    let s = step(&spec, &status, &scene);
+    assert_eq!(s.action, Action::Record);
+    assert_eq!(upgrade(&s.status).replication_mark, Some(1000));
+    assert!(upgrade(&s.status).completed_pods.is_empty());
+    status = s.status;
+    // Not done before it applied an entry written after the mark.
+    assert_eq!(step(&spec, &status, &scene).action, Action::Wait);
+    scene = reached(scene, "bao-2");
     let s = step(&spec, &status, &scene);
     assert_eq!(s.action, Action::Record);
     assert_eq!(upgrade(&s.status).completed_pods, ["bao-2"]);
@@ -82,7 +118,7 @@ fn replaces_highest_ordinal_first_and_the_leader_last_after_a_step_down() {
 
     assert_eq!(step(&spec, &status, &scene).action, replace("bao-1"));
     scene = upgraded(scene, "bao-1");
-    status = step(&spec, &status, &scene).status;
+    (status, scene) = settle(&spec, status, scene, "bao-1");
     assert_eq!(upgrade(&status).completed_pods, ["bao-2", "bao-1"]);
 
     // Only the leader is left: step it down first.
@@ -97,7 +133,7 @@ fn replaces_highest_ordinal_first_and_the_leader_last_after_a_step_down() {
     scene = scene.leader("bao-2");
     assert_eq!(step(&spec, &status, &scene).action, replace("bao-0"));
     scene = upgraded(scene, "bao-0").leader("bao-2");
-    status = step(&spec, &status, &scene).status;
+    (status, scene) = settle(&spec, status, scene, "bao-0");
     let s = step(&spec, &status, &scene);
     assert_eq!(s.action, Action::Record);
     let u = upgrade(&s.status);
@@ -181,7 +217,7 @@ fn after_the_first_restart_version_changes_and_rollback_are_refused() {
     assert_eq!(phase(&s), UpgradePhase::RollingUpdate);
     let u = upgrade(&s.status);
     assert!(!u.rollback_available);
-    assert_eq!(u.completed_pods, ["bao-2"], "the upgrade goes on");
+    assert_eq!(u.replication_mark, Some(1000), "the upgrade goes on");
     assert_eq!(last_reason(&s), "VersionChangeRefused");
     assert!(
         u.last_error
@@ -227,4 +263,18 @@ fn rolling_a_blue_green_revision_uses_its_servers() {
             .leader("bao-v2-7-2-0");
     }
     assert_eq!(step(&rolling_spec(), &status, &scene).action, replace("bao-v2-7-2-2"));
+}
+
+#[test]
+fn without_writes_a_restarted_server_counts_after_dns_caches_expired() {
+    let spec = rolling_spec();
+    let scene = upgraded(Scene::blue(FROM).at(10), "bao-2");
+    let s = step(&spec, &rolling(), &scene);
+    assert_eq!(upgrade(&s.status).replication_mark, Some(1000));
+    let marked = s.status;
+    // Nothing written since the mark: no entry can show the leader reaches bao-2 yet.
+    assert_eq!(step(&spec, &marked, &scene.clone().at(40)).action, Action::Wait);
+    let s = step(&spec, &marked, &scene.at(60));
+    assert_eq!(s.action, Action::Record);
+    assert_eq!(upgrade(&s.status).completed_pods, ["bao-2"]);
 }

@@ -1,0 +1,164 @@
+//! Shared by the node upgrade tests (`node_upgrade.rs`, `node_bluegreen.rs`): the node client,
+//! and a client that writes and reads through the public Service during an upgrade and reports
+//! every failed operation and the longest window of failed requests.
+
+#![allow(dead_code)]
+
+use anyhow::{Result, bail};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use openbao_api::{OpenBaoCluster, conditions};
+use openbao_client::{BaoClient, ClientConfig};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use testkit::apiserver::client_from_kubeconfig;
+
+/// A client operation is retried for at most this long before it counts as failed.
+pub const CLIENT_RETRY: Duration = Duration::from_secs(2);
+/// One attempt waits at most this long: a request on a kept-alive connection to a server that
+/// is shutting down may never be answered, and a new connection reaches a live one.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub async fn node_client() -> Result<Client> {
+    let Some(state) = testkit::node::running_node().await else {
+        bail!("no hermetic node is running: `make test` starts one, or run `make cluster-up`");
+    };
+    client_from_kubeconfig(&state.join("kubeconfig")).await
+}
+
+pub async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> Result<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(value)?;
+    Ok(Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &obj)
+        .await?)
+}
+
+pub fn condition(c: &OpenBaoCluster, t: &str) -> Option<(String, String)> {
+    let s = c.status.as_ref()?;
+    conditions::find(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub writes: u64,
+    pub failed_writes: u64,
+    pub reads: u64,
+    pub failed_reads: u64,
+    pub failed_attempts: u64,
+    /// The longest time from a failed attempt to the next success.
+    pub longest_outage: Duration,
+    pub acknowledged: Vec<u64>,
+    pub errors: Vec<String>,
+}
+
+/// Writes `secret/data/load/k<n>` every 200 ms and reads back an earlier acknowledged key, each
+/// operation retried for at most [`CLIENT_RETRY`].
+pub struct LoadClient {
+    pub bao: BaoClient,
+    /// To open new connections after a failure: behind a ClusterIP a kept-alive connection
+    /// stays with its server while that one shuts down (a standby then answers 307 or 500 for
+    /// about 2 s), while a new connection reaches a server that is still in the Service.
+    pub config: ClientConfig,
+    /// Failure times are reported relative to this (the test's clock).
+    pub epoch: Instant,
+    pub outage_since: Option<Instant>,
+    pub report: LoadReport,
+}
+
+impl LoadClient {
+    async fn attempt(&mut self, write: Option<u64>, key: u64) -> Result<Option<u64>, String> {
+        let path = format!("secret/data/load/k{key}");
+        let started = Instant::now();
+        loop {
+            let budget = CLIENT_RETRY
+                .saturating_sub(started.elapsed())
+                .clamp(Duration::from_millis(100), ATTEMPT_TIMEOUT);
+            let attempt_started = Instant::now();
+            let call = async {
+                match write {
+                    Some(n) => self
+                        .bao
+                        .write(&path, &json!({"data": {"n": n}}))
+                        .await
+                        .map(|_| None)
+                        .map_err(|e| e.to_string()),
+                    None => match self.bao.read(&path).await {
+                        Ok(Some(v)) => Ok(v["data"]["data"]["n"].as_u64()),
+                        Ok(None) => Err("404".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                }
+            };
+            let result = tokio::time::timeout(budget, call)
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {budget:?}")));
+            match result {
+                Ok(value) => {
+                    if let Some(since) = self.outage_since.take() {
+                        self.report.longest_outage = self.report.longest_outage.max(since.elapsed());
+                    }
+                    return Ok(value);
+                }
+                Err(e) => {
+                    if let Ok(fresh) = BaoClient::new(self.config.clone())
+                        && let Some(token) = self.bao.token()
+                    {
+                        self.bao = fresh.with_token(token.clone());
+                    }
+                    self.report.failed_attempts += 1;
+                    // The window of failure starts when the failed attempt was sent.
+                    self.outage_since.get_or_insert(attempt_started);
+                    if started.elapsed() >= CLIENT_RETRY {
+                        let at = started.duration_since(self.epoch).as_secs_f64();
+                        return Err(format!("{path} (first try at {at:.1}s): {e}"));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn run(mut self, stop: Arc<AtomicBool>) -> LoadReport {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            n += 1;
+            self.report.writes += 1;
+            match self.attempt(Some(n), n).await {
+                Ok(_) => self.report.acknowledged.push(n),
+                Err(e) => {
+                    self.report.failed_writes += 1;
+                    self.report.errors.push(format!("write: {e}"));
+                }
+            }
+            let acknowledged = &self.report.acknowledged;
+            let Some(&key) = acknowledged.get((n as usize * 7) % acknowledged.len().max(1)) else {
+                continue;
+            };
+            self.report.reads += 1;
+            match self.attempt(None, key).await {
+                Ok(Some(v)) if v == key => {}
+                Ok(other) => {
+                    self.report.failed_reads += 1;
+                    self.report.errors.push(format!("read k{key}: got {other:?}"));
+                }
+                Err(e) => {
+                    self.report.failed_reads += 1;
+                    self.report.errors.push(format!("read: {e}"));
+                }
+            }
+        }
+        self.report
+    }
+}

@@ -1,0 +1,170 @@
+//! The local development lane (`make lane-up`) on the running hermetic node, end to end:
+//! `hack/lane.sh up` installs the Gateway API CRDs, Traefik as the shared TLS-terminating Gateway,
+//! the S3 store, the operator from the Helm chart (our image) and the lane's OpenBaoCluster. Then:
+//! - the cluster is Available with TLSReady, GatewayIntegrationReady and BackupConfigurationReady
+//!   (backups to the lane's S3 store with the dedicated Secret), and no root-token Secret exists;
+//! - Traefik accepted the operator's HTTPRoute;
+//! - a userpass login and a JWT admin login (a `bao-admin` service-account token) both succeed
+//!   through the Gateway's NodePort, with only the lane CA trusted (a client without it fails);
+//! - `hack/lane.sh down` removes what `up` created and leaves the node running.
+//!
+//! Prints the lane's timings (lane-up -> Available, CR apply -> Available, operator writes), the
+//! figures of bench/lane.md. Needs the node (`make test` starts it; `make cluster-up` by hand);
+//! refuses to run while a lane is already up (its `down` would remove that lane).
+
+use anyhow::{Result, bail, ensure};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DynamicObject};
+use kube::discovery::ApiResource;
+use kube::{Client, ResourceExt};
+use openbao_api::{OpenBaoCluster, conditions};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use testkit::apiserver::client_from_kubeconfig;
+
+mod node_lane_common;
+use node_lane_common::{
+    CLUSTER, EDGE, HOST, LANE_NAMESPACES, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, lane, lane_dir,
+    login, policies, read, route_accepted, state,
+};
+
+async fn namespaces_gone(client: &Client) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut left = Vec::new();
+        for ns in LANE_NAMESPACES {
+            if namespaces.get_opt(ns).await?.is_some() {
+                left.push(ns);
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("namespaces still there after lane-down: {left:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -> Result<()> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let Some(node) = testkit::node::running_node().await else {
+        bail!("no hermetic node is running: `make test` starts one, or run `make cluster-up`");
+    };
+    ensure!(
+        state("backend").is_none(),
+        "a lane is already up (.lane/state.env): run `make lane-down` first; this test would remove it"
+    );
+    let client = client_from_kubeconfig(&node.join("kubeconfig")).await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in LANE_NAMESPACES {
+        ensure!(
+            namespaces.get_opt(ns).await?.is_none(),
+            "namespace {ns} exists before lane-up: the test would not know what to remove"
+        );
+    }
+
+    let mut guard = LaneGuard { down: false };
+    let began = Instant::now();
+    lane("up")?;
+    let up_wall = began.elapsed();
+    eprintln!(
+        "lane timings: `hack/lane.sh up` {up_wall:.1?} in all; lane-up -> Available {}s, CR apply -> Available {}s, {} operator writes",
+        state("last_up_seconds").unwrap_or_default(),
+        state("last_apply_to_available_seconds").unwrap_or_default(),
+        state("last_kube_writes").unwrap_or_default()
+    );
+    let steps: Vec<String> = [
+        "cluster",
+        "images",
+        "gateway_api",
+        "edge",
+        "store",
+        "operator",
+        "cluster_available",
+    ]
+    .iter()
+    .map(|p| format!("{p} {}s", state(&format!("phase_{p}")).unwrap_or_default()))
+    .collect();
+    eprintln!("lane-up steps: {}", steps.join(", "));
+    ensure!(
+        state("started_node").as_deref() == Some("0"),
+        "lane-up must reuse the running node"
+    );
+
+    let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), TENANT_NS);
+    let cluster = clusters.get(CLUSTER).await?;
+    for wanted in [
+        conditions::AVAILABLE,
+        conditions::TLS_READY,
+        conditions::GATEWAY_INTEGRATION_READY,
+        conditions::BACKUP_CONFIGURATION_READY,
+    ] {
+        let got = condition(&cluster, wanted);
+        assert!(
+            got.as_ref().is_some_and(|(s, _)| s == "True"),
+            "{wanted}: {got:?} in {:#?}",
+            cluster.status
+        );
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), TENANT_NS);
+    assert!(secrets.get_opt(&format!("{CLUSTER}-root-token")).await?.is_none());
+    for s in secrets.list(&Default::default()).await?.items {
+        assert!(!s.name_any().contains("root"), "unexpected Secret {}", s.name_any());
+    }
+    route_accepted(&client).await?;
+
+    // Through the edge: only the lane CA is trusted; without it the handshake must fail.
+    let ca = read(&lane_dir().join("ca.crt"))?;
+    let http = edge_client(Some(&ca))?;
+    let untrusting = edge_client(None)?;
+    let refused = untrusting
+        .get(format!("https://{HOST}:30443/v1/sys/health"))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "the edge certificate must not verify without the lane CA"
+    );
+
+    let password = String::from_utf8(read(&lane_dir().join("demo-password"))?)?;
+    let demo = login(&http, "auth/userpass/login/demo", json!({"password": password.trim()})).await?;
+    assert!(
+        policies(&demo).iter().any(|p| p == "admin"),
+        "demo login: {:?}",
+        policies(&demo)
+    );
+    let jwt = admin_jwt(&client).await?;
+    let admin = login(&http, "auth/jwt-operator/login", json!({"role": "admin", "jwt": jwt})).await?;
+    assert!(
+        policies(&admin).iter().any(|p| p == "admin"),
+        "JWT admin login: {:?}",
+        policies(&admin)
+    );
+    eprintln!("userpass and JWT admin logins passed through the Traefik Gateway ({EDGE}), lane CA verified");
+
+    guard.down = true;
+    lane("down")?;
+    namespaces_gone(&client).await?;
+    ensure!(
+        testkit::node::running_node().await.is_some(),
+        "lane-down must leave the node it did not start running"
+    );
+    let classes = ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "GatewayClass".into(),
+        plural: "gatewayclasses".into(),
+    };
+    let gateway_classes: Api<DynamicObject> = Api::all_with(client.clone(), &classes);
+    // The Gateway API CRDs stay when they were there before the lane; then the class must be gone.
+    if let Ok(left) = gateway_classes.get_opt("lane-traefik").await {
+        assert!(left.is_none(), "GatewayClass lane-traefik left behind");
+    }
+    assert!(state("backend").is_none(), "lane-down forgets the lane's state");
+    Ok(())
+}

@@ -1,0 +1,416 @@
+//! The lane's rehearsals on the running hermetic node, in one lane-up ... lane-down:
+//! 1. `hack/lane.sh up`; the admin (JWT `admin` role, a `bao-admin` service-account token)
+//!    writes secrets through the Traefik Gateway;
+//! 2. `hack/lane.sh backup` (`make lane-backup`) leaves a new object in the lane's S3 store,
+//!    the one `status.backup.lastBackupName` names (checked with our own S3 client);
+//! 3. a FRESH OpenBaoCluster (`openbao-restored`, 1 server, no data but its own self-init) that
+//!    reuses the lane cluster's seal key (a copy of `openbao-unseal-key`, made before the
+//!    cluster exists: the operator keeps an existing seal key Secret);
+//! 4. `hack/lane.sh restore KEY` (`make lane-restore`) with `LANE_RESTORE_CLUSTER=openbao-restored`
+//!    restores the backup into it; the admin then reads back every secret written in step 1.
+//!    Before the restore the fresh cluster has none of them (not even the KV mount).
+//! 5. `hack/lane.sh upgrade <version>` (blue/green to the newest pinned OpenBao, or
+//!    `LANE_REHEARSE_UPGRADE=<version>`; `LANE_REHEARSE_UPGRADE=` skips it): a probe through the
+//!    Gateway every 200 ms, the HTTPRoute watched; then the secrets are read through the Gateway again.
+//! 6. `hack/lane.sh down`.
+//!
+//! Why the fresh cluster lives in the lane's namespace: the lane's operator watches only that
+//! namespace (`watchNamespace=openbao`). The restored data's JWT `admin` role trusts
+//! `system:serviceaccount:openbao:bao-admin`, so the lane's `bao-admin` token logs in to it.
+//! Needs the node; refuses to run while a lane is up (its `down` would remove that lane).
+
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use openbao_api::{OpenBaoCluster, conditions};
+use openbao_objstore::{Credentials, Store, StoreOptions, Target};
+use serde_json::{Value, json};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use testkit::apiserver::client_from_kubeconfig;
+use testkit::pods::wait_for;
+
+mod node_lane_common;
+use node_lane_common::{
+    CLUSTER, LANE_NAMESPACES, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, edge_url, lane, lane_dir,
+    lane_with, login, login_at, read, route_accepted, state,
+};
+
+const FRESH: &str = "openbao-restored";
+const BUCKET: &str = "openbao-backups";
+/// The backup executor sometimes asks a standby for the snapshot through the public Service
+/// and fails with `SnapshotFailed` (HTTP 307; see docs/lane.md). Until that is fixed the
+/// rehearsal triggers again, at most this many times, and says so.
+const BACKUP_ATTEMPTS: usize = 4;
+
+/// A KV v2 secret the admin writes before the backup and reads after the restore.
+struct Written {
+    path: String,
+    value: String,
+}
+
+async fn kv(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value)> {
+    let url = format!("{base}/v1/secret/data/{path}");
+    let mut request = http.request(method, &url).header("X-Vault-Token", token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.with_context(|| format!("{url}: request"))?;
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    Ok((status, answer))
+}
+
+fn client_token(auth: &Value) -> Result<String> {
+    auth["client_token"]
+        .as_str()
+        .map(String::from)
+        .context("login answer without client_token")
+}
+
+/// The lane's bucket from the host, through the store Service's ClusterIP (the node routes the
+/// Service range), with the keys `lane-up` generated.
+async fn lane_store(client: &Client) -> Result<Store> {
+    let service = Api::<Service>::namespaced(client.clone(), "storage").get("s3").await?;
+    let ip: IpAddr = service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("Service storage/s3 has no ClusterIP")?
+        .parse()?;
+    let text =
+        |name: &str| -> Result<String> { Ok(String::from_utf8(read(&lane_dir().join(name))?)?.trim().to_string()) };
+    let target = Target {
+        endpoint: format!("http://{}", SocketAddr::new(ip, 9000)),
+        bucket: BUCKET.into(),
+        region: "us-east-1".into(),
+        path_prefix: String::new(),
+        use_path_style: true,
+        credentials: Credentials {
+            access_key_id: text("s3-access-key")?,
+            secret_access_key: openbao_objstore::Secret::new(text("s3-secret-key")?),
+            ca_cert_pem: None,
+        },
+    };
+    Ok(Store::new(&target, StoreOptions::default())?)
+}
+
+/// `hack/lane.sh backup`, triggered again (at most BACKUP_ATTEMPTS times) only while it fails
+/// with the executor's known standby redirect; returns the key it printed and the attempts.
+fn lane_backup() -> Result<(String, usize)> {
+    let mut last = None;
+    for attempt in 1..=BACKUP_ATTEMPTS {
+        match lane_with(&["backup"], &[]) {
+            Ok(stdout) => {
+                let key = stdout.lines().last().unwrap_or_default().trim().to_string();
+                ensure!(key.ends_with(".snap"), "lane-backup printed no key: {stdout:?}");
+                return Ok((key, attempt));
+            }
+            Err(err) => {
+                eprintln!("lane-backup attempt {attempt} failed: {err:#}");
+                last = Some(err);
+            }
+        }
+    }
+    Err(last.expect("at least one attempt")).context(format!("lane-backup failed {BACKUP_ATTEMPTS} times"))
+}
+
+/// The fresh cluster: the lane cluster's version and AppArmor setting, one server, operator TLS,
+/// the same JWT admin subject, no gateway, no backups.
+fn fresh_cluster(lane: &OpenBaoCluster) -> Result<OpenBaoCluster> {
+    let apparmor = lane.spec.workload_hardening.app_armor_enabled;
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "openbao.org/v1alpha1",
+        "kind": "OpenBaoCluster",
+        "metadata": {"name": FRESH, "namespace": TENANT_NS},
+        "spec": {
+            "version": lane.spec.version,
+            "profile": "Development",
+            "replicas": 1,
+            "storage": {"size": "1Gi"},
+            "tls": {"mode": "OperatorManaged"},
+            "selfInit": {"oidc": {"adminServiceAccount": {"name": "bao-admin"}}},
+            "workloadHardening": {"appArmorEnabled": apparmor},
+        }
+    }))?)
+}
+
+/// Copies `openbao-unseal-key` to `openbao-restored-unseal-key` (same `key`).
+async fn copy_seal_key(client: &Client) -> Result<()> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), TENANT_NS);
+    let lane_key = secrets.get(&format!("{CLUSTER}-unseal-key")).await?;
+    let data = lane_key
+        .data
+        .clone()
+        .context("the lane's seal key Secret has no data")?;
+    ensure!(data.contains_key("key"), "the lane's seal key Secret has no `key`");
+    let copy: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": format!("{FRESH}-unseal-key"), "namespace": TENANT_NS},
+        "type": "Opaque",
+        "immutable": true,
+    }))?;
+    let copy = Secret {
+        data: Some(data),
+        ..copy
+    };
+    secrets.create(&PostParams::default(), &copy).await?;
+    Ok(())
+}
+
+/// A client for the fresh cluster's public Service (ClusterIP, reached from the host), trusting
+/// only the cluster's operator-managed CA; returns it with its base URL.
+async fn fresh_client(client: &Client) -> Result<(reqwest::Client, String)> {
+    let host = format!("{FRESH}-public.{TENANT_NS}.svc");
+    let service = Api::<Service>::namespaced(client.clone(), TENANT_NS)
+        .get(&format!("{FRESH}-public"))
+        .await?;
+    let ip: IpAddr = service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("no ClusterIP")?
+        .parse()?;
+    let ca = Api::<Secret>::namespaced(client.clone(), TENANT_NS)
+        .get(&format!("{FRESH}-tls-ca"))
+        .await?
+        .data
+        .and_then(|d| d.get("ca.crt").map(|v| v.0.clone()))
+        .context("the fresh cluster's CA Secret has no ca.crt")?;
+    let http = reqwest::Client::builder()
+        .resolve(&host, SocketAddr::new(ip, 8200))
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca)?)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    Ok((http, format!("https://{host}:8200")))
+}
+
+async fn wait_available(clusters: &Api<OpenBaoCluster>, name: &str, timeout: Duration) -> Result<()> {
+    let mut last = None;
+    wait_for(&format!("OpenBaoCluster {name} Available"), timeout, async || {
+        let cluster = clusters.get(name).await?;
+        last = cluster.status.clone();
+        let initialized = cluster.status.as_ref().is_some_and(|s| s.initialized);
+        let available = condition(&cluster, conditions::AVAILABLE).is_some_and(|(s, _)| s == "True");
+        Ok((initialized && available).then_some(()))
+    })
+    .await
+    .with_context(|| format!("last status: {last:#?}"))
+}
+
+/// Reads every written secret at `base` and compares the values.
+async fn read_back(http: &reqwest::Client, base: &str, token: &str, written: &[Written]) -> Result<()> {
+    for w in written {
+        let (status, answer) = kv(http, base, token, reqwest::Method::GET, &w.path, None).await?;
+        ensure!(
+            status == 200,
+            "GET secret/data/{} at {base}: HTTP {status}: {answer}",
+            w.path
+        );
+        ensure!(
+            answer["data"]["data"]["value"] == w.value.as_str(),
+            "secret/data/{} at {base} holds another value",
+            w.path
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_before() -> Result<()> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let Some(node) = testkit::node::running_node().await else {
+        bail!("no hermetic node is running: `make test` starts one, or run `make cluster-up`");
+    };
+    ensure!(
+        state("backend").is_none(),
+        "a lane is already up (.lane/state.env): run `make lane-down` first; this test would remove it"
+    );
+    let client = client_from_kubeconfig(&node.join("kubeconfig")).await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in LANE_NAMESPACES {
+        ensure!(
+            namespaces.get_opt(ns).await?.is_none(),
+            "namespace {ns} exists before lane-up: the test would not know what to remove"
+        );
+    }
+
+    let mut guard = LaneGuard { down: false };
+    let began = Instant::now();
+    lane("up")?;
+    eprintln!("lane-up took {:.1?}", began.elapsed());
+    let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), TENANT_NS);
+    route_accepted(&client).await?;
+
+    // 1. The admin writes secrets through the Gateway.
+    let ca = read(&lane_dir().join("ca.crt"))?;
+    let edge = edge_client(Some(&ca))?;
+    let admin = login(
+        &edge,
+        "auth/jwt-operator/login",
+        json!({"role": "admin", "jwt": admin_jwt(&client).await?}),
+    )
+    .await?;
+    let token = client_token(&admin)?;
+    let stamp = jiff::Timestamp::now().as_nanosecond();
+    let written: Vec<Written> = (1..=3)
+        .map(|i| Written {
+            path: format!("rehearsal/secret-{i}"),
+            value: format!("written-before-the-backup-{stamp}-{i}"),
+        })
+        .collect();
+    for w in &written {
+        let (status, answer) = kv(
+            &edge,
+            &edge_url(),
+            &token,
+            reqwest::Method::POST,
+            &w.path,
+            Some(json!({"data": {"value": w.value}})),
+        )
+        .await?;
+        ensure!(status == 200, "writing secret/data/{}: HTTP {status}: {answer}", w.path);
+    }
+    eprintln!("wrote {} secrets through the Gateway as the JWT admin", written.len());
+
+    // 2. lane-backup leaves a new object in the store.
+    let store = lane_store(&client).await?;
+    let prefix = format!("{TENANT_NS}/{CLUSTER}/");
+    let before: Vec<String> = store.list(&prefix).await?.into_iter().map(|o| o.key).collect();
+    let backup_began = Instant::now();
+    let (key, attempts) = lane_backup()?;
+    eprintln!(
+        "lane-backup: {key} after {attempts} attempt(s), {:.1?} in all",
+        backup_began.elapsed()
+    );
+    ensure!(!before.contains(&key), "{key} was in the store before lane-backup");
+    let lane_cluster = clusters.get(CLUSTER).await?;
+    let recorded = lane_cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.backup.as_ref())
+        .and_then(|b| b.last_backup_name.clone());
+    ensure!(
+        recorded.as_deref() == Some(key.as_str()),
+        "status.backup.lastBackupName is {recorded:?}, lane-backup printed {key}"
+    );
+    let object = store
+        .head(&key)
+        .await
+        .with_context(|| format!("HEAD {key} in the store"))?;
+    ensure!(object.size > 0, "{key} is empty in the store");
+    eprintln!("the store lists {key}: {} bytes", object.size);
+
+    // 3. A fresh cluster with the lane cluster's seal key.
+    copy_seal_key(&client).await?;
+    let fresh_began = Instant::now();
+    clusters
+        .create(&PostParams::default(), &fresh_cluster(&lane_cluster)?)
+        .await?;
+    wait_available(&clusters, FRESH, Duration::from_secs(300)).await?;
+    eprintln!("fresh cluster {FRESH} Available after {:.1?}", fresh_began.elapsed());
+    let (fresh, fresh_base) = fresh_client(&client).await?;
+    let fresh_admin = login_at(
+        &fresh,
+        &fresh_base,
+        "auth/jwt-operator/login",
+        json!({"role": "admin", "jwt": admin_jwt(&client).await?}),
+    )
+    .await?;
+    let (status, _) = kv(
+        &fresh,
+        &fresh_base,
+        &client_token(&fresh_admin)?,
+        reqwest::Method::GET,
+        &written[0].path,
+        None,
+    )
+    .await?;
+    ensure!(
+        status != 200,
+        "the fresh cluster has secret/data/{} before the restore",
+        written[0].path
+    );
+
+    // 4. lane-restore of the key into the fresh cluster; the secrets come back.
+    let restore_began = Instant::now();
+    lane_with(&["restore", &key], &[("LANE_RESTORE_CLUSTER", FRESH)])?;
+    eprintln!("lane-restore into {FRESH}: {:.1?}", restore_began.elapsed());
+    wait_available(&clusters, FRESH, Duration::from_secs(120)).await?;
+    // Tokens issued before the restore are gone with the old data: log in again, now as the
+    // restored data's admin (its role trusts openbao:bao-admin, the lane's service account).
+    let restored_admin = login_at(
+        &fresh,
+        &fresh_base,
+        "auth/jwt-operator/login",
+        json!({"role": "admin", "jwt": admin_jwt(&client).await?}),
+    )
+    .await?;
+    read_back(&fresh, &fresh_base, &client_token(&restored_admin)?, &written).await?;
+    eprintln!(
+        "the fresh cluster gives back all {} secrets written before the backup",
+        written.len()
+    );
+
+    clusters.delete(FRESH, &DeleteParams::default()).await?;
+    wait_for(
+        &format!("OpenBaoCluster {FRESH} gone"),
+        Duration::from_secs(120),
+        async || Ok(clusters.get_opt(FRESH).await?.is_none().then_some(())),
+    )
+    .await?;
+    Api::<Secret>::namespaced(client.clone(), TENANT_NS)
+        .delete(&format!("{FRESH}-unseal-key"), &DeleteParams::default())
+        .await
+        .ok();
+
+    // 5. The blue/green upgrade rehearsal; the secrets survive it.
+    let newest_pinned = testkit::cache::pinned("OPENBAO_VERSIONS")?
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let version = std::env::var("LANE_REHEARSE_UPGRADE").unwrap_or(newest_pinned);
+    if !version.is_empty() {
+        let upgrade_began = Instant::now();
+        lane_with(&["upgrade", &version], &[])?;
+        eprintln!(
+            "lane-upgrade to {version}: {:.1?}; {}",
+            upgrade_began.elapsed(),
+            state("last_upgrade_probe").unwrap_or_default()
+        );
+        route_accepted(&client).await?;
+        let admin = login(
+            &edge,
+            "auth/jwt-operator/login",
+            json!({"role": "admin", "jwt": admin_jwt(&client).await?}),
+        )
+        .await?;
+        read_back(&edge, &edge_url(), &client_token(&admin)?, &written).await?;
+        let upgraded = clusters.get(CLUSTER).await?;
+        let running = upgraded.status.as_ref().and_then(|s| s.current_version.clone());
+        ensure!(
+            running.as_deref() == Some(version.as_str()),
+            "the lane cluster runs {running:?} after lane-upgrade {version}"
+        );
+        eprintln!("lane cluster on {version}; secrets read back through the Gateway");
+    }
+
+    guard.down = true;
+    lane("down")?;
+    for ns in LANE_NAMESPACES {
+        wait_for(&format!("namespace {ns} gone"), Duration::from_secs(120), async || {
+            Ok(namespaces.get_opt(ns).await?.is_none().then_some(()))
+        })
+        .await?;
+    }
+    ensure!(state("backend").is_none(), "lane-down forgets the lane's state");
+    Ok(())
+}

@@ -1,0 +1,837 @@
+#!/usr/bin/env bash
+# The local development lane in one command (docs/lane.md):
+#   hack/lane.sh up       a cluster (k3d when `docker` and `k3d` work, else the hermetic node),
+#                         Gateway API CRDs, Traefik as the shared TLS-terminating Gateway for
+#                         *.lane.localhost, an S3 store with a bucket, the operator (Helm chart)
+#                         and the lane's OpenBaoCluster; ends by printing how to log in.
+#   hack/lane.sh down     removes what `up` created (and only that): a node or k3d cluster that
+#                         was already running stays up.
+#   hack/lane.sh status   what runs, the cluster's conditions, how to log in.
+#   hack/lane.sh backup   rehearsal: a manual backup (trigger annotation), waits for its result,
+#                         prints the key, size, duration and the object as the S3 store lists it.
+#   hack/lane.sh restore [KEY]  rehearsal: an OpenBaoRestore of KEY (default: the newest backup
+#                         in the store) into the lane cluster (LANE_RESTORE_CLUSTER: another
+#                         cluster of the lane namespace); prints each phase; fails on Failed.
+#   hack/lane.sh upgrade VERSION  rehearsal: sets spec.version, prints each upgrade/blue-green
+#                         phase, probes the Gateway every 200 ms and watches the HTTPRoute.
+# LANE_BACKEND=node|k3d forces a backend, LANE_STORE=s3s-fs the S3 store, LANE_CRDS another CRD
+# file than deploy/crds.yaml. State (CA, wildcard certificate, generated passwords, what `up`
+# created, timings) lives in .lane/ (git-ignored).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+LANE_DIR="$REPO_ROOT/.lane"
+STATE="$LANE_DIR/state.env"
+K3D_CLUSTER=openbao-lane
+EDGE_NS=lane-edge
+STORE_NS=storage
+OPERATOR_NS=openbao-operator-system
+TENANT_NS=openbao
+CLUSTER=openbao
+LANE_DOMAIN=lane.localhost
+OPENBAO_HOST="openbao.$LANE_DOMAIN"
+EDGE_PORT=30443
+BUCKET=openbao-backups
+TRIGGER_ANNOTATION=openbao.org/trigger-backup
+# The OpenBao CRDs the lane applies (another file only while working on the API).
+LANE_CRDS="${LANE_CRDS:-deploy/crds.yaml}"
+HELM_RELEASE=openbao-operator
+mkdir -p "$LANE_DIR"
+chmod 700 "$LANE_DIR"
+
+# --- state: what `up` created, so `down` removes exactly that -----------------------------------
+state_get() { [[ -f "$STATE" ]] && sed -n "s/^$1=//p" "$STATE" | tail -1; return 0; }
+state_set() {
+  touch "$STATE"
+  sed -i "/^$1=/d" "$STATE"
+  printf '%s=%s\n' "$1" "$2" >> "$STATE"
+}
+now_ms() { date +%s%3N; }
+secs_since() { awk -v a="$1" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }'; }
+step() { printf '\n==> %s\n' "$*" >&2; }
+# Records how long the step since the previous mark took (state: phase_<name>=seconds).
+PHASE_MARK=""
+PHASES=()
+phase_done() {
+  local took; took="$(secs_since "$PHASE_MARK")"
+  state_set "phase_$1" "$took"
+  PHASES+=("$1 ${took}s")
+  PHASE_MARK="$(now_ms)"
+}
+
+kc() { "$KUBECTL" --kubeconfig "$LANE_KUBECONFIG" "$@"; }
+
+# --- backend -----------------------------------------------------------------------------------
+pick_backend() {
+  local forced="${LANE_BACKEND:-}"
+  if [[ -n "$forced" ]]; then echo "$forced"; return; fi
+  if command -v docker >/dev/null && command -v k3d >/dev/null && docker info >/dev/null 2>&1; then
+    echo k3d
+  else
+    echo node
+  fi
+}
+
+# Prints the state dir of the running hermetic node (from any checkout: the machine-wide owner
+# file testkit writes); fails unless its apiserver answers and the node is Ready.
+node_state_dir() {
+  local dir
+  dir="$(cat /run/openbao-node.owner 2>/dev/null)" || return 1
+  [[ -f "$dir/kubeconfig" ]] || return 1
+  "$KUBECTL" --kubeconfig "$dir/kubeconfig" --request-timeout=5s get --raw /readyz >/dev/null 2>&1 || return 1
+  [[ "$("$KUBECTL" --kubeconfig "$dir/kubeconfig" --request-timeout=5s get node openbao-node \
+    -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]] || return 1
+  echo "$dir"
+}
+
+node_cluster_up() {
+  local dir
+  if dir="$(node_state_dir)"; then
+    log "hermetic node already running ($dir): using it, and leaving it up on lane-down"
+    [[ "$(state_get started_node)" == 1 ]] || state_set started_node 0
+  else
+    log "no hermetic node running: starting one (hack/cluster.sh cluster-up; root needed)"
+    bash hack/cluster.sh cluster-up >/dev/null
+    state_set started_node 1
+    dir="$(node_state_dir)" || die "the node did not come up"
+  fi
+  state_set node_dir "$dir"
+  LANE_KUBECONFIG="$dir/kubeconfig"
+}
+
+# k3s image for the harness's Kubernetes version (same minor as hack/versions.env).
+k3s_image() { echo "docker.io/rancher/k3s:${KUBERNETES_VERSION}-k3s1"; }
+
+k3d_cluster_up() {
+  if k3d cluster get "$K3D_CLUSTER" >/dev/null 2>&1; then
+    log "k3d cluster $K3D_CLUSTER exists: reusing it"
+    [[ "$(state_get created_k3d)" == 1 ]] || state_set created_k3d 0
+  else
+    log "creating k3d cluster $K3D_CLUSTER ($(k3s_image), bundled Traefik disabled, host port $EDGE_PORT -> the edge)"
+    k3d cluster create "$K3D_CLUSTER" --image "$(k3s_image)" --servers 1 --agents 0 \
+      --k3s-arg '--disable=traefik@server:*' \
+      --port "$EDGE_PORT:$EDGE_PORT@server:0" --wait --timeout 180s --kubeconfig-update-default=false
+    state_set created_k3d 1
+  fi
+  LANE_KUBECONFIG="$LANE_DIR/kubeconfig"
+  k3d kubeconfig get "$K3D_CLUSTER" > "$LANE_KUBECONFIG"
+  chmod 600 "$LANE_KUBECONFIG"
+}
+
+# --- images ------------------------------------------------------------------------------------
+# The hermetic node: assemble the images (hack/images.sh, cached) and import the lane's into the
+# node's containerd. k3d: build the operator image with Docker and import it; the rest is pulled.
+load_images() {
+  local backend="$1" store="$2"
+  if [[ "$backend" == k3d ]]; then
+    log "building $OPERATOR_IMAGE with Docker (deploy/operator/Dockerfile) and importing it into k3d"
+    docker build -q -f deploy/operator/Dockerfile -t "$OPERATOR_IMAGE" . >/dev/null
+    k3d image import -c "$K3D_CLUSTER" "$OPERATOR_IMAGE"
+    return
+  fi
+  local socket want name archive list
+  socket="$(state_get node_dir)/containerd/containerd.sock"
+  list="$(bash hack/images.sh)"
+  want=("docker.io/library/traefik:v$TRAEFIK_VERSION" "$OPERATOR_IMAGE")
+  for v in $OPENBAO_VERSIONS; do want+=("docker.io/openbao/openbao:$v"); done
+  if [[ "$store" == rustfs ]]; then
+    want+=("docker.io/rustfs/rustfs:$RUSTFS_VERSION")
+  else
+    want+=("localhost/openbao-operator/s3s-fs:$S3S_FS_VERSION")
+  fi
+  for name in "${want[@]}"; do
+    archive="$(awk -v n="$name" '$1 == n { print $2 }' <<< "$list")"
+    [[ -n "$archive" ]] || die "hack/images.sh did not list $name"
+    /usr/bin/ctr --address="$socket" -n k8s.io images import "$archive" >/dev/null \
+      || die "ctr images import $name failed"
+  done
+  log "imported into the node: ${want[*]}"
+}
+
+# --- certificates ------------------------------------------------------------------------------
+# A lane CA (ECDSA P-256, 10 years) and a wildcard certificate for *.lane.localhost it signs;
+# generated once, kept in .lane/. Trust .lane/ca.crt to verify the edge.
+lane_pki() {
+  [[ -s "$LANE_DIR/ca.crt" && -s "$LANE_DIR/wildcard.crt" ]] && return 0
+  log "generating the lane CA and the *.$LANE_DOMAIN certificate in .lane/"
+  (
+    umask 077
+    cd "$LANE_DIR"
+    openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+    openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/CN=openbao-operator lane CA" \
+      -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.crt
+    openssl ecparam -name prime256v1 -genkey -noout -out wildcard.key
+    openssl req -new -key wildcard.key -subj "/CN=*.$LANE_DOMAIN" -out wildcard.csr
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=serverAuth" "subjectAltName=DNS:*.$LANE_DOMAIN,DNS:$LANE_DOMAIN" > wildcard.ext
+    openssl x509 -req -in wildcard.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 -sha256 \
+      -extfile wildcard.ext -out wildcard.crt 2>/dev/null
+    rm -f wildcard.csr wildcard.ext ca.srl
+    chmod 644 ca.crt wildcard.crt
+  )
+}
+
+# A random secret, generated once and kept in .lane/<name> (mode 600).
+lane_secret() {
+  local file="$LANE_DIR/$1"
+  if [[ ! -s "$file" ]]; then
+    (umask 077; openssl rand -hex "${2:-16}" | tr -d '\n' > "$file")
+  fi
+  cat "$file"
+}
+
+# Creates the namespace unless it exists, and remembers that this lane created it.
+ensure_namespace() {
+  if ! kc get namespace "$1" >/dev/null 2>&1; then
+    kc create namespace "$1" --save-config >/dev/null
+    state_set "created_ns_$(tr -c 'a-z0-9\n' '_' <<< "$1")" 1
+  fi
+}
+
+# Applies a CRD file; remembers the CRDs that did not exist before (only those go on lane-down).
+apply_crds() {
+  local key="$1" probe="$2"; shift 2
+  if ! kc get crd "$probe" >/dev/null 2>&1; then state_set "created_crds_$key" 1; fi
+  kc apply --server-side --force-conflicts --field-manager=openbao-lane "$@" >/dev/null
+}
+
+# Waits until `kubectl get` with a jsonpath prints the wanted value.
+wait_for_value() {
+  local what="$1" want="$2" timeout="$3"; shift 3
+  local deadline=$(( $(date +%s) + timeout )) got=""
+  while (( $(date +%s) < deadline )); do
+    got="$(kc get "$@" 2>/dev/null || true)"
+    [[ "$got" == "$want" ]] && return 0
+    sleep 1
+  done
+  die "timed out after ${timeout}s waiting for $what (last: ${got:-nothing})"
+}
+
+# --- the S3 store ------------------------------------------------------------------------------
+pick_store() {
+  local backend="$1"
+  if [[ "$backend" == k3d ]]; then
+    STORE=rustfs; STORE_WHY="k3d pulls the official docker.io/rustfs/rustfs:$RUSTFS_VERSION image"
+  elif [[ "${LANE_STORE:-}" != s3s-fs && -x "$CACHE_ROOT/rustfs/$RUSTFS_VERSION/bin/rustfs" ]]; then
+    STORE=rustfs; STORE_WHY="hack/build-rustfs.sh's build of RustFS $RUSTFS_VERSION is cached"
+  else
+    STORE=s3s-fs
+    STORE_WHY="RustFS $RUSTFS_VERSION is not built yet (hack/build-rustfs.sh, about 75 min on 2 cores);"
+    STORE_WHY+=" s3s-fs $S3S_FS_VERSION is a real S3 server on the S3 library RustFS uses"
+    [[ "${LANE_STORE:-}" == s3s-fs ]] && STORE_WHY="LANE_STORE=s3s-fs"
+    # Builds it once (a few minutes) so that hack/images.sh can package it.
+    S3_SERVER=s3s-fs bash hack/build-s3-server.sh >/dev/null
+  fi
+}
+
+# The store's S3 endpoint as the host reaches it: the Service's ClusterIP on the hermetic node
+# (the host routes the Service range to the node), a port-forward on k3d.
+with_s3_endpoint() {
+  local backend="$1"; shift
+  if [[ "$backend" == node ]]; then
+    "$@" "http://$(kc -n "$STORE_NS" get service s3 -o jsonpath='{.spec.clusterIP}'):9000"
+    return
+  fi
+  kc -n "$STORE_NS" port-forward service/s3 19000:9000 >/dev/null 2>&1 &
+  local pf=$!
+  sleep 2
+  "$@" "http://127.0.0.1:19000" || { kill "$pf"; return 1; }
+  kill "$pf"
+}
+
+# One signed S3 request (curl's SigV4) with an empty body; prints the HTTP status. S3 servers
+# want the payload hash as a header too (it is part of what is signed). The keys go through a
+# config on a pipe, never on a command line (`ps` shows those to every local user).
+s3_request() {
+  local method="$1" url="$2"
+  curl -sS -o /dev/null -w '%{http_code}' -X "$method" \
+    -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
+    --aws-sigv4 "aws:amz:us-east-1:s3" \
+    --config <(printf 'user = "%s:%s"\n' "$(lane_secret s3-access-key 8)" "$(lane_secret s3-secret-key 20)") \
+    "$url" 2>/dev/null || true
+}
+
+# Creates the bucket (409: it exists already) and lists it, proving the credentials. A fresh
+# Service may take a moment to be routed: retries while nothing answers.
+create_bucket() {
+  local endpoint="$1" code="" tries=0
+  while (( tries++ < 60 )); do
+    code="$(s3_request PUT "$endpoint/$BUCKET")"
+    [[ "$code" == 000 ]] || break
+    sleep 1
+  done
+  case "$code" in
+    200) log "bucket $BUCKET created" ;;
+    409) log "bucket $BUCKET exists" ;;
+    *) die "creating bucket $BUCKET at $endpoint answered HTTP $code" ;;
+  esac
+  code="$(s3_request GET "$endpoint/$BUCKET?list-type=2")"
+  [[ "$code" == 200 ]] || die "listing bucket $BUCKET with the lane's credentials answered HTTP $code"
+}
+
+deploy_store() {
+  local backend="$1"
+  # Generated once; the Secrets read them from the files (no key on a command line).
+  lane_secret s3-access-key 8 >/dev/null
+  lane_secret s3-secret-key 20 >/dev/null
+  ensure_namespace "$STORE_NS"
+  kc -n "$STORE_NS" create secret generic s3-credentials \
+    --from-file=accessKeyId="$LANE_DIR/s3-access-key" --from-file=secretAccessKey="$LANE_DIR/s3-secret-key" \
+    --dry-run=client -o yaml | kc apply -f - >/dev/null
+  kc apply -f "deploy/lane/storage-$STORE.yaml" >/dev/null
+  kc -n "$STORE_NS" rollout status "deployment/$STORE" --timeout=180s >/dev/null
+  with_s3_endpoint "$backend" create_bucket
+  # The dedicated backup Secret in the tenant namespace: the keys the backup/restore Jobs read.
+  ensure_namespace "$TENANT_NS"
+  kc -n "$TENANT_NS" create secret generic openbao-backup-s3 \
+    --from-file=accessKeyId="$LANE_DIR/s3-access-key" --from-file=secretAccessKey="$LANE_DIR/s3-secret-key" \
+    --dry-run=client -o yaml | kc apply -f - >/dev/null
+}
+
+# --- the edge ----------------------------------------------------------------------------------
+deploy_edge() {
+  ensure_namespace "$EDGE_NS"
+  kc -n "$EDGE_NS" create secret tls lane-wildcard-tls \
+    --cert="$LANE_DIR/wildcard.crt" --key="$LANE_DIR/wildcard.key" \
+    --dry-run=client -o yaml | kc apply -f - >/dev/null
+  kc apply -f deploy/lane/edge.yaml >/dev/null
+  state_set created_edge 1
+  kc -n "$EDGE_NS" rollout status deployment/traefik --timeout=180s >/dev/null
+  wait_for_value "Gateway $EDGE_NS/edge Programmed" True 120 \
+    -n "$EDGE_NS" gateway edge -o 'jsonpath={.status.conditions[?(@.type=="Programmed")].status}'
+}
+
+# --- the operator ------------------------------------------------------------------------------
+deploy_operator() {
+  apply_crds openbao openbaoclusters.openbao.org -f "$LANE_CRDS"
+  kc wait --for condition=Established crd/openbaoclusters.openbao.org --timeout=60s >/dev/null
+  ensure_namespace "$OPERATOR_NS"
+  local helm
+  helm="$(bash hack/fetch-helm.sh)"
+  # --skip-crds: Helm installs CRDs only once and never upgrades them; the lane applies them
+  # itself (above) so a changed API always reaches the cluster. One replica: leader election
+  # stays on; WATCH_NAMESPACE keeps it to the lane's tenant on a shared cluster.
+  "$helm" --kubeconfig "$LANE_KUBECONFIG" upgrade --install "$HELM_RELEASE" charts/openbao-operator \
+    --namespace "$OPERATOR_NS" --skip-crds --wait --timeout 180s \
+    --set replicaCount=1 --set watchNamespace="$TENANT_NS" \
+    --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="${OPERATOR_IMAGE##*:}" >/dev/null
+  state_set created_helm 1
+  # The Pod of the old ReplicaSet may still be terminating after an upgrade; wait for the new one.
+  kc -n "$OPERATOR_NS" rollout status deployment/openbao-operator --timeout=180s >/dev/null
+}
+
+# The operator's count of Kubernetes writes, through the apiserver's Service proxy (works on both
+# backends without reaching the Service from the host).
+operator_kube_writes() {
+  kc get --raw "/api/v1/namespaces/$OPERATOR_NS/services/openbao-operator-metrics:http/proxy/metrics" 2>/dev/null \
+    | awk '$1 == "openbao_operator_kube_writes_total" { print $2 }'
+}
+
+# --- AppArmor: opted out only where the node cannot apply it ------------------------------------
+apparmor_decision() {
+  local backend="$1"
+  if [[ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" != Y ]]; then
+    APPARMOR=false
+    APPARMOR_WHY="this kernel has no AppArmor (/sys/module/apparmor/parameters/enabled is not Y): a RuntimeDefault profile could not be applied. A node limitation, not a preferred default."
+  elif [[ "$backend" == k3d ]] && ! docker exec "k3d-$K3D_CLUSTER-server-0" sh -c 'command -v apparmor_parser' >/dev/null 2>&1; then
+    APPARMOR=false
+    APPARMOR_WHY="the k3s node container has no apparmor_parser, so containerd cannot load the RuntimeDefault profile. A node limitation, not a preferred default."
+  else
+    APPARMOR=true
+    APPARMOR_WHY="the node supports AppArmor: RuntimeDefault profile on."
+  fi
+}
+
+# --- the lane's OpenBaoCluster -----------------------------------------------------------------
+deploy_tenant() {
+  ensure_namespace "$TENANT_NS"
+  lane_secret demo-password 16 >/dev/null
+  kc -n "$TENANT_NS" create secret generic demo-password --from-file=password="$LANE_DIR/demo-password" \
+    --dry-run=client -o yaml | kc apply -f - >/dev/null
+  sed "s/LANE_APPARMOR_ENABLED/$APPARMOR/" deploy/lane/openbao-cluster.yaml | kc apply -f - >/dev/null
+}
+
+cluster_condition() {
+  kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" \
+    -o "jsonpath={.status.conditions[?(@.type==\"$1\")].status}" 2>/dev/null || true
+}
+
+wait_available() {
+  local deadline=$(( $(date +%s) + ${LANE_TIMEOUT:-600} ))
+  while (( $(date +%s) < deadline )); do
+    if [[ "$(cluster_condition Available)" == True && "$(cluster_condition TLSReady)" == True \
+      && "$(cluster_condition GatewayIntegrationReady)" == True \
+      && "$(cluster_condition BackupConfigurationReady)" == True ]]; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" -o yaml >&2 || true
+  die "the lane's OpenBaoCluster is not Available + TLSReady + GatewayIntegrationReady + BackupConfigurationReady after ${LANE_TIMEOUT:-600}s"
+}
+
+# The address the host reaches the edge at: the node's IP on the hermetic node, localhost on k3d.
+edge_address() {
+  if [[ "$(state_get backend)" == k3d ]]; then echo 127.0.0.1; else echo 198.19.255.2; fi
+}
+
+print_login() {
+  local addr; addr="$(edge_address)"
+  local url="https://$OPENBAO_HOST:$EDGE_PORT" resolve=""
+  [[ "$addr" != 127.0.0.1 ]] && resolve=" --resolve $OPENBAO_HOST:$EDGE_PORT:$addr"
+  cat <<EOF
+
+OpenBao is at $url through the shared Traefik Gateway ($EDGE_NS/edge, TLS for *.$LANE_DOMAIN).
+$( [[ -n "$resolve" ]] && echo "The hermetic node's edge is $addr:$EDGE_PORT: resolve the name there (curl --resolve, or an /etc/hosts line '$addr $OPENBAO_HOST')." )
+The lane CA that signed the edge certificate: $LANE_DIR/ca.crt
+
+  # userpass (demo login, local only; password in .lane/demo-password)
+  curl -sS --cacert .lane/ca.crt$resolve $url/v1/auth/userpass/login/demo \\
+    -d "{\"password\":\"\$(cat .lane/demo-password)\"}"
+
+  # JWT admin login with a service-account token
+  TOKEN=\$($KUBECTL --kubeconfig $LANE_KUBECONFIG -n $TENANT_NS create token bao-admin --audience openbao-internal)
+  curl -sS --cacert .lane/ca.crt$resolve $url/v1/auth/jwt-operator/login \\
+    -d "{\"role\":\"admin\",\"jwt\":\"\$TOKEN\"}"
+
+  # or the bao CLI (when $OPENBAO_HOST resolves to $addr)
+  BAO_ADDR=$url BAO_CACERT=.lane/ca.crt bao login -method=userpass username=demo
+
+kubectl: export KUBECONFIG=$LANE_KUBECONFIG   ($KUBECTL)
+EOF
+}
+
+# --- commands ----------------------------------------------------------------------------------
+cmd_up() {
+  local began backend applied writes_before writes_after
+  began="$(now_ms)"
+  PHASE_MARK="$began"
+  backend="$(pick_backend)"
+  [[ -f "$STATE" && "$(state_get backend)" != "$backend" && -n "$(state_get backend)" ]] \
+    && die "the lane is up on $(state_get backend); run 'make lane-down' first"
+  state_set backend "$backend"
+  step "cluster: $backend"
+  if [[ "$backend" == k3d ]]; then k3d_cluster_up; else node_cluster_up; fi
+  state_set kubeconfig "$LANE_KUBECONFIG"
+  phase_done cluster
+
+  pick_store "$backend"
+  step "images"
+  load_images "$backend" "$STORE"
+  phase_done images
+
+  step "Gateway API $GATEWAY_API_VERSION CRDs"
+  apply_crds gateway gateways.gateway.networking.k8s.io -f "$(bash hack/fetch-gateway-api-crds.sh)"
+  kc wait --for condition=Established crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io \
+    crd/backendtlspolicies.gateway.networking.k8s.io --timeout=60s >/dev/null
+  phase_done gateway_api
+
+  step "edge: Traefik $TRAEFIK_VERSION, GatewayClass lane-traefik, Gateway $EDGE_NS/edge (https *.$LANE_DOMAIN :$EDGE_PORT)"
+  lane_pki
+  deploy_edge
+  phase_done edge
+
+  step "S3 store in namespace $STORE_NS: $STORE"
+  log "S3 store: $STORE, because $STORE_WHY"
+  deploy_store "$backend"
+  phase_done store
+
+  step "operator (charts/openbao-operator, $OPERATOR_IMAGE)"
+  deploy_operator
+  phase_done operator
+
+  step "OpenBaoCluster $TENANT_NS/$CLUSTER"
+  apparmor_decision "$backend"
+  log "workloadHardening.appArmorEnabled=$APPARMOR: $APPARMOR_WHY"
+  writes_before="$(operator_kube_writes)"
+  applied="$(now_ms)"
+  deploy_tenant
+  wait_available
+  phase_done cluster_available
+  writes_after="$(operator_kube_writes)"
+  local total apply writes=""
+  total="$(secs_since "$began")"; apply="$(secs_since "$applied")"
+  [[ -n "$writes_before" && -n "$writes_after" ]] && writes=$(( ${writes_after%.*} - ${writes_before%.*} ))
+  state_set last_up_seconds "$total"
+  state_set last_apply_to_available_seconds "$apply"
+  state_set last_kube_writes "${writes:-unknown}"
+  step "lane up on $backend"
+  log "cluster Available, TLSReady, GatewayIntegrationReady, BackupConfigurationReady: ${total}s after lane-up started," \
+    "${apply}s after the CR was applied (${writes:-unknown} Kubernetes writes by the operator)"
+  log "steps: ${PHASES[*]}"
+  log "S3 store: $STORE ($STORE_WHY); backups: bucket $BUCKET, Secret $TENANT_NS/openbao-backup-s3"
+  log "AppArmor: appArmorEnabled=$APPARMOR: $APPARMOR_WHY"
+  print_login
+}
+
+# Objects of a kind in any namespace, as "namespace/name ..." (empty when none or no such kind).
+objects_left() {
+  kc get "$1" -A -o 'jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {end}' 2>/dev/null || true
+}
+
+cmd_down() {
+  [[ -f "$STATE" ]] || { log "no lane state in .lane/: nothing to remove"; return 0; }
+  local backend; backend="$(state_get backend)"
+  LANE_KUBECONFIG="$(state_get kubeconfig)"
+  if [[ "$backend" == k3d && "$(state_get created_k3d)" == 1 ]]; then
+    step "deleting k3d cluster $K3D_CLUSTER (lane-up created it)"
+    k3d cluster delete "$K3D_CLUSTER"
+  elif [[ -n "$LANE_KUBECONFIG" && -f "$LANE_KUBECONFIG" ]] && kc get --raw /readyz >/dev/null 2>&1; then
+    step "removing the lane's objects from the $backend cluster (the cluster stays)"
+    # The OpenBaoRestores (their finalizer needs the operator) and the OpenBaoClusters first,
+    # while the operator still runs: the lane's and any a restore rehearsal added.
+    kc -n "$TENANT_NS" delete openbaorestores --all --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true
+    kc -n "$TENANT_NS" delete openbaoclusters --all --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
+    if [[ "$(state_get created_helm)" == 1 ]]; then
+      "$(bash hack/fetch-helm.sh)" --kubeconfig "$LANE_KUBECONFIG" uninstall "$HELM_RELEASE" \
+        --namespace "$OPERATOR_NS" --wait --timeout 120s >/dev/null 2>&1 || true
+    fi
+    if [[ "$(state_get created_edge)" == 1 ]]; then
+      kc delete gatewayclass lane-traefik --ignore-not-found >/dev/null
+      kc delete clusterrolebinding,clusterrole lane-traefik-gateway --ignore-not-found >/dev/null
+    fi
+    local ns key namespaces=()
+    for ns in "$TENANT_NS" "$STORE_NS" "$EDGE_NS" "$OPERATOR_NS"; do
+      key="created_ns_$(tr -c 'a-z0-9\n' '_' <<< "$ns")"
+      [[ "$(state_get "$key")" == 1 ]] && namespaces+=("$ns")
+    done
+    if (( ${#namespaces[@]} )); then
+      kc delete namespace "${namespaces[@]}" --ignore-not-found --wait=true --timeout=300s >/dev/null
+      log "deleted namespaces ${namespaces[*]}"
+    fi
+    # CRDs lane-up installed go too, unless something else uses them by now (deleting a CRD
+    # deletes every object of its kind, cluster-wide).
+    if [[ "$(state_get created_crds_openbao)" == 1 ]]; then
+      if [[ -z "$(objects_left openbaoclusters.openbao.org)" ]]; then
+        kc delete -f "$LANE_CRDS" --ignore-not-found >/dev/null
+        log "deleted the OpenBao CRDs (lane-up installed them)"
+      else
+        log "kept the OpenBao CRDs: other OpenBaoClusters use them now ($(objects_left openbaoclusters.openbao.org))"
+      fi
+    fi
+    if [[ "$(state_get created_crds_gateway)" == 1 ]]; then
+      local in_use
+      in_use="$(objects_left gateways.gateway.networking.k8s.io)$(objects_left httproutes.gateway.networking.k8s.io)"
+      if [[ -z "$in_use" ]]; then
+        kc delete -f "$(bash hack/fetch-gateway-api-crds.sh)" --ignore-not-found >/dev/null
+        log "deleted the Gateway API CRDs (lane-up installed them)"
+      else
+        log "kept the Gateway API CRDs: other Gateways/HTTPRoutes use them now ($in_use)"
+      fi
+    fi
+    if [[ "$backend" == node && "$(state_get started_node)" == 1 ]]; then
+      step "stopping the hermetic node (lane-up started it)"
+      bash hack/cluster.sh down
+    elif [[ "$backend" == node ]]; then
+      log "the hermetic node was running before lane-up: left up"
+    fi
+  else
+    log "the lane's cluster is not reachable: nothing to remove there"
+  fi
+  # Keep the CA (a browser may trust it) and the generated passwords; forget what was created.
+  rm -f "$STATE" "$LANE_DIR/kubeconfig"
+  log "lane down"
+}
+
+cmd_status() {
+  [[ -f "$STATE" ]] || { echo "lane: down (no .lane/state.env)"; return 0; }
+  LANE_KUBECONFIG="$(state_get kubeconfig)"
+  echo "lane: backend $(state_get backend), kubeconfig $LANE_KUBECONFIG"
+  kc get --raw /readyz >/dev/null 2>&1 || { echo "the lane's cluster is not reachable"; return 1; }
+  kc get pods -n "$EDGE_NS" -o wide --no-headers 2>/dev/null | sed 's/^/  edge     /'
+  kc get pods -n "$STORE_NS" --no-headers 2>/dev/null | sed 's/^/  storage  /'
+  kc get pods -n "$OPERATOR_NS" --no-headers 2>/dev/null | sed 's/^/  operator /'
+  kc get pods -n "$TENANT_NS" --no-headers 2>/dev/null | sed 's/^/  openbao  /'
+  kc -n "$EDGE_NS" get gateway edge 2>/dev/null || true
+  kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" 2>/dev/null || true
+  kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" \
+    -o 'jsonpath={range .status.conditions[*]}  {.type}={.status} ({.reason}){"\n"}{end}' 2>/dev/null || true
+  echo "last lane-up: $(state_get last_up_seconds)s to Available, $(state_get last_apply_to_available_seconds)s from CR apply ($(state_get last_kube_writes) operator writes)"
+  print_login
+}
+
+# --- rehearsals: backup, restore, upgrade (docs/lane.md) ----------------------------------------
+# Each works on the running lane (`up` first): reads the kubeconfig and backend from the state.
+lane_attach() {
+  [[ -f "$STATE" && -n "$(state_get backend)" ]] || die "the lane is not up: run 'make lane-up' first"
+  LANE_KUBECONFIG="$(state_get kubeconfig)"
+  kc get --raw /readyz >/dev/null 2>&1 || die "the lane's cluster is not reachable ($LANE_KUBECONFIG)"
+}
+
+cluster_json() { kc -n "$TENANT_NS" get openbaocluster "${1:-$CLUSTER}" -o json; }
+
+# One signed S3 GET (curl's SigV4, keys through a config on a pipe); prints the body, fails
+# unless the answer is 200. The query, if any, must be in canonical order and encoded.
+s3_get() {
+  local url="$1" body code
+  body="$(mktemp)"
+  code="$(curl -sS -o "$body" -w '%{http_code}' \
+    -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
+    --aws-sigv4 "aws:amz:us-east-1:s3" \
+    --config <(printf 'user = "%s:%s"\n' "$(lane_secret s3-access-key 8)" "$(lane_secret s3-secret-key 20)") \
+    "$url" 2>/dev/null || true)"
+  if [[ "$code" != 200 ]]; then
+    rm -f "$body"
+    log "S3 GET ${url%%\?*} answered HTTP $code"
+    return 1
+  fi
+  cat "$body"
+  rm -f "$body"
+}
+
+# ListObjectsV2 of the lane bucket under a prefix, as "key<TAB>size<TAB>last-modified<TAB>etag"
+# lines in the store's (lexicographic) order. Usage: s3_list <prefix> <endpoint>.
+s3_list() {
+  local prefix="$1" endpoint="$2" xml
+  xml="$(s3_get "$endpoint/$BUCKET?list-type=2&prefix=$(jq -rn --arg p "$prefix" '$p|@uri')")" || return 1
+  # One <Contents> element per line, then its fields.
+  sed 's/<Contents>/\n<Contents>/g' <<< "$xml" | { grep '^<Contents>' || true; } | while read -r entry; do
+    printf '%s\t%s\t%s\t%s\n' \
+      "$(sed -n 's:.*<Key>\([^<]*\)</Key>.*:\1:p' <<< "$entry")" \
+      "$(sed -n 's:.*<Size>\([^<]*\)</Size>.*:\1:p' <<< "$entry")" \
+      "$(sed -n 's:.*<LastModified>\([^<]*\)</LastModified>.*:\1:p' <<< "$entry")" \
+      "$(sed -n 's:.*<ETag>\([^<]*\)</ETag>.*:\1:p' <<< "$entry" | sed 's/&quot;//g; s/"//g')"
+  done
+}
+
+# The lane cluster's backup key prefix: <pathPrefix>/<namespace>/<cluster>/.
+backup_prefix() {
+  local path_prefix
+  path_prefix="$(kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" -o 'jsonpath={.spec.backup.target.pathPrefix}')"
+  echo "${path_prefix:+${path_prefix%/}/}$TENANT_NS/$CLUSTER/"
+}
+
+print_listed_object() {
+  local key="$1" endpoint="$2" line
+  line="$(s3_list "$key" "$endpoint" | awk -F'\t' -v k="$key" '$1 == k')" || true
+  [[ -n "$line" ]] || die "the store does not list s3://$BUCKET/$key"
+  IFS=$'\t' read -r key size modified etag <<< "$line"
+  log "listed in the store: s3://$BUCKET/$key  $size bytes  last modified $modified${etag:+  ETag $etag}"
+}
+
+cmd_backup() {
+  lane_attach
+  local trigger before began status ack name job="" fail_before fail_now
+  trigger="lane-$(date -u +%Y%m%dT%H%M%SZ)-$$"
+  status="$(cluster_json | jq -c '.status.backup // {}')"
+  before="$(jq -r '.lastBackupName // ""' <<< "$status")"
+  fail_before="$(jq -r '.lastFailureTime // ""' <<< "$status")"
+  step "backup of $TENANT_NS/$CLUSTER: annotation $TRIGGER_ANNOTATION=$trigger"
+  began="$(now_ms)"
+  kc -n "$TENANT_NS" annotate openbaocluster "$CLUSTER" "$TRIGGER_ANNOTATION=$trigger" --overwrite >/dev/null
+  local deadline=$(( $(date +%s) + ${LANE_BACKUP_TIMEOUT:-300} ))
+  while (( $(date +%s) < deadline )); do
+    status="$(cluster_json | jq -c '.status.backup // {}')"
+    ack="$(jq -r '.acknowledgedTrigger // ""' <<< "$status")"
+    if [[ "$ack" == "$trigger" ]]; then
+      local running; running="$(jq -r '.runningJob // ""' <<< "$status")"
+      if [[ -n "$running" && "$running" != "$job" ]]; then
+        job="$running"
+        log "the operator acknowledged the trigger: Job $job runs ($(secs_since "$began")s)"
+      fi
+      name="$(jq -r '.lastBackupName // ""' <<< "$status")"
+      fail_now="$(jq -r '.lastFailureTime // ""' <<< "$status")"
+      if [[ -z "$running" && -n "$name" && "$name" != "$before" ]]; then
+        local took; took="$(secs_since "$began")"
+        log "backup done: ${took}s from the trigger to the recorded result (Job $(jq -r '.lastJobName // "?"' <<< "$status"))"
+        log "key:      $name"
+        log "bucket:   $(jq -r '.lastBackupBucket // "?"' <<< "$status")"
+        log "size:     $(jq -r '.lastBackupSize // "?"' <<< "$status") bytes"
+        log "duration: $(jq -r '.lastBackupDuration // "?"' <<< "$status") (the Job's own measure)"
+        log "sha256:   $(jq -r '.lastBackupSha256 // "?"' <<< "$status")"
+        state_set last_backup_key "$name"
+        state_set last_backup_seconds "$took"
+        with_s3_endpoint "$(state_get backend)" print_listed_object "$name"
+        printf '%s\n' "$name"
+        return 0
+      fi
+      if [[ -z "$running" && -n "$fail_now" && "$fail_now" != "$fail_before" ]]; then
+        die "backup failed after $(secs_since "$began")s: $(jq -r '"\(.lastFailureReason // "?"): \(.lastFailureMessage // "")"' <<< "$status")"
+      fi
+    fi
+    sleep 0.5
+  done
+  die "no backup result for trigger $trigger after ${LANE_BACKUP_TIMEOUT:-300}s (status.backup: $status)"
+}
+
+# The newest backup of the lane cluster in the store (keys start with the UTC time).
+newest_backup_key() {
+  local prefix; prefix="$(backup_prefix)"
+  with_s3_endpoint "$(state_get backend)" s3_list "$prefix" | awk -F'\t' '$1 ~ /\.snap$/ { k = $1 } END { print k }'
+}
+
+# Restores KEY (default: the newest backup in the store) into the lane's cluster, or into
+# LANE_RESTORE_CLUSTER (another OpenBaoCluster in the lane's namespace that the lane's operator
+# watches; it needs the lane cluster's seal key). Prints each phase change; fails on Failed.
+cmd_restore() {
+  lane_attach
+  local key="$1" target="${LANE_RESTORE_CLUSTER:-$CLUSTER}" name began
+  if [[ -z "$key" ]]; then
+    key="$(newest_backup_key)"
+    [[ -n "$key" ]] || die "no backup of $TENANT_NS/$CLUSTER in s3://$BUCKET/$(backup_prefix): run 'make lane-backup' first"
+    log "KEY not given: the newest backup in the store, $key"
+  fi
+  kc -n "$TENANT_NS" get openbaocluster "$target" >/dev/null || die "no OpenBaoCluster $TENANT_NS/$target"
+  name="lane-restore-$(date -u +%Y%m%d-%H%M%S)"
+  step "restore $key into $TENANT_NS/$target (OpenBaoRestore $name)"
+  # The store as the lane cluster backs up to it (endpoint, bucket, dedicated Secret).
+  cluster_json | jq --arg name "$name" --arg cluster "$target" --arg key "$key" '{
+      apiVersion: "openbao.org/v1alpha1", kind: "OpenBaoRestore",
+      metadata: {name: $name, namespace: .metadata.namespace},
+      spec: {cluster: $cluster, source: {target: .spec.backup.target, key: $key}}}' \
+    | kc create -f - >/dev/null
+  began="$(now_ms)"
+  local seen="" now phase reason deadline=$(( $(date +%s) + ${LANE_RESTORE_TIMEOUT:-600} )) restore
+  while (( $(date +%s) < deadline )); do
+    restore="$(kc -n "$TENANT_NS" get openbaorestore "$name" -o json)"
+    phase="$(jq -r '.status.phase // "-"' <<< "$restore")"
+    reason="$(jq -r '.status.reason // "-"' <<< "$restore")"
+    now="$phase/$reason"
+    if [[ "$now" != "$seen" ]]; then
+      seen="$now"
+      if [[ "$phase" == - ]]; then
+        log "$(printf '%6ss' "$(secs_since "$began")")  created; no status from the operator yet"
+      else
+        log "$(printf '%6ss' "$(secs_since "$began")")  phase $phase  reason $reason: $(jq -r '.status.message // ""' <<< "$restore")"
+      fi
+    fi
+    case "$phase" in
+      Completed)
+        state_set last_restore_seconds "$(secs_since "$began")"
+        log "restore Completed in $(secs_since "$began")s (Job $(jq -r '.status.jobName // "?"' <<< "$restore"))"
+        return 0 ;;
+      Failed) die "restore $name Failed: $reason: $(jq -r '.status.message // ""' <<< "$restore")" ;;
+    esac
+    sleep 0.5
+  done
+  die "restore $name did not finish in ${LANE_RESTORE_TIMEOUT:-600}s (last: $seen)"
+}
+
+# --- upgrade: phases, a probe through the Gateway every 200 ms, the HTTPRoute's conditions ---------
+# The probe: GET sys/health through the edge (lane CA verified) every 200 ms; a line
+# "<epoch ms> <HTTP code>" per request. 200 (active, or an unsealed standby) is success;
+# anything else, including no answer within 1 s, is a failed request.
+probe_loop() {
+  local out="$1" url="$2" addr="$3" next=$(( $(now_ms) + 200 )) code wait_ms
+  while [[ ! -e "$out.stop" ]]; do
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 --cacert "$LANE_DIR/ca.crt" \
+      --resolve "$OPENBAO_HOST:$EDGE_PORT:$addr" "$url" 2>/dev/null || true)"
+    printf '%s %s\n' "$(now_ms)" "${code:-000}" >> "$out"
+    wait_ms=$(( next - $(now_ms) ))
+    (( wait_ms > 0 )) && sleep "$(awk -v m="$wait_ms" 'BEGIN { printf "%.3f", m / 1000 }')"
+    next=$(( next + 200 ))
+    # Behind by more than a period (a slow answer): start the cadence again from now.
+    (( next < $(now_ms) )) && next=$(( $(now_ms) + 200 ))
+  done
+}
+
+# Summary of a probe file: requests, failed, longest failure window (ms, from the first failed
+# request of a run to the next success, or to the last request when it never recovered).
+probe_report() {
+  awk '
+    { n++; if ($2 == 200) { if (start) { w = $1 - start; if (w > longest) longest = w; start = 0 } }
+      else { failed++; if (!start) start = $1; codes[$2]++ } last = $1 }
+    END {
+      if (start) { w = last - start; if (w > longest) longest = w }
+      printf "%d %d %d", n, failed + 0, longest + 0
+      for (c in codes) printf " %s:%d", c, codes[c]
+      printf "\n"
+    }' "$1"
+}
+
+route_conditions() {
+  kc -n "$TENANT_NS" get httproute -o json 2>/dev/null | jq -r '
+    [.items[] | .metadata.name as $n | (.status.parents // [])[] | select(.parentRef.name == "edge")
+      | .conditions[] | select(.type == "Accepted" or .type == "ResolvedRefs") | "\($n):\(.type)=\(.status)"]
+    | if length == 0 then "none" else join(" ") end'
+}
+
+cmd_upgrade() {
+  lane_attach
+  local version="$1" from began probe_file addr url
+  [[ -n "$version" ]] || die "usage: make lane-upgrade VERSION=<OpenBao version>, e.g. VERSION=2.7.2"
+  from="$(kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" -o 'jsonpath={.spec.version}')"
+  [[ "$from" != "$version" ]] || die "the lane cluster runs $version already"
+  addr="$(edge_address)"
+  url="https://$OPENBAO_HOST:$EDGE_PORT/v1/sys/health?standbyok=true&perfstandbyok=true"
+  probe_file="$(mktemp /tmp/lane-probe.XXXXXX)"
+  local routes; routes="$(route_conditions)"
+  step "upgrade $TENANT_NS/$CLUSTER $from -> $version ($(kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" -o 'jsonpath={.spec.upgrade.strategy}'))"
+  log "probe: GET /v1/sys/health through the Gateway every 200 ms (lane CA verified); HTTPRoute: $routes"
+  probe_loop "$probe_file" "$url" "$addr" &
+  local probe_pid=$!
+  # The probe runs for 2 s before the change, so a broken edge shows before the upgrade is blamed.
+  sleep 2
+  began="$(now_ms)"
+  kc -n "$TENANT_NS" patch openbaocluster "$CLUSTER" --type merge -p "{\"spec\":{\"version\":\"$version\"}}" >/dev/null
+  local seen="" now cluster phase deadline=$(( $(date +%s) + ${LANE_UPGRADE_TIMEOUT:-900} )) result=""
+  local route_seen="$routes" route_broken=0 last_route_check=0 done_at="" problem="" problem_seen=""
+  while (( $(date +%s) < deadline )); do
+    cluster="$(cluster_json)"
+    phase="$(jq -r '.status.upgrade.phase // "Idle"' <<< "$cluster")"
+    now="$(jq -r '"phase \(.status.upgrade.phase // "Idle")  blue \(.status.blueGreen.blueRevision // "-")  green \(.status.blueGreen.greenRevision // "-")  running \(.status.currentVersion // "?")"' <<< "$cluster")"
+    if [[ "$now" != "$seen" ]]; then
+      seen="$now"
+      log "$(printf '%6ss' "$(secs_since "$began")")  $now: $(jq -r '.status.upgrade.message // ""' <<< "$cluster")"
+    fi
+    # Why an upgrade does not move (e.g. a refused step) shows as Degraded or upgrade.lastError.
+    problem="$(jq -r '([.status.conditions[]? | select(.type == "Degraded" and .status == "True")][0] | if . then "Degraded \(.reason): \(.message)" else "" end) + ((.status.upgrade.lastError // null) | if . then " lastError \(.reason): \(.message)" else "" end)' <<< "$cluster")"
+    if [[ "$problem" != "$problem_seen" ]]; then
+      problem_seen="$problem"
+      [[ -n "$problem" ]] && log "$(printf '%6ss' "$(secs_since "$began")")  $problem"
+    fi
+    if (( $(date +%s) > last_route_check )); then
+      last_route_check="$(date +%s)"
+      routes="$(route_conditions)"
+      if [[ "$routes" != "$route_seen" ]]; then
+        log "$(printf '%6ss' "$(secs_since "$began")")  HTTPRoute: $routes"
+        route_seen="$routes"
+      fi
+      [[ "$routes" == none || "$routes" == *=False* || "$routes" == *=Unknown* ]] && route_broken=1
+    fi
+    if [[ "$(jq -r '.status.upgrade.abortedVersion // ""' <<< "$cluster")" == "$version" ]]; then
+      result="aborted: $(jq -r '.status.upgrade.lastError | "\(.reason // "?"): \(.message // "")"' <<< "$cluster")"
+      break
+    fi
+    if [[ "$phase" == Idle && "$(jq -r '.status.currentVersion // ""' <<< "$cluster")" == "$version" \
+      && "$(jq -r '[.status.conditions[]? | select(.type == "Available")][0].status // ""' <<< "$cluster")" == True ]]; then
+      done_at="$(secs_since "$began")"
+      result=done
+      break
+    fi
+    sleep 0.5
+  done
+  # 2 s more of probing after the end: a cutover that breaks the edge late shows up too.
+  sleep 2
+  touch "$probe_file.stop"
+  wait "$probe_pid" 2>/dev/null || true
+  local report requests failed longest codes
+  report="$(probe_report "$probe_file")"
+  read -r requests failed longest codes <<< "$report"
+  rm -f "$probe_file" "$probe_file.stop"
+  log "probe: $requests requests through the Gateway, $failed failed, longest failure window ${longest} ms${codes:+ (failed answers: $codes)}"
+  log "HTTPRoute Accepted/ResolvedRefs: $([[ $route_broken == 0 ]] && echo "True throughout" || echo "NOT True at some point (see above)")"
+  state_set last_upgrade_probe "$requests requests, $failed failed, longest window ${longest} ms"
+  [[ -n "$result" ]] || die "the upgrade to $version did not finish in ${LANE_UPGRADE_TIMEOUT:-900}s (last: $seen)"
+  [[ "$result" == done ]] || die "the upgrade to $version was $result"
+  state_set last_upgrade_seconds "$done_at"
+  log "upgrade $from -> $version done in ${done_at}s; the cluster is Available on $version"
+  (( route_broken == 0 )) || die "the HTTPRoute was not Accepted/ResolvedRefs throughout the upgrade"
+  (( longest < 2000 )) || die "the longest failure window (${longest} ms) is not under 2 s"
+}
+
+main() {
+  KUBECTL="$(bash hack/build-kubernetes.sh apiserver)/kubectl"
+  case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    backup) cmd_backup ;;
+    restore) cmd_restore "${2:-${KEY:-}}" ;;
+    upgrade) cmd_upgrade "${2:-${VERSION:-}}" ;;
+    *) die "usage: hack/lane.sh up|down|status|backup|restore [KEY]|upgrade VERSION" ;;
+  esac
+}
+# One line: bash has read all of it before running, so editing this file mid-run is harmless.
+main "$@"; exit $?

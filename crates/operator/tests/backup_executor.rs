@@ -198,6 +198,7 @@ async fn a_store_killed_during_the_upload_leaves_no_object() -> Result<()> {
     let throttle = Throttle::start(node.addr.api(), 2_000_000).await?;
     let mut args = world.backup_args(&node, &s3)?;
     args.openbao.addresses = vec![throttle.url()];
+    args.openbao.pin_active = false;
     let forwarded = throttle.forwarded.clone();
     let backup = tokio::spawn(async move { backup::run(&args).await });
     let started = Instant::now();

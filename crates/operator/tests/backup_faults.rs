@@ -82,6 +82,8 @@ async fn leader_change_during_the_snapshot(change: LeaderChange) -> Result<()> {
     };
     let mut args = world.backup_args(&nodes[0], &s3)?;
     args.openbao.addresses = vec![throttle.url()];
+    // The snapshot must flow through the proxy: the leader changes while it streams.
+    args.openbao.pin_active = false;
     let forwarded = throttle.forwarded.clone();
     let run = tokio::spawn(async move { backup::run(&args).await });
     let started = Instant::now();

@@ -17,6 +17,7 @@
 //! | `--jwt-role` | `OPENBAO_JWT_ROLE` | default `openbao-operator-backup` / `openbao-operator-restore` |
 //! | `--jwt-token-file` | `OPENBAO_JWT_TOKEN_FILE` | projected service-account token |
 //! | `--leader-timeout` | `OPENBAO_LEADER_TIMEOUT` | how long to look for the active node, default `30s` |
+//! | `--openbao-pin-active` | `OPENBAO_PIN_ACTIVE` | talk to the active node by its own address once found, default `true` |
 //! | `--s3-endpoint` | `S3_ENDPOINT` | e.g. `https://rustfs.storage.svc:9000` (empty: AWS) |
 //! | `--s3-bucket` | `S3_BUCKET` | |
 //! | `--s3-region` | `S3_REGION` | default `us-east-1` |
@@ -72,6 +73,11 @@ pub struct OpenBaoArgs {
     /// How long to keep looking for the active node.
     #[arg(long = "leader-timeout", env = "OPENBAO_LEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub leader_timeout: Duration,
+    /// Once an address answers as the active node, talk to that node by its own address: behind a
+    /// load-balancing Service the next request may otherwise reach a standby. Off only when the
+    /// given address must carry every request (a proxy in front of one node).
+    #[arg(long = "openbao-pin-active", env = "OPENBAO_PIN_ACTIVE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pin_active: bool,
 }
 
 /// Where the object store is and how to authenticate.
@@ -308,7 +314,9 @@ pub async fn find_leader(args: &OpenBaoArgs) -> Result<BaoClient, ExecutorError>
                 // An address may be a Service: the next request can land on another pod, so the
                 // active node is pinned by its own address whenever it names one.
                 Ok(h) if h.state == HealthState::Active => {
-                    if let Some(leader) = follow_leader(client, &url, ca.as_deref()).await {
+                    if args.pin_active
+                        && let Some(leader) = follow_leader(client, &url, ca.as_deref()).await
+                    {
                         return Ok(leader);
                     }
                     tracing::info!(leader = %url, "found the active node");

@@ -217,6 +217,7 @@ impl World {
             jwt_mount: selfinit::JWT_MOUNT.into(),
             jwt_token_file: self.token_file(job)?,
             leader_timeout: Duration::from_secs(10),
+            pin_active: true,
         })
     }
 

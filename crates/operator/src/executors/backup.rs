@@ -5,7 +5,7 @@
 //! store is reported as such without loading OpenBao with a snapshot; the object is verified
 //! before retention runs, so retention never deletes an old backup for a new one that is bad.
 
-use super::{ExecutorError, OpenBaoArgs, StoreArgs, find_leader, login, openbao_failure, parse_duration, report};
+use super::{ExecutorError, OpenBaoArgs, StoreArgs, find_leader, login, openbao_failure, parse_duration};
 use openbao_client::BaoClient;
 use openbao_objstore::{
     Retention, Store, StoreError, UploadError, Uploaded, cluster_prefix, new_backup_key, retention_plan,
@@ -72,14 +72,7 @@ pub struct BackupReport {
 
 /// Runs the backup and prints the result line; returns the process exit code.
 pub async fn main(args: BackupArgs) -> i32 {
-    super::init_process();
-    let started = Instant::now();
-    let outcome = run(&args).await;
-    match &outcome {
-        Ok(r) => tracing::info!(key = %r.key, size = r.size, duration_ms = r.duration_ms, "backup complete"),
-        Err(e) => tracing::error!(reason = e.reason(), error = %e, "backup failed"),
-    }
-    report("backup", started, &outcome, args.result_file.as_deref())
+    super::execute("backup", args.result_file.as_deref(), run(&args)).await
 }
 
 /// The whole backup; the report on success.

@@ -215,6 +215,41 @@ struct Failure<'a> {
     duration_ms: u64,
 }
 
+/// What a success line tells the one log line an executor writes when it ends.
+pub(crate) trait Completed: Serialize {
+    fn key(&self) -> &str;
+    fn size(&self) -> u64;
+    fn duration_ms(&self) -> u64;
+}
+
+macro_rules! completed {
+    ($($report:ty),*) => {$(
+        impl Completed for $report {
+            fn key(&self) -> &str { &self.key }
+            fn size(&self) -> u64 { self.size }
+            fn duration_ms(&self) -> u64 { self.duration_ms }
+        }
+    )*};
+}
+completed!(backup::BackupReport, restore::RestoreReport, verify::VerifyReport);
+
+/// Runs one executor: process set-up, the run, one log line and the result line; returns the
+/// process exit code.
+pub(crate) async fn execute<T: Completed>(
+    operation: &str,
+    result_file: Option<&Path>,
+    run: impl std::future::Future<Output = Result<T, ExecutorError>>,
+) -> i32 {
+    init_process();
+    let started = Instant::now();
+    let outcome = run.await;
+    match &outcome {
+        Ok(r) => tracing::info!(operation, key = %r.key(), size = r.size(), duration_ms = r.duration_ms(), "done"),
+        Err(e) => tracing::error!(operation, reason = e.reason(), error = %e, "failed"),
+    }
+    report(operation, started, &outcome, result_file)
+}
+
 /// Prints the result line (and writes it to `result_file`), returns the exit code.
 pub(crate) fn report<T: Serialize>(
     operation: &str,

@@ -13,7 +13,7 @@
 
 use super::{
     ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, find_leader, login, openbao_failure, parse_duration,
-    read_ca, report,
+    read_ca,
 };
 use futures::TryStreamExt;
 use openbao_client::BaoError;
@@ -69,14 +69,7 @@ pub struct RestoreReport {
 
 /// Runs the restore and prints the result line; returns the process exit code.
 pub async fn main(args: RestoreArgs) -> i32 {
-    super::init_process();
-    let started = Instant::now();
-    let outcome = run(&args).await;
-    match &outcome {
-        Ok(r) => tracing::info!(key = %r.key, size = r.size, duration_ms = r.duration_ms, "restore complete"),
-        Err(e) => tracing::error!(reason = e.reason(), error = %e, "restore failed"),
-    }
-    report("restore", started, &outcome, args.result_file.as_deref())
+    super::execute("restore", args.result_file.as_deref(), run(&args)).await
 }
 
 pub async fn run(args: &RestoreArgs) -> Result<RestoreReport, ExecutorError> {

@@ -19,9 +19,7 @@
 //! `--server-timeout`/`VERIFY_SERVER_TIMEOUT` (wait for the local server, and for it to be
 //! active again after the restore; default `120s`), `--result-file`/`EXECUTOR_RESULT_FILE`.
 
-use super::{
-    ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, login, openbao_failure, parse_duration, report,
-};
+use super::{ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, login, openbao_failure, parse_duration};
 use futures::TryStreamExt;
 use openbao_client::{BaoClient, HealthState, Token};
 use openbao_objstore::{ObjectInfo, Store, StoreError, cluster_prefix, parse_key_time};
@@ -81,14 +79,7 @@ pub struct VerifyReport {
 
 /// Runs the drill and prints the result line; returns the process exit code.
 pub async fn main(args: VerifyArgs) -> i32 {
-    super::init_process();
-    let started = Instant::now();
-    let outcome = run(&args).await;
-    match &outcome {
-        Ok(r) => tracing::info!(key = %r.key, size = r.size, duration_ms = r.duration_ms, "restore drill passed"),
-        Err(e) => tracing::error!(reason = e.reason(), error = %e, "restore drill failed"),
-    }
-    report("verify-backup", started, &outcome, args.result_file.as_deref())
+    super::execute("verify-backup", args.result_file.as_deref(), run(&args)).await
 }
 
 pub async fn run(args: &VerifyArgs) -> Result<VerifyReport, ExecutorError> {

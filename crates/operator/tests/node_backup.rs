@@ -20,24 +20,20 @@ use kube::{Client, ResourceExt};
 use openbao_api::{BackupStatus, OpenBaoCluster, TRIGGER_BACKUP_ANNOTATION, conditions};
 use openbao_client::{BaoClient, ClientConfig};
 use openbao_objstore::{Credentials, Store, StoreOptions, Target};
-use openbao_operator::context::Context;
 use openbao_operator::controllers::backup::result::{ExecutorResult, result_of};
 use openbao_operator::controllers::{backup, cluster};
-use openbao_operator::openbao::Endpoint;
-use openbao_operator::runtime::metrics::Metrics;
-use openbao_render::OperatorIdentity;
 use openbao_render::objects::jobs;
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::apiserver::{create_namespace, install_crds};
 use testkit::pods::{self, wait_for};
 
 mod node_common;
-use node_common::{condition, create, node_client};
+use node_common::{condition, create, host_operator_context, node_client};
 
 const CLUSTER: &str = "bk";
 const BUCKET: &str = "openbao-backups";
@@ -219,22 +215,7 @@ async fn backups(client: &Client, ns: &str, op_ns: &str, s3_image: &S3Image) -> 
     .await?;
 
     // The operator runs on the host and reaches the public Service through its ClusterIP.
-    let public_ip: Arc<Mutex<Option<IpAddr>>> = Arc::default();
-    let mut ctx = Context::new(
-        client.clone(),
-        OperatorIdentity {
-            namespace: op_ns.to_string(),
-            service_account: "openbao-operator".into(),
-        },
-        Metrics::default(),
-    )
-    .await;
-    ctx.watch_namespace = Some(ns.to_string());
-    let ip = public_ip.clone();
-    ctx.endpoints = Arc::new(move |c: &str, n: &str| Endpoint {
-        url: format!("https://{c}-public.{n}.svc:8200"),
-        resolve_to: *ip.lock().expect("ip lock"),
-    });
+    let (ctx, public_ip) = host_operator_context(client, ns, op_ns).await;
     let ctx = Arc::new(ctx);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {

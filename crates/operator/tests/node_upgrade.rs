@@ -11,20 +11,15 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, UpgradePhase, conditions};
 use openbao_client::{BaoClient, ClientConfig};
-use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
-use openbao_operator::openbao::Endpoint;
-use openbao_operator::runtime::metrics::Metrics;
-use openbao_render::OperatorIdentity;
 use serde_json::json;
-use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::apiserver::{create_namespace, install_crds};
 
 mod node_common;
-use node_common::{CLIENT_RETRY, LoadClient, LoadReport, condition, create, node_client};
+use node_common::{CLIENT_RETRY, LoadClient, LoadReport, condition, create, host_operator_context, node_client};
 
 #[tokio::test]
 async fn a_rolling_upgrade_keeps_every_write_on_a_real_node() -> Result<()> {
@@ -46,22 +41,7 @@ async fn upgrade_under_load(client: &Client, ns: &str, op_ns: &str) -> Result<()
     for (sa_ns, name) in [(op_ns, "openbao-operator"), (ns, "bao-admin")] {
         create::<ServiceAccount>(client, sa_ns, json!({"metadata": {"name": name}})).await?;
     }
-    let public_ip: Arc<Mutex<Option<IpAddr>>> = Arc::default();
-    let mut ctx = Context::new(
-        client.clone(),
-        OperatorIdentity {
-            namespace: op_ns.to_string(),
-            service_account: "openbao-operator".into(),
-        },
-        Metrics::default(),
-    )
-    .await;
-    ctx.watch_namespace = Some(ns.to_string());
-    let ip = public_ip.clone();
-    ctx.endpoints = Arc::new(move |c: &str, n: &str| Endpoint {
-        url: format!("https://{c}-public.{n}.svc:8200"),
-        resolve_to: *ip.lock().expect("ip lock"),
-    });
+    let (ctx, public_ip) = host_operator_context(client, ns, op_ns).await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(cluster::run(Arc::new(ctx), async move {
         let _ = stop_rx.await;

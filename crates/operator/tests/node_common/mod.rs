@@ -9,9 +9,14 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use openbao_api::{OpenBaoCluster, conditions};
 use openbao_client::{BaoClient, ClientConfig};
+use openbao_operator::context::Context;
+use openbao_operator::openbao::Endpoint;
+use openbao_operator::runtime::metrics::Metrics;
+use openbao_render::OperatorIdentity;
 use serde_json::json;
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::apiserver::client_from_kubeconfig;
 
@@ -20,6 +25,33 @@ pub const CLIENT_RETRY: Duration = Duration::from_secs(2);
 /// One attempt waits at most this long: a request on a kept-alive connection to a server that
 /// is shutting down may never be answered, and a new connection reaches a live one.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where the operator on the host reaches a cluster's public Service: its ClusterIP, once known.
+pub type PublicIp = Arc<Mutex<Option<IpAddr>>>;
+
+/// The context of a controller running on the host for the clusters of `ns`, as the service account
+/// `openbao-operator` of `op_ns`. It reaches each public Service through the ClusterIP set in the
+/// returned slot (the node's Service range is routed into its network namespace); TLS still
+/// verifies the Service's DNS name.
+pub async fn host_operator_context(client: &Client, ns: &str, op_ns: &str) -> (Context, PublicIp) {
+    let public_ip = PublicIp::default();
+    let mut ctx = Context::new(
+        client.clone(),
+        OperatorIdentity {
+            namespace: op_ns.to_string(),
+            service_account: "openbao-operator".into(),
+        },
+        Metrics::default(),
+    )
+    .await;
+    ctx.watch_namespace = Some(ns.to_string());
+    let ip = public_ip.clone();
+    ctx.endpoints = Arc::new(move |c: &str, n: &str| Endpoint {
+        url: format!("https://{c}-public.{n}.svc:8200"),
+        resolve_to: *ip.lock().expect("ip lock"),
+    });
+    (ctx, public_ip)
+}
 
 pub async fn node_client() -> Result<Client> {
     let Some(state) = testkit::node::running_node().await else {

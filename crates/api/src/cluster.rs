@@ -28,6 +28,7 @@ use crate::status::OpenBaoClusterStatus;
     validation = Rule::new("self.profile != 'Hardened' || self.tls.mode == 'External'").message("spec.tls.mode: the Hardened profile requires External TLS (certificates from your own PKI)").field_path(".tls.mode"),
     validation = Rule::new("self.profile != 'Hardened' || self.replicas >= 3").message("spec.replicas: the Hardened profile requires at least 3 replicas").field_path(".replicas"),
     validation = Rule::new("self.profile != 'Hardened' || !has(self.selfInit.demoUserpass) || !self.selfInit.demoUserpass.enabled").message("spec.selfInit.demoUserpass: the demo userpass login is only allowed with profile Development").field_path(".selfInit.demoUserpass"),
+    validation = Rule::new("!has(self.upgrade) || !has(self.upgrade.preUpgradeSnapshot) || !self.upgrade.preUpgradeSnapshot || has(self.backup)").message("spec.upgrade.preUpgradeSnapshot: needs spec.backup, whose target and credentials the snapshot is stored with").field_path(".upgrade.preUpgradeSnapshot"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OpenBaoClusterSpec {

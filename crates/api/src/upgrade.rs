@@ -21,8 +21,10 @@ pub struct UpgradeSpec {
     #[serde(default)]
     pub strategy: UpgradeStrategy,
 
-    /// Take a raft snapshot before anything changes. It is the way back once an upgrade is past
-    /// the point where it can be rolled back.
+    /// Take a raft snapshot before anything changes, with the backup executor, into
+    /// `spec.backup`'s store under `<pathPrefix>/pre-upgrade/` (which backup retention never
+    /// touches). It is the way back once an upgrade is past the point where it can be rolled back.
+    /// Three failed attempts abort the upgrade before any server changed.
     #[serde(default)]
     pub pre_upgrade_snapshot: bool,
 
@@ -175,7 +177,8 @@ pub struct UpgradeStatus {
     /// Whether `requests.rollback` can still return to the old servers.
     #[serde(default)]
     pub rollback_available: bool,
-    /// Where the pre-upgrade snapshot was stored (the way back after the point of no return).
+    /// Object key of the pre-upgrade snapshot in `spec.backup`'s bucket (the way back after the
+    /// point of no return).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_upgrade_snapshot: Option<String>,
     /// An upgrade to this version was aborted or rolled back. It does not start again until

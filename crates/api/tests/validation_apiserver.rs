@@ -123,6 +123,11 @@ fn invalid_cases() -> Vec<Invalid> {
             &["spec.version", "without +build metadata"],
         ),
         case(
+            "pre-upgrade snapshot without a backup target",
+            spec(json!({ "upgrade": { "preUpgradeSnapshot": true } })),
+            &["spec.upgrade.preUpgradeSnapshot", "needs spec.backup"],
+        ),
+        case(
             "replicas 0",
             spec(json!({ "replicas": 0 })),
             &["spec.replicas", "greater than or equal to 1"],
@@ -393,6 +398,14 @@ async fn valid_specs_are_accepted() -> Result<()> {
                 "gateway": { "gatewayRef": { "name": "edge" }, "hostname": "*.bao.example.com", "path": "/bao" },
                 "storage": { "size": "10Gi", "storageClassName": "fast" },
                 "deletionPolicy": "DeleteAll",
+                "backup": {
+                    "schedule": "0 3 * * *",
+                    "target": {
+                        "endpoint": "https://s3.example.com",
+                        "bucket": "openbao-backups",
+                        "credentialsSecretRef": { "name": "backup-credentials" },
+                    },
+                },
                 "upgrade": {
                     "strategy": "BlueGreen",
                     "preUpgradeSnapshot": true,

@@ -1,7 +1,7 @@
 //! The request plumbing shared by every endpoint: URL building, the token header, timeouts and
 //! turning transport failures and non-success statuses into [`BaoError`]s.
 
-use crate::error::chain_text;
+use crate::error::{REDIRECT_PREFIX, chain_text};
 use crate::{BaoError, ClientConfig, Result, Token};
 use reqwest::header::{HeaderValue, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, Url};
@@ -298,7 +298,7 @@ pub(crate) async fn api_error(call: &Call, resp: Response) -> BaoError {
     };
     if let Some(location) = location {
         errors.push(format!(
-            "redirected to {location} (redirects are not followed; call the active node)"
+            "{REDIRECT_PREFIX}{location} (redirects are not followed; call the active node)"
         ));
     }
     BaoError::Api {

@@ -57,6 +57,9 @@ pub enum BaoError {
     Config(String),
 }
 
+/// How a redirect's `Location` is recorded among an API error's texts.
+pub(crate) const REDIRECT_PREFIX: &str = "redirected to ";
+
 fn errors_text(errors: &[String]) -> String {
     if errors.is_empty() {
         "(no error text in the response)".to_string()
@@ -84,6 +87,17 @@ impl BaoError {
         match self {
             Self::Api { errors, .. } => errors,
             _ => &[],
+        }
+    }
+
+    /// Where a standby's redirect points (its `Location`), when this is one. Clients never
+    /// follow redirects themselves (the token would go along); callers decide whether to.
+    pub fn redirect_location(&self) -> Option<&str> {
+        match self {
+            Self::Api { status, errors, .. } if (300..400).contains(status) => errors
+                .iter()
+                .find_map(|e| e.strip_prefix(REDIRECT_PREFIX)?.split_whitespace().next()),
+            _ => None,
         }
     }
 
@@ -116,6 +130,30 @@ pub(crate) fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::BaoError;
+
+    #[test]
+    fn a_standby_redirect_names_its_location() {
+        let err = BaoError::Api {
+            method: "PUT".into(),
+            path: "/v1/auth/jwt/login".into(),
+            status: 307,
+            errors: vec![format!(
+                "{}https://b-0.b.ns.svc:8200/v1/auth/jwt/login (redirects are not followed; call the active node)",
+                super::REDIRECT_PREFIX
+            )],
+        };
+        assert_eq!(
+            err.redirect_location(),
+            Some("https://b-0.b.ns.svc:8200/v1/auth/jwt/login")
+        );
+        let not_a_redirect = BaoError::Api {
+            method: "PUT".into(),
+            path: "/v1/auth/jwt/login".into(),
+            status: 400,
+            errors: vec!["redirected to nowhere".into()],
+        };
+        assert_eq!(not_a_redirect.redirect_location(), None);
+    }
 
     #[test]
     fn api_error_message_names_call_status_and_errors() {

@@ -24,6 +24,8 @@ pub struct Context {
     pub watch_namespace: Option<String>,
     /// How to reach a cluster's OpenBao API (the public Service unless a test says otherwise).
     pub endpoints: EndpointResolver,
+    /// Image of the executor Jobs (the operator's own image), e.g. for pre-upgrade snapshots.
+    pub executor_image: String,
     /// The apiserver's service-account issuer and keys, with when they were read.
     jwt_trust: RwLock<Option<(JwtTrust, Instant)>>,
 }
@@ -46,6 +48,7 @@ impl Context {
             gateway_api,
             watch_namespace: None,
             endpoints: Arc::new(crate::openbao::in_cluster_endpoint),
+            executor_image: crate::DEFAULT_EXECUTOR_IMAGE.to_string(),
             jwt_trust: RwLock::new(None),
         }
     }

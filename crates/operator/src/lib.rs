@@ -11,3 +11,6 @@ pub mod openbao;
 pub mod runtime;
 
 pub const FIELD_MANAGER: &str = "openbao-operator";
+/// Image of the executor Jobs when none is configured: the operator's own released image.
+pub const DEFAULT_EXECUTOR_IMAGE: &str =
+    concat!("ghcr.io/openbao-operator/openbao-operator:", env!("CARGO_PKG_VERSION"));

@@ -53,7 +53,7 @@ struct RunArgs {
     #[arg(long, env = "WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
     /// Image of the executor Jobs (backup, restore): the operator's own image.
-    #[arg(long, env = "OPERATOR_IMAGE", default_value = concat!("ghcr.io/openbao-operator/openbao-operator:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "OPERATOR_IMAGE", default_value = openbao_operator::DEFAULT_EXECUTOR_IMAGE)]
     executor_image: String,
     /// Elect a leader through a Lease so that only one replica reconciles.
     #[arg(long, env = "OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -137,6 +137,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut ctx = Context::new(client, operator, metrics).await;
     ctx.watch_namespace = args.watch_namespace.clone();
+    ctx.executor_image = args.executor_image.clone();
     let ctx = Arc::new(ctx);
     tracing::info!(gateway_api = ctx.gateway_api, "starting the OpenBaoCluster controller");
     ready.store(true, Ordering::Relaxed);

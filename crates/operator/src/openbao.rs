@@ -97,6 +97,23 @@ pub async fn login(endpoint: &Endpoint, ca_bundle_pem: &str, jwt: &str) -> Resul
     Ok(client.with_token(login.token))
 }
 
+/// The server a standby's redirect names, when it is a pod of `namespace`:
+/// `https://<pod>.<cluster>.<namespace>.svc:<port>/…` gives (`https://<host>:<port>`, `<pod>`).
+/// Anything else (another namespace, another domain) is not followed.
+pub fn redirect_to_pod(location: &str, namespace: &str) -> Option<(String, String)> {
+    let url: http::Uri = location.parse().ok()?;
+    let host = url.host()?;
+    let labels: Vec<&str> = host.split('.').collect();
+    let [pod, _cluster, ns, "svc", ..] = labels.as_slice() else {
+        return None;
+    };
+    if url.scheme_str() != Some("https") || *ns != namespace || labels.len() > 6 {
+        return None;
+    }
+    let port = url.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    Some((format!("https://{host}{port}"), pod.to_string()))
+}
+
 /// What a key sync did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeySync {
@@ -140,4 +157,30 @@ pub async fn sync_jwt_keys(client: &BaoClient, issuer: &str, current_keys: &[Str
         .await
         .map_err(wrap)?;
     Ok(KeySync::Updated { added, removed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_to_pod;
+
+    #[test]
+    fn only_redirects_to_servers_of_the_namespace_are_followed() {
+        assert_eq!(
+            redirect_to_pod("https://openbao-0.openbao.lane.svc:8200/v1/auth/jwt/login", "lane"),
+            Some(("https://openbao-0.openbao.lane.svc:8200".into(), "openbao-0".into()))
+        );
+        assert_eq!(
+            redirect_to_pod("https://b-1.b.lane.svc.cluster.local:8200/v1/x", "lane").map(|r| r.1),
+            Some("b-1".into())
+        );
+        for elsewhere in [
+            "https://openbao-0.openbao.other.svc:8200/v1/x",
+            "http://openbao-0.openbao.lane.svc:8200/v1/x",
+            "https://evil.example.com/v1/x",
+            "https://openbao-0.lane.svc:8200/v1/x",
+            "not a url",
+        ] {
+            assert_eq!(redirect_to_pod(elsewhere, "lane"), None, "{elsewhere}");
+        }
+    }
 }

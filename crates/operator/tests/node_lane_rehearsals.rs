@@ -12,6 +12,9 @@
 //! 5. `hack/lane.sh upgrade <version>` (blue/green to the newest pinned OpenBao, or
 //!    `LANE_REHEARSE_UPGRADE=<version>`; `LANE_REHEARSE_UPGRADE=` skips it): a probe through the
 //!    Gateway every 200 ms, the HTTPRoute watched; then the secrets are read through the Gateway again.
+//!    The lane asks for a pre-upgrade snapshot: it must be in the bucket under `pre-upgrade/`, and
+//!    the finished upgrade names it. Then setting `spec.version` back is refused
+//!    (`DowngradeRefused`) without touching a server.
 //! 6. `hack/lane.sh down`.
 //!
 //! Why the fresh cluster lives in the lane's namespace: the lane's operator watches only that
@@ -20,9 +23,9 @@
 //! Needs the node; refuses to run while a lane is up (its `down` would remove that lane).
 
 use anyhow::{Context as _, Result, bail, ensure};
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
-use kube::Client;
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions};
 use openbao_objstore::{Credentials, Store, StoreOptions, Target};
 use serde_json::{Value, json};
@@ -120,6 +123,67 @@ fn lane_backup() -> Result<(String, usize)> {
         }
     }
     Err(last.expect("at least one attempt")).context(format!("lane-backup failed {BACKUP_ATTEMPTS} times"))
+}
+
+/// Sets `spec.version` back to `older`: the cluster reports `Upgrading=False DowngradeRefused`
+/// while every pod stays as it was; then `spec.version` goes back to `running`.
+async fn downgrade_is_refused(
+    client: &Client,
+    clusters: &Api<OpenBaoCluster>,
+    older: &str,
+    running: &str,
+) -> Result<()> {
+    let pods = Api::<Pod>::namespaced(client.clone(), TENANT_NS);
+    let servers = ListParams::default().labels(&format!("openbao.org/cluster={CLUSTER}"));
+    let identities = async || -> Result<Vec<(String, String)>> {
+        let mut list: Vec<(String, String)> = pods
+            .list(&servers)
+            .await?
+            .items
+            .iter()
+            .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+            .collect();
+        list.sort();
+        Ok(list)
+    };
+    let before = identities().await?;
+    let set_version = async |v: &str| -> Result<()> {
+        let patch = json!({"spec": {"version": v}});
+        clusters
+            .patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    };
+    set_version(older).await?;
+    let refused = wait_for(
+        "Upgrading=False DowngradeRefused",
+        Duration::from_secs(90),
+        async || {
+            let c = clusters.get(CLUSTER).await?;
+            let upgrading = c
+                .status
+                .as_ref()
+                .and_then(|s| conditions::find(&s.conditions, "Upgrading"));
+            Ok(upgrading
+                .filter(|u| u.status == "False" && u.reason == "DowngradeRefused")
+                .map(|u| u.message.clone()))
+        },
+    )
+    .await;
+    set_version(running).await?;
+    let message = refused?;
+    ensure!(
+        message.contains("restore a snapshot"),
+        "the refusal names the way back: {message}"
+    );
+    ensure!(identities().await? == before, "a refused downgrade changed the servers");
+    wait_for("Upgrading back to Idle", Duration::from_secs(90), async || {
+        let c = clusters.get(CLUSTER).await?;
+        Ok(condition(&c, "Upgrading").filter(|(_, reason)| reason == "Idle"))
+    })
+    .await?;
+    eprintln!("downgrade {running} -> {older} refused with DowngradeRefused; no server changed");
+    Ok(())
 }
 
 /// The fresh cluster: the lane cluster's version and AppArmor setting, one server, operator TLS,
@@ -379,6 +443,12 @@ async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_be
         .to_string();
     let version = std::env::var("LANE_REHEARSE_UPGRADE").unwrap_or(newest_pinned);
     if !version.is_empty() {
+        let from = clusters
+            .get(CLUSTER)
+            .await?
+            .status
+            .and_then(|s| s.current_version)
+            .context("the lane cluster reports no version")?;
         let upgrade_began = Instant::now();
         lane_with(&["upgrade", &version], &[])?;
         eprintln!(
@@ -401,6 +471,30 @@ async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_be
             "the lane cluster runs {running:?} after lane-upgrade {version}"
         );
         eprintln!("lane cluster on {version}; secrets read back through the Gateway");
+        // The lane asks for a pre-upgrade snapshot: the backup executor stored it outside the
+        // scheduled backups' prefix, and the finished upgrade names it as the way back.
+        let message = upgraded
+            .status
+            .as_ref()
+            .and_then(|s| s.upgrade.as_ref())
+            .and_then(|u| u.message.clone())
+            .unwrap_or_default();
+        let key = message
+            .split_once("pre-upgrade snapshot: ")
+            .map(|(_, key)| key.trim().to_string())
+            .with_context(|| format!("the finished upgrade names no pre-upgrade snapshot: {message:?}"))?;
+        ensure!(key.starts_with("pre-upgrade/openbao/openbao/"), "{key}");
+        let stored = store.list("pre-upgrade/").await?;
+        ensure!(
+            stored.iter().any(|o| o.key == key && o.size > 0),
+            "pre-upgrade snapshot {key} is not in the bucket: {stored:?}"
+        );
+        eprintln!("pre-upgrade snapshot {key} is in the bucket");
+
+        // 6. Going back by changing spec.version is refused, and no server is touched.
+        if from != version {
+            downgrade_is_refused(&client, &clusters, &from, &version).await?;
+        }
     }
 
     guard.down = true;

@@ -20,7 +20,9 @@ use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
 use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradePhase};
 use openbao_client::{BaoClient, ClientConfig, HealthState, Token};
-use openbao_operator::flows::{self, Action, Deployment, Driver, Platform, PlatformError, PlatformNode, Revision};
+use openbao_operator::flows::{
+    self, Action, Deployment, Driver, Platform, PlatformError, PlatformNode, Revision, Snapshot,
+};
 use openbao_render::{Cluster, JwtTrust, OperatorIdentity, paths, selfinit};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -517,7 +519,7 @@ impl Platform for ProcessPlatform {
             .map_err(platform_err("replace"))
     }
 
-    async fn take_snapshot(&self) -> Result<String, PlatformError> {
+    async fn take_snapshot(&self, _attempt: i32) -> Result<Snapshot, PlatformError> {
         let err = platform_err("snapshot");
         let mut leader = None;
         for id in self.world.traffic_nodes() {
@@ -540,7 +542,7 @@ impl Platform for ProcessPlatform {
             file.write_all(&chunk)
                 .map_err(|e| PlatformError::new("snapshot file", e))?;
         }
-        Ok(path.display().to_string())
+        Ok(Snapshot::Stored(path.display().to_string()))
     }
 }
 

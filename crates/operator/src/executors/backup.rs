@@ -90,15 +90,24 @@ pub async fn run(args: &BackupArgs) -> Result<BackupReport, ExecutorError> {
     let existing = store.list(&prefix).await?;
     tracing::info!(bucket = store.bucket(), prefix = %prefix, existing = existing.len(), "store reachable");
 
-    let leader = find_leader(&args.openbao).await?;
-    let bao = login(&leader, &args.openbao, &args.jwt_role).await?;
+    let mut leader = find_leader(&args.openbao).await?;
+    let mut bao = login(&leader, &args.openbao, &args.jwt_role).await?;
 
     let key = new_backup_key(&args.path_prefix, &args.cluster_namespace, &args.cluster_name, now());
-    let transfer_started = Instant::now();
-    let snapshot = bao
-        .snapshot()
-        .await
-        .map_err(|e| openbao_failure(&bao, e, |e| ExecutorError::SnapshotFailed(e.to_string())))?;
+    let mut transfer_started = Instant::now();
+    let snapshot = match bao.snapshot().await {
+        // Leadership moved between finding the leader and asking it: nothing was read yet, so
+        // asking the new leader once is safe.
+        Err(e) if e.redirect_location().is_some() => {
+            tracing::warn!(error = %e, "the pinned node is no longer active; finding the active node again");
+            leader = find_leader(&args.openbao).await?;
+            bao = login(&leader, &args.openbao, &args.jwt_role).await?;
+            transfer_started = Instant::now();
+            bao.snapshot().await
+        }
+        other => other,
+    }
+    .map_err(|e| openbao_failure(&bao, e, |e| ExecutorError::SnapshotFailed(e.to_string())))?;
     let uploaded = store.upload_stream(&key.key, snapshot).await.map_err(|e| match e {
         UploadError::Source(e) => ExecutorError::SnapshotFailed(format!("the snapshot stream broke: {e}")),
         UploadError::Store(e) => ExecutorError::Store(e),

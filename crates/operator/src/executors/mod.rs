@@ -325,9 +325,11 @@ pub(crate) fn read_ca(args: &OpenBaoArgs) -> Result<Option<Vec<u8>>, ExecutorErr
         .transpose()
 }
 
-/// Finds the active node: polls `sys/health` on every address every 2 s until one answers
-/// 200 (active). A standby's `sys/leader` answer is followed once per round, so a single
-/// Service address that lands on a standby still leads to the active pod.
+/// Finds the active node: polls `sys/health` on every address every 2 s until the active node
+/// is pinned by its own address (`sys/leader`'s `leader_address`, or the answering address
+/// pinned to the leader's IP), so a Service address that lands on a standby, or on the active
+/// node this once, still leads to the active pod for every later request. With
+/// `pin_active` off the first address that answers active is used as it is.
 pub async fn find_leader(args: &OpenBaoArgs) -> Result<BaoClient, ExecutorError> {
     if args.addresses.iter().all(|a| a.trim().is_empty()) {
         return Err(ExecutorError::InvalidConfig("no OpenBao address given".into()));
@@ -348,21 +350,16 @@ pub async fn find_leader(args: &OpenBaoArgs) -> Result<BaoClient, ExecutorError>
             match client.health().await {
                 // An address may be a Service: the next request can land on another pod, so the
                 // active node is pinned by its own address whenever it names one.
-                Ok(h) if h.state == HealthState::Active => {
-                    if args.pin_active
-                        && let Some(leader) = follow_leader(client, &url, ca.as_deref()).await
-                    {
-                        return Ok(leader);
-                    }
+                Ok(h) if h.state == HealthState::Active && !args.pin_active => {
                     tracing::info!(leader = %url, "found the active node");
                     return Ok(client.clone());
                 }
-                Ok(h) if h.state.is_unsealed() => {
-                    if let Some(leader) = follow_leader(client, &url, ca.as_deref()).await {
-                        return Ok(leader);
-                    }
-                    seen.push(format!("{url}: {:?}", h.state));
-                }
+                // Never the address that answered: it may be a Service, whose next request can
+                // land on a standby (which answers 307). Not pinned yet: try again next round.
+                Ok(h) if h.state.is_unsealed() => match follow_leader(client, &url, ca.as_deref()).await {
+                    Ok(leader) => return Ok(leader),
+                    Err(why) => seen.push(format!("{url}: {:?}, but {why}", h.state)),
+                },
                 Ok(h) => seen.push(format!("{url}: {:?}", h.state)),
                 Err(e) => seen.push(format!("{url}: {e}")),
             }
@@ -382,15 +379,16 @@ pub async fn find_leader(args: &OpenBaoArgs) -> Result<BaoClient, ExecutorError>
 /// The active node as `via` reports it: its own address, or — when its certificate does not name
 /// that address (blue/green revision pods carry the cluster's names) — `via_url` pinned to the
 /// active node's IP.
-async fn follow_leader(via: &BaoClient, via_url: &str, ca: Option<&[u8]>) -> Option<BaoClient> {
-    let leader = via.leader().await.ok()?;
+async fn follow_leader(via: &BaoClient, via_url: &str, ca: Option<&[u8]>) -> Result<BaoClient, String> {
+    let leader = via.leader().await.map_err(|e| format!("sys/leader failed: {e}"))?;
     let address = leader.leader_address.trim_end_matches('/');
     if address.is_empty() {
-        return None;
+        return Err("sys/leader names no active node".into());
     }
     let mut candidates = Vec::new();
     candidates.extend(client_for(address, ca).ok());
-    if let Some(ip) = resolve(address).await {
+    let resolved = resolve(address).await;
+    if let Some(ip) = resolved {
         let pinned = ClientConfig::new(via_url)
             .with_resolve_to(ip)
             .with_timeout(Duration::from_secs(30));
@@ -400,13 +398,24 @@ async fn follow_leader(via: &BaoClient, via_url: &str, ca: Option<&[u8]>) -> Opt
         };
         candidates.extend(BaoClient::new(pinned).ok());
     }
+    let mut answers = Vec::new();
     for client in candidates {
-        if client.health().await.is_ok_and(|h| h.state == HealthState::Active) {
-            tracing::info!(leader = %address, "pinned the active node");
-            return Some(client);
+        match client.health().await {
+            Ok(h) if h.state == HealthState::Active => {
+                tracing::info!(leader = %address, "pinned the active node");
+                return Ok(client);
+            }
+            Ok(h) => answers.push(format!("{}: {:?}", client.base_url(), h.state)),
+            Err(e) => answers.push(e.to_string()),
         }
     }
-    None
+    if resolved.is_none() {
+        answers.push(format!("{address} did not resolve"));
+    }
+    Err(format!(
+        "the active node {address} it names could not be pinned ({})",
+        answers.join("; ")
+    ))
 }
 
 /// The IP of an `https://host:port` address.

@@ -231,8 +231,20 @@ pub fn unhealthy(observed: &Observed, revision: &Revision, replicas: i32) -> Opt
     None
 }
 
-/// The pre-upgrade snapshot; afterwards the strategy's first phase.
+/// Failed pre-upgrade snapshot attempts after which the upgrade is given up (nothing changed yet).
+pub const SNAPSHOT_ATTEMPTS: i32 = 3;
+
+/// The pre-upgrade snapshot; afterwards the strategy's first phase. Given up (no server was
+/// touched) after [`SNAPSHOT_ATTEMPTS`] failures.
 pub fn snapshot(status: &OpenBaoClusterStatus, mut u: UpgradeStatus, now: Timestamp) -> Step {
+    if u.failures >= SNAPSHOT_ATTEMPTS {
+        let last = u.last_error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        let message = format!("the pre-upgrade snapshot failed {SNAPSHOT_ATTEMPTS} times; last: {last}");
+        u.last_error = Some(error("PreUpgradeSnapshotFailed", message.clone(), now));
+        let from = u.from_version.clone().unwrap_or_default();
+        let text = format!("upgrade aborted before any server changed; still on {from}: {message}");
+        return act(Action::Record, aborted(status, &u, text));
+    }
     let strategy = u.strategy.unwrap_or_default();
     enter(&mut u, first_phase(strategy), now);
     u.message = Some("pre-upgrade snapshot taken".into());
@@ -346,8 +358,39 @@ pub fn record_failure(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
+    use super::*;
+
+    #[test]
+    fn a_snapshot_that_keeps_failing_aborts_before_any_server_changed() {
+        let now: Timestamp = "2026-11-24T19:30:00Z".parse().unwrap();
+        let mut u = UpgradeStatus {
+            phase: UpgradePhase::PreUpgradeSnapshot,
+            strategy: Some(UpgradeStrategy::BlueGreen),
+            from_version: Some("2.6.2".into()),
+            to_version: Some("2.7.2".into()),
+            failures: SNAPSHOT_ATTEMPTS - 1,
+            ..UpgradeStatus::default()
+        };
+        let status = OpenBaoClusterStatus::default();
+        let step = snapshot(&status, u.clone(), now);
+        assert_eq!(step.action, Action::TakeSnapshot, "one more attempt");
+        assert_eq!(step.status.upgrade.unwrap().phase, UpgradePhase::DeployingGreen);
+
+        u.failures = SNAPSHOT_ATTEMPTS;
+        u.last_error = Some(error("TakeSnapshotFailed", "AuthenticationFailed: bad key", now));
+        let step = snapshot(&status, u, now);
+        assert_eq!(step.action, Action::Record);
+        let done = step.status.upgrade.unwrap();
+        assert_eq!(done.phase, UpgradePhase::Idle);
+        assert_eq!(
+            done.aborted_version.as_deref(),
+            Some("2.7.2"),
+            "latched: it does not start again by itself"
+        );
+        let e = done.last_error.unwrap();
+        assert_eq!(e.reason, "PreUpgradeSnapshotFailed");
+        assert!(e.message.contains("AuthenticationFailed: bad key"), "{}", e.message);
+    }
 
     #[test]
     fn durations_parse_like_the_crd_validates_them() {

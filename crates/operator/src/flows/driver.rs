@@ -75,8 +75,20 @@ pub trait Platform: Send + Sync {
     /// Restart server `node_id` on `version`, keeping its storage.
     fn replace_node(&self, node_id: &str, version: &str) -> impl Future<Output = Result<(), PlatformError>> + Send;
 
-    /// Take a raft snapshot of the cluster and store it; returns where (e.g. an object key).
-    fn take_snapshot(&self) -> impl Future<Output = Result<String, PlatformError>> + Send;
+    /// Take a raft snapshot of the cluster and store it. A platform that snapshots in the
+    /// background answers [`Snapshot::Running`] until the snapshot is stored; called again, it
+    /// must look at the same attempt rather than start another (`attempt` numbers them: it
+    /// changes only after a failed one).
+    fn take_snapshot(&self, attempt: i32) -> impl Future<Output = Result<Snapshot, PlatformError>> + Send;
+}
+
+/// Where a pre-upgrade snapshot stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Snapshot {
+    /// Stored; where (e.g. an object key).
+    Stored(String),
+    /// Still being taken; what is happening, for people.
+    Running(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +125,8 @@ pub struct StepReport {
 
 /// Health probes must not hold a step up for long.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a snapshot taken in the background is looked at.
+const SNAPSHOT_POLL: Duration = Duration::from_secs(3);
 
 pub struct Driver<P> {
     cluster: String,
@@ -143,10 +157,23 @@ impl<P: Platform> Driver<P> {
         if step.action.acts() {
             tracing::info!(cluster = %self.cluster, action = ?step.action, "upgrade step");
         }
-        match self.execute(&step.action, &observed).await {
+        match self.execute(&step.action, status, &observed).await {
+            Ok(Some(Snapshot::Running(what))) => {
+                // Nothing moved on: the phase stays until the snapshot is stored.
+                let mut waiting = status.clone();
+                if let Some(u) = waiting.upgrade.as_mut() {
+                    u.message = Some(what);
+                }
+                Ok(StepReport {
+                    action: step.action,
+                    status: waiting,
+                    error: None,
+                    requeue_after: Some(SNAPSHOT_POLL),
+                })
+            }
             Ok(snapshot) => {
                 let mut next = step.status;
-                if let (Some(handle), Some(u)) = (snapshot, next.upgrade.as_mut()) {
+                if let (Some(Snapshot::Stored(handle)), Some(u)) = (snapshot, next.upgrade.as_mut()) {
                     u.pre_upgrade_snapshot = Some(handle);
                 }
                 let requeue_after = match step.action {
@@ -269,11 +296,19 @@ impl<P: Platform> Driver<P> {
         })
     }
 
-    /// Performs `action`; returns the snapshot handle for [`Action::TakeSnapshot`].
-    async fn execute(&self, action: &Action, observed: &Observed) -> Result<Option<String>, DriverError> {
+    /// Performs `action`; returns where the snapshot stands for [`Action::TakeSnapshot`].
+    async fn execute(
+        &self,
+        action: &Action,
+        status: &OpenBaoClusterStatus,
+        observed: &Observed,
+    ) -> Result<Option<Snapshot>, DriverError> {
         match action {
             Action::Nothing | Action::Record | Action::Wait => Ok(None),
-            Action::TakeSnapshot => Ok(Some(self.platform.take_snapshot().await?)),
+            Action::TakeSnapshot => {
+                let attempt = status.upgrade.as_ref().map_or(0, |u| u.failures);
+                Ok(Some(self.platform.take_snapshot(attempt).await?))
+            }
             Action::DeployNodes(deployment) => self
                 .platform
                 .deploy_nodes(deployment)

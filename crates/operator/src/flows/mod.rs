@@ -24,7 +24,7 @@ pub mod version;
 mod fixtures;
 
 pub use common::record_failure;
-pub use driver::{Driver, Platform, PlatformError, PlatformNode, StepReport};
+pub use driver::{Driver, Platform, PlatformError, PlatformNode, Snapshot, StepReport};
 pub use names::Revision;
 pub use observed::{AutopilotPeer, AutopilotView, NodeHealth, NodeView, Observed, Peer, RaftView};
 pub use step::{Action, Deployment, Step};

@@ -144,6 +144,51 @@ pub fn backup_job(cluster: &Cluster, backup: &BackupSpec, name: &str, image: &st
     )
 }
 
+/// Where pre-upgrade snapshots go, below `spec.backup.target.pathPrefix`: outside the prefix
+/// of scheduled backups, so their retention never deletes the way back of an upgrade.
+pub const PRE_UPGRADE_PREFIX: &str = "pre-upgrade";
+/// `openbao.org/operation` (and component) of pre-upgrade snapshot Jobs: the backup executor,
+/// but not a scheduled backup, so the backup controller never counts it as one of its own.
+pub const PRE_UPGRADE_OPERATION: &str = "pre-upgrade-snapshot";
+
+/// The pre-upgrade snapshot Job `name` of `cluster`, owned by the cluster: the backup executor
+/// storing under `<pathPrefix>/pre-upgrade/`, without retention.
+pub fn pre_upgrade_snapshot_job(cluster: &Cluster, backup: &BackupSpec, name: &str, image: &str) -> Job {
+    let prefix = [backup.target.path_prefix.trim_matches('/'), PRE_UPGRADE_PREFIX]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+    let mut job = executor_job(
+        cluster,
+        JobInputs {
+            executor: Executor::Backup,
+            name,
+            image,
+            owner: super::owner_reference(cluster),
+            target: &backup.target,
+            jwt_role: &backup.jwt_auth_role,
+            extra_env: vec![
+                env("CLUSTER_NAMESPACE", cluster.namespace),
+                env("CLUSTER_NAME", cluster.name),
+                env("S3_PATH_PREFIX", &prefix),
+            ],
+            drill_openbao_image: None,
+        },
+    );
+    let template_labels = job
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.metadata.as_mut())
+        .and_then(|m| m.labels.as_mut());
+    for labels in [job.metadata.labels.as_mut(), template_labels].into_iter().flatten() {
+        for key in [OPERATION_LABEL, labels::COMPONENT_LABEL] {
+            labels.insert(key.to_string(), PRE_UPGRADE_OPERATION.to_string());
+        }
+    }
+    job
+}
+
 /// The restore drill Job `name` of `cluster`, owned by the cluster: restores `key` (the newest
 /// backup of the cluster when `None`) into a throw-away OpenBao running `openbao_version`.
 pub fn verify_job(
@@ -472,6 +517,46 @@ mod tests {
         assert_eq!(role.service_account, pod.service_account_name.clone().unwrap());
         assert_eq!(role.namespace, "team-a");
         assert_eq!(env_of(&job)["OPENBAO_JWT_ROLE"], role.role);
+    }
+
+    #[test]
+    fn pre_upgrade_snapshots_are_backups_outside_the_scheduled_prefix_and_retention() {
+        let spec = backup_spec();
+        let cluster = fixtures::cluster(&spec);
+        let job = pre_upgrade_snapshot_job(&cluster, spec.backup.as_ref().unwrap(), "vault-pre-upgrade", "op:1");
+        let env = env_of(&job);
+        assert_eq!(env["S3_PATH_PREFIX"], "prod/pre-upgrade");
+        assert!(!env.contains_key("BACKUP_RETENTION_MAX_COUNT") && !env.contains_key("BACKUP_RETENTION_MAX_AGE"));
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.containers[0].args, Some(vec!["backup".to_string()]));
+        assert_eq!(pod.service_account_name.as_deref(), Some("vault-backup-serviceaccount"));
+        // Neither the Job nor its pod looks like a scheduled backup.
+        let scheduled = executor_labels("vault", Executor::Backup);
+        let template_labels = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone();
+        for labels in [job.metadata.labels.clone().unwrap(), template_labels.unwrap()] {
+            assert_eq!(labels[OPERATION_LABEL], PRE_UPGRADE_OPERATION);
+            assert!(scheduled.iter().any(|(k, v)| labels.get(k) != Some(v)));
+        }
+        let unprefixed = fixtures::spec(json!({"backup": {
+            "schedule": "0 3 * * *",
+            "target": {"endpoint": "https://s3.example.com", "bucket": "b", "credentialsSecretRef": {"name": "c"}},
+        }}));
+        let job = pre_upgrade_snapshot_job(
+            &fixtures::cluster(&unprefixed),
+            unprefixed.backup.as_ref().unwrap(),
+            "j",
+            "i",
+        );
+        assert_eq!(env_of(&job)["S3_PATH_PREFIX"], "pre-upgrade");
     }
 
     #[test]

@@ -25,7 +25,9 @@ esac
 
 bao server -config="$OUT" &
 child=$!
-trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+# Stopping: forward the signal and exit as soon as bao has stopped, not after the poll sleep.
+# Until the container exits the pod keeps its name, so its replacement cannot start.
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit $?' TERM INT
 sum="$(sha256sum < "$CERT" 2>/dev/null)"
 while kill -0 "$child" 2>/dev/null; do
   sleep "$POLL" &

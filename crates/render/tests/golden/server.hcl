@@ -17,7 +17,7 @@ seal "static" {
 storage "raft" {
   path = "/bao/data"
   node_id = "@@POD_NAME@@"
-  performance_multiplier = 1
+  performance_multiplier = 2
   autopilot_update_interval = "1s"
   autopilot_reconcile_interval = "2s"
   retry_join {

@@ -293,7 +293,7 @@ async fn check_credentials(ctx: &Context, namespace: &str, name: &str) -> Result
     })
 }
 
-async fn observe_job(
+pub(crate) async fn observe_job(
     ctx: &Context,
     namespace: &str,
     name: &str,
@@ -320,7 +320,7 @@ async fn observe_job(
     })
 }
 
-async fn create_job(ctx: &Context, namespace: &str, job: &Job) -> Result<(), Error> {
+pub(crate) async fn create_job(ctx: &Context, namespace: &str, job: &Job) -> Result<(), Error> {
     let name = job.metadata.name.clone().unwrap_or_default();
     let params = PostParams {
         field_manager: Some(crate::FIELD_MANAGER.to_string()),

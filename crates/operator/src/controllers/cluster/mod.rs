@@ -2,6 +2,7 @@
 
 mod apply;
 pub mod bluegreen;
+mod snapshot;
 pub mod status;
 mod tls;
 pub mod upgrade;
@@ -196,6 +197,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
             }
             match upgrade::plan(&obj.spec, &previous) {
                 Plan::Idle => {}
+                Plan::Clear => base = upgrade::cleared(&previous),
                 Plan::Refused { reason, message } => observed.upgrade = UpgradeState::Refused { reason, message },
                 // An upgrade does not start while a backup or restore holds the cluster; one in
                 // progress is never interrupted (backups and restores wait for it instead).
@@ -267,31 +269,16 @@ async fn upgrade_step(
     bundle: &str,
 ) -> (OpenBaoClusterStatus, UpgradeState, Option<Duration>) {
     let retry = Some(Duration::from_secs(5));
-    let endpoint = (ctx.endpoints)(cluster.name, cluster.namespace);
-    let login = async {
-        let jwt =
-            crate::openbao::service_account_token(&ctx.client, &ctx.operator, &cluster.spec.self_init.oidc.audience)
-                .await?;
-        crate::openbao::login(&endpoint, bundle, &jwt).await
-    };
-    let token = match tokio::time::timeout(Duration::from_secs(20), login).await {
+    let token = match tokio::time::timeout(Duration::from_secs(20), upgrade::operator_login(ctx, cluster, bundle)).await
+    {
         Err(_) => {
-            let message = format!("logging in at {} for the upgrade: no answer within 20 s", endpoint.url);
+            let message = "logging in for the upgrade: no answer within 20 s".to_string();
             return (previous.clone(), UpgradeState::StepFailed(message), retry);
         }
-        Ok(Err(e)) => {
-            let message = format!("logging in for the upgrade: {e}");
-            return (previous.clone(), UpgradeState::StepFailed(message), retry);
-        }
-        Ok(Ok(client)) => match client.token() {
-            Some(t) => t.clone(),
-            None => {
-                let message = "the login for the upgrade returned no token".to_string();
-                return (previous.clone(), UpgradeState::StepFailed(message), retry);
-            }
-        },
+        Ok(Err(message)) => return (previous.clone(), UpgradeState::StepFailed(message), retry),
+        Ok(Ok(token)) => token,
     };
-    let platform = KubePlatform::new(ctx.client.clone(), cluster, bundle.to_string(), token).for_status(previous);
+    let platform = KubePlatform::new(ctx, cluster, bundle.to_string(), token).for_status(previous);
     let driver = Driver::new(cluster.name, platform);
     match driver.step(cluster.spec, previous).await {
         Ok(report) => {

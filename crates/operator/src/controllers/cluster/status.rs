@@ -263,6 +263,13 @@ pub fn derive(
         ),
     }
 
+    // An upgrade starts, restarts and stops servers, which are sealed for a while by design; it
+    // reports on them itself (`Upgrading`, `status.upgrade.lastError`), and `OpenBaoSealed` still
+    // tells the truth.
+    let upgrade_running = previous
+        .upgrade
+        .as_ref()
+        .is_some_and(|u| u.phase != openbao_api::UpgradePhase::Idle);
     let problem = observed
         .apply_error
         .as_ref()
@@ -282,7 +289,10 @@ pub fn derive(
             UpgradeState::StepFailed(m) => Some(("UpgradeStepFailed", m.clone())),
             _ => None,
         })
-        .or_else(|| (!sealed.is_empty()).then(|| ("ServersSealed", format!("sealed: {}", sealed.join(", ")))));
+        .or_else(|| {
+            (!sealed.is_empty() && !upgrade_running)
+                .then(|| ("ServersSealed", format!("sealed: {}", sealed.join(", "))))
+        });
     cond::set_condition(
         &mut status.conditions,
         match problem {
@@ -461,6 +471,37 @@ mod tests {
         let s = derive(&spec(serde_json::json!({})), &s, &o, Some(1), now());
         assert_eq!(s.phase, Some(ClusterPhase::Paused));
         assert_eq!(reason(&s, cond::AVAILABLE), ("Unknown".into(), "Paused".into()));
+    }
+
+    #[test]
+    fn servers_an_upgrade_starts_or_stops_are_sealed_without_degrading_the_cluster() {
+        let mut o = observed();
+        o.ready_replicas = 3;
+        o.pods = ["b-0", "b-v2-7-2-0"]
+            .iter()
+            .map(|name| PodView {
+                name: name.to_string(),
+                initialized: Some(true),
+                sealed: Some(name.contains("v2-7-2")),
+                active: *name == "b-0",
+            })
+            .collect();
+        let sp = spec(serde_json::json!({}));
+        let s = derive(&sp, &Default::default(), &o, Some(1), now());
+        assert_eq!(reason(&s, cond::DEGRADED), ("True".into(), "ServersSealed".into()));
+        let deploying = OpenBaoClusterStatus {
+            upgrade: Some(openbao_api::UpgradeStatus {
+                phase: openbao_api::UpgradePhase::DeployingGreen,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let s = derive(&sp, &deploying, &o, Some(1), now());
+        assert_eq!(reason(&s, cond::DEGRADED), ("False".into(), "Reconciled".into()));
+        assert_eq!(
+            reason(&s, cond::OPENBAO_SEALED),
+            ("True".into(), "ServersSealed".into())
+        );
     }
 
     #[test]

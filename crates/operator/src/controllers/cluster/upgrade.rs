@@ -8,6 +8,7 @@
 //! `partition` cannot express since the leader may hold any ordinal. A blue/green upgrade adds
 //! a second StatefulSet (see [`super::bluegreen`]).
 
+use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -22,7 +23,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::bluegreen::BlueGreenKube;
-use crate::flows::{Deployment, Platform, PlatformError, PlatformNode, Revision};
+use crate::context::Context;
+use crate::flows::{Deployment, Platform, PlatformError, PlatformNode, Revision, Snapshot};
+use crate::openbao::AccessError;
 
 /// What the reconcile does about upgrades this time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +34,9 @@ pub enum Plan {
     Idle,
     /// Run one driver step.
     Step,
+    /// `spec.version` is the running version again after a refused or aborted upgrade: only the
+    /// leftover refusal goes, which needs no OpenBao ([`cleared`]).
+    Clear,
     /// An upgrade is wanted but cannot run here; nothing is touched. Reported as
     /// `Upgrading=False` with this reason and message.
     Refused { reason: &'static str, message: String },
@@ -51,15 +57,19 @@ pub fn plan(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus) -> Plan {
     };
     let running = in_progress(status);
     if running.is_none() && spec.version == current {
-        return Plan::Idle;
+        let leftover = status
+            .upgrade
+            .as_ref()
+            .is_some_and(|u| u.last_error.is_some() || u.aborted_version.is_some());
+        return if leftover { Plan::Clear } else { Plan::Idle };
     }
-    if running.is_none() && spec.upgrade.pre_upgrade_snapshot {
+    if running.is_none() && spec.upgrade.pre_upgrade_snapshot && spec.backup.is_none() {
+        // The CRD refuses this; a cluster stored before that rule still gets a clear answer.
         return Plan::Refused {
-            reason: "PreUpgradeSnapshotNotAvailable",
+            reason: "PreUpgradeSnapshotNeedsBackup",
             message: format!(
-                "spec.version {} differs from the running {current}, but pre-upgrade snapshots are not \
-                 available on Kubernetes yet: no pod was changed; set spec.upgrade.preUpgradeSnapshot to \
-                 false (and take a backup first) to upgrade",
+                "spec.version {} differs from the running {current}, but spec.upgrade.preUpgradeSnapshot \
+                 needs spec.backup (the store the snapshot goes to): no pod was changed",
                 spec.version
             ),
         };
@@ -71,6 +81,55 @@ pub fn plan(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus) -> Plan {
         };
     }
     Plan::Step
+}
+
+/// The operator's OpenBao token for upgrade steps. Logged in through the public Service; when
+/// that reaches a standby which redirects to the active server (traffic may already select
+/// green while blue still leads), the login goes to that server's pod directly.
+pub async fn operator_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) -> Result<Token, String> {
+    let jwt = crate::openbao::service_account_token(&ctx.client, &ctx.operator, &cluster.spec.self_init.oidc.audience)
+        .await
+        .map_err(|e| format!("logging in for the upgrade: {e}"))?;
+    let endpoint = (ctx.endpoints)(cluster.name, cluster.namespace);
+    let client = match crate::openbao::login(&endpoint, bundle, &jwt).await {
+        Ok(client) => client,
+        Err(AccessError::OpenBao { source, .. })
+            if let Some((url, pod)) = source
+                .redirect_location()
+                .and_then(|l| crate::openbao::redirect_to_pod(l, cluster.namespace)) =>
+        {
+            let ip = Api::<Pod>::namespaced(ctx.client.clone(), cluster.namespace)
+                .get_opt(&pod)
+                .await
+                .map_err(|e| format!("logging in for the upgrade: reading pod {pod} (the active server): {e}"))?
+                .as_ref()
+                .and_then(KubePlatform::pod_ip)
+                .ok_or_else(|| format!("logging in for the upgrade: the active server {pod} has no pod IP"))?;
+            let at_leader = crate::openbao::Endpoint {
+                url,
+                resolve_to: Some(ip),
+            };
+            crate::openbao::login(&at_leader, bundle, &jwt)
+                .await
+                .map_err(|e| format!("logging in for the upgrade at the active server {pod}: {e}"))?
+        }
+        Err(e) => return Err(format!("logging in for the upgrade: {e}")),
+    };
+    client
+        .token()
+        .cloned()
+        .ok_or_else(|| "the login for the upgrade returned no token".to_string())
+}
+
+/// `status` without the refusal or abort of an upgrade that `spec.version` no longer asks for.
+pub fn cleared(status: &OpenBaoClusterStatus) -> OpenBaoClusterStatus {
+    let mut cleared = status.clone();
+    if let Some(u) = cleared.upgrade.as_mut() {
+        u.last_error = None;
+        u.aborted_version = None;
+        u.message = Some("spec.version is the running version: nothing to upgrade".into());
+    }
+    cleared
 }
 
 /// The version and update strategy of the StatefulSet: the running version, so that a changed
@@ -123,7 +182,8 @@ fn kube_error(context: String) -> impl FnOnce(kube::Error) -> PlatformError {
 /// server certificate holds: the pod's `<pod>.<cluster>.<ns>.svc` for the original servers, the
 /// headless Service's `<cluster>.<ns>.svc` for revision servers (whose pod names the
 /// certificate does not list).
-pub struct KubePlatform {
+pub struct KubePlatform<'a> {
+    ctx: &'a Context,
     client: Client,
     name: String,
     namespace: String,
@@ -136,13 +196,16 @@ pub struct KubePlatform {
     green: Revision,
     /// Pod IPs seen by the last [`Platform::nodes`], so clients need no extra lookups.
     pod_ips: Mutex<HashMap<String, IpAddr>>,
+    /// When the upgrade in progress started: names its pre-upgrade snapshot Jobs.
+    started: Timestamp,
 }
 
-impl KubePlatform {
+impl<'a> KubePlatform<'a> {
     /// `token` is the operator's OpenBao token (role `openbao-operator`).
-    pub fn new(client: Client, cluster: &Cluster<'_>, ca_pem: String, token: Token) -> Self {
+    pub fn new(ctx: &'a Context, cluster: &Cluster<'_>, ca_pem: String, token: Token) -> Self {
         Self {
-            client,
+            ctx,
+            client: ctx.client.clone(),
             name: cluster.name.to_string(),
             namespace: cluster.namespace.to_string(),
             uid: cluster.uid.to_string(),
@@ -152,6 +215,7 @@ impl KubePlatform {
             live: None,
             green: None,
             pod_ips: Mutex::default(),
+            started: Timestamp::UNIX_EPOCH,
         }
     }
 
@@ -163,6 +227,7 @@ impl KubePlatform {
             .as_ref()
             .and_then(|b| b.green_revision.clone())
             .filter(|g| Some(g) != self.live.as_ref());
+        self.started = super::snapshot::upgrade_started(status);
         self
     }
 
@@ -210,7 +275,7 @@ impl KubePlatform {
     }
 }
 
-impl Platform for KubePlatform {
+impl Platform for KubePlatform<'_> {
     async fn nodes(&self) -> Result<Vec<PlatformNode>, PlatformError> {
         let listed = self
             .pods()
@@ -384,11 +449,8 @@ impl Platform for KubePlatform {
         }
     }
 
-    async fn take_snapshot(&self) -> Result<String, PlatformError> {
-        Err(PlatformError::new(
-            "taking the pre-upgrade snapshot".to_string(),
-            "pre-upgrade snapshots are not available on Kubernetes yet".to_string(),
-        ))
+    async fn take_snapshot(&self, attempt: i32) -> Result<Snapshot, PlatformError> {
+        super::snapshot::take(self.ctx, &self.cluster(), self.started, attempt).await
     }
 }
 
@@ -448,7 +510,7 @@ mod tests {
     }
 
     #[test]
-    fn blue_green_runs_and_snapshots_are_refused_without_touching_pods() {
+    fn blue_green_runs_and_snapshots_without_a_store_are_refused_without_touching_pods() {
         let bg = spec(serde_json::json!({"upgrade": {"strategy": "BlueGreen"}}));
         assert_eq!(plan(&bg, &running("2.6.2")), Plan::Step);
         // The live set keeps the running version: green is a separate StatefulSet.
@@ -457,10 +519,14 @@ mod tests {
         assert!(matches!(
             plan(&snap, &running("2.6.2")),
             Plan::Refused {
-                reason: "PreUpgradeSnapshotNotAvailable",
+                reason: "PreUpgradeSnapshotNeedsBackup",
                 ..
             }
         ));
+        let backup = serde_json::json!({"schedule": "0 3 * * *", "target": {
+            "endpoint": "https://s3.example.com", "bucket": "b", "credentialsSecretRef": {"name": "c"}}});
+        let snap = spec(serde_json::json!({"upgrade": {"preUpgradeSnapshot": true}, "backup": backup}));
+        assert_eq!(plan(&snap, &running("2.6.2")), Plan::Step);
         let no_login = spec(serde_json::json!({"selfInit": {"oidc": {"enabled": false}}}));
         assert!(matches!(
             plan(&no_login, &running("2.6.2")),
@@ -469,6 +535,30 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_refusal_goes_once_spec_version_is_the_running_one_again() {
+        let mut refused = running("2.7.2");
+        refused.upgrade = Some(UpgradeStatus {
+            last_error: Some(openbao_api::UpgradeError {
+                reason: "DowngradeRefused".into(),
+                message: "spec.version 2.6.2 is older".into(),
+                at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+            }),
+            ..Default::default()
+        });
+        let same = spec(serde_json::json!({}));
+        assert_eq!(plan(&same, &refused), Plan::Clear);
+        let clear = cleared(&refused);
+        assert_eq!(plan(&same, &clear), Plan::Idle);
+        assert!(clear.upgrade.unwrap().last_error.is_none());
+        let mut aborted = running("2.7.2");
+        aborted.upgrade = Some(UpgradeStatus {
+            aborted_version: Some("2.7.3".into()),
+            ..Default::default()
+        });
+        assert_eq!(plan(&same, &aborted), Plan::Clear);
     }
 
     #[test]

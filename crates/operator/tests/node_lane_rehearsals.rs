@@ -42,10 +42,6 @@ use node_lane_common::{
 
 const FRESH: &str = "openbao-restored";
 const BUCKET: &str = "openbao-backups";
-/// The backup executor sometimes asks a standby for the snapshot through the public Service
-/// and fails with `SnapshotFailed` (HTTP 307; see docs/lane.md). Until that is fixed the
-/// rehearsal triggers again, at most this many times, and says so.
-const BACKUP_ATTEMPTS: usize = 4;
 
 /// A KV v2 secret the admin writes before the backup and reads after the restore.
 struct Written {
@@ -105,85 +101,14 @@ async fn lane_store(client: &Client) -> Result<Store> {
     Ok(Store::new(&target, StoreOptions::default())?)
 }
 
-/// `hack/lane.sh backup`, triggered again (at most BACKUP_ATTEMPTS times) only while it fails
-/// with the executor's known standby redirect; returns the key it printed and the attempts.
-fn lane_backup() -> Result<(String, usize)> {
-    let mut last = None;
-    for attempt in 1..=BACKUP_ATTEMPTS {
-        match lane_with(&["backup"], &[]) {
-            Ok(stdout) => {
-                let key = stdout.lines().last().unwrap_or_default().trim().to_string();
-                ensure!(key.ends_with(".snap"), "lane-backup printed no key: {stdout:?}");
-                return Ok((key, attempt));
-            }
-            Err(err) => {
-                eprintln!("lane-backup attempt {attempt} failed: {err:#}");
-                last = Some(err);
-            }
-        }
-    }
-    Err(last.expect("at least one attempt")).context(format!("lane-backup failed {BACKUP_ATTEMPTS} times"))
-}
-
-/// Sets `spec.version` back to `older`: the cluster reports `Upgrading=False DowngradeRefused`
-/// while every pod stays as it was; then `spec.version` goes back to `running`.
-async fn downgrade_is_refused(
-    client: &Client,
-    clusters: &Api<OpenBaoCluster>,
-    older: &str,
-    running: &str,
-) -> Result<()> {
-    let pods = Api::<Pod>::namespaced(client.clone(), TENANT_NS);
-    let servers = ListParams::default().labels(&format!("openbao.org/cluster={CLUSTER}"));
-    let identities = async || -> Result<Vec<(String, String)>> {
-        let mut list: Vec<(String, String)> = pods
-            .list(&servers)
-            .await?
-            .items
-            .iter()
-            .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
-            .collect();
-        list.sort();
-        Ok(list)
-    };
-    let before = identities().await?;
-    let set_version = async |v: &str| -> Result<()> {
-        let patch = json!({"spec": {"version": v}});
-        clusters
-            .patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        Ok(())
-    };
-    set_version(older).await?;
-    let refused = wait_for(
-        "Upgrading=False DowngradeRefused",
-        Duration::from_secs(90),
-        async || {
-            let c = clusters.get(CLUSTER).await?;
-            let upgrading = c
-                .status
-                .as_ref()
-                .and_then(|s| conditions::find(&s.conditions, "Upgrading"));
-            Ok(upgrading
-                .filter(|u| u.status == "False" && u.reason == "DowngradeRefused")
-                .map(|u| u.message.clone()))
-        },
-    )
-    .await;
-    set_version(running).await?;
-    let message = refused?;
-    ensure!(
-        message.contains("restore a snapshot"),
-        "the refusal names the way back: {message}"
-    );
-    ensure!(identities().await? == before, "a refused downgrade changed the servers");
-    wait_for("Upgrading back to Idle", Duration::from_secs(90), async || {
-        let c = clusters.get(CLUSTER).await?;
-        Ok(condition(&c, "Upgrading").filter(|(_, reason)| reason == "Idle"))
-    })
-    .await?;
-    eprintln!("downgrade {running} -> {older} refused with DowngradeRefused; no server changed");
-    Ok(())
+/// `hack/lane.sh backup`, once: it must succeed the first time (the executor pins the active
+/// node, so a Service that lands on a standby no longer fails it with a 307). Returns the key it
+/// printed.
+fn lane_backup() -> Result<String> {
+    let stdout = lane_with(&["backup"], &[])?;
+    let key = stdout.lines().last().unwrap_or_default().trim().to_string();
+    ensure!(key.ends_with(".snap"), "lane-backup printed no key: {stdout:?}");
+    Ok(key)
 }
 
 /// The fresh cluster: the lane cluster's version and AppArmor setting, one server, operator TLS,
@@ -349,11 +274,8 @@ async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_be
     let prefix = format!("{TENANT_NS}/{CLUSTER}/");
     let before: Vec<String> = store.list(&prefix).await?.into_iter().map(|o| o.key).collect();
     let backup_began = Instant::now();
-    let (key, attempts) = lane_backup()?;
-    eprintln!(
-        "lane-backup: {key} after {attempts} attempt(s), {:.1?} in all",
-        backup_began.elapsed()
-    );
+    let key = lane_backup()?;
+    eprintln!("lane-backup: {key} in {:.1?}", backup_began.elapsed());
     ensure!(!before.contains(&key), "{key} was in the store before lane-backup");
     let lane_cluster = clusters.get(CLUSTER).await?;
     let recorded = lane_cluster

@@ -111,6 +111,67 @@ fn lane_backup() -> Result<String> {
     Ok(key)
 }
 
+/// Sets `spec.version` back to `older`: the cluster reports `Upgrading=False DowngradeRefused`
+/// while every pod stays as it was; then `spec.version` goes back to `running`.
+async fn downgrade_is_refused(
+    client: &Client,
+    clusters: &Api<OpenBaoCluster>,
+    older: &str,
+    running: &str,
+) -> Result<()> {
+    let pods = Api::<Pod>::namespaced(client.clone(), TENANT_NS);
+    let servers = ListParams::default().labels(&format!("openbao.org/cluster={CLUSTER}"));
+    let identities = async || -> Result<Vec<(String, String)>> {
+        let mut list: Vec<(String, String)> = pods
+            .list(&servers)
+            .await?
+            .items
+            .iter()
+            .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+            .collect();
+        list.sort();
+        Ok(list)
+    };
+    let before = identities().await?;
+    let set_version = async |v: &str| -> Result<()> {
+        let patch = json!({"spec": {"version": v}});
+        clusters
+            .patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    };
+    set_version(older).await?;
+    let refused = wait_for(
+        "Upgrading=False DowngradeRefused",
+        Duration::from_secs(90),
+        async || {
+            let c = clusters.get(CLUSTER).await?;
+            let upgrading = c
+                .status
+                .as_ref()
+                .and_then(|s| conditions::find(&s.conditions, "Upgrading"));
+            Ok(upgrading
+                .filter(|u| u.status == "False" && u.reason == "DowngradeRefused")
+                .map(|u| u.message.clone()))
+        },
+    )
+    .await;
+    set_version(running).await?;
+    let message = refused?;
+    ensure!(
+        message.contains("restore a snapshot"),
+        "the refusal names the way back: {message}"
+    );
+    ensure!(identities().await? == before, "a refused downgrade changed the servers");
+    wait_for("Upgrading back to Idle", Duration::from_secs(90), async || {
+        let c = clusters.get(CLUSTER).await?;
+        Ok(condition(&c, "Upgrading").filter(|(_, reason)| reason == "Idle"))
+    })
+    .await?;
+    eprintln!("downgrade {running} -> {older} refused with DowngradeRefused; no server changed");
+    Ok(())
+}
+
 /// The fresh cluster: the lane cluster's version and AppArmor setting, one server, operator TLS,
 /// the same JWT admin subject, no gateway, no backups.
 fn fresh_cluster(lane: &OpenBaoCluster) -> Result<OpenBaoCluster> {

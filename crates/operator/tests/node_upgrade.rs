@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use testkit::apiserver::{create_namespace, install_crds, install_gateway_api_crds};
 
 mod node_common;
-use node_common::{CLIENT_RETRY, LoadClient, LoadReport, condition, create, host_operator_context, node_client};
+use node_common::{
+    CLIENT_RETRY, LoadClient, LoadReport, check_acknowledged, condition, create, host_operator_context, node_client,
+};
 
 #[tokio::test]
 async fn a_rolling_upgrade_keeps_every_write_on_a_real_node() -> Result<()> {
@@ -208,27 +210,7 @@ async fn upgrade_under_load(client: &Client, ns: &str, op_ns: &str) -> Result<()
         report.failed_reads,
         report.errors
     );
-    ensure!(
-        report.acknowledged.len() > 50,
-        "too few writes: {}",
-        report.acknowledged.len()
-    );
-    // The Service may pick a standby that has not applied the newest entries yet: a key counts
-    // as lost only if it stays unreadable for 5 s.
-    for n in &report.acknowledged {
-        let path = format!("secret/data/load/k{n}");
-        let asked = Instant::now();
-        let value = loop {
-            match admin.read(&path).await {
-                Ok(Some(v)) => break v,
-                other if asked.elapsed() > Duration::from_secs(5) => {
-                    bail!("acknowledged write k{n} is gone: {other:?}")
-                }
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
-        ensure!(value["data"]["data"]["n"] == json!(n), "k{n}: {value}");
-    }
+    check_acknowledged(&admin, &report).await?;
 
     // Every pod runs the 2.7.2 image and reports 2.7.2; 3 voters; status says so.
     let status = done.status.clone().unwrap_or_default();

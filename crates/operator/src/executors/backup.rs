@@ -5,11 +5,11 @@
 //! store is reported as such without loading OpenBao with a snapshot; the object is verified
 //! before retention runs, so retention never deletes an old backup for a new one that is bad.
 
-use super::{ExecutorError, OpenBaoArgs, StoreArgs, find_leader, login, openbao_failure, parse_duration};
-use openbao_client::BaoClient;
-use openbao_objstore::{
-    Retention, Store, StoreError, UploadError, Uploaded, cluster_prefix, new_backup_key, retention_plan,
+use super::{
+    ClusterKeyArgs, ExecutorError, OpenBaoArgs, StoreArgs, find_leader, login, openbao_failure, parse_duration,
 };
+use openbao_client::BaoClient;
+use openbao_objstore::{Retention, Store, StoreError, UploadError, Uploaded, new_backup_key, retention_plan};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -27,14 +27,8 @@ pub struct BackupArgs {
         default_value = "openbao-operator-backup"
     )]
     pub jwt_role: String,
-    /// Namespace of the OpenBaoCluster (part of the object key).
-    #[arg(long = "cluster-namespace", env = "CLUSTER_NAMESPACE")]
-    pub cluster_namespace: String,
-    /// Name of the OpenBaoCluster (part of the object key).
-    #[arg(long = "cluster-name", env = "CLUSTER_NAME")]
-    pub cluster_name: String,
-    #[arg(long = "s3-path-prefix", env = "S3_PATH_PREFIX", default_value = "")]
-    pub path_prefix: String,
+    #[command(flatten)]
+    pub cluster: ClusterKeyArgs,
     /// Keep at most this many backups of the cluster (the newest is always kept).
     #[arg(long = "retention-max-count", env = "BACKUP_RETENTION_MAX_COUNT")]
     pub retention_max_count: Option<usize>,
@@ -78,14 +72,10 @@ pub async fn main(args: BackupArgs) -> i32 {
 /// The whole backup; the report on success.
 pub async fn run(args: &BackupArgs) -> Result<BackupReport, ExecutorError> {
     let started = Instant::now();
-    if args.cluster_namespace.is_empty() || args.cluster_name.is_empty() {
-        return Err(ExecutorError::InvalidConfig(
-            "the cluster namespace and name are required (they are part of the object key)".into(),
-        ));
-    }
-    let target = args.store.target(&args.path_prefix)?;
+    let cluster = &args.cluster;
+    let prefix = cluster.prefix("(they are part of the object key)")?;
+    let target = args.store.target(&cluster.path_prefix)?;
     let store = Store::new(&target, args.store.options())?;
-    let prefix = cluster_prefix(&args.path_prefix, &args.cluster_namespace, &args.cluster_name);
     // Fails fast on wrong credentials, a missing bucket or an unreachable store.
     let existing = store.list(&prefix).await?;
     tracing::info!(bucket = store.bucket(), prefix = %prefix, existing = existing.len(), "store reachable");
@@ -93,7 +83,7 @@ pub async fn run(args: &BackupArgs) -> Result<BackupReport, ExecutorError> {
     let mut leader = find_leader(&args.openbao).await?;
     let mut bao = login(&leader, &args.openbao, &args.jwt_role).await?;
 
-    let key = new_backup_key(&args.path_prefix, &args.cluster_namespace, &args.cluster_name, now());
+    let key = new_backup_key(&cluster.path_prefix, &cluster.namespace, &cluster.name, now());
     let mut transfer_started = Instant::now();
     let snapshot = match bao.snapshot().await {
         // Leadership moved between finding the leader and asking it: nothing was read yet, so

@@ -80,6 +80,35 @@ pub struct OpenBaoArgs {
     pub pin_active: bool,
 }
 
+/// Which cluster's backups: the parts of their object keys, `<pathPrefix>/<namespace>/<name>/…`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ClusterKeyArgs {
+    /// Namespace of the OpenBaoCluster.
+    #[arg(long = "cluster-namespace", env = "CLUSTER_NAMESPACE", default_value = "")]
+    pub namespace: String,
+    /// Name of the OpenBaoCluster.
+    #[arg(long = "cluster-name", env = "CLUSTER_NAME", default_value = "")]
+    pub name: String,
+    #[arg(long = "s3-path-prefix", env = "S3_PATH_PREFIX", default_value = "")]
+    pub path_prefix: String,
+}
+
+impl ClusterKeyArgs {
+    /// The prefix of the cluster's backups; `why` says what the names are needed for.
+    pub fn prefix(&self, why: &str) -> Result<String, ExecutorError> {
+        if self.namespace.is_empty() || self.name.is_empty() {
+            return Err(ExecutorError::InvalidConfig(format!(
+                "the cluster namespace and name are required {why}"
+            )));
+        }
+        Ok(openbao_objstore::cluster_prefix(
+            &self.path_prefix,
+            &self.namespace,
+            &self.name,
+        ))
+    }
+}
+
 /// Where the object store is and how to authenticate.
 #[derive(Clone, Debug, clap::Args)]
 pub struct StoreArgs {

@@ -19,10 +19,12 @@
 //! `--server-timeout`/`VERIFY_SERVER_TIMEOUT` (wait for the local server, and for it to be
 //! active again after the restore; default `120s`), `--result-file`/`EXECUTOR_RESULT_FILE`.
 
-use super::{ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, login, openbao_failure, parse_duration};
+use super::{
+    ClusterKeyArgs, ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, login, openbao_failure, parse_duration,
+};
 use futures::TryStreamExt;
 use openbao_client::{BaoClient, HealthState, Token};
-use openbao_objstore::{ObjectInfo, Store, StoreError, cluster_prefix, parse_key_time};
+use openbao_objstore::{ObjectInfo, Store, StoreError, parse_key_time};
 use serde::Serialize;
 use serde_json::json;
 use std::path::PathBuf;
@@ -46,12 +48,8 @@ pub struct VerifyArgs {
     /// The backup to restore; empty: the newest backup of the cluster.
     #[arg(long = "key", env = "VERIFY_KEY", default_value = "")]
     pub key: String,
-    #[arg(long = "cluster-namespace", env = "CLUSTER_NAMESPACE", default_value = "")]
-    pub cluster_namespace: String,
-    #[arg(long = "cluster-name", env = "CLUSTER_NAME", default_value = "")]
-    pub cluster_name: String,
-    #[arg(long = "s3-path-prefix", env = "S3_PATH_PREFIX", default_value = "")]
-    pub path_prefix: String,
+    #[command(flatten)]
+    pub cluster: ClusterKeyArgs,
     /// How long the local server may take to answer, and to be active again after the restore.
     #[arg(long = "server-timeout", env = "VERIFY_SERVER_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub server_timeout: Duration,
@@ -92,7 +90,7 @@ pub async fn run(args: &VerifyArgs) -> Result<VerifyReport, ExecutorError> {
         .find(|a| !a.is_empty())
         .ok_or_else(|| ExecutorError::InvalidConfig("no address of the local OpenBao server given".into()))?
         .to_string();
-    let store = Store::new(&args.store.target(&args.path_prefix)?, args.store.options())?;
+    let store = Store::new(&args.store.target(&args.cluster.path_prefix)?, args.store.options())?;
     let object = find_backup(&store, args).await?;
     tracing::info!(key = %object.key, size = object.size, "backup to verify");
 
@@ -175,12 +173,7 @@ async fn find_backup(store: &Store, args: &VerifyArgs) -> Result<ObjectInfo, Exe
     if !args.key.trim().is_empty() {
         return Ok(store.head(args.key.trim()).await?);
     }
-    if args.cluster_namespace.is_empty() || args.cluster_name.is_empty() {
-        return Err(ExecutorError::InvalidConfig(
-            "without a key, the cluster namespace and name are needed to find the newest backup".into(),
-        ));
-    }
-    let prefix = cluster_prefix(&args.path_prefix, &args.cluster_namespace, &args.cluster_name);
+    let prefix = args.cluster.prefix("to find the newest backup without a key")?;
     let objects = store.list(&prefix).await?;
     newest(objects).ok_or_else(|| {
         ExecutorError::Store(StoreError::ObjectMissing {

@@ -9,6 +9,7 @@ use anyhow::Result;
 use openbao_api::OpenBaoClusterSpec;
 use openbao_client::BaoClient;
 use openbao_objstore::{Credentials, Secret, Store, StoreOptions, Target};
+use openbao_operator::executors::ClusterKeyArgs;
 use openbao_operator::executors::backup::BackupArgs;
 use openbao_operator::executors::restore::RestoreArgs;
 use openbao_operator::executors::{OpenBaoArgs, StoreArgs};
@@ -239,9 +240,11 @@ impl World {
             openbao: self.openbao_args(&node.url, &node.ca_file, "backup")?,
             store: self.store_args(s3, BUCKET, SECRET_KEY)?,
             jwt_role: "openbao-operator-backup".into(),
-            cluster_namespace: NAMESPACE.into(),
-            cluster_name: CLUSTER.into(),
-            path_prefix: PREFIX.into(),
+            cluster: ClusterKeyArgs {
+                namespace: NAMESPACE.into(),
+                name: CLUSTER.into(),
+                path_prefix: PREFIX.into(),
+            },
             retention_max_count: None,
             retention_max_age: None,
             verify_checksum: true,

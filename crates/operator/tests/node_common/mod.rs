@@ -3,8 +3,9 @@
 //! every failed operation and the longest window of failed requests.
 
 #![allow(dead_code)]
+pub mod bluegreen;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, bail, ensure};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use openbao_api::{OpenBaoCluster, conditions};
@@ -147,6 +148,9 @@ impl LoadClient {
                         self.bao = fresh.with_token(token.clone());
                     }
                     self.report.failed_attempts += 1;
+                    // Every failed attempt, on the test's clock, to line it up with the operator's steps.
+                    let sent = attempt_started.duration_since(self.epoch).as_secs_f64();
+                    eprintln!("failed attempt at {sent:.1}s ({path}): {e}");
                     // The window of failure starts when the failed attempt was sent.
                     self.outage_since.get_or_insert(attempt_started);
                     if started.elapsed() >= CLIENT_RETRY {
@@ -193,4 +197,29 @@ impl LoadClient {
         }
         self.report
     }
+}
+
+/// Every acknowledged write reads back. The Service may pick a standby that has not applied the
+/// newest entries yet: a key counts as lost only if it stays unreadable for 5 s.
+pub async fn check_acknowledged(admin: &BaoClient, report: &LoadReport) -> Result<()> {
+    ensure!(
+        report.acknowledged.len() > 50,
+        "too few writes: {}",
+        report.acknowledged.len()
+    );
+    for n in &report.acknowledged {
+        let path = format!("secret/data/load/k{n}");
+        let asked = Instant::now();
+        let value = loop {
+            match admin.read(&path).await {
+                Ok(Some(v)) => break v,
+                other if asked.elapsed() > Duration::from_secs(5) => {
+                    bail!("acknowledged write k{n} is gone: {other:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        ensure!(value["data"]["data"]["n"] == json!(n), "k{n}: {value}");
+    }
+    Ok(())
 }

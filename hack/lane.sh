@@ -417,6 +417,7 @@ cmd_up() {
   phase_done cluster
 
   pick_store "$backend"
+  state_set store "$STORE"
   step "images"
   load_images "$backend" "$STORE"
   phase_done images

@@ -21,6 +21,7 @@ use openbao_api::{OpenBaoCluster, conditions};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use testkit::apiserver::client_from_kubeconfig;
+use testkit::pods::wait_for;
 
 mod node_lane_common;
 use node_lane_common::{
@@ -46,6 +47,40 @@ async fn namespaces_gone(client: &Client) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// The RustFS console sits behind the same Gateway (`https://rustfs.lane.localhost:30443`), with
+/// the lane CA. s3s-fs, the lane's store while RustFS is not built, has no console: then this says
+/// so and checks nothing.
+async fn store_console_answers(ca: &[u8]) -> Result<()> {
+    let store = state("store").unwrap_or_default();
+    if store != "rustfs" {
+        eprintln!("store console NOT checked: the lane runs {store:?}, which has no console (RustFS is not built)");
+        return Ok(());
+    }
+    let host = "rustfs.lane.localhost";
+    let http = reqwest::Client::builder()
+        .resolve(host, EDGE.parse()?)
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca)?)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let url = format!("https://{host}:{}/", EDGE.rsplit(':').next().unwrap_or_default());
+    let answer = wait_for(
+        "the RustFS console through the Gateway",
+        Duration::from_secs(60),
+        async || {
+            let response = http.get(&url).send().await?;
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            Ok(status.is_success().then_some((status, body.len())))
+        },
+    )
+    .await?;
+    eprintln!(
+        "RustFS console answered {} ({} bytes) through the Traefik Gateway, lane CA verified",
+        answer.0, answer.1
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,6 +180,7 @@ async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -
         policies(&admin)
     );
     eprintln!("userpass and JWT admin logins passed through the Traefik Gateway ({EDGE}), lane CA verified");
+    store_console_answers(&ca).await?;
 
     guard.down = true;
     lane("down")?;

@@ -38,7 +38,7 @@ for round in $(seq 1 "$ROUNDS"); do
     logfile="$LOGS/$round-${binary}-${test}.log"
     result=passed
     cargo test -q -p openbao-operator --test "$binary" "$test" -- --exact --nocapture >"$logfile" 2>&1 || result=FAILED
-    line="$(grep -m1 '^TIMING' "$logfile" || true)"
+    line="$(grep '^TIMING' "$logfile" | grep -m1 'wall time' || true)"
     wall="$(sed -n 's/.*wall time \([0-9]*\) ms.*/\1/p' <<< "$line")"
     attempts="$(sed -n 's/.* \([0-9]*\) failed attempts retried.*/\1/p' <<< "$line")"
     window="$(sed -n 's/.*longest window of failed requests \([0-9]*\) ms.*/\1/p' <<< "$line")"

@@ -34,6 +34,15 @@ pub struct ExecutorResult {
     /// Restore drill: policies of the token the restored JWT role issued.
     #[serde(default)]
     pub policies: Option<Vec<String>>,
+    /// The node the executor worked through.
+    #[serde(default)]
+    pub leader: Option<String>,
+}
+
+impl ExecutorResult {
+    pub fn succeeded(&self) -> bool {
+        self.result == "Succeeded"
+    }
 }
 
 /// How a Job ended.
@@ -109,13 +118,18 @@ fn termination_message(pod: &Pod, container: &str) -> Option<String> {
     terminated.message.clone()
 }
 
-/// The result line in a pod's termination message: the last line that parses.
+/// The result line of the executor in `container` (named after its operation) in the pod's
+/// termination message.
 pub fn result_of(pod: &Pod, container: &str) -> Option<ExecutorResult> {
-    let message = termination_message(pod, container)?;
-    message
-        .lines()
+    parse_result(&termination_message(pod, container)?, container)
+}
+
+/// The last line of `text` that is a result of `operation` (log lines may precede it).
+pub fn parse_result(text: &str, operation: &str) -> Option<ExecutorResult> {
+    text.lines()
         .rev()
-        .find_map(|l| serde_json::from_str::<ExecutorResult>(l.trim()).ok())
+        .filter_map(|l| serde_json::from_str::<ExecutorResult>(l.trim()).ok())
+        .find(|r| r.operation == operation && !r.result.is_empty())
 }
 
 fn tail(text: &str) -> String {

@@ -185,7 +185,7 @@ fn operation_name(op: Operation) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::restore::result::ResultLine;
+    use crate::controllers::backup::result::ExecutorResult;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     const ME: &str = "openbaorestore/r1";
@@ -287,7 +287,7 @@ mod tests {
         let mine = lock(ME, Operation::Restore);
         let restoring = status(RestorePhase::Running, Some(RESTORING));
         let failed = JobState::Failed {
-            result: Some(ResultLine {
+            result: Some(ExecutorResult {
                 operation: "restore".into(),
                 result: "Failed".into(),
                 reason: Some("SealMismatch".into()),

@@ -2,37 +2,9 @@
 //! result line from the pod's termination message (`EXECUTOR_RESULT_FILE=/dev/termination-log`),
 //! turned into the reason and message the OpenBaoRestore reports. Pure.
 
+use crate::controllers::backup::result::{ExecutorResult, result_of};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use serde::Deserialize;
-
-/// The executor's one JSON line (`openbao-operator restore`), success or failure.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-pub struct ResultLine {
-    pub operation: String,
-    /// `Succeeded` or `Failed`.
-    pub result: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub message: Option<String>,
-    #[serde(default)]
-    pub bucket: Option<String>,
-    #[serde(default)]
-    pub key: Option<String>,
-    #[serde(default)]
-    pub size: Option<u64>,
-    #[serde(default)]
-    pub duration_ms: Option<u64>,
-    #[serde(default)]
-    pub leader: Option<String>,
-}
-
-impl ResultLine {
-    pub fn succeeded(&self) -> bool {
-        self.result == "Succeeded"
-    }
-}
 
 /// Where the restore Job stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,12 +17,12 @@ pub enum JobState {
     /// Created, not finished.
     Running,
     Succeeded {
-        result: Option<ResultLine>,
+        result: Option<ExecutorResult>,
     },
     /// `job_message` is the Job's `Failed` condition message (e.g. a deadline or a pod that
     /// never started), for when the executor left no result.
     Failed {
-        result: Option<ResultLine>,
+        result: Option<ExecutorResult>,
         job_message: Option<String>,
     },
 }
@@ -77,7 +49,7 @@ pub fn job_state(job: Option<&Job>, owner_uid: Option<&str>, pods: &[Pod]) -> Jo
         .map(Vec::as_slice)
         .unwrap_or_default();
     let is_true = |kind: &str| conditions.iter().find(|c| c.type_ == kind && c.status == "True");
-    let result = || pods.iter().find_map(pod_result);
+    let result = || pods.iter().find_map(|p| result_of(p, "restore"));
     if is_true("Complete").is_some() {
         JobState::Succeeded { result: result() }
     } else if let Some(failed) = is_true("Failed") {
@@ -88,23 +60,6 @@ pub fn job_state(job: Option<&Job>, owner_uid: Option<&str>, pods: &[Pod]) -> Jo
     } else {
         JobState::Running
     }
-}
-
-/// The result line in a terminated container's termination message.
-pub fn pod_result(pod: &Pod) -> Option<ResultLine> {
-    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    statuses
-        .iter()
-        .filter_map(|s| s.state.as_ref()?.terminated.as_ref()?.message.as_deref())
-        .find_map(parse_result)
-}
-
-/// The last line of `text` that is a restore result.
-pub fn parse_result(text: &str) -> Option<ResultLine> {
-    text.lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<ResultLine>(l.trim()).ok())
-        .find(|r| r.operation == "restore" && !r.result.is_empty())
 }
 
 /// Reason and message of a finished restore.
@@ -172,6 +127,7 @@ pub fn outcome(job_name: &str, key: &str, state: &JobState) -> Option<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::backup::result::parse_result;
     use serde_json::json;
 
     fn pod(message: &str) -> Pod {
@@ -221,15 +177,18 @@ mod tests {
 
     #[test]
     fn only_restore_lines_count() {
-        assert_eq!(parse_result("not json"), None);
-        assert_eq!(parse_result(r#"{"operation":"backup","result":"Succeeded"}"#), None);
-        assert!(parse_result(&format!("{{\"level\":\"info\"}}\n{OK}\n")).is_some());
+        assert_eq!(parse_result("not json", "restore"), None);
+        assert_eq!(
+            parse_result(r#"{"operation":"backup","result":"Succeeded"}"#, "restore"),
+            None
+        );
+        assert!(parse_result(&format!("{{\"level\":\"info\"}}\n{OK}\n"), "restore").is_some());
     }
 
     #[test]
     fn a_seal_mismatch_says_the_restore_was_refused_and_why() {
         let state = JobState::Failed {
-            result: parse_result(SEAL),
+            result: parse_result(SEAL, "restore"),
             job_message: None,
         };
         let o = outcome("restore-r", "a/b.snap", &state).unwrap();
@@ -245,7 +204,7 @@ mod tests {
             "j",
             "k",
             &JobState::Succeeded {
-                result: parse_result(OK),
+                result: parse_result(OK, "restore"),
             },
         )
         .unwrap();

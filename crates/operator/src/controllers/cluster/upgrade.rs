@@ -94,7 +94,7 @@ pub async fn operator_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) 
     let client = match crate::openbao::login(&endpoint, bundle, &jwt).await {
         Ok(client) => client,
         Err(AccessError::OpenBao { source, .. })
-            if let Some((url, pod)) = source
+            if let Some(pod) = source
                 .redirect_location()
                 .and_then(|l| crate::openbao::redirect_to_pod(l, cluster.namespace)) =>
         {
@@ -106,7 +106,7 @@ pub async fn operator_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) 
                 .and_then(KubePlatform::pod_ip)
                 .ok_or_else(|| format!("logging in for the upgrade: the active server {pod} has no pod IP"))?;
             let at_leader = crate::openbao::Endpoint {
-                url,
+                url: server_url(cluster.name, cluster.namespace, &pod),
                 resolve_to: Some(ip),
             };
             crate::openbao::login(&at_leader, bundle, &jwt)
@@ -119,6 +119,17 @@ pub async fn operator_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) 
         .token()
         .cloned()
         .ok_or_else(|| "the login for the upgrade returned no token".to_string())
+}
+
+/// The URL a client reaches server `node_id` of `cluster` at, with a name its certificate holds:
+/// the pod's `<pod>.<cluster>.<ns>.svc` for the original servers, the headless Service's
+/// `<cluster>.<ns>.svc` for revision servers (whose pod names the certificate does not list).
+fn server_url(cluster: &str, namespace: &str, node_id: &str) -> String {
+    let host = match crate::flows::names::parse_node_id(cluster, node_id) {
+        Some((None, _)) => format!("{node_id}.{cluster}.{namespace}.svc"),
+        _ => format!("{}.{namespace}.svc", names::headless_service(cluster)),
+    };
+    format!("https://{host}:{API_PORT}")
 }
 
 /// `status` without the refusal or abort of an upgrade that `spec.version` no longer asks for.
@@ -383,11 +394,7 @@ impl Platform for KubePlatform<'_> {
                     .ok_or_else(|| PlatformError::new(format!("pod {node_id}"), "has no IP".to_string()))?
             }
         };
-        let host = match crate::flows::names::parse_node_id(&self.name, node_id) {
-            Some((None, _)) => format!("{node_id}.{}.{}.svc", self.name, self.namespace),
-            _ => format!("{}.{}.svc", names::headless_service(&self.name), self.namespace),
-        };
-        let url = format!("https://{host}:{API_PORT}");
+        let url = server_url(&self.name, &self.namespace, node_id);
         let config = ClientConfig::new(url.clone())
             .with_ca_pem(self.ca_pem.as_bytes().to_vec())
             .with_resolve_to(ip)

@@ -130,20 +130,34 @@ CERT="${{BAO_TLS_CERT:-{tls}/tls.crt}}"
 POLL="${{BAO_RELOAD_POLL_SECONDS:-5}}"
 POD="${{POD_NAME:-$(hostname)}}"
 
-mkdir -p "$OUT" && rm -f "$OUT"/*.hcl
-for f in "$TEMPLATES"/*.hcl; do
-  sed "s/{placeholder}/$POD/g" "$f" > "$OUT/$(basename "$f")" || exit 1
-done
 # Only the first pod may found the cluster, only while the operator still ships the requests
 # (it removes them once the cluster is initialized) and only on empty storage: a second
 # founder would start a separate cluster (split brain).
+founding=0
 case "$POD" in
   *-0)
-    if [ -s "$INIT_DIR/{init_file}" ] && [ ! -e "$DATA/raft/raft.db" ]; then
-      cp "$INIT_DIR/{init_file}" "$OUT/{init_file}"
-      echo "entrypoint: first start of $POD: self-initialization requests included"
-    fi ;;
+    if [ -s "$INIT_DIR/{init_file}" ] && [ ! -e "$DATA/raft/raft.db" ]; then founding=1; fi ;;
 esac
+mkdir -p "$OUT" && rm -f "$OUT"/*.hcl
+# A server never joins itself and the founder joins nobody. Their retry_join would look up
+# names the cluster DNS does not serve yet (a pod's record appears only once its IP is
+# reported), and the "no such host" answer stays cached for seconds: the leader then cannot
+# reach a server that just joined, and followers cannot reach the founder.
+for f in "$TEMPLATES"/*.hcl; do
+  sed "s/{placeholder}/$POD/g" "$f" | awk -v self="$POD." -v founding="$founding" '
+    /^  retry_join \{{/ {{ block = $0 "\n"; in_join = 1; keep = (founding != 1); next }}
+    in_join {{
+      block = block $0 "\n"
+      if (index($0, "\"https://" self) || index($0, "= \"" self)) keep = 0
+      if ($0 ~ /^  }}/) {{ in_join = 0; if (keep) printf "%s", block }}
+      next
+    }}
+    {{ print }}' > "$OUT/$(basename "$f")" || exit 1
+done
+if [ "$founding" = 1 ]; then
+  cp "$INIT_DIR/{init_file}" "$OUT/{init_file}"
+  echo "entrypoint: first start of $POD: self-initialization requests included"
+fi
 
 bao server -config="$OUT" &
 child=$!

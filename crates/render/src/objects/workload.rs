@@ -223,9 +223,13 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
                             {"name": "cluster", "containerPort": CLUSTER_PORT},
                         ],
                         // Self-initialization keeps the listener closed, so start-up is judged by TCP.
-                        "startupProbe": {"tcpSocket": {"port": API_PORT}, "periodSeconds": 2, "failureThreshold": 150},
-                        // Ready = unsealed and serving (active or standby).
-                        "readinessProbe": health_probe("standbyok=true", 5, 2),
+                        // Every 1 s (a TCP connect, nothing for OpenBao to answer): the readiness
+                        // probe only starts once this one passed. Still 5 minutes in all.
+                        "startupProbe": {"tcpSocket": {"port": API_PORT}, "periodSeconds": 1, "failureThreshold": 300},
+                        // Ready = unsealed and serving (active or standby). Every 2 s: a server
+                        // that unseals waits at most that long to receive traffic (and the cluster
+                        // to be Available); 5 failures in a row still take 10 s to mark it unready.
+                        "readinessProbe": health_probe("standbyok=true", 2, 5),
                         // Alive while sealed or uninitialized: a restart would not fix those.
                         "livenessProbe": health_probe("standbyok=true&sealedcode=204&uninitcode=204", 10, 6),
                         // Deleting a pod removes it from the Services and signals it at the same time;

@@ -5,43 +5,20 @@
 
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions};
 use openbao_client::{BaoClient, ClientConfig};
-use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
-use openbao_operator::openbao::Endpoint;
-use openbao_operator::runtime::metrics::Metrics;
-use openbao_render::OperatorIdentity;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::apiserver::{client_from_kubeconfig, create_namespace, install_crds};
+use testkit::apiserver::{create_namespace, install_crds};
+
+mod node_common;
+use node_common::{condition, create, host_operator_context, node_client};
 
 const DEMO_PASSWORD: &str = "lane-demo-password";
-
-async fn node_client() -> Result<Client> {
-    let Some(state) = testkit::node::running_node().await else {
-        bail!("no hermetic node is running: `make test` starts one, or run `make cluster-up`");
-    };
-    client_from_kubeconfig(&state.join("kubeconfig")).await
-}
-
-async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> Result<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    let obj: K = serde_json::from_value(value)?;
-    Ok(Api::<K>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &obj)
-        .await?)
-}
 
 async fn poll<T, F, Fut>(what: &str, mut f: F) -> Result<T>
 where
@@ -60,11 +37,6 @@ where
     }
 }
 
-fn condition(c: &OpenBaoCluster, t: &str) -> Option<(String, String)> {
-    let s = c.status.as_ref()?;
-    conditions::find(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone()))
-}
-
 #[tokio::test]
 async fn a_development_cluster_bootstraps_itself_on_a_real_node() -> Result<()> {
     rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
@@ -72,7 +44,18 @@ async fn a_development_cluster_bootstraps_itself_on_a_real_node() -> Result<()> 
     install_crds(&client, openbao_api::crd::all()).await?;
     let ns = create_namespace(&client, "bao-e2e").await?;
     let op_ns = create_namespace(&client, "bao-e2e-operator").await?;
-    for (sa_ns, name) in [(&op_ns, "openbao-operator"), (&ns, "bao-admin")] {
+    let result = bootstrap(&client, &ns, &op_ns).await;
+    // The namespaces go either way, so no pods are left running on the shared node.
+    let namespaces = Api::<Namespace>::all(client.clone());
+    for n in [&ns, &op_ns] {
+        namespaces.delete(n, &DeleteParams::default()).await.ok();
+    }
+    result
+}
+
+async fn bootstrap(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
+    let (client, ns) = (client.clone(), ns.to_string());
+    for (sa_ns, name) in [(op_ns, "openbao-operator"), (ns.as_str(), "bao-admin")] {
         create::<ServiceAccount>(&client, sa_ns, serde_json::json!({"metadata": {"name": name}})).await?;
     }
     create::<Secret>(
@@ -85,22 +68,7 @@ async fn a_development_cluster_bootstraps_itself_on_a_real_node() -> Result<()> 
     // The operator runs on the host: it reaches the public Service through its ClusterIP (the
     // node's Service range is routed into the node's network namespace); TLS still verifies the
     // Service's DNS name.
-    let public_ip: Arc<Mutex<Option<IpAddr>>> = Arc::default();
-    let mut ctx = Context::new(
-        client.clone(),
-        OperatorIdentity {
-            namespace: op_ns.clone(),
-            service_account: "openbao-operator".into(),
-        },
-        Metrics::default(),
-    )
-    .await;
-    ctx.watch_namespace = Some(ns.clone());
-    let ip = public_ip.clone();
-    ctx.endpoints = Arc::new(move |c: &str, n: &str| Endpoint {
-        url: format!("https://{c}-public.{n}.svc:8200"),
-        resolve_to: *ip.lock().expect("ip lock"),
-    });
+    let (ctx, public_ip) = host_operator_context(&client, &ns, op_ns).await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(cluster::run(Arc::new(ctx), async move {
         let _ = stop_rx.await;

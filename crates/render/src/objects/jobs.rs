@@ -116,19 +116,33 @@ pub fn openbao_addresses(cluster: &Cluster) -> String {
 
 /// The backup Job `name` of `cluster`, owned by the cluster.
 pub fn backup_job(cluster: &Cluster, backup: &BackupSpec, name: &str, image: &str) -> Job {
-    let mut extra = vec![
-        env("CLUSTER_NAMESPACE", cluster.namespace),
-        env("CLUSTER_NAME", cluster.name),
-        env("S3_PATH_PREFIX", &backup.target.path_prefix),
-    ];
+    let mut retention_env = Vec::new();
     if let Some(retention) = &backup.retention {
         if let Some(count) = retention.max_count {
-            extra.push(env_value("BACKUP_RETENTION_MAX_COUNT", count.to_string()));
+            retention_env.push(env_value("BACKUP_RETENTION_MAX_COUNT", count.to_string()));
         }
         if let Some(age) = &retention.max_age {
-            extra.push(env("BACKUP_RETENTION_MAX_AGE", age));
+            retention_env.push(env("BACKUP_RETENTION_MAX_AGE", age));
         }
     }
+    backup_executor_job(cluster, backup, name, image, &backup.target.path_prefix, retention_env)
+}
+
+/// A Job of the backup executor storing under `path_prefix`, with `more_env`.
+fn backup_executor_job(
+    cluster: &Cluster,
+    backup: &BackupSpec,
+    name: &str,
+    image: &str,
+    path_prefix: &str,
+    more_env: Vec<Value>,
+) -> Job {
+    let mut extra_env = vec![
+        env("CLUSTER_NAMESPACE", cluster.namespace),
+        env("CLUSTER_NAME", cluster.name),
+        env("S3_PATH_PREFIX", path_prefix),
+    ];
+    extra_env.extend(more_env);
     executor_job(
         cluster,
         JobInputs {
@@ -138,7 +152,7 @@ pub fn backup_job(cluster: &Cluster, backup: &BackupSpec, name: &str, image: &st
             owner: super::owner_reference(cluster),
             target: &backup.target,
             jwt_role: &backup.jwt_auth_role,
-            extra_env: extra,
+            extra_env,
             drill_openbao_image: None,
         },
     )
@@ -159,23 +173,7 @@ pub fn pre_upgrade_snapshot_job(cluster: &Cluster, backup: &BackupSpec, name: &s
         .filter(|p| !p.is_empty())
         .collect::<Vec<_>>()
         .join("/");
-    let mut job = executor_job(
-        cluster,
-        JobInputs {
-            executor: Executor::Backup,
-            name,
-            image,
-            owner: super::owner_reference(cluster),
-            target: &backup.target,
-            jwt_role: &backup.jwt_auth_role,
-            extra_env: vec![
-                env("CLUSTER_NAMESPACE", cluster.namespace),
-                env("CLUSTER_NAME", cluster.name),
-                env("S3_PATH_PREFIX", &prefix),
-            ],
-            drill_openbao_image: None,
-        },
-    );
+    let mut job = backup_executor_job(cluster, backup, name, image, &prefix, Vec::new());
     let template_labels = job
         .spec
         .as_mut()

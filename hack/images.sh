@@ -82,6 +82,20 @@ image --name "docker.io/library/traefik:v$TRAEFIK_VERSION" --busybox "$BUSYBOX" 
   --file "$traefik:/usr/local/bin/traefik:0755" --file "$HACK_DIR/oci/traefik-entrypoint.sh:/entrypoint.sh:0755" \
   --entrypoint '["/entrypoint.sh"]' --cmd '["traefik"]'
 
+# Prometheus like the official image (/bin/prometheus, user nobody, data in /prometheus), from
+# Debian's build of the same upstream version (hack/fetch-prometheus.sh): the binary with its
+# glibc, and /usr/share with the classic web UI and the JavaScript libraries it loads.
+read -r prometheus_version prometheus_root <<< "$(bash "$HACK_DIR/fetch-prometheus.sh")"
+prometheus_libs="$(shared_library_args "$prometheus_root/usr/bin/prometheus")"
+read -r -a prometheus_lib_args <<< "$prometheus_libs"
+image --name "docker.io/prom/prometheus:v$prometheus_version" --busybox "$BUSYBOX" --cacerts "$CA_BUNDLE" \
+  "${prometheus_lib_args[@]}" --file "$prometheus_root/usr/bin/prometheus:/bin/prometheus:0755" \
+  --tree "$prometheus_root/usr/share:/usr/share" \
+  --file "$prometheus_root/etc/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:0644" \
+  --dir /prometheus:0775:65534:65534 --user 65534:65534 --workdir /prometheus \
+  --entrypoint '["/bin/prometheus"]' \
+  --cmd '["--config.file=/etc/prometheus/prometheus.yml","--storage.tsdb.path=/prometheus"]'
+
 # RustFS like the official image (binary in /usr/bin, the `rustfs` user 10001 owning /data and
 # /logs, the same defaults), from hack/build-rustfs.sh's cached build. That build takes over an
 # hour, so nothing here starts it: without it the image is left out of the list.

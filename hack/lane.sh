@@ -2,8 +2,10 @@
 # The local development lane in one command (docs/lane.md):
 #   hack/lane.sh up       a cluster (k3d when `docker` and `k3d` work, else the hermetic node),
 #                         Gateway API CRDs, Traefik as the shared TLS-terminating Gateway for
-#                         *.lane.localhost, an S3 store with a bucket, the operator (Helm chart)
-#                         and the lane's OpenBaoCluster; ends by printing how to log in.
+#                         *.lane.localhost, an S3 store with a bucket, the operator (Helm chart),
+#                         Prometheus scraping it, on k3d also Grafana (our dashboard) and Argo CD
+#                         from their official charts, and the lane's OpenBaoCluster; ends by
+#                         printing how to log in.
 #   hack/lane.sh down     removes what `up` created (and only that): a node or k3d cluster that
 #                         was already running stays up.
 #   hack/lane.sh status   what runs, the cluster's conditions, how to log in.
@@ -25,6 +27,7 @@ STATE="$LANE_DIR/state.env"
 K3D_CLUSTER=openbao-lane
 EDGE_NS=lane-edge
 STORE_NS=storage
+MONITORING_NS=monitoring
 OPERATOR_NS=openbao-operator-system
 TENANT_NS=openbao
 CLUSTER=openbao
@@ -132,7 +135,7 @@ load_images() {
   local socket want name archive list
   socket="$(state_get node_dir)/containerd/containerd.sock"
   list="$(bash hack/images.sh)"
-  want=("docker.io/library/traefik:v$TRAEFIK_VERSION" "$OPERATOR_IMAGE")
+  want=("docker.io/library/traefik:v$TRAEFIK_VERSION" "$OPERATOR_IMAGE" "docker.io/prom/prometheus:v$PROMETHEUS_VERSION")
   for v in $OPENBAO_VERSIONS; do want+=("docker.io/openbao/openbao:$v"); done
   if [[ "$store" == rustfs ]]; then
     want+=("docker.io/rustfs/rustfs:$RUSTFS_VERSION")
@@ -321,6 +324,41 @@ deploy_operator() {
   kc -n "$OPERATOR_NS" rollout status deployment/openbao-operator --timeout=180s >/dev/null
 }
 
+# --- the platform tools behind the same edge ----------------------------------------------------
+# Prometheus (both backends) scrapes the operator; its UI and API are at prometheus.lane.localhost.
+deploy_monitoring() {
+  ensure_namespace "$MONITORING_NS"
+  sed "s|docker.io/prom/prometheus:v[0-9.]*|docker.io/prom/prometheus:v$PROMETHEUS_VERSION|" deploy/lane/monitoring.yaml \
+    | kc apply -f - >/dev/null
+  kc -n "$MONITORING_NS" rollout status deployment/prometheus --timeout=180s >/dev/null || {
+    kc -n "$MONITORING_NS" logs deployment/prometheus --tail=20 >&2 || true
+    die "Prometheus did not become ready in 180 s (its log above)"
+  }
+}
+
+# k3d users are online: Grafana (with deploy/lane/grafana/openbao-operator.json and the lane's
+# Prometheus as its data source) and Argo CD from their official Helm repositories, pinned in
+# hack/versions.env, each behind the edge (which terminates TLS, so both serve plain HTTP inside).
+# The hermetic node reaches no chart repository or image registry: there it says so.
+deploy_k3d_tools() {
+  local helm; helm="$(bash hack/fetch-helm.sh)"
+  lane_secret grafana-admin-password 16 >/dev/null
+  ensure_namespace grafana
+  kc -n grafana create secret generic grafana-admin --from-literal=admin-user=admin \
+    --from-file=admin-password="$LANE_DIR/grafana-admin-password" --dry-run=client -o yaml | kc apply -f - >/dev/null
+  "$helm" --kubeconfig "$LANE_KUBECONFIG" upgrade --install grafana grafana \
+    --repo https://grafana.github.io/helm-charts --version "$GRAFANA_CHART_VERSION" \
+    --namespace grafana --wait --timeout 300s -f deploy/lane/grafana/values.yaml \
+    --set-file 'dashboards.openbao.openbao-operator.json=deploy/lane/grafana/openbao-operator.json' >/dev/null
+  state_set created_grafana 1
+  ensure_namespace argocd
+  "$helm" --kubeconfig "$LANE_KUBECONFIG" upgrade --install argocd argo-cd \
+    --repo https://argoproj.github.io/argo-helm --version "$ARGOCD_CHART_VERSION" \
+    --namespace argocd --wait --timeout 600s -f deploy/lane/argocd-values.yaml >/dev/null
+  state_set created_argocd 1
+  kc apply -f deploy/lane/k3d-tools-routes.yaml >/dev/null
+}
+
 # The operator's count of Kubernetes writes, through the apiserver's Service proxy (works on both
 # backends without reaching the Service from the host).
 operator_kube_writes() {
@@ -376,6 +414,19 @@ edge_address() {
   if [[ "$(state_get backend)" == k3d ]]; then echo 127.0.0.1; else echo 198.19.255.2; fi
 }
 
+# One line per tool the lane put behind the edge.
+tools_behind_the_edge() {
+  local base=".$LANE_DOMAIN:$EDGE_PORT"
+  echo "  https://prometheus$base   Prometheus with the operator's metrics"
+  [[ "$(state_get store)" == rustfs ]] \
+    && echo "  https://rustfs$base/rustfs/console/   RustFS console (keys: .lane/s3-access-key, .lane/s3-secret-key)"
+  [[ "$(state_get created_grafana)" == 1 ]] \
+    && echo "  https://grafana$base   Grafana, dashboard \"OpenBao operator\" (admin / .lane/grafana-admin-password)"
+  [[ "$(state_get created_argocd)" == 1 ]] \
+    && echo "  https://argocd$base   Argo CD (admin; password: kubectl -n argocd get secret argocd-initial-admin-secret -o jsonpath='{.data.password}' | base64 -d)"
+  return 0
+}
+
 print_login() {
   local addr; addr="$(edge_address)"
   local url="https://$OPENBAO_HOST:$EDGE_PORT" resolve=""
@@ -397,6 +448,9 @@ The lane CA that signed the edge certificate: $LANE_DIR/ca.crt
 
   # or the bao CLI (when $OPENBAO_HOST resolves to $addr)
   BAO_ADDR=$url BAO_CACERT=.lane/ca.crt bao login -method=userpass username=demo
+
+Behind the same edge (same CA, same address):
+$(tools_behind_the_edge)
 
 kubectl: export KUBECONFIG=$LANE_KUBECONFIG   ($KUBECTL)
 EOF
@@ -441,6 +495,18 @@ cmd_up() {
   step "operator (charts/openbao-operator, $OPERATOR_IMAGE)"
   deploy_operator
   phase_done operator
+
+  step "platform tools behind the edge"
+  deploy_monitoring
+  if [[ "$backend" == k3d ]]; then
+    deploy_k3d_tools
+    log "Prometheus, Grafana (dashboard \"OpenBao operator\") and Argo CD are behind the edge"
+  else
+    log "Prometheus (Debian's build, hack/fetch-prometheus.sh) is behind the edge; Grafana and Argo CD are" \
+      "not: this machine reaches no chart repository or image registry, and neither builds from the" \
+      "registries it does reach (docs/lane.md, \"Platform tools behind the edge\")"
+  fi
+  phase_done tools
 
   step "OpenBaoCluster $TENANT_NS/$CLUSTER"
   apparmor_decision "$backend"
@@ -488,12 +554,19 @@ cmd_down() {
       "$(bash hack/fetch-helm.sh)" --kubeconfig "$LANE_KUBECONFIG" uninstall "$HELM_RELEASE" \
         --namespace "$OPERATOR_NS" --wait --timeout 120s >/dev/null 2>&1 || true
     fi
+    local release
+    for release in grafana argocd; do
+      if [[ "$(state_get "created_$release")" == 1 ]]; then
+        "$(bash hack/fetch-helm.sh)" --kubeconfig "$LANE_KUBECONFIG" uninstall "$release" \
+          --namespace "$release" --wait --timeout 180s >/dev/null 2>&1 || true
+      fi
+    done
     if [[ "$(state_get created_edge)" == 1 ]]; then
       kc delete gatewayclass lane-traefik --ignore-not-found >/dev/null
       kc delete clusterrolebinding,clusterrole lane-traefik-gateway --ignore-not-found >/dev/null
     fi
     local ns key namespaces=()
-    for ns in "$TENANT_NS" "$STORE_NS" "$EDGE_NS" "$OPERATOR_NS"; do
+    for ns in "$TENANT_NS" "$STORE_NS" "$MONITORING_NS" grafana argocd "$EDGE_NS" "$OPERATOR_NS"; do
       key="created_ns_$(tr -c 'a-z0-9\n' '_' <<< "$ns")"
       [[ "$(state_get "$key")" == 1 ]] && namespaces+=("$ns")
     done
@@ -543,6 +616,7 @@ cmd_status() {
   kc get pods -n "$EDGE_NS" -o wide --no-headers 2>/dev/null | sed 's/^/  edge     /'
   kc get pods -n "$STORE_NS" --no-headers 2>/dev/null | sed 's/^/  storage  /'
   kc get pods -n "$OPERATOR_NS" --no-headers 2>/dev/null | sed 's/^/  operator /'
+  kc get pods -n "$MONITORING_NS" --no-headers 2>/dev/null | sed 's/^/  metrics  /'
   kc get pods -n "$TENANT_NS" --no-headers 2>/dev/null | sed 's/^/  openbao  /'
   kc -n "$EDGE_NS" get gateway edge 2>/dev/null || true
   kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" 2>/dev/null || true

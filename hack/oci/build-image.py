@@ -8,7 +8,7 @@ input file) matches the stamp next to the output, nothing is rebuilt. Prints the
 
   build-image.py --out DIR --name REF [--busybox PATH] [--cacerts PATH]
                  [--file SRC:DEST[:MODE[:UID:GID]]] [--dir DEST[:MODE[:UID:GID]]]
-                 [--text DEST:CONTENT] [--user U:G] [--env K=V] [--entrypoint JSON] [--cmd JSON]
+                 [--tree SRC:DEST] [--text DEST:CONTENT] [--user U:G] [--env K=V] [--entrypoint JSON] [--cmd JSON]
                  [--workdir DIR]
 """
 import argparse
@@ -33,6 +33,8 @@ def parse_args():
     p.add_argument("--cacerts", help="a CA bundle for /etc/ssl/certs/ca-certificates.crt")
     p.add_argument("--file", action="append", default=[])
     p.add_argument("--dir", action="append", default=[])
+    p.add_argument("--tree", action="append", default=[],
+                   help="SRC:DEST, a directory copied whole (files keep their mode, symlinks stay links)")
     p.add_argument("--text", action="append", default=[])
     p.add_argument("--user", default="")
     p.add_argument("--env", action="append", default=[])
@@ -112,6 +114,26 @@ class Layer:
                         tar.addfile(info, src)
 
 
+def tree_entries(src):
+    """(relative path, absolute path) of everything under src, parents before children."""
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        for name in dirs + sorted(files):
+            path = os.path.join(root, name)
+            yield os.path.relpath(path, src), path
+
+
+def add_tree(layer, src, dest):
+    for rel, path in tree_entries(src):
+        target = os.path.join(dest, rel)
+        if os.path.islink(path):
+            layer.symlink(target, os.readlink(path))
+        elif os.path.isdir(path):
+            layer.dir(target)
+        else:
+            layer.file(target, path, 0o755 if os.access(path, os.X_OK) else 0o644)
+
+
 def busybox_applets(busybox):
     out = subprocess.run([busybox, "--list-full"], check=True, capture_output=True, text=True).stdout
     return [line for line in out.split() if line and line != "bin/busybox"]
@@ -138,6 +160,9 @@ def build_layer(args):
     for spec in args.file:
         src, dest, *rest = spec.split(":")
         layer.file(dest, src, *owner_mode(rest, 0o755))
+    for spec in args.tree:
+        src, dest = spec.split(":")
+        add_tree(layer, src, dest)
     for spec in args.text:
         dest, content = spec.split(":", 1)
         layer.text(dest, content.replace("\\n", "\n"))
@@ -151,6 +176,13 @@ def cache_key(args):
     inputs = [args.busybox, args.cacerts] + [s.split(":")[0] for s in args.file]
     for path in filter(None, inputs):
         h.update(sha256_file(path).encode())
+    for spec in args.tree:
+        for rel, path in tree_entries(spec.split(":")[0]):
+            h.update(rel.encode())
+            if os.path.islink(path):
+                h.update(os.readlink(path).encode())
+            elif os.path.isfile(path):
+                h.update(sha256_file(path).encode())
     return h.hexdigest()
 
 

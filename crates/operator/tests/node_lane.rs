@@ -6,6 +6,8 @@
 //! - Traefik accepted the operator's HTTPRoute;
 //! - a userpass login and a JWT admin login (a `bao-admin` service-account token) both succeed
 //!   through the Gateway's NodePort, with only the lane CA trusted (a client without it fails);
+//! - Prometheus, behind the same Gateway, scrapes the operator and answers every query of the
+//!   Grafana dashboard (deploy/lane/grafana/);
 //! - `hack/lane.sh down` removes what `up` created and leaves the node running.
 //!
 //! Prints the lane's timings (lane-up -> Available, CR apply -> Available, operator writes), the
@@ -24,6 +26,7 @@ use testkit::apiserver::client_from_kubeconfig;
 use testkit::pods::wait_for;
 
 mod node_lane_common;
+use node_lane_common::metrics::{Expect, Prometheus};
 use node_lane_common::{
     CLUSTER, EDGE, HOST, LANE_NAMESPACES, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, lane, lane_dir,
     login, policies, read, route_accepted, state,
@@ -83,6 +86,21 @@ async fn store_console_answers(ca: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Prometheus behind the same Gateway scrapes the operator, its UI renders, and every query of
+/// the Grafana dashboard runs on it, the operator panels with data.
+async fn prometheus_serves_the_dashboard(ca: &[u8]) -> Result<()> {
+    let prometheus = Prometheus::through_edge(ca)?;
+    prometheus.wait_operator_scraped(Duration::from_secs(60)).await?;
+    prometheus.ui_serves().await?;
+    let panels = prometheus
+        .dashboard_answers(Expect::OperatorRunning, Duration::from_secs(60))
+        .await?;
+    eprintln!(
+        "Prometheus through the Gateway scrapes the operator; dashboard panels (series with a number): {panels:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -> Result<()> {
     rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
@@ -119,6 +137,7 @@ async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -
         "edge",
         "store",
         "operator",
+        "tools",
         "cluster_available",
     ]
     .iter()
@@ -181,6 +200,7 @@ async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -
     );
     eprintln!("userpass and JWT admin logins passed through the Traefik Gateway ({EDGE}), lane CA verified");
     store_console_answers(&ca).await?;
+    prometheus_serves_the_dashboard(&ca).await?;
 
     guard.down = true;
     lane("down")?;

@@ -2,7 +2,8 @@
 //! 1. `hack/lane.sh up`; the admin (JWT `admin` role, a `bao-admin` service-account token)
 //!    writes secrets through the Traefik Gateway;
 //! 2. `hack/lane.sh backup` (`make lane-backup`) leaves a new object in the lane's S3 store,
-//!    the one `status.backup.lastBackupName` names (checked with our own S3 client);
+//!    the one `status.backup.lastBackupName` names (checked with our own S3 client), and every
+//!    panel of the Grafana dashboard, backups included, has data in the lane's Prometheus;
 //! 3. a FRESH OpenBaoCluster (`openbao-restored`, 1 server, no data but its own self-init) that
 //!    reuses the lane cluster's seal key (a copy of `openbao-unseal-key`, made before the
 //!    cluster exists: the operator keeps an existing seal key Secret);
@@ -35,6 +36,7 @@ use testkit::apiserver::client_from_kubeconfig;
 use testkit::pods::wait_for;
 
 mod node_lane_common;
+use node_lane_common::metrics::{Expect, Prometheus};
 use node_lane_common::{
     CLUSTER, LANE_NAMESPACES, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, edge_url, lane, lane_dir,
     lane_with, login, login_at, read, route_accepted, state,
@@ -354,6 +356,10 @@ async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_be
         .with_context(|| format!("HEAD {key} in the store"))?;
     ensure!(object.size > 0, "{key} is empty in the store");
     eprintln!("the store lists {key}: {} bytes", object.size);
+    let panels = Prometheus::through_edge(&ca)?
+        .dashboard_answers(Expect::BackupTaken, Duration::from_secs(60))
+        .await?;
+    eprintln!("after the backup, the dashboard's panels through the Gateway (series with a number): {panels:?}");
 
     // 3. A fresh cluster with the lane cluster's seal key.
     copy_seal_key(&client).await?;

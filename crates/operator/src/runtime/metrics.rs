@@ -118,3 +118,68 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{BackupLabels, ClusterLabels, ErrorLabels, Metrics, ResultLabels};
+
+    /// Names of the lane's Grafana dashboard (deploy/lane/grafana/), without the sample suffixes.
+    fn dashboard_metric_families() -> Vec<String> {
+        let dashboard = include_str!("../../../../deploy/lane/grafana/openbao-operator.json");
+        let mut names: Vec<String> = dashboard
+            .match_indices("openbao_operator_")
+            .map(|(at, _)| {
+                dashboard[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect::<String>()
+            })
+            .map(|name| {
+                ["_bucket", "_total"]
+                    .iter()
+                    .fold(name, |n, suffix| n.strip_suffix(suffix).map(String::from).unwrap_or(n))
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn every_metric_of_the_dashboard_is_exported() {
+        // A family is exported once it has a series: one of each, as a running operator has.
+        let metrics = Metrics::default();
+        let cluster = ClusterLabels {
+            namespace: "ns".into(),
+            cluster: "c".into(),
+        };
+        metrics
+            .reconciles
+            .get_or_create(&ResultLabels { result: "ok".into() })
+            .inc();
+        metrics
+            .reconcile_errors
+            .get_or_create(&ErrorLabels { reason: "r".into() })
+            .inc();
+        metrics
+            .backups
+            .get_or_create(&BackupLabels {
+                namespace: "ns".into(),
+                cluster: "c".into(),
+                result: "success".into(),
+            })
+            .inc();
+        metrics.backup_last_size_bytes.get_or_create(&cluster).set(1);
+        metrics.backup_last_success_timestamp.get_or_create(&cluster).set(1);
+        metrics.backup_consecutive_failures.get_or_create(&cluster).set(0);
+        let exported = metrics.encode();
+        let families = dashboard_metric_families();
+        assert!(families.len() >= 8, "dashboard families: {families:?}");
+        for family in families {
+            assert!(
+                exported.contains(&format!("# TYPE {family} ")),
+                "the dashboard queries {family}, which the operator does not export:\n{exported}"
+            );
+        }
+    }
+}

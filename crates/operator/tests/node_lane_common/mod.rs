@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod metrics;
+
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -22,7 +24,13 @@ pub const CLUSTER: &str = "openbao";
 pub const HOST: &str = "openbao.lane.localhost";
 /// The node's IP (testkit::node::NODE_IP) and the edge's NodePort (deploy/lane/edge.yaml).
 pub const EDGE: &str = "198.19.255.2:30443";
-pub const LANE_NAMESPACES: [&str; 4] = ["openbao", "storage", "lane-edge", "openbao-operator-system"];
+pub const LANE_NAMESPACES: [&str; 5] = [
+    "openbao",
+    "storage",
+    "monitoring",
+    "lane-edge",
+    "openbao-operator-system",
+];
 
 pub fn lane_dir() -> PathBuf {
     repo_root().join(".lane")

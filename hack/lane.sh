@@ -841,7 +841,7 @@ cmd_upgrade() {
   began="$(now_ms)"
   kc -n "$TENANT_NS" patch openbaocluster "$CLUSTER" --type merge -p "{\"spec\":{\"version\":\"$version\"}}" >/dev/null
   local seen="" now cluster phase deadline=$(( $(date +%s) + ${LANE_UPGRADE_TIMEOUT:-900} )) result=""
-  local route_seen="$routes" route_broken=0 last_route_check=0 done_at="" problem="" problem_seen=""
+  local route_seen="$routes" route_broken=0 last_route_check=0 done_at="" problem="" problem_seen="" degraded=""
   while (( $(date +%s) < deadline )); do
     cluster="$(cluster_json)"
     phase="$(jq -r '.status.upgrade.phase // "Idle"' <<< "$cluster")"
@@ -855,6 +855,7 @@ cmd_upgrade() {
     if [[ "$problem" != "$problem_seen" ]]; then
       problem_seen="$problem"
       [[ -n "$problem" ]] && log "$(printf '%6ss' "$(secs_since "$began")")  $problem"
+      [[ "$problem" == Degraded* && " $degraded " != *" ${problem%%:*} "* ]] && degraded+=" ${problem%%:*}"
     fi
     if (( $(date +%s) > last_route_check )); then
       last_route_check="$(date +%s)"
@@ -888,6 +889,10 @@ cmd_upgrade() {
   log "probe: $requests requests through the Gateway, $failed failed, longest failure window ${longest} ms${codes:+ (failed answers: $codes)}"
   log "HTTPRoute Accepted/ResolvedRefs: $([[ $route_broken == 0 ]] && echo "True throughout" || echo "NOT True at some point (see above)")"
   state_set last_upgrade_probe "$requests requests, $failed failed, longest window ${longest} ms"
+  # An upgrade is no degradation: a Degraded condition seen on the way is a defect worth a look.
+  degraded="${degraded# }"
+  state_set last_upgrade_degraded "${degraded:-none}"
+  [[ -z "$degraded" ]] || log "Degraded during the upgrade: $degraded"
   [[ -n "$result" ]] || die "the upgrade to $version did not finish in ${LANE_UPGRADE_TIMEOUT:-900}s (last: $seen)"
   [[ "$result" == done ]] || die "the upgrade to $version was $result"
   state_set last_upgrade_seconds "$done_at"

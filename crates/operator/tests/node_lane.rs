@@ -53,8 +53,10 @@ async fn namespaces_gone(client: &Client) -> Result<()> {
 }
 
 /// The RustFS console sits behind the same Gateway (`https://rustfs.lane.localhost:30443`), with
-/// the lane CA. s3s-fs, the lane's store while RustFS is not built, has no console: then this says
-/// so and checks nothing.
+/// the lane CA: its server answers `/rustfs/console/version` with RustFS's version. The web UI
+/// bundle is not in the crates.io package (its `static/` is empty; the official image adds it),
+/// so on the hermetic node `/rustfs/console/` gets RustFS's own 404; the test says which it got.
+/// s3s-fs, the lane's store while RustFS is not built, has no console: then this says so.
 async fn store_console_answers(ca: &[u8]) -> Result<()> {
     let store = state("store").unwrap_or_default();
     if store != "rustfs" {
@@ -67,22 +69,36 @@ async fn store_console_answers(ca: &[u8]) -> Result<()> {
         .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca)?)
         .timeout(Duration::from_secs(10))
         .build()?;
-    let url = format!("https://{host}:{}/", EDGE.rsplit(':').next().unwrap_or_default());
-    let answer = wait_for(
+    let base = format!(
+        "https://{host}:{}/rustfs/console",
+        EDGE.rsplit(':').next().unwrap_or_default()
+    );
+    let version = wait_for(
         "the RustFS console through the Gateway",
         Duration::from_secs(60),
         async || {
-            let response = http.get(&url).send().await?;
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            Ok(status.is_success().then_some((status, body.len())))
+            let response = http.get(format!("{base}/version")).send().await?;
+            if !response.status().is_success() {
+                return Ok(None);
+            }
+            let body: serde_json::Value = response.json().await?;
+            Ok(body["version"].as_str().map(String::from))
         },
     )
     .await?;
-    eprintln!(
-        "RustFS console answered {} ({} bytes) through the Traefik Gateway, lane CA verified",
-        answer.0, answer.1
-    );
+    let ui = http.get(format!("{base}/")).send().await?;
+    let ui_status = ui.status();
+    let ui_body = ui.text().await.unwrap_or_default();
+    let ui_note = if ui_status.is_success() {
+        format!("its web UI answered {ui_status} ({} bytes)", ui_body.len())
+    } else {
+        ensure!(
+            ui_status == 404 && ui_body.contains("RustFS"),
+            "{base}/ answered {ui_status} without RustFS's own page: {ui_body:?}"
+        );
+        "its web UI is not bundled in this build (RustFS answered its own 404)".to_string()
+    };
+    eprintln!("RustFS console (version {version}) answered through the Traefik Gateway, lane CA verified; {ui_note}");
     Ok(())
 }
 

@@ -14,8 +14,8 @@
 //!    `LANE_REHEARSE_UPGRADE=<version>`; `LANE_REHEARSE_UPGRADE=` skips it): a probe through the
 //!    Gateway every 200 ms, the HTTPRoute watched; then the secrets are read through the Gateway again.
 //!    The lane asks for a pre-upgrade snapshot: it must be in the bucket under `pre-upgrade/`, and
-//!    the finished upgrade names it. Then setting `spec.version` back is refused
-//!    (`DowngradeRefused`) without touching a server.
+//!    the finished upgrade names it; the cluster is never `Degraded` on the way. Then setting
+//!    `spec.version` back is refused (`DowngradeRefused`) without touching a server.
 //! 6. `hack/lane.sh down`.
 //!
 //! Why the fresh cluster lives in the lane's namespace: the lane's operator watches only that
@@ -444,6 +444,11 @@ async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_be
             "lane-upgrade to {version}: {:.1?}; {}",
             upgrade_began.elapsed(),
             state("last_upgrade_probe").unwrap_or_default()
+        );
+        let degraded = state("last_upgrade_degraded").unwrap_or_default();
+        ensure!(
+            degraded == "none",
+            "the cluster was Degraded during the upgrade ({degraded}): an upgrade is no degradation"
         );
         route_accepted(&client).await?;
         let admin = login(

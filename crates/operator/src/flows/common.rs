@@ -342,6 +342,10 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (!text.is_empty() && number.is_empty()).then_some(Duration::from_secs(total))
 }
 
+/// Failed steps in a row (in one phase) after which the cluster reports `Degraded`: a single
+/// failure is often a leader handover that the next step, seconds later, no longer meets.
+pub const STEP_FAILURES_DEGRADED: i32 = 3;
+
 /// Records a failed action on the status it started from: the same step runs again next time.
 pub fn record_failure(
     status: &OpenBaoClusterStatus,
@@ -349,10 +353,20 @@ pub fn record_failure(
     message: &str,
     now: Timestamp,
 ) -> OpenBaoClusterStatus {
+    record_step_failure(status, &format!("{}Failed", action.name()), message, now)
+}
+
+/// Records a failed step (`reason`, e.g. `LoginFailed`) on the status it started from.
+pub fn record_step_failure(
+    status: &OpenBaoClusterStatus,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> OpenBaoClusterStatus {
     let mut u = upgrade_of(status);
     u.failures += 1;
     let text: String = message.chars().take(1024).collect();
-    u.last_error = Some(error(&format!("{}Failed", action.name()), text, now));
+    u.last_error = Some(error(reason, text, now));
     with(status, u)
 }
 

@@ -23,7 +23,7 @@ pub mod version;
 #[cfg(test)]
 mod fixtures;
 
-pub use common::record_failure;
+pub use common::{STEP_FAILURES_DEGRADED, record_failure, record_step_failure};
 pub use driver::{Driver, Platform, PlatformError, PlatformNode, Snapshot, StepReport};
 pub use names::Revision;
 pub use observed::{AutopilotPeer, AutopilotView, NodeHealth, NodeView, Observed, Peer, RaftView};

@@ -1,12 +1,17 @@
 //! Prometheus metrics of the operator.
 
+use kube::runtime::reflector::Store;
+use openbao_api::OpenBaoCluster;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+/// The controller's cache of clusters, while this replica runs the controller (the leader).
+type ClusterCache = Arc<RwLock<Option<Store<OpenBaoCluster>>>>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -49,6 +54,8 @@ pub struct Metrics {
     pub backup_last_success_timestamp: Family<ClusterLabels, Gauge>,
     pub backup_consecutive_failures: Family<ClusterLabels, Gauge>,
     pub registry: Arc<Registry>,
+    /// Source of the per-cluster gauges (`cluster_metrics`), read at scrape time.
+    clusters: ClusterCache,
 }
 
 impl Default for Metrics {
@@ -107,14 +114,32 @@ impl Default for Metrics {
             backup_last_success_timestamp,
             backup_consecutive_failures,
             registry: Arc::new(registry),
+            clusters: ClusterCache::default(),
         }
     }
 }
 
 impl Metrics {
+    /// Serve per-cluster gauges from the controller's cache (`None` when the controller stops).
+    pub fn watch_clusters(&self, store: Option<Store<OpenBaoCluster>>) {
+        *self.clusters.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = store;
+    }
+
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let clusters = self
+            .clusters
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map(|store| store.state())
+            .unwrap_or_default();
+        let per_cluster = super::cluster_metrics::registry(clusters.iter().map(|c| c.as_ref()));
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("metrics encode to a String");
+        encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &per_cluster))
+            .and_then(|()| encode_eof(&mut out))
+            .expect("metrics encode to a String");
         out
     }
 }
@@ -172,7 +197,19 @@ mod tests {
         metrics.backup_last_size_bytes.get_or_create(&cluster).set(1);
         metrics.backup_last_success_timestamp.get_or_create(&cluster).set(1);
         metrics.backup_consecutive_failures.get_or_create(&cluster).set(0);
+        let cluster: openbao_api::OpenBaoCluster = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c", "namespace": "ns"},
+            "spec": {"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}},
+            "status": {"readyReplicas": 3, "conditions": [{"type": "Available", "status": "True",
+                "reason": "AllReplicasReady", "message": "", "lastTransitionTime": "2026-11-24T22:00:00Z"}]}
+        }))
+        .expect("a cluster");
+        let (store, mut writer) = kube::runtime::reflector::store();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(cluster));
+        metrics.watch_clusters(Some(store));
         let exported = metrics.encode();
+        assert_eq!(exported.matches("# EOF").count(), 1, "one OpenMetrics end:\n{exported}");
+        assert!(exported.ends_with("# EOF\n"));
         let families = dashboard_metric_families();
         assert!(families.len() >= 8, "dashboard families: {families:?}");
         for family in families {

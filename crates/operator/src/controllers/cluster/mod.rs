@@ -94,6 +94,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                 managed,
             );
     }
+    ctx.metrics.watch_clusters(Some(controller.store()));
+    let metrics = ctx.metrics.clone();
     controller
         // Creating a cluster's children fires a burst of watch events; one reconcile serves them all.
         .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)))
@@ -105,6 +107,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }
         })
         .await;
+    // A replica that no longer runs the controller reports no clusters (its cache goes stale).
+    metrics.watch_clusters(None);
 }
 
 fn error_policy(obj: Arc<OpenBaoCluster>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -268,14 +272,16 @@ async fn upgrade_step(
     previous: &OpenBaoClusterStatus,
     bundle: &str,
 ) -> (OpenBaoClusterStatus, UpgradeState, Option<Duration>) {
-    let retry = Some(Duration::from_secs(5));
     let token = match tokio::time::timeout(Duration::from_secs(20), upgrade::operator_login(ctx, cluster, bundle)).await
     {
         Err(_) => {
-            let message = "logging in for the upgrade: no answer within 20 s".to_string();
-            return (previous.clone(), UpgradeState::StepFailed(message), retry);
+            return failed_step(
+                previous,
+                "LoginFailed",
+                "logging in for the upgrade: no answer within 20 s",
+            );
         }
-        Ok(Err(message)) => return (previous.clone(), UpgradeState::StepFailed(message), retry),
+        Ok(Err(message)) => return failed_step(previous, "LoginFailed", &message),
         Ok(Ok(token)) => token,
     };
     let platform = KubePlatform::new(ctx, cluster, bundle.to_string(), token).for_status(previous);
@@ -283,16 +289,37 @@ async fn upgrade_step(
     match driver.step(cluster.spec, previous).await {
         Ok(report) => {
             let state = match report.error {
-                Some(e) => UpgradeState::StepFailed(e),
+                Some(e) => step_failure(&report.status, e),
                 None => UpgradeState::Stepped,
             };
             (report.status, state, report.requeue_after)
         }
-        Err(e) => (
-            previous.clone(),
-            UpgradeState::StepFailed(format!("observing the servers for the upgrade: {e}")),
-            retry,
+        Err(e) => failed_step(
+            previous,
+            "ObserveFailed",
+            &format!("observing the servers for the upgrade: {e}"),
         ),
+    }
+}
+
+/// A step that failed before the driver ran it: recorded like a failed action, tried again soon.
+fn failed_step(
+    previous: &OpenBaoClusterStatus,
+    reason: &str,
+    message: &str,
+) -> (OpenBaoClusterStatus, UpgradeState, Option<Duration>) {
+    let status = crate::flows::record_step_failure(previous, reason, message, Timestamp::now());
+    let state = step_failure(&status, message.to_string());
+    (status, state, Some(Duration::from_secs(2)))
+}
+
+/// `Degraded` only once the step failed `STEP_FAILURES_DEGRADED` times in a row.
+fn step_failure(status: &OpenBaoClusterStatus, message: String) -> UpgradeState {
+    let in_a_row = status.upgrade.as_ref().map_or(0, |u| u.failures);
+    if in_a_row >= crate::flows::STEP_FAILURES_DEGRADED {
+        UpgradeState::StepFailed(message)
+    } else {
+        UpgradeState::StepRetrying
     }
 }
 
@@ -301,11 +328,17 @@ async fn observe_pods(ctx: &Context, cluster: &Cluster<'_>) -> Result<Vec<PodVie
         .list(&ListParams::default().labels(&format!("{}={}", labels::CLUSTER_LABEL, cluster.name)))
         .await
         .map_err(kube_err("listing pods"))?;
-    Ok(pods
-        .items
-        .iter()
+    Ok(pod_views(&pods.items))
+}
+
+/// What OpenBao's service registration says of each pod, leaving out pods on their way out: a
+/// pod being deleted (a removed blue server, a drained node) keeps its last labels, e.g.
+/// `openbao-sealed=true` once its server stopped, which describe no server of the cluster.
+fn pod_views(pods: &[Pod]) -> Vec<PodView> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .map(|p| PodView::from_labels(&p.name_any(), p.labels()))
-        .collect())
+        .collect()
 }
 
 fn previous_tls_state(previous: &OpenBaoClusterStatus) -> TlsState {
@@ -754,5 +787,54 @@ async fn publish_events(
         if let Err(e) = recorder.publish(&event, &reference).await {
             tracing::debug!(error = %e, "publishing an event failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{UpgradeState, failed_step, pod_views};
+    use k8s_openapi::api::core::v1::Pod;
+
+    fn pod(name: &str, sealed: bool, deleting: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "labels": {"openbao-sealed": sealed.to_string(), "openbao-initialized": "true"},
+                "deletionTimestamp": deleting.then_some("2026-11-24T22:14:40Z"),
+            }
+        }))
+        .expect("a pod")
+    }
+
+    #[test]
+    fn a_failed_step_degrades_the_cluster_only_when_it_keeps_failing() {
+        let mut status = openbao_api::OpenBaoClusterStatus::default();
+        for attempt in 1..=crate::flows::STEP_FAILURES_DEGRADED {
+            let (next, state, retry) = failed_step(&status, "LoginFailed", "HTTP 500: local node not active");
+            let upgrade = next.upgrade.clone().expect("the failure is recorded");
+            assert_eq!(upgrade.failures, attempt);
+            assert_eq!(upgrade.last_error.map(|e| e.reason), Some("LoginFailed".into()));
+            assert_eq!(retry, Some(std::time::Duration::from_secs(2)));
+            let degraded = attempt == crate::flows::STEP_FAILURES_DEGRADED;
+            assert_eq!(
+                matches!(state, UpgradeState::StepFailed(_)),
+                degraded,
+                "attempt {attempt}"
+            );
+            assert_eq!(state == UpgradeState::StepRetrying, !degraded, "attempt {attempt}");
+            status = next;
+        }
+    }
+
+    #[test]
+    fn pods_being_deleted_describe_no_server() {
+        // After a blue/green upgrade: the removed blue servers are stopped (sealed) and deleted.
+        let pods = [
+            pod("openbao-0", true, true),
+            pod("openbao-v2-7-2-0", false, false),
+            pod("openbao-v2-7-2-1", false, false),
+        ];
+        let names: Vec<String> = pod_views(&pods).into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["openbao-v2-7-2-0", "openbao-v2-7-2-1"]);
     }
 }

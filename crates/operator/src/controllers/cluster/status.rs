@@ -16,8 +16,11 @@ pub enum UpgradeState {
     NotRun,
     /// One driver step ran; `status.upgrade` says where the upgrade stands.
     Stepped,
-    /// The step (or logging in for it) failed; it is tried again.
+    /// The step (or logging in for it) failed again and again; it is still tried again.
     StepFailed(String),
+    /// The step failed fewer than `STEP_FAILURES_DEGRADED` times in a row: `status.upgrade.lastError`
+    /// tells, and it is tried again soon (no `Degraded` for a leader handover in passing).
+    StepRetrying,
     /// An upgrade is wanted but cannot run; nothing was touched.
     Refused { reason: &'static str, message: String },
 }
@@ -528,6 +531,10 @@ mod tests {
         let s = derive(&sp, &rolling, &o, Some(1), now());
         assert_eq!(reason(&s, UPGRADING), ("True".into(), "RollingUpdate".into()));
         assert_eq!(reason(&s, cond::DEGRADED), ("True".into(), "UpgradeStepFailed".into()));
+        o.upgrade = UpgradeState::StepRetrying;
+        let s = derive(&sp, &rolling, &o, Some(1), now());
+        assert_eq!(reason(&s, UPGRADING), ("True".into(), "RollingUpdate".into()));
+        assert_eq!(reason(&s, cond::DEGRADED), ("False".into(), "Reconciled".into()));
     }
 
     #[test]

@@ -14,43 +14,22 @@
 //! figures of bench/lane.md. Needs the node (`make test` starts it; `make cluster-up` by hand);
 //! refuses to run while a lane is already up (its `down` would remove that lane).
 
-use anyhow::{Result, bail, ensure};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use anyhow::{Result, ensure};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
-use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use testkit::apiserver::client_from_kubeconfig;
 use testkit::pods::wait_for;
 
 mod node_lane_common;
 use node_lane_common::metrics::{Expect, Prometheus};
 use node_lane_common::{
-    CLUSTER, EDGE, HOST, LANE_NAMESPACES, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, lane, lane_dir,
-    login, policies, read, route_accepted, state,
+    CLUSTER, EDGE, HOST, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, lane, lane_dir, login,
+    namespaces_gone, node_without_lane, policies, read, route_accepted, state,
 };
-
-async fn namespaces_gone(client: &Client) -> Result<()> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut left = Vec::new();
-        for ns in LANE_NAMESPACES {
-            if namespaces.get_opt(ns).await?.is_some() {
-                left.push(ns);
-            }
-        }
-        if left.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("namespaces still there after lane-down: {left:?}");
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
 
 /// The RustFS console sits behind the same Gateway (`https://rustfs.lane.localhost:30443`), with
 /// the lane CA: its server answers `/rustfs/console/version` with RustFS's version. The web UI
@@ -119,22 +98,7 @@ async fn prometheus_serves_the_dashboard(ca: &[u8]) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let Some(node) = testkit::node::running_node().await else {
-        bail!("no hermetic node is running: `make test` starts one, or run `make cluster-up`");
-    };
-    ensure!(
-        state("backend").is_none(),
-        "a lane is already up (.lane/state.env): run `make lane-down` first; this test would remove it"
-    );
-    let client = client_from_kubeconfig(&node.join("kubeconfig")).await?;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    for ns in LANE_NAMESPACES {
-        ensure!(
-            namespaces.get_opt(ns).await?.is_none(),
-            "namespace {ns} exists before lane-up: the test would not know what to remove"
-        );
-    }
+    let (_, client) = node_without_lane().await?;
 
     let mut guard = LaneGuard { down: false };
     let began = Instant::now();

@@ -23,8 +23,8 @@
 //! `system:serviceaccount:openbao:bao-admin`, so the lane's `bao-admin` token logs in to it.
 //! Needs the node; refuses to run while a lane is up (its `down` would remove that lane).
 
-use anyhow::{Context as _, Result, bail, ensure};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use anyhow::{Context as _, Result, ensure};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions};
@@ -32,14 +32,13 @@ use openbao_objstore::{Credentials, Store, StoreOptions, Target};
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-use testkit::apiserver::client_from_kubeconfig;
 use testkit::pods::wait_for;
 
 mod node_lane_common;
 use node_lane_common::metrics::{Expect, Prometheus};
 use node_lane_common::{
-    CLUSTER, LANE_NAMESPACES, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, edge_url, lane, lane_dir,
-    lane_with, login, login_at, read, route_accepted, state,
+    CLUSTER, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, edge_url, lane, lane_dir, lane_with, login,
+    login_at, namespaces_gone, node_without_lane, read, route_accepted, state,
 };
 
 const FRESH: &str = "openbao-restored";
@@ -277,22 +276,7 @@ async fn read_back(http: &reqwest::Client, base: &str, token: &str, written: &[W
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_before() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let Some(node) = testkit::node::running_node().await else {
-        bail!("no hermetic node is running: `make test` starts one, or run `make cluster-up`");
-    };
-    ensure!(
-        state("backend").is_none(),
-        "a lane is already up (.lane/state.env): run `make lane-down` first; this test would remove it"
-    );
-    let client = client_from_kubeconfig(&node.join("kubeconfig")).await?;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    for ns in LANE_NAMESPACES {
-        ensure!(
-            namespaces.get_opt(ns).await?.is_none(),
-            "namespace {ns} exists before lane-up: the test would not know what to remove"
-        );
-    }
+    let (_, client) = node_without_lane().await?;
 
     let mut guard = LaneGuard { down: false };
     let began = Instant::now();
@@ -493,12 +477,7 @@ async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_be
 
     guard.down = true;
     lane("down")?;
-    for ns in LANE_NAMESPACES {
-        wait_for(&format!("namespace {ns} gone"), Duration::from_secs(120), async || {
-            Ok(namespaces.get_opt(ns).await?.is_none().then_some(()))
-        })
-        .await?;
-    }
+    namespaces_gone(&client).await?;
     ensure!(state("backend").is_none(), "lane-down forgets the lane's state");
     Ok(())
 }

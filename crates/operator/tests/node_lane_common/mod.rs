@@ -5,9 +5,9 @@
 
 pub mod metrics;
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::discovery::ApiResource;
 use kube::{Client, ResourceExt};
@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use testkit::apiserver::client_from_kubeconfig;
 use testkit::cache::repo_root;
 
 pub const TENANT_NS: &str = "openbao";
@@ -31,6 +32,49 @@ pub const LANE_NAMESPACES: [&str; 5] = [
     "lane-edge",
     "openbao-operator-system",
 ];
+
+/// The running hermetic node (its state dir) and a client of it, once it is clear that no lane
+/// is up and none of the lane's namespaces exists: a lane test's `down` removes what it finds.
+pub async fn node_without_lane() -> Result<(PathBuf, Client)> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let Some(node) = testkit::node::running_node().await else {
+        bail!("no hermetic node is running: `make test` starts one, or run `make cluster-up`");
+    };
+    ensure!(
+        state("backend").is_none(),
+        "a lane is already up (.lane/state.env): run `make lane-down` first; this test would remove it"
+    );
+    let client = client_from_kubeconfig(&node.join("kubeconfig")).await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in LANE_NAMESPACES {
+        ensure!(
+            namespaces.get_opt(ns).await?.is_none(),
+            "namespace {ns} exists before lane-up: the test would not know what to remove"
+        );
+    }
+    Ok((node, client))
+}
+
+/// Waits until lane-down removed every namespace of the lane.
+pub async fn namespaces_gone(client: &Client) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut left = Vec::new();
+        for ns in LANE_NAMESPACES {
+            if namespaces.get_opt(ns).await?.is_some() {
+                left.push(ns);
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("namespaces still there after lane-down: {left:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
 
 pub fn lane_dir() -> PathBuf {
     repo_root().join(".lane")

@@ -336,7 +336,7 @@ deploy_monitoring() {
   }
 }
 
-# k3d users are online: Grafana (with deploy/lane/grafana/openbao-operator.json and the lane's
+# k3d users are online: Grafana (with charts/openbao-operator/dashboards/openbao-operator.json and the lane's
 # Prometheus as its data source) and Argo CD from their official Helm repositories, pinned in
 # hack/versions.env, each behind the edge (which terminates TLS, so both serve plain HTTP inside).
 # The hermetic node reaches no chart repository or image registry: there it says so.
@@ -349,7 +349,7 @@ deploy_k3d_tools() {
   "$helm" --kubeconfig "$LANE_KUBECONFIG" upgrade --install grafana grafana \
     --repo https://grafana.github.io/helm-charts --version "$GRAFANA_CHART_VERSION" \
     --namespace grafana --wait --timeout 300s -f deploy/lane/grafana/values.yaml \
-    --set-file 'dashboards.openbao.openbao-operator.json=deploy/lane/grafana/openbao-operator.json' >/dev/null
+    --set-file 'dashboards.openbao.openbao-operator.json=charts/openbao-operator/dashboards/openbao-operator.json' >/dev/null
   state_set created_grafana 1
   ensure_namespace argocd
   "$helm" --kubeconfig "$LANE_KUBECONFIG" upgrade --install argocd argo-cd \

@@ -261,3 +261,27 @@ fn lane_values_reach_the_pod_spec() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_grafana_dashboard_is_a_configmap_for_the_sidecar_when_asked() -> Result<()> {
+    let key = format!("ConfigMap/{NAMESPACE}/openbao-operator-dashboard");
+    assert!(
+        !objects(&helm_template(&[])?)?.contains_key(&key),
+        "no dashboard by default"
+    );
+    let rendered = objects(&helm_template(&["grafanaDashboard.enabled=true"])?)?;
+    let config_map = rendered.get(&key).with_context(|| format!("{key} rendered"))?;
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value = serde_json::from_str(
+        config_map["data"]["openbao-operator.json"]
+            .as_str()
+            .context("dashboard data")?,
+    )?;
+    let file: Value = serde_json::from_slice(&std::fs::read(chart_dir().join("dashboards/openbao-operator.json"))?)?;
+    assert_eq!(
+        shipped, file,
+        "the ConfigMap carries dashboards/openbao-operator.json unchanged"
+    );
+    assert_eq!(shipped["uid"], "openbao-operator");
+    Ok(())
+}

@@ -7,7 +7,7 @@
 //! - a userpass login and a JWT admin login (a `bao-admin` service-account token) both succeed
 //!   through the Gateway's NodePort, with only the lane CA trusted (a client without it fails);
 //! - Prometheus, behind the same Gateway, scrapes the operator and answers every query of the
-//!   Grafana dashboard (deploy/lane/grafana/);
+//!   Grafana dashboard (charts/openbao-operator/dashboards/);
 //! - `hack/lane.sh down` removes what `up` created and leaves the node running.
 //!
 //! Prints the lane's timings (lane-up -> Available, CR apply -> Available, operator writes), the

@@ -148,9 +148,9 @@ impl Metrics {
 mod tests {
     use super::{BackupLabels, ClusterLabels, ErrorLabels, Metrics, ResultLabels};
 
-    /// Names of the lane's Grafana dashboard (deploy/lane/grafana/), without the sample suffixes.
+    /// Names in the Grafana dashboard (charts/openbao-operator/dashboards/), without the sample suffixes.
     fn dashboard_metric_families() -> Vec<String> {
-        let dashboard = include_str!("../../../../deploy/lane/grafana/openbao-operator.json");
+        let dashboard = include_str!("../../../../charts/openbao-operator/dashboards/openbao-operator.json");
         let mut names: Vec<String> = dashboard
             .match_indices("openbao_operator_")
             .map(|(at, _)| {

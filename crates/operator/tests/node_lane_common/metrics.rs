@@ -1,5 +1,5 @@
 //! The lane's Prometheus, reached through the Gateway like a person would, and the Grafana
-//! dashboard (deploy/lane/grafana/openbao-operator.json) checked against it: every query of every
+//! dashboard (charts/openbao-operator/dashboards/openbao-operator.json) checked against it: every query of every
 //! panel runs on the real Prometheus scraping the real operator.
 
 use super::{EDGE, read};
@@ -127,7 +127,7 @@ fn has_number(series: &Value) -> bool {
 /// (panel title, PromQL) of every target of the dashboard, with Grafana's variables set the way
 /// the dashboard opens: all namespaces and clusters, and a 5-minute rate window.
 pub fn dashboard_queries() -> Result<Vec<(String, String)>> {
-    let path = repo_root().join("deploy/lane/grafana/openbao-operator.json");
+    let path = repo_root().join("charts/openbao-operator/dashboards/openbao-operator.json");
     let dashboard: Value = serde_json::from_slice(&read(&path)?).with_context(|| format!("{}", path.display()))?;
     let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().context("dashboard panels")? {

@@ -2,17 +2,12 @@
 //! objects, so a deleted cluster leaves no stale series behind and the figures are exactly what
 //! `status` says (`kubectl get openbaocluster` and the dashboard never disagree).
 
+use super::metrics::ClusterLabels;
 use openbao_api::OpenBaoCluster;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClusterLabels {
-    namespace: String,
-    cluster: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConditionLabels {

@@ -3,8 +3,9 @@
 Docker or a registry. `ctr images import` loads the result under the name given by --name.
 
 Every entry is written with fixed owner, mode and mtime, so the same inputs give the same layer
-digest. The archive is cached: when the key (this script, the arguments and the content of every
-input file) matches the stamp next to the output, nothing is rebuilt. Prints the archive path.
+digest. The archive is cached: when the key (this script, the arguments but not where the sources
+lie, and the content of every input file) matches the stamp next to the output, nothing is
+rebuilt, so a fresh clone reuses it. Prints the archive path.
 
   build-image.py --out DIR --name REF [--busybox PATH] [--cacerts PATH]
                  [--file SRC:DEST[:MODE[:UID:GID]]] [--dir DEST[:MODE[:UID:GID]]]
@@ -172,7 +173,12 @@ def build_layer(args):
 def cache_key(args):
     h = hashlib.sha256()
     h.update(open(__file__, "rb").read())
-    h.update(json.dumps(vars(args), sort_keys=True).encode())
+    # Sources count by content, not by path: a fresh clone (another path) reuses the archive.
+    located = dict(vars(args))
+    located["busybox"], located["cacerts"] = bool(args.busybox), bool(args.cacerts)
+    located["file"] = [s.split(":", 1)[1] for s in args.file]
+    located["tree"] = [s.split(":", 1)[1] for s in args.tree]
+    h.update(json.dumps(located, sort_keys=True).encode())
     inputs = [args.busybox, args.cacerts] + [s.split(":")[0] for s in args.file]
     for path in filter(None, inputs):
         h.update(sha256_file(path).encode())

@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 mod node_common;
 use node_common::bluegreen::{
-    CLUSTER, GREEN, Harness, check_acknowledged, check_upgraded_to_green, in_namespaces, raft_peers, start_load,
+    CLUSTER, GREEN, Harness, check_acknowledged, check_upgraded_to_green, raft_peers, start_load,
     upgrade_to_green_under_load, upgraded,
 };
+use node_common::in_namespaces;
 
 /// The two scenarios run one after the other: two 3-server clusters at once on a 2-core node would
 /// measure the machine, not the upgrade (the write checks have 2 s windows).

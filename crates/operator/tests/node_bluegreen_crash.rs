@@ -33,7 +33,8 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 mod node_common;
-use node_common::bluegreen::{CLUSTER, Harness, check_upgraded_to_green, in_namespaces, upgrade_to_green_under_load};
+use node_common::bluegreen::{CLUSTER, Harness, check_upgraded_to_green, upgrade_to_green_under_load};
+use node_common::in_namespaces;
 
 /// How long the operator stays dead before it is started again.
 const DOWN: Duration = Duration::from_secs(1);

@@ -5,18 +5,17 @@
 
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions};
 use openbao_client::{BaoClient, ClientConfig};
 use openbao_operator::controllers::cluster;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::apiserver::{create_namespace, install_crds};
 
 mod node_common;
-use node_common::{condition, create, host_operator_context, node_client};
+use node_common::{condition, create, host_operator_context, in_namespaces};
 
 const DEMO_PASSWORD: &str = "lane-demo-password";
 
@@ -40,17 +39,7 @@ where
 #[tokio::test]
 async fn a_development_cluster_bootstraps_itself_on_a_real_node() -> Result<()> {
     rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let client = node_client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
-    let ns = create_namespace(&client, "bao-e2e").await?;
-    let op_ns = create_namespace(&client, "bao-e2e-operator").await?;
-    let result = bootstrap(&client, &ns, &op_ns).await;
-    // The namespaces go either way, so no pods are left running on the shared node.
-    let namespaces = Api::<Namespace>::all(client.clone());
-    for n in [&ns, &op_ns] {
-        namespaces.delete(n, &DeleteParams::default()).await.ok();
-    }
-    result
+    in_namespaces("bao-e2e", bootstrap).await
 }
 
 async fn bootstrap(client: &Client, ns: &str, op_ns: &str) -> Result<()> {

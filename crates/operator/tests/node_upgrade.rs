@@ -6,8 +6,8 @@
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, UpgradePhase, conditions};
 use openbao_client::{BaoClient, ClientConfig};
@@ -16,11 +16,11 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use testkit::apiserver::{create_namespace, install_crds, install_gateway_api_crds};
+use testkit::apiserver::install_gateway_api_crds;
 
 mod node_common;
 use node_common::{
-    CLIENT_RETRY, LoadClient, LoadReport, check_acknowledged, condition, create, host_operator_context, node_client,
+    CLIENT_RETRY, LoadClient, LoadReport, check_acknowledged, condition, create, host_operator_context, in_namespaces,
 };
 
 #[tokio::test]
@@ -33,19 +33,12 @@ async fn a_rolling_upgrade_keeps_every_write_on_a_real_node() -> Result<()> {
             .with_test_writer()
             .try_init();
     }
-    let client = node_client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
-    // The operator prunes HTTPRoutes and BackendTLSPolicies, so their kinds must be served.
-    install_gateway_api_crds(&client).await?;
-    let ns = create_namespace(&client, "bao-upgrade").await?;
-    let op_ns = create_namespace(&client, "bao-upgrade-operator").await?;
-    let result = upgrade_under_load(&client, &ns, &op_ns).await;
-    // The namespaces go either way, so no pods are left running on the shared node.
-    let namespaces = Api::<Namespace>::all(client.clone());
-    for n in [&ns, &op_ns] {
-        namespaces.delete(n, &DeleteParams::default()).await.ok();
-    }
-    result
+    in_namespaces("bao-upgrade", async |client: &Client, ns: &str, op_ns: &str| {
+        // The operator prunes HTTPRoutes and BackendTLSPolicies, so their kinds must be served.
+        install_gateway_api_crds(client).await?;
+        upgrade_under_load(client, ns, op_ns).await
+    })
+    .await
 }
 
 async fn upgrade_under_load(client: &Client, ns: &str, op_ns: &str) -> Result<()> {

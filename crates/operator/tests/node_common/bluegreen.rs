@@ -4,23 +4,20 @@
 
 pub use super::check_acknowledged;
 use anyhow::{Context as _, Result, bail, ensure};
-use futures::FutureExt as _;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, OpenBaoClusterStatus, UpgradePhase, conditions};
 use openbao_client::{BaoClient, ClientConfig};
 use openbao_operator::controllers::cluster;
 use serde_json::json;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use testkit::apiserver::{create_namespace, install_crds};
 
-use super::{CLIENT_RETRY, LoadClient, LoadReport, PublicIp, condition, create, host_operator_context, node_client};
+use super::{CLIENT_RETRY, LoadClient, LoadReport, PublicIp, condition, create, host_operator_context};
 
 pub const CLUSTER: &str = "lane";
 /// The revision of the green servers (2.7.2).
@@ -414,21 +411,4 @@ pub async fn check_upgraded_to_green(
         ensure!(image.as_deref() == Some("openbao/openbao:2.7.2"), "{name}: {image:?}");
     }
     Ok(())
-}
-
-/// Runs `test` with a namespace for the cluster and one for the operator, both named after
-/// `name`, and deletes them whatever the outcome.
-pub async fn in_namespaces(name: &str, test: impl AsyncFnOnce(&Client, &str, &str) -> Result<()>) -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let client = node_client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
-    let ns = create_namespace(&client, name).await?;
-    let op_ns = create_namespace(&client, &format!("{name}-operator")).await?;
-    let result = AssertUnwindSafe(test(&client, &ns, &op_ns)).catch_unwind().await;
-    // The namespaces go either way (error or panic), so no pods are left running on the shared node.
-    let namespaces = Api::<Namespace>::all(client.clone());
-    for n in [&ns, &op_ns] {
-        namespaces.delete(n, &DeleteParams::default()).await.ok();
-    }
-    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }

@@ -6,7 +6,10 @@
 pub mod bluegreen;
 
 use anyhow::{Result, bail, ensure};
+use futures::FutureExt as _;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
+use kube::api::DeleteParams;
 use kube::api::{Api, PostParams};
 use openbao_api::{OpenBaoCluster, conditions};
 use openbao_client::{BaoClient, ClientConfig};
@@ -16,10 +19,11 @@ use openbao_operator::runtime::metrics::Metrics;
 use openbao_render::OperatorIdentity;
 use serde_json::json;
 use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use testkit::apiserver::client_from_kubeconfig;
+use testkit::apiserver::{client_from_kubeconfig, create_namespace, install_crds};
 
 /// A client operation is retried for at most this long before it counts as failed.
 pub const CLIENT_RETRY: Duration = Duration::from_secs(2);
@@ -222,4 +226,21 @@ pub async fn check_acknowledged(admin: &BaoClient, report: &LoadReport) -> Resul
         ensure!(value["data"]["data"]["n"] == json!(n), "k{n}: {value}");
     }
     Ok(())
+}
+
+/// Runs `test` with a namespace for the cluster and one for the operator, both named after
+/// `name`, and deletes them whatever the outcome.
+pub async fn in_namespaces(name: &str, test: impl AsyncFnOnce(&Client, &str, &str) -> Result<()>) -> Result<()> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let client = node_client().await?;
+    install_crds(&client, openbao_api::crd::all()).await?;
+    let ns = create_namespace(&client, name).await?;
+    let op_ns = create_namespace(&client, &format!("{name}-operator")).await?;
+    let result = AssertUnwindSafe(test(&client, &ns, &op_ns)).catch_unwind().await;
+    // The namespaces go either way (error or panic), so no pods are left running on the shared node.
+    let namespaces = Api::<Namespace>::all(client.clone());
+    for n in [&ns, &op_ns] {
+        namespaces.delete(n, &DeleteParams::default()).await.ok();
+    }
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }

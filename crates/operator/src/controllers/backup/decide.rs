@@ -170,16 +170,16 @@ pub fn decide(inputs: &Inputs) -> Decision {
     if let Some(job) = st.running_job.clone() {
         match inputs.running.clone().unwrap_or(RunningJob::Missing) {
             RunningJob::Active => {
+                decision.condition = inputs.spec.backup.as_ref().map(|_| config_condition(inputs, &st));
                 decision.backup = Some(st);
-                decision.condition = inputs.spec.backup.as_ref().map(|_| config_condition(inputs));
                 decision.requeue = Some(JOB_POLL);
                 return decision;
             }
             RunningJob::Missing => {
                 let since = st.running_since.as_ref().map(|t| t.0).unwrap_or(now);
                 if now.duration_since(since) < JOB_CREATE_GRACE && inputs.spec.backup.is_some() {
+                    decision.condition = Some(config_condition(inputs, &st));
                     decision.backup = Some(st);
-                    decision.condition = Some(config_condition(inputs));
                     decision.job = JobAction::Create {
                         name: job,
                         why: Why::Scheduled,
@@ -213,7 +213,9 @@ pub fn decide(inputs: &Inputs) -> Decision {
         }
         return decision;
     };
-    let condition = config_condition(inputs);
+    // From the status this reconcile writes: a Job that just failed is in `st`, not yet in
+    // `inputs.status`, and one status write carries both (the condition never lags the result).
+    let condition = config_condition(inputs, &st);
     let config_ok = condition.status == Status::True || !is_config_problem(&condition.reason);
     decision.condition = Some(condition);
     let cron = match parse_schedule(&backup.schedule) {
@@ -322,8 +324,9 @@ fn is_config_problem(reason: &str) -> bool {
     )
 }
 
-/// `BackupConfigurationReady`: configuration problems first, then how the last backup went.
-fn config_condition(inputs: &Inputs) -> Desired {
+/// `BackupConfigurationReady`: configuration problems first, then how the last backup went
+/// (`st`: the backup status as this reconcile leaves it).
+fn config_condition(inputs: &Inputs, st: &BackupStatus) -> Desired {
     let new = |status, reason: &str, message: String| Desired::new(BACKUP_CONFIGURATION_READY, status, reason, message);
     let Some(backup) = inputs.spec.backup.as_ref() else {
         return new(Status::Unknown, "NotConfigured", "spec.backup is not set".into());
@@ -359,7 +362,6 @@ fn config_condition(inputs: &Inputs) -> Desired {
         }
         CredentialsCheck::Present => {}
     }
-    let st = inputs.status.backup.clone().unwrap_or_default();
     if st.consecutive_failures > 0 {
         let raw = st.last_failure_reason.clone().unwrap_or_else(|| "BackupFailed".into());
         let (reason, hint) = failure_reason(&raw);

@@ -1,5 +1,7 @@
 //! Store failures, classified into reasons that a status condition can carry and a user can act
-//! on. Messages name the operation, endpoint, bucket and key, never the secret key.
+//! on. Messages name the operation, endpoint, bucket and key, never a credential: not the secret
+//! key and not the access key id either (messages reach status, Events and logs), and the store's
+//! own error text is scrubbed of the access key id it may echo.
 
 use object_store::client::{HttpError, HttpErrorKind};
 
@@ -9,11 +11,10 @@ use object_store::client::{HttpError, HttpErrorKind};
 pub enum StoreError {
     /// 401/403, or an S3 error code about the signature or access key: wrong or revoked keys,
     /// or a bucket policy that denies this key.
-    #[error("{op}: the store at {endpoint} rejected the credentials of access key {access_key_id:?}: {detail}")]
+    #[error("{op}: the store at {endpoint} rejected the credentials: {detail}")]
     CredentialsRejected {
         op: String,
         endpoint: String,
-        access_key_id: String,
         detail: String,
     },
 
@@ -80,8 +81,12 @@ pub enum UploadError<E: std::error::Error + 'static> {
 pub(crate) struct Context<'a> {
     pub endpoint: &'a str,
     pub bucket: &'a str,
+    /// Only to scrub it from the store's error text.
     pub access_key_id: &'a str,
 }
+
+/// What stands in for the access key id where the store's error text echoed it.
+const ACCESS_KEY_ID_REDACTED: &str = "<access key id>";
 
 /// S3 error codes meaning "these credentials are not accepted here".
 const CREDENTIAL_CODES: &[&str] = &[
@@ -97,7 +102,11 @@ const CREDENTIAL_CODES: &[&str] = &[
 const MAX_DETAIL: usize = 600;
 
 pub(crate) fn classify(ctx: &Context<'_>, op: String, key: Option<&str>, err: object_store::Error) -> StoreError {
-    let detail = truncate(&err.to_string());
+    let mut detail = err.to_string();
+    if !ctx.access_key_id.is_empty() {
+        detail = detail.replace(ctx.access_key_id, ACCESS_KEY_ID_REDACTED);
+    }
+    let detail = truncate(&detail);
     let endpoint = ctx.endpoint.to_string();
     if detail.contains("NoSuchBucket") {
         return StoreError::BucketMissing {
@@ -112,12 +121,7 @@ pub(crate) fn classify(ctx: &Context<'_>, op: String, key: Option<&str>, err: ob
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
     ) || CREDENTIAL_CODES.iter().any(|code| detail.contains(code));
     if credentials {
-        return StoreError::CredentialsRejected {
-            op,
-            endpoint,
-            access_key_id: ctx.access_key_id.to_string(),
-            detail,
-        };
+        return StoreError::CredentialsRejected { op, endpoint, detail };
     }
     if let (object_store::Error::NotFound { .. }, Some(key)) = (&err, key) {
         return StoreError::ObjectMissing {
@@ -186,10 +190,14 @@ mod tests {
             &ctx(),
             "list".into(),
             None,
-            generic("403: <Code>SignatureDoesNotMatch</Code>"),
+            generic("403: <Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>AKID</AWSAccessKeyId>"),
         );
         assert_eq!(creds.reason(), "CredentialsRejected");
-        assert!(creds.to_string().contains("AKID"));
+        // The access key id reaches status and Events through this message: never in it, even
+        // where the store's own error body echoed it.
+        let text = creds.to_string();
+        assert!(!text.contains("AKID"), "{text}");
+        assert!(text.contains(ACCESS_KEY_ID_REDACTED), "{text}");
         let other = classify(&ctx(), "list".into(), None, generic("500: <Code>InternalError</Code>"));
         assert_eq!(other.reason(), "Other");
         let missing = object_store::Error::NotFound {

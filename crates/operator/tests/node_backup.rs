@@ -432,6 +432,12 @@ async fn backups(client: &Client, ns: &str, op_ns: &str, s3_image: &S3Image) -> 
         st.last_failure_message.is_some() && st.last_failure_time.is_some(),
         "{st:?}"
     );
+    // No credential reaches status: not even the access key id the store's error named.
+    let status_text = serde_json::to_string(&c.status)?;
+    assert!(
+        !status_text.contains(testkit::s3::ACCESS_KEY),
+        "the access key id is in status: {status_text}"
+    );
     // The last success is still what status names.
     assert_eq!(st.last_backup_name.as_deref(), Some(key.as_str()));
     assert_eq!(st.acknowledged_trigger.as_deref(), Some("second"));

@@ -31,8 +31,17 @@ pub fn gateway_ca_config_map(cluster: &str) -> String {
 pub fn service_account(cluster: &str) -> String {
     format!("{cluster}-serviceaccount")
 }
-pub fn service_registration_role(cluster: &str) -> String {
-    format!("{cluster}-service-registration")
+/// The ClusterRole holding what OpenBao's Kubernetes service registration does to its own pod
+/// (read it, patch its labels). Installed with the operator (chart, kustomize); each cluster's
+/// server account gets it through a RoleBinding in the cluster's namespace, so the operator
+/// itself needs only `bind` on this one ClusterRole, never pod `patch`.
+pub const SERVICE_REGISTRATION_CLUSTER_ROLE: &str = "openbao-operator-service-registration";
+
+/// The RoleBinding granting [`SERVICE_REGISTRATION_CLUSTER_ROLE`] to the server account. (Older
+/// operators bound a Role of their own, `<cluster>-service-registration`; a binding's roleRef
+/// cannot change, hence the new name. The old pair is left to garbage collection with the cluster.)
+pub fn service_registration_binding(cluster: &str) -> String {
+    format!("{cluster}-service-registration-binding")
 }
 pub fn pdb(cluster: &str) -> String {
     format!("{cluster}-pdb")

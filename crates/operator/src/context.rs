@@ -53,6 +53,20 @@ impl Context {
         }
     }
 
+    /// An API over what this operator watches: `watch_namespace` alone when set (the operator
+    /// then holds namespaced Roles only, and a cluster-wide list would be refused), else every
+    /// namespace.
+    pub fn watched<K>(&self) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.watch_namespace {
+            Some(ns) => kube::Api::namespaced(self.client.clone(), ns),
+            None => kube::Api::all(self.client.clone()),
+        }
+    }
+
     /// The cluster's service-account trust, cached (good enough for rendering a bootstrap).
     pub async fn jwt_trust(&self) -> Result<JwtTrust, discovery::DiscoveryError> {
         if let Some((t, _)) = self.jwt_trust.read().await.clone() {

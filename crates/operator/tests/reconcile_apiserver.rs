@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions};
@@ -100,8 +100,7 @@ async fn versions(client: &Client, ns: &str, c: &str) -> Result<Vec<(String, Str
     }
     use openbao_api::names::*;
     rv!(ServiceAccount, service_account(c));
-    rv!(Role, service_registration_role(c));
-    rv!(RoleBinding, service_registration_role(c));
+    rv!(RoleBinding, service_registration_binding(c));
     rv!(Secret, unseal_key_secret(c));
     rv!(Secret, tls_ca_secret(c));
     rv!(Secret, tls_server_secret(c));

@@ -12,7 +12,7 @@ mod resources;
 
 pub use detached::{detached_is_ready, start_detached, stop_detached};
 pub use plan::Layout;
-pub use resources::{create_namespace, install_crds, install_gateway_api_crds};
+pub use resources::{apply_cluster_scoped, create_namespace, install_crds, install_gateway_api_crds};
 
 use crate::cache::run_hack;
 use crate::process::ManagedProcess;

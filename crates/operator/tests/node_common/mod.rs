@@ -234,6 +234,8 @@ pub async fn in_namespaces(name: &str, test: impl AsyncFnOnce(&Client, &str, &st
     rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     let client = node_client().await?;
     install_crds(&client, openbao_api::crd::all()).await?;
+    // What the operator's install ships besides the CRDs: OpenBao pods label themselves with it.
+    testkit::apiserver::apply_cluster_scoped(&client, &openbao_render::objects::service_registration_cluster_role()).await?;
     let ns = create_namespace(&client, name).await?;
     let op_ns = create_namespace(&client, &format!("{name}-operator")).await?;
     let result = AssertUnwindSafe(test(&client, &ns, &op_ns)).catch_unwind().await;

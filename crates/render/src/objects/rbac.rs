@@ -1,7 +1,7 @@
 //! Service accounts and the Role OpenBao's Kubernetes service registration needs.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use serde_json::json;
 
 use super::{meta, typed};
@@ -27,20 +27,26 @@ pub fn job_service_accounts(cluster: &Cluster) -> Vec<ServiceAccount> {
         .collect()
 }
 
-/// OpenBao labels its own pod (active, sealed, initialized, version).
-pub fn service_registration_role(cluster: &Cluster) -> Role {
-    let mut role: Role = typed(json!({
+/// What OpenBao's Kubernetes service registration needs: it labels its own pod (active, sealed,
+/// initialized, version). Installed with the operator, not per cluster: see
+/// [`names::SERVICE_REGISTRATION_CLUSTER_ROLE`]. The chart and `deploy/operator/rbac.yaml` carry
+/// this object (a test compares them).
+pub fn service_registration_cluster_role() -> ClusterRole {
+    typed(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": names::SERVICE_REGISTRATION_CLUSTER_ROLE},
         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch", "update"]}]
-    }));
-    role.metadata = meta(cluster, names::service_registration_role(cluster.name), "server");
-    role
+    }))
 }
 
-pub fn service_registration_role_binding(cluster: &Cluster) -> RoleBinding {
+/// Grants the service-registration ClusterRole to the cluster's server account, in the
+/// cluster's namespace only.
+pub fn service_registration_binding(cluster: &Cluster) -> RoleBinding {
     let mut binding: RoleBinding = typed(json!({
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names::service_registration_role(cluster.name)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": names::SERVICE_REGISTRATION_CLUSTER_ROLE},
         "subjects": [{"kind": "ServiceAccount", "name": names::service_account(cluster.name), "namespace": cluster.namespace}],
     }));
-    binding.metadata = meta(cluster, names::service_registration_role(cluster.name), "server");
+    binding.metadata = meta(cluster, names::service_registration_binding(cluster.name), "server");
     binding
 }

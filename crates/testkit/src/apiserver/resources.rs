@@ -40,6 +40,24 @@ pub async fn install_crds(client: &kube::Client, crds: Vec<CustomResourceDefinit
     Ok(())
 }
 
+/// Server-side applies a cluster-scoped object (e.g. the ClusterRole an operator install ships),
+/// forcing ownership so that applying it again is a no-op.
+pub async fn apply_cluster_scoped<K>(client: &kube::Client, obj: &K) -> Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().context("object without metadata.name")?;
+    Api::<K>::all(client.clone())
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
+        .await
+        .with_context(|| format!("apply {} {name}", K::kind(&())))?;
+    Ok(())
+}
+
 /// The Gateway API standard-channel CRDs of the pinned release (HTTPRoute, Gateway, GatewayClass,
 /// GRPCRoute, ReferenceGrant, BackendTLSPolicy), as `hack/fetch-gateway-api-crds.sh` caches them.
 pub async fn install_gateway_api_crds(client: &kube::Client) -> Result<()> {

@@ -77,15 +77,11 @@ const REQUIRED_KEYS: [&str; 2] = ["accessKeyId", "secretAccessKey"];
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(bctx: Arc<BackupContext>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let client = bctx.ctx.client.clone();
-    let clusters = match &bctx.ctx.watch_namespace {
-        Some(ns) => Api::<OpenBaoCluster>::namespaced(client.clone(), ns),
-        None => Api::<OpenBaoCluster>::all(client.clone()),
-    };
+    let clusters = bctx.ctx.watched::<OpenBaoCluster>();
     let executor_jobs = watcher::Config::default().labels(&format!("app.kubernetes.io/name={}", jobs::EXECUTOR_NAME));
     Controller::new(clusters, watcher::Config::default().any_semantic())
         // A Job's completion is what a running backup waits for.
-        .owns(Api::<Job>::all(client), executor_jobs)
+        .owns(bctx.ctx.watched::<Job>(), executor_jobs)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, bctx)
         .for_each(|result| async move {

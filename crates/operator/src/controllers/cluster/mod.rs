@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -61,36 +61,30 @@ const STEADY_REQUEUE: Duration = Duration::from_secs(300);
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let client = ctx.client.clone();
     let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", labels::MANAGED_BY));
     let pods = watcher::Config::default().labels(labels::CLUSTER_LABEL);
-    let clusters = match &ctx.watch_namespace {
-        Some(ns) => Api::<OpenBaoCluster>::namespaced(client.clone(), ns),
-        None => Api::<OpenBaoCluster>::all(client.clone()),
-    };
-    let mut controller = Controller::new(clusters, watcher::Config::default().any_semantic())
-        .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
-        .owns(Api::<Service>::all(client.clone()), managed.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
-        .owns(Api::<Secret>::all(client.clone()), managed.clone())
-        .owns(Api::<ServiceAccount>::all(client.clone()), managed.clone())
-        .owns(Api::<Role>::all(client.clone()), managed.clone())
-        .owns(Api::<RoleBinding>::all(client.clone()), managed.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed.clone())
-        .owns(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
+    let mut controller = Controller::new(ctx.watched::<OpenBaoCluster>(), watcher::Config::default().any_semantic())
+        .owns(ctx.watched::<StatefulSet>(), managed.clone())
+        .owns(ctx.watched::<Service>(), managed.clone())
+        .owns(ctx.watched::<ConfigMap>(), managed.clone())
+        .owns(ctx.watched::<Secret>(), managed.clone())
+        .owns(ctx.watched::<ServiceAccount>(), managed.clone())
+        .owns(ctx.watched::<RoleBinding>(), managed.clone())
+        .owns(ctx.watched::<PodDisruptionBudget>(), managed.clone())
+        .owns(ctx.watched::<NetworkPolicy>(), managed.clone())
         // Pods carry OpenBao's own state (initialized, sealed, active) in their labels.
-        .watches(Api::<Pod>::all(client.clone()), pods, |pod| {
+        .watches(ctx.watched::<Pod>(), pods, |pod| {
             let cluster = pod.labels().get(labels::CLUSTER_LABEL)?.clone();
             Some(ObjectRef::<OpenBaoCluster>::new(&cluster).within(&pod.namespace()?))
         });
     if ctx.gateway_api {
         controller = controller
             .owns(
-                Api::<gateway_api::httproutes::HttpRoute>::all(client.clone()),
+                ctx.watched::<gateway_api::httproutes::HttpRoute>(),
                 managed.clone(),
             )
             .owns(
-                Api::<gateway_api::backendtlspolicies::BackendTlsPolicy>::all(client.clone()),
+                ctx.watched::<gateway_api::backendtlspolicies::BackendTlsPolicy>(),
                 managed,
             );
     }
@@ -390,13 +384,9 @@ async fn apply_all(
             .map_err(kube_err("applying a Job ServiceAccount"))?;
     }
     applier
-        .apply(&objects::service_registration_role(cluster))
+        .apply(&objects::service_registration_binding(cluster))
         .await
-        .map_err(kube_err("applying the Role"))?;
-    applier
-        .apply(&objects::service_registration_role_binding(cluster))
-        .await
-        .map_err(kube_err("applying the RoleBinding"))?;
+        .map_err(kube_err("applying the service-registration RoleBinding"))?;
 
     let unseal_key = ensure_unseal_key(cluster, &secrets, events).await?;
     applier

@@ -75,17 +75,7 @@ pub async fn run(
     image: String,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let (restores, jobs) = match &ctx.watch_namespace {
-        Some(ns) => (
-            Api::<OpenBaoRestore>::namespaced(client.clone(), ns),
-            Api::<Job>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::<OpenBaoRestore>::all(client.clone()),
-            Api::<Job>::all(client.clone()),
-        ),
-    };
+    let (restores, jobs) = (ctx.watched::<OpenBaoRestore>(), ctx.watched::<Job>());
     let managed = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={}",
         openbao_render::labels::MANAGED_BY

@@ -396,8 +396,8 @@ async fn run(version: &str) -> Result<()> {
         }
     }
     // The listing shows every key self-init wrote, byte for byte, also those the HTTP API
-    // cannot address. OpenBao does not store a path with a newline at all: not something the
-    // config can change.
+    // cannot address. OpenBao refuses a path with a newline (`unsupported path`: its routes do
+    // not match `\n`), through self-init as through the API: not something the config changes.
     let listed: BTreeSet<String> = admin.list("secret/metadata/p/").await?.into_iter().collect();
     let key = |s: &str| match s.split_once('/') {
         Some((first, _)) => format!("{first}/"),

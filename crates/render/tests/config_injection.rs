@@ -9,18 +9,21 @@
 //! - `spec.selfInit.requests[].data`: as a value, as a key, nested in objects and lists;
 //! - `spec.selfInit.requests[].path`: as the last path segment(s) of a KV v2 write (the schema's
 //!   256 characters limit applies);
-//! - the JWT issuer and the admin service account's name and namespace (one hostile value each:
-//!   one cluster has one of each; they go through the same quoting as the data values);
+//! - the JWT issuer and the admin service account's name and namespace: one hostile value each
+//!   in the server run (a cluster has one of each), and every corpus string the schema allows
+//!   through `validate-config` and the HCL1 reader of `common/hcl1.rs`;
 //! - request names and the demo username: their admission patterns allow only `[A-Za-z0-9_-]`
 //!   and `[a-z0-9_.-]`, so they use HCL keywords and edge cases within those.
 //!
 //! One rendered config per version: `bao operator validate-config` must pass without warnings,
 //! then one server self-initializes from it and every value is read back through the HTTP API.
+//! What OpenBao itself does to paths (cleans empty and dot segments, refuses newlines, answers
+//! 400 over HTTP to non-printable characters) is counted apart from what the config loses.
 
 mod common;
 
 use anyhow::{Context, Result, bail, ensure};
-use common::hcl1::{hostile_string, json_value};
+use common::hcl1::{hostile_string, json_value, read_string};
 use openbao_api::OpenBaoClusterSpec;
 use openbao_render::{Cluster, JwtTrust, OperatorIdentity, config, paths, selfinit};
 use proptest::strategy::{Strategy, ValueTree};
@@ -69,6 +72,74 @@ async fn hostile_strings_reach_openbao_2_7_2_unchanged() -> Result<()> {
 #[tokio::test]
 async fn hostile_strings_reach_openbao_2_6_2_unchanged() -> Result<()> {
     run("2.6.2").await
+}
+
+/// The server run above carries one issuer and one service account; here every corpus string
+/// the schema allows in them: each rendered `zz-init.hcl` passes `validate-config`, and its
+/// `bound_issuer`/`bound_subject` read back (HCL1 rules, `common/hcl1.rs`) as written.
+#[tokio::test]
+async fn every_hostile_issuer_and_service_account_renders_a_valid_config() -> Result<()> {
+    let _turn = ONE_SERVER_AT_A_TIME.lock().await;
+    let bao = testkit::cache::bao_binary("2.7.2")?;
+    let dir = tempfile::Builder::new().prefix("openbao-injection-").tempdir()?;
+    let tls = TestTls::generate(&dir.path().join("tls"), NAMESPACE)?;
+    let node = TestNodeConfig::new("node1", NodeAddr::allocate()?, &dir.path().join("data"), &tls);
+    let mut files = Vec::new();
+    let (mut tried, mut rejected) = (0, 0);
+    for s in corpus() {
+        tried += 1;
+        // The schema: issuer `https://` without `?`, `#` or `/.well-known/`; names 1-253.
+        let issuer = format!("https://{s}");
+        if s.contains('?') || s.contains('#') || issuer.contains("/.well-known/") || s.chars().count() > 253 {
+            rejected += 1;
+            continue;
+        }
+        let name = if s.is_empty() { "x".to_string() } else { s.clone() };
+        let spec: OpenBaoClusterSpec = serde_json::from_value(json!({
+            "version": "2.7.2", "profile": "Development", "replicas": 1, "storage": {"size": "1Gi"},
+            "selfInit": {"oidc": {"adminServiceAccount": {"namespace": s, "name": name}}},
+        }))?;
+        let cluster = Cluster {
+            name: "openbao",
+            namespace: NAMESPACE,
+            uid: "injection-test-uid",
+            spec: &spec,
+        };
+        let operator = OperatorIdentity {
+            namespace: "openbao-operator-system".into(),
+            service_account: "openbao-operator".into(),
+        };
+        let trust = JwtTrust {
+            issuer: issuer.clone(),
+            public_keys_pem: vec![],
+        };
+        let hcl = selfinit::init_hcl(&cluster, &operator, &trust);
+        let read = |key: &str| -> Result<Vec<String>> {
+            hcl.lines()
+                .filter_map(|l| l.trim().strip_prefix(&format!("\"{key}\" = ")))
+                .map(|v| read_string(v).map_err(anyhow::Error::msg))
+                .collect()
+        };
+        ensure!(
+            read("bound_issuer")? == [issuer.clone()],
+            "issuer {issuer:?} changed:\n{hcl}"
+        );
+        let subject = format!("system:serviceaccount:{s}:{name}");
+        ensure!(
+            read("bound_subject")?.contains(&subject),
+            "subject {subject:?} changed:\n{hcl}"
+        );
+        files.push((format!("zz-init-{:04}.hcl", files.len()), hcl));
+    }
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, h)| (n.as_str(), h.as_str())).collect();
+    let config_dir = node.write_to(&dir.path().join("config"), &files)?;
+    validate_config(&bao, &config_dir)?;
+    eprintln!(
+        "INJECTION issuer and admin service account: tried {tried}; rejected by admission: {rejected}; \
+         validated by bao 2.7.2 and read back: {}; lost or changed: 0",
+        files.len()
+    );
+    Ok(())
 }
 
 /// The hostile strings: fixed ones, each again inside text, and a sample of the property test's.

@@ -44,13 +44,14 @@ pub fn server_hcl(cluster: &Cluster) -> String {
 /// `10-server.hcl` joining the servers of `targets`; with `as_non_voter` a server with empty
 /// storage joins without a vote (a blue/green upgrade's new servers, promoted later).
 pub fn server_hcl_joining(cluster: &Cluster, targets: &[JoinTarget], as_non_voter: bool) -> String {
-    let own_host = format!("{POD_NAME_PLACEHOLDER}.{}.{}.svc", cluster.name, cluster.namespace);
+    // After the pod name: `.<cluster>.<namespace>.svc`.
+    let own_domain = format!(".{}.{}.svc", cluster.name, cluster.namespace);
     let development = cluster.spec.profile == Profile::Development;
     let mut b = Body::new();
     b.attr("ui", true)
         .attr("cluster_name", cluster.name)
-        .attr("api_addr", format!("https://{own_host}:{API_PORT}"))
-        .attr("cluster_addr", format!("https://{own_host}:{CLUSTER_PORT}"))
+        .attr_with_pod_name("api_addr", "https://", &format!("{own_domain}:{API_PORT}"))
+        .attr_with_pod_name("cluster_addr", "https://", &format!("{own_domain}:{CLUSTER_PORT}"))
         // The container has no IPC_LOCK capability; the data volume is not swap-backed.
         .attr("disable_mlock", true)
         .block("listener", &["tcp"], |l| {
@@ -65,7 +66,7 @@ pub fn server_hcl_joining(cluster: &Cluster, targets: &[JoinTarget], as_non_vote
                 .attr("current_key", format!("file://{UNSEAL_DIR}/key"));
         })
         .block("storage", &["raft"], |r| {
-            r.attr("path", DATA_DIR).attr("node_id", POD_NAME_PLACEHOLDER);
+            r.attr("path", DATA_DIR).attr_with_pod_name("node_id", "", "");
             if development {
                 // Elections in 2-4 s instead of 5-10 s with the default of 5. Not 1: that makes
                 // the leader step down when it misses its followers for 500 ms, and while one

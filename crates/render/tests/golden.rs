@@ -94,3 +94,37 @@ fn self_init_requests() {
 fn entrypoint() {
     check("entrypoint.sh", &config::entrypoint_sh());
 }
+
+/// How hostile user strings are written (HCL1 escapes; see `openbao_render::hcl`).
+#[test]
+fn self_init_hostile_strings() {
+    let spec: OpenBaoClusterSpec = serde_json::from_value(serde_json::json!({
+        "version": "2.7.2", "profile": "Development", "replicas": 1, "storage": {"size": "1Gi"},
+        "selfInit": {
+            "oidc": {"enabled": false},
+            "requests": [{
+                "name": "hostile", "operation": "update", "path": "secret/data/${a}\"/%{b}",
+                "data": {"data": {
+                    "${identity.entity.id}": "$${x} %{y} \"}\nenable_response_header_hostname = true\n#",
+                    "placeholder": "@@POD_NAME@@", "controls": "\u{0}\r\t\u{7f}\u{E123}", "unicode": "é😀"
+                }}
+            }]
+        }
+    }))
+    .unwrap();
+    let c = Cluster {
+        name: "openbao",
+        namespace: "lane",
+        uid: "u",
+        spec: &spec,
+    };
+    let operator = OperatorIdentity {
+        namespace: "openbao-operator-system".into(),
+        service_account: "openbao-operator".into(),
+    };
+    let jwt = JwtTrust {
+        issuer: "https://kubernetes.default.svc.cluster.local".into(),
+        public_keys_pem: vec![],
+    };
+    check("init-hostile.hcl", &selfinit::init_hcl(&c, &operator, &jwt));
+}

@@ -1,0 +1,3 @@
+//! Helpers shared by the render integration tests.
+
+pub mod hcl1;

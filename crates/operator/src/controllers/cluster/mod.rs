@@ -63,26 +63,26 @@ const STEADY_REQUEUE: Duration = Duration::from_secs(300);
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", labels::MANAGED_BY));
     let pods = watcher::Config::default().labels(labels::CLUSTER_LABEL);
-    let mut controller = Controller::new(ctx.watched::<OpenBaoCluster>(), watcher::Config::default().any_semantic())
-        .owns(ctx.watched::<StatefulSet>(), managed.clone())
-        .owns(ctx.watched::<Service>(), managed.clone())
-        .owns(ctx.watched::<ConfigMap>(), managed.clone())
-        .owns(ctx.watched::<Secret>(), managed.clone())
-        .owns(ctx.watched::<ServiceAccount>(), managed.clone())
-        .owns(ctx.watched::<RoleBinding>(), managed.clone())
-        .owns(ctx.watched::<PodDisruptionBudget>(), managed.clone())
-        .owns(ctx.watched::<NetworkPolicy>(), managed.clone())
-        // Pods carry OpenBao's own state (initialized, sealed, active) in their labels.
-        .watches(ctx.watched::<Pod>(), pods, |pod| {
-            let cluster = pod.labels().get(labels::CLUSTER_LABEL)?.clone();
-            Some(ObjectRef::<OpenBaoCluster>::new(&cluster).within(&pod.namespace()?))
-        });
+    let mut controller = Controller::new(
+        ctx.watched::<OpenBaoCluster>(),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(ctx.watched::<StatefulSet>(), managed.clone())
+    .owns(ctx.watched::<Service>(), managed.clone())
+    .owns(ctx.watched::<ConfigMap>(), managed.clone())
+    .owns(ctx.watched::<Secret>(), managed.clone())
+    .owns(ctx.watched::<ServiceAccount>(), managed.clone())
+    .owns(ctx.watched::<RoleBinding>(), managed.clone())
+    .owns(ctx.watched::<PodDisruptionBudget>(), managed.clone())
+    .owns(ctx.watched::<NetworkPolicy>(), managed.clone())
+    // Pods carry OpenBao's own state (initialized, sealed, active) in their labels.
+    .watches(ctx.watched::<Pod>(), pods, |pod| {
+        let cluster = pod.labels().get(labels::CLUSTER_LABEL)?.clone();
+        Some(ObjectRef::<OpenBaoCluster>::new(&cluster).within(&pod.namespace()?))
+    });
     if ctx.gateway_api {
         controller = controller
-            .owns(
-                ctx.watched::<gateway_api::httproutes::HttpRoute>(),
-                managed.clone(),
-            )
+            .owns(ctx.watched::<gateway_api::httproutes::HttpRoute>(), managed.clone())
             .owns(
                 ctx.watched::<gateway_api::backendtlspolicies::BackendTlsPolicy>(),
                 managed,

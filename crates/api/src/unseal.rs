@@ -108,7 +108,8 @@ pub struct TransitSeal {
     /// The token the servers authenticate to the transit server with (a Secret in the cluster's
     /// namespace). Give it only `update` on the key's encrypt and decrypt paths; a periodic
     /// token is renewed by OpenBao itself. It reaches the servers through their environment,
-    /// never through the configuration files.
+    /// never through the configuration files, and is read when a server starts: after
+    /// replacing it, restart the pods.
     pub token_secret_ref: SealSecretKeyRef,
 }
 

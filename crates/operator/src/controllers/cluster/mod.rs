@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::apply::Applier;
-use self::status::{GatewayState, Observed, PodView, TlsState, UpgradeState};
+use self::status::{GatewayState, Observed, PodView, SealState, TlsState, UpgradeState};
 use self::upgrade::{KubePlatform, Plan};
 use crate::context::Context;
 use crate::flows::Driver;
@@ -388,11 +388,25 @@ async fn apply_all(
         .await
         .map_err(kube_err("applying the service-registration RoleBinding"))?;
 
-    let unseal_key = ensure_unseal_key(cluster, &secrets, events).await?;
-    applier
-        .apply(&objects::unseal_key_secret(cluster, &unseal_key))
-        .await
-        .map_err(kube_err("applying the seal key Secret"))?;
+    observed.seal = match openbao_api::transit_seal(cluster.spec.unseal.as_ref()) {
+        // The static seal's key lives in the cluster; a transit seal's never exists here.
+        None => {
+            let unseal_key = ensure_unseal_key(cluster, &secrets, events).await?;
+            applier
+                .apply(&objects::unseal_key_secret(cluster, &unseal_key))
+                .await
+                .map_err(kube_err("applying the seal key Secret"))?;
+            SealState::Static
+        }
+        Some(transit) => {
+            let token = get_secret(transit.token_secret_ref.name.clone()).await?;
+            let ca = match &transit.ca_secret_ref {
+                Some(r) => Some(get_secret(r.name.clone()).await?),
+                None => None,
+            };
+            status::transit_seal_state(transit, token.as_ref(), ca.as_ref().map(Option::as_ref))
+        }
+    };
 
     let mut next_cert_check = None;
     let bundle = match cluster.spec.tls.mode {
@@ -514,8 +528,9 @@ async fn apply_all(
     }
     apply_gateway(ctx, cluster, applier, observed, bundle.as_deref()).await?;
 
-    // Pods start only once their TLS material and (first time) the self-init file exist.
-    if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) {
+    // Pods start only once their TLS material, what their seal needs and (first time) the
+    // self-init file exist: a pod without its seal token would only wait in an error state.
+    if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) && observed.seal.is_ready() {
         let rollout = upgrade::rollout(cluster.spec, previous);
         let workloads = bluegreen::workloads(cluster, previous, &rollout);
         for cm in &workloads.config_maps {

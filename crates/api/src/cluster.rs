@@ -480,7 +480,9 @@ mod tests {
         assert_eq!(err.reason, "InvalidSelfInitRequest");
         assert!(
             err.message.starts_with("spec.selfInit.requests[1].data.k.k.")
-                && err.message.ends_with(&format!("nested deeper than {} levels", crate::request_data::MAX_DEPTH)),
+                && err
+                    .message
+                    .ends_with(&format!("nested deeper than {} levels", crate::request_data::MAX_DEPTH)),
             "{}",
             err.message
         );

@@ -31,6 +31,13 @@ pub const MAX_ENTRIES: usize = 1024;
 /// requests must fit in one Kubernetes object (1 MiB).
 pub const MAX_BYTES: usize = 256 * 1024;
 
+/// Keys that make OpenBao's self-initialization evaluate an object instead of sending it: with
+/// `eval_source` `file` or `env` it reads a file or an environment variable of the server (the
+/// seal key, the TLS key) into the request. Only the operator's own requests may use them (the
+/// demo password); in a user's `data` at any depth they are refused. Checked in Rust only: CEL
+/// sees nothing inside free-form values. The operator renders nothing from a refused spec.
+pub const SELF_INIT_DIRECTIVE_KEYS: [&str; 2] = ["eval_type", "eval_source"];
+
 /// Admission schema of `data`: an object whose values may nest at most [`MAX_DEPTH`] levels,
 /// with bounded strings and entry counts at every level.
 pub fn schema(_: &mut SchemaGenerator) -> Schema {
@@ -122,7 +129,18 @@ fn walk(value: &Value, depth: usize, path: &mut String) -> Result<(), Violation>
             }
             Ok(())
         }
+        // HCL1, which OpenBao reads its configuration with, has no null: the server would not start.
+        Value::Null => fail(path, "null is not a value OpenBao's configuration can carry".into()),
         Value::Object(map) => {
+            if let Some(key) = SELF_INIT_DIRECTIVE_KEYS.iter().find(|k| map.contains_key(**k)) {
+                return fail(
+                    path,
+                    format!(
+                        "the key {key:?} makes OpenBao's self-initialization read files or environment \
+                         variables of the server; it is not allowed in requests"
+                    ),
+                );
+            }
             for (key, item) in map {
                 let len = path.len();
                 if long(key) {
@@ -261,6 +279,20 @@ mod tests {
     struct Holder {
         #[serde(default, deserialize_with = "deserialize")]
         data: Option<Value>,
+    }
+
+    #[test]
+    fn self_init_directives_and_nulls_are_refused_at_any_depth() {
+        let directive =
+            json!({"a": [{"v": {"eval_type": "string", "eval_source": "file", "path": "/etc/bao/unseal/key"}}]});
+        let refused = check(&directive).unwrap_err();
+        assert_eq!(refused.path, ".a[0].v");
+        assert!(refused.problem.contains("eval_type"), "{}", refused.problem);
+        let half = check(&json!({"eval_source": "env"})).unwrap_err();
+        assert!(half.problem.contains("eval_source"), "{}", half.problem);
+        // As a value the words are just text.
+        assert_eq!(check(&json!({"note": "eval_type"})), Ok(()));
+        assert_eq!(check(&json!({"x": null})).unwrap_err().path, ".x");
     }
 
     #[test]

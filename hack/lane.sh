@@ -430,6 +430,12 @@ tools_behind_the_edge() {
 print_login() {
   local addr; addr="$(edge_address)"
   local url="https://$OPENBAO_HOST:$EDGE_PORT" resolve=""
+  # The JWT roles accept only the cluster's own audience, which the operator publishes in
+  # status.jwtAudience (until its first status write, the command reads it there itself).
+  local audience
+  audience="$(kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" -o 'jsonpath={.status.jwtAudience}' 2>/dev/null || true)"
+  [[ -n "$audience" ]] \
+    || audience="\"\$($KUBECTL --kubeconfig $LANE_KUBECONFIG -n $TENANT_NS get openbaocluster $CLUSTER -o jsonpath='{.status.jwtAudience}')\""
   [[ "$addr" != 127.0.0.1 ]] && resolve=" --resolve $OPENBAO_HOST:$EDGE_PORT:$addr"
   cat <<EOF
 
@@ -442,7 +448,7 @@ The lane CA that signed the edge certificate: $LANE_DIR/ca.crt
     -d "{\"password\":\"\$(cat .lane/demo-password)\"}"
 
   # JWT admin login with a service-account token
-  TOKEN=\$($KUBECTL --kubeconfig $LANE_KUBECONFIG -n $TENANT_NS create token bao-admin --audience openbao-internal)
+  TOKEN=\$($KUBECTL --kubeconfig $LANE_KUBECONFIG -n $TENANT_NS create token bao-admin --audience $audience)
   curl -sS --cacert .lane/ca.crt$resolve $url/v1/auth/jwt-operator/login \\
     -d "{\"role\":\"admin\",\"jwt\":\"\$TOKEN\"}"
 

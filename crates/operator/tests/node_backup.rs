@@ -517,8 +517,9 @@ async fn admin_client(client: &Client, ns: &str, public_ip: IpAddr) -> Result<Ba
             .with_ca_pem(ca)
             .with_resolve_to(public_ip),
     )?;
-    let request: TokenRequest =
-        serde_json::from_value(json!({"spec": {"audiences": ["openbao-internal"], "expirationSeconds": 600}}))?;
+    let request: TokenRequest = serde_json::from_value(
+        json!({"spec": {"audiences": [openbao_api::names::jwt_audience(ns, CLUSTER)], "expirationSeconds": 600}}),
+    )?;
     let jwt = Api::<ServiceAccount>::namespaced(client.clone(), ns)
         .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)
         .await?

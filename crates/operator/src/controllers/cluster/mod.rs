@@ -169,6 +169,9 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     let mut observed = Observed::before_apply(obj.spec.paused, ready_replicas, pods);
+    if obj.spec.self_init.oidc.enabled {
+        observed.jwt_audience = Some(names::jwt_audience(&namespace, &name));
+    }
     // A spec that predates an admission rule is reported, and nothing is built from it.
     if let Err(violation) = obj.spec.check() {
         tracing::warn!(cluster = %name, namespace = %namespace, reason = violation.reason, "invalid spec: {}", violation.message);
@@ -199,7 +202,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
             let serving = observed.ready_replicas > 0
                 && (previous.initialized || observed.pods.iter().any(|p| p.initialized == Some(true)));
             if let (true, true, Some(bundle)) = (serving, obj.spec.self_init.oidc.enabled, applied.bundle.as_deref()) {
-                observed.access_error = sync_openbao_access(ctx, &cluster, bundle, &mut events).await.err();
+                observed.access = sync_openbao_access(ctx, &cluster, &previous, bundle, &mut events).await;
             }
             match upgrade::plan(&obj.spec, &previous) {
                 Plan::Idle => {}
@@ -562,22 +565,43 @@ async fn apply_all(
 async fn sync_openbao_access(
     ctx: &Context,
     cluster: &Cluster<'_>,
+    previous: &OpenBaoClusterStatus,
     bundle: &str,
     events: &mut Vec<(String, String)>,
-) -> Result<(), String> {
+) -> status::Access {
+    use crate::openbao::AccessError;
+    use status::Access;
     let oidc = &cluster.spec.self_init.oidc;
-    let trust = ctx.refreshed_jwt_trust().await.map_err(|e| e.to_string())?;
+    let trust = match ctx.refreshed_jwt_trust().await {
+        Ok(trust) => trust,
+        Err(e) => return Access::Failed(e.to_string()),
+    };
     let issuer = oidc.issuer.clone().unwrap_or(trust.issuer);
     let endpoint = (ctx.endpoints)(cluster.name, cluster.namespace);
     let work = async {
-        let jwt = crate::openbao::service_account_token(&ctx.client, &ctx.operator, &oidc.audience).await?;
+        let jwt = crate::openbao::operator_token(
+            &ctx.client,
+            &ctx.operator,
+            &ctx.safe_audiences,
+            cluster.namespace,
+            cluster.name,
+        )
+        .await?;
         let client = crate::openbao::login(&endpoint, bundle, &jwt).await?;
         crate::openbao::sync_jwt_keys(&client, &issuer, &trust.public_keys_pem).await
     };
     match tokio::time::timeout(Duration::from_secs(20), work).await {
-        Err(_) => Err(format!("OpenBao at {} did not answer within 20 s", endpoint.url)),
-        Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(crate::openbao::KeySync::Unchanged)) => Ok(()),
+        Err(_) => Access::Failed(format!("OpenBao at {} did not answer within 20 s", endpoint.url)),
+        Ok(Err(e @ AccessError::AudienceUnsafe { .. })) => Access::AudienceUnsafe(e.to_string()),
+        Ok(Err(e)) if crate::openbao::is_audience_refusal(&e) => {
+            let roles: Vec<String> = openbao_render::selfinit::jwt_roles(cluster, &ctx.operator)
+                .into_iter()
+                .map(|r| r.role.to_string())
+                .collect();
+            Access::audience_refused(previous, &roles, &names::jwt_audience(cluster.namespace, cluster.name))
+        }
+        Ok(Err(e)) => Access::Failed(e.to_string()),
+        Ok(Ok(crate::openbao::KeySync::Unchanged)) => Access::Ok,
         Ok(Ok(crate::openbao::KeySync::Updated { added, removed })) => {
             events.push((
                 "JWTKeysSynced".into(),
@@ -585,7 +609,7 @@ async fn sync_openbao_access(
                     "OpenBao now trusts the apiserver's current service-account keys ({added} added, {removed} removed)"
                 ),
             ));
-            Ok(())
+            Access::Ok
         }
     }
 }

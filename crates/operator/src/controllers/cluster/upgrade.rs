@@ -87,9 +87,15 @@ pub fn plan(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus) -> Plan {
 /// that reaches a standby which redirects to the active server (traffic may already select
 /// green while blue still leads), the login goes to that server's pod directly.
 pub async fn operator_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) -> Result<Token, String> {
-    let jwt = crate::openbao::service_account_token(&ctx.client, &ctx.operator, &cluster.spec.self_init.oidc.audience)
-        .await
-        .map_err(|e| format!("logging in for the upgrade: {e}"))?;
+    let jwt = crate::openbao::operator_token(
+        &ctx.client,
+        &ctx.operator,
+        &ctx.safe_audiences,
+        cluster.namespace,
+        cluster.name,
+    )
+    .await
+    .map_err(|e| format!("logging in for the upgrade: {e}"))?;
     let endpoint = (ctx.endpoints)(cluster.name, cluster.namespace);
     let client = match crate::openbao::login(&endpoint, bundle, &jwt).await {
         Ok(client) => client,

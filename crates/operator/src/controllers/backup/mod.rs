@@ -83,11 +83,12 @@ pub async fn run(bctx: Arc<BackupContext>, shutdown: impl std::future::Future<Ou
         None => Api::<OpenBaoCluster>::all(client.clone()),
     };
     let executor_jobs = watcher::Config::default().labels(&format!("app.kubernetes.io/name={}", jobs::EXECUTOR_NAME));
+    let guard = crate::runtime::panic_guard::PanicGuard::new("backup", bctx.ctx.metrics.clone());
     Controller::new(clusters, watcher::Config::default().any_semantic())
         // A Job's completion is what a running backup waits for.
         .owns(Api::<Job>::all(client), executor_jobs)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, bctx)
+        .run(guard.reconciler(reconcile), guard.error_policy(error_policy), bctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "backup reconcile did not complete");

@@ -68,6 +68,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         Some(ns) => Api::<OpenBaoCluster>::namespaced(client.clone(), ns),
         None => Api::<OpenBaoCluster>::all(client.clone()),
     };
+    let guard = crate::runtime::panic_guard::PanicGuard::new("cluster", ctx.metrics.clone());
     let mut controller = Controller::new(clusters, watcher::Config::default().any_semantic())
         .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
         .owns(Api::<Service>::all(client.clone()), managed.clone())
@@ -100,7 +101,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         // Creating a cluster's children fires a burst of watch events; one reconcile serves them all.
         .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(guard.reconciler(reconcile), guard.error_policy(error_policy), ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile did not complete");

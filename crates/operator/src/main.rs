@@ -63,7 +63,7 @@ struct RunArgs {
     leader_election: bool,
     /// Lease duration of the leader election, in seconds. A leader that could not renew stops (the
     /// process exits) after 2/3 of it; a standby takes over once the Lease has not changed for all
-    /// of it, so a dead leader is replaced within about 1.4 times this.
+    /// of it, so a dead leader is replaced within about 4/3 of it; a stopped one releases the Lease.
     #[arg(long, env = "OPERATOR_LEADER_LEASE_SECONDS", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(3..=300))]
     leader_lease_seconds: u64,
@@ -202,6 +202,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             metrics.leader.set(0);
             // The controllers stopped: give the Lease back so that a standby need not wait it out.
+            tracing::info!("controllers stopped; releasing the leader Lease");
             let _ = release_tx.send(());
             let _ = leading.await;
         }

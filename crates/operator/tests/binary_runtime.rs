@@ -130,10 +130,17 @@ async fn one_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
     }
     eprintln!("SIGTERM to exit: {:?}", t.elapsed());
     assert!(
-        b.process.log_tail(5).contains("shutting down"),
+        std::fs::read_to_string(b.process.log_path())?.contains("shutting down"),
         "{}",
         b.process.log_tail(20)
     );
+    // Its controllers stopped, it gave the Lease back: a standby would take over at once.
+    let released = Api::<Lease>::namespaced(client.clone(), &ns)
+        .get("openbao-operator-leader")
+        .await?
+        .spec
+        .unwrap_or_default();
+    assert_eq!(released.holder_identity, None, "{}", b.process.log_tail(20));
     Ok(())
 }
 

@@ -332,13 +332,11 @@ impl LeaderElector {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
                 _ = &mut done => {
-                    return match self.release(&held).await {
-                        Ok(()) => Ended::Released,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "releasing the leader Lease failed; it expires instead");
-                            Ended::Released
-                        }
-                    };
+                    match self.release(&held).await {
+                        Ok(()) => tracing::info!("released the leader Lease"),
+                        Err(e) => tracing::warn!(error = %e, "releasing the leader Lease failed; it expires instead"),
+                    }
+                    return Ended::Released;
                 }
             }
             if Instant::now() >= held.tenure.until() {

@@ -79,11 +79,12 @@ const REQUIRED_KEYS: [&str; 2] = ["accessKeyId", "secretAccessKey"];
 pub async fn run(bctx: Arc<BackupContext>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let clusters = bctx.ctx.watched::<OpenBaoCluster>();
     let executor_jobs = watcher::Config::default().labels(&format!("app.kubernetes.io/name={}", jobs::EXECUTOR_NAME));
+    let guard = crate::runtime::panic_guard::PanicGuard::new("backup", bctx.ctx.metrics.clone());
     Controller::new(clusters, watcher::Config::default().any_semantic())
         // A Job's completion is what a running backup waits for.
         .owns(bctx.ctx.watched::<Job>(), executor_jobs)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, bctx)
+        .run(guard.reconciler(reconcile), guard.error_policy(error_policy), bctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "backup reconcile did not complete");

@@ -63,6 +63,7 @@ const STEADY_REQUEUE: Duration = Duration::from_secs(300);
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", labels::MANAGED_BY));
     let pods = watcher::Config::default().labels(labels::CLUSTER_LABEL);
+    let guard = crate::runtime::panic_guard::PanicGuard::new("cluster", ctx.metrics.clone());
     let mut controller = Controller::new(
         ctx.watched::<OpenBaoCluster>(),
         watcher::Config::default().any_semantic(),
@@ -94,7 +95,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         // Creating a cluster's children fires a burst of watch events; one reconcile serves them all.
         .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(guard.reconciler(reconcile), guard.error_policy(error_policy), ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile did not complete");

@@ -80,10 +80,15 @@ pub async fn run(
         "app.kubernetes.io/managed-by={}",
         openbao_render::labels::MANAGED_BY
     ));
+    let guard = crate::runtime::panic_guard::PanicGuard::new("restore", ctx.metrics.clone());
     Controller::new(restores, watcher::Config::default().any_semantic())
         .owns(jobs, managed)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(RestoreContext { ctx, image }))
+        .run(
+            guard.reconciler(reconcile),
+            guard.error_policy(error_policy),
+            Arc::new(RestoreContext { ctx, image }),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "restore reconcile did not complete");

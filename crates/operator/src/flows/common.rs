@@ -19,11 +19,6 @@ pub fn upgrade_of(status: &OpenBaoClusterStatus) -> UpgradeStatus {
     status.upgrade.clone().unwrap_or_default()
 }
 
-/// The live (blue) revision.
-pub fn live_revision(status: &OpenBaoClusterStatus) -> Revision {
-    status.blue_green.as_ref().and_then(|b| b.blue_revision.clone())
-}
-
 /// The token of a request that was not acted upon yet.
 pub fn pending(requested: &Option<String>, acknowledged: &Option<String>) -> Option<String> {
     requested.clone().filter(|t| Some(t) != acknowledged.as_ref())
@@ -162,7 +157,7 @@ pub fn idle(
         }
         _ => u.aborted_version = None,
     }
-    let live = live_revision(status);
+    let live = super::upgrade::live_revision(status);
     if let Some(problem) = unhealthy(observed, &live, spec.replicas) {
         u.message = Some(format!("upgrade to {target} waits for a healthy cluster: {problem}"));
         return wait(with(status, u));

@@ -5,10 +5,8 @@
 //! store is reported as such without loading OpenBao with a snapshot; the object is verified
 //! before retention runs, so retention never deletes an old backup for a new one that is bad.
 
-use super::{
-    ClusterKeyArgs, Completed, ExecutorError, OpenBaoArgs, StoreArgs, find_leader, login, openbao_failure,
-    parse_duration,
-};
+use super::{ClusterKeyArgs, Completed, ExecutorError, OpenBaoArgs, StoreArgs, find_leader, login, openbao_failure};
+use openbao_api::duration::parse_with_days;
 use openbao_client::BaoClient;
 use openbao_objstore::{Retention, Store, StoreError, UploadError, Uploaded, new_backup_key, retention_plan};
 use openbao_render::objects::jobs::Executor;
@@ -37,7 +35,7 @@ pub struct BackupArgs {
     #[arg(long = "retention-max-count", env = "BACKUP_RETENTION_MAX_COUNT")]
     pub retention_max_count: Option<usize>,
     /// Delete backups older than this (`36h`, `7d`, …).
-    #[arg(long = "retention-max-age", env = "BACKUP_RETENTION_MAX_AGE", value_parser = parse_duration)]
+    #[arg(long = "retention-max-age", env = "BACKUP_RETENTION_MAX_AGE", value_parser = parse_with_days)]
     pub retention_max_age: Option<Duration>,
     /// Read the stored object back and compare its SHA-256 (not only its size).
     #[arg(long = "verify-checksum", env = "BACKUP_VERIFY_CHECKSUM", default_value_t = true, action = clap::ArgAction::Set)]

@@ -41,6 +41,7 @@ pub mod restore;
 pub mod verify;
 
 use crate::controllers::jobs::ExecutorResult;
+use openbao_api::duration::parse_with_days;
 use openbao_client::{BaoClient, BaoError, ClientConfig, HealthState};
 use openbao_objstore::{Credentials, Secret, StoreError, StoreOptions, Target};
 use std::io::Write as _;
@@ -71,7 +72,7 @@ pub struct OpenBaoArgs {
     )]
     pub jwt_token_file: PathBuf,
     /// How long to keep looking for the active node.
-    #[arg(long = "leader-timeout", env = "OPENBAO_LEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long = "leader-timeout", env = "OPENBAO_LEADER_TIMEOUT", default_value = "30s", value_parser = parse_with_days)]
     pub leader_timeout: Duration,
     /// Once an address answers as the active node, talk to that node by its own address: behind a
     /// load-balancing Service the next request may otherwise reach a standby. Off only when the
@@ -473,55 +474,9 @@ fn openbao_failure(
     }
 }
 
-/// Parses `90s`, `30m`, `36h`, `7d`, `1d12h` or `1h30m` (Go-style, plus days).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(format!("{text:?}: unknown unit {c:?} (use s, m, h or d)")),
-        };
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?}: a number must come before {c:?}"))?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("{text:?} is too long"))?;
-        number.clear();
-    }
-    if !number.is_empty() {
-        return Err(format!("{text:?}: the last number has no unit (use s, m, h or d)"));
-    }
-    Ok(Duration::from_secs(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_like_go_plus_days() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(36 * 3600)));
-        for bad in ["", "10", "h", "5w", "1.5h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn reasons_are_stable() {

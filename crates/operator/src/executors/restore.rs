@@ -12,10 +12,10 @@
 //! installing it, so a retry must look at the cluster first.
 
 use super::{
-    Completed, ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, find_leader, login, openbao_failure,
-    parse_duration, read_ca,
+    Completed, ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, find_leader, login, openbao_failure, read_ca,
 };
 use futures::TryStreamExt;
+use openbao_api::duration::parse_with_days;
 use openbao_client::BaoError;
 use openbao_objstore::{Store, StoreError};
 use openbao_render::objects::jobs::Executor;
@@ -47,10 +47,10 @@ pub struct RestoreArgs {
     pub key: String,
     /// How long OpenBao may take to answer once it has the whole snapshot (it installs it
     /// before it answers).
-    #[arg(long = "response-timeout", env = "RESTORE_RESPONSE_TIMEOUT", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long = "response-timeout", env = "RESTORE_RESPONSE_TIMEOUT", default_value = "15m", value_parser = parse_with_days)]
     pub response_timeout: Duration,
     /// How long to wait for an active node after the restore.
-    #[arg(long = "healthy-timeout", env = "RESTORE_HEALTHY_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    #[arg(long = "healthy-timeout", env = "RESTORE_HEALTHY_TIMEOUT", default_value = "120s", value_parser = parse_with_days)]
     pub healthy_timeout: Duration,
     /// Also write the result line to this file (e.g. `/dev/termination-log`).
     #[arg(long = "result-file", env = "EXECUTOR_RESULT_FILE")]

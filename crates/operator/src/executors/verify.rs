@@ -21,9 +21,9 @@
 
 use super::{
     ClusterKeyArgs, Completed, ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, login, openbao_failure,
-    parse_duration,
 };
 use futures::TryStreamExt;
+use openbao_api::duration::parse_with_days;
 use openbao_client::{BaoClient, HealthState, Token};
 use openbao_objstore::{ObjectInfo, Store, StoreError, parse_key_time};
 use openbao_render::objects::jobs::Executor;
@@ -55,7 +55,7 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub cluster: ClusterKeyArgs,
     /// How long the local server may take to answer, and to be active again after the restore.
-    #[arg(long = "server-timeout", env = "VERIFY_SERVER_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    #[arg(long = "server-timeout", env = "VERIFY_SERVER_TIMEOUT", default_value = "120s", value_parser = parse_with_days)]
     pub server_timeout: Duration,
     /// Also write the result line to this file (e.g. `/dev/termination-log`).
     #[arg(long = "result-file", env = "EXECUTOR_RESULT_FILE")]

@@ -316,27 +316,6 @@ pub fn way_back(u: &UpgradeStatus) -> String {
     }
 }
 
-/// `minSyncDuration` as a duration: `1h30m`, `90s`, ... (validated by the CRD).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let n: u64 = number.parse().ok()?;
-        number.clear();
-        total += n * match c {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return None,
-        };
-    }
-    (!text.is_empty() && number.is_empty()).then_some(Duration::from_secs(total))
-}
-
 /// Failed steps in a row (in one phase) after which the cluster reports `Degraded`: a single
 /// failure is often a leader handover that the next step, seconds later, no longer meets.
 pub const STEP_FAILURES_DEGRADED: i32 = 3;
@@ -399,15 +378,5 @@ mod tests {
         let e = done.last_error.unwrap();
         assert_eq!(e.reason, "PreUpgradeSnapshotFailed");
         assert!(e.message.contains("AuthenticationFailed: bad key"), "{}", e.message);
-    }
-
-    #[test]
-    fn durations_parse_like_the_crd_validates_them() {
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2m5s"), Some(Duration::from_secs(125)));
-        for bad in ["", "5", "5d", "m", "1h30"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
     }
 }

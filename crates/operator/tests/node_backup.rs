@@ -20,7 +20,7 @@ use kube::{Client, ResourceExt};
 use openbao_api::{BackupStatus, OpenBaoCluster, TRIGGER_BACKUP_ANNOTATION, conditions};
 use openbao_client::{BaoClient, ClientConfig};
 use openbao_objstore::{Credentials, Store, StoreOptions, Target};
-use openbao_operator::controllers::backup::result::{ExecutorResult, result_of};
+use openbao_operator::controllers::jobs::result::{ExecutorResult, result_of};
 use openbao_operator::controllers::{backup, cluster};
 use openbao_render::objects::jobs;
 use serde_json::json;

@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 
 use self::apply::Applier;
 use self::status::{GatewayState, Observed, PodView, SealState, TlsState, UpgradeState};
-use self::upgrade::{KubePlatform, Plan};
+use self::upgrade::KubePlatform;
 use crate::context::Context;
 use crate::flows::Driver;
+use crate::flows::upgrade::{self as upgrade_plan, UpgradePlan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -133,7 +134,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
     // An upgrade is a state machine in status: every step must start from the status the last
     // step wrote, not from a watch cache that may not have seen it yet.
     let fresh;
-    let obj = if upgrade::plan(&cached.spec, &cached.status.clone().unwrap_or_default()) == Plan::Idle {
+    let obj = if upgrade_plan::plan(&cached.spec, &cached.status.clone().unwrap_or_default()) == UpgradePlan::Idle {
         cached
     } else {
         let api = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
@@ -205,13 +206,15 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
             if let (true, true, Some(bundle)) = (serving, obj.spec.self_init.oidc.enabled, applied.bundle.as_deref()) {
                 observed.access = sync_openbao_access(ctx, &cluster, &previous, bundle, &mut events).await;
             }
-            match upgrade::plan(&obj.spec, &previous) {
-                Plan::Idle => {}
-                Plan::Clear => base = upgrade::cleared(&previous),
-                Plan::Refused { reason, message } => observed.upgrade = UpgradeState::Refused { reason, message },
+            match upgrade_plan::plan(&obj.spec, &previous) {
+                UpgradePlan::Idle => {}
+                UpgradePlan::Clear => base = upgrade_plan::cleared(&previous),
+                UpgradePlan::Refused { reason, message } => {
+                    observed.upgrade = UpgradeState::Refused { reason, message }
+                }
                 // An upgrade does not start while a backup or restore holds the cluster; one in
                 // progress is never interrupted (backups and restores wait for it instead).
-                Plan::Step if upgrade_waits_for_lock(&previous) => {
+                UpgradePlan::Step if upgrade_waits_for_lock(&previous) => {
                     let holder = previous
                         .operation_lock
                         .as_ref()
@@ -223,7 +226,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
                     };
                     upgrade_requeue = Some(Some(Duration::from_secs(15)));
                 }
-                Plan::Step => match applied.bundle.as_deref() {
+                UpgradePlan::Step => match applied.bundle.as_deref() {
                     None => observed.upgrade = UpgradeState::StepFailed("no CA bundle to reach OpenBao with".into()),
                     Some(bundle) => {
                         let (next, state, requeue) = upgrade_step(ctx, &cluster, &previous, bundle).await;
@@ -543,7 +546,7 @@ async fn apply_all(
     // Pods start only once their TLS material, what their seal needs and (first time) the
     // self-init file exist: a pod without its seal token would only wait in an error state.
     if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) && observed.seal.is_ready() {
-        let rollout = upgrade::rollout(cluster.spec, previous);
+        let rollout = upgrade_plan::rollout(cluster.spec, previous);
         let workloads = bluegreen::workloads(cluster, previous, &rollout);
         for cm in &workloads.config_maps {
             applier

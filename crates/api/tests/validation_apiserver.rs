@@ -60,7 +60,8 @@ fn object(name: &str, patch: &Value) -> Result<DynamicObject> {
 
 /// Everything a Hardened cluster needs to be valid, so each Hardened case breaks exactly one rule.
 fn hardened(extra: Value) -> Value {
-    let mut spec = json!({ "profile": "Hardened", "replicas": 3, "tls": { "mode": "External" } });
+    let mut spec = json!({ "profile": "Hardened", "replicas": 3, "tls": { "mode": "External" },
+        "audit": [{ "type": "file", "name": "file", "fileOptions": { "filePath": "stdout" } }] });
     merge(&mut spec, &extra);
     json!({ "spec": spec })
 }

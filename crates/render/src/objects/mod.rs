@@ -4,6 +4,7 @@
 mod bluegreen;
 mod gateway;
 pub mod jobs;
+mod metrics;
 mod network;
 mod rbac;
 mod secrets;
@@ -15,8 +16,11 @@ pub use bluegreen::{
     set_volume_claim_name, traffic_of,
 };
 pub use gateway::{backend_tls_policy, gateway_ca_config_map, http_route};
+pub use metrics::{METRICS_PATH, metrics_service};
 pub use network::{network_policy, pod_disruption_budget};
-pub use rbac::{job_service_accounts, service_account, service_registration_binding, service_registration_cluster_role};
+pub use rbac::{
+    job_service_accounts, service_account, service_registration_binding, service_registration_cluster_role,
+};
 pub use secrets::{TlsSecrets, ca_state_from_secret, init_secret, tls_secrets, unseal_key_secret};
 pub use workload::{Rollout, config_map, headless_service, image_for, public_service, statefulset, statefulset_with};
 

@@ -130,6 +130,12 @@ pub fn audit_hcl(spec: &OpenBaoClusterSpec) -> Option<String> {
     Some(b.finish())
 }
 
+/// Hash of `30-audit.hcl`, carried by the pods as `openbao.org/audit-hash`: a pod with the
+/// current hash runs the current devices.
+pub fn audit_hash(spec: &OpenBaoClusterSpec) -> Option<String> {
+    audit_hcl(spec).map(|hcl| config_hash(&[&hcl]))
+}
+
 fn audit_options(device: &AuditDevice) -> serde_json::Value {
     let flag = |b: bool| if b { "true" } else { "false" };
     let mut options = json!({

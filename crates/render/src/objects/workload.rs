@@ -136,8 +136,8 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
     let files = config_data(cluster, set.server_hcl.clone());
     let hash = config::config_hash(&files.values().map(String::as_str).collect::<Vec<_>>());
     let mut pod_annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash)]);
-    if let Some(audit) = files.get(config::AUDIT_FILE) {
-        pod_annotations.insert(AUDIT_HASH_ANNOTATION.to_string(), config::config_hash(&[audit]));
+    if let Some(audit) = config::audit_hash(spec) {
+        pod_annotations.insert(AUDIT_HASH_ANNOTATION.to_string(), audit);
     }
     let mut env = vec![
         json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),

@@ -235,9 +235,130 @@ fn default_true() -> bool {
     true
 }
 
+/// What is wrong with `spec.audit` and `spec.telemetry`, checked again in Rust: the same rules
+/// as the CEL ones, for objects admitted before a rule existed or under an older CRD. Each
+/// message names the field.
+pub fn problems(spec: &crate::OpenBaoClusterSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let hardened = spec.profile == crate::Profile::Hardened;
+    if hardened && spec.audit.is_empty() {
+        out.push("spec.audit: the Hardened profile requires at least one audit device".to_string());
+    }
+    for (i, d) in spec.audit.iter().enumerate() {
+        let at = format!("spec.audit[{i}]");
+        if !is_dns_label(&d.name) {
+            out.push(format!("{at}.name: must be a DNS label"));
+        }
+        if spec.audit[..i].iter().any(|o| o.name == d.name) {
+            out.push(format!("{at}.name: names must be unique"));
+        }
+        if hardened && d.log_raw {
+            out.push(format!("{at}.logRaw: not allowed with the Hardened profile"));
+        }
+        if hardened && !d.hmac_accessor {
+            out.push(format!("{at}.hmacAccessor: must stay true with the Hardened profile"));
+        }
+        let options_match = match d.type_ {
+            AuditDeviceType::File => {
+                d.file_options.is_some() && d.socket_options.is_none() && d.syslog_options.is_none()
+            }
+            AuditDeviceType::Socket => {
+                d.socket_options.is_some() && d.file_options.is_none() && d.syslog_options.is_none()
+            }
+            AuditDeviceType::Syslog => d.file_options.is_none() && d.socket_options.is_none(),
+        };
+        if !options_match {
+            out.push(format!(
+                "{at}: needs the options of its type ({}) and no others",
+                d.type_.as_str()
+            ));
+        }
+        if let Some(f) = &d.file_options
+            && f.file_path != AUDIT_STDOUT
+            && !is_audit_volume_file(&f.file_path)
+        {
+            out.push(format!(
+                "{at}.fileOptions.filePath: must be stdout or a file directly under {AUDIT_DIR}/"
+            ));
+        }
+    }
+    out
+}
+
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// `/openbao/audit/<file>`, the file name of letters, digits, `.`, `_` and `-`, not starting
+/// with `.` (so never `.` or `..`).
+fn is_audit_volume_file(path: &str) -> bool {
+    path.strip_prefix(AUDIT_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|file| {
+            !file.is_empty()
+                && !file.starts_with('.')
+                && file
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_checks_repeat_the_admission_rules() {
+        let spec = |extra: serde_json::Value| -> crate::OpenBaoClusterSpec {
+            let mut v = serde_json::json!({"version": "2.7.2", "profile": "Hardened", "storage": {"size": "1Gi"}});
+            for (k, val) in extra.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        assert_eq!(
+            problems(&spec(serde_json::json!({}))),
+            ["spec.audit: the Hardened profile requires at least one audit device"]
+        );
+        let good =
+            serde_json::json!({"type": "file", "name": "file", "fileOptions": {"filePath": "/openbao/audit/a.log"}});
+        assert!(problems(&spec(serde_json::json!({"audit": [good]}))).is_empty());
+        let bad = spec(serde_json::json!({"audit": [
+            {"type": "file", "name": "a", "logRaw": true, "hmacAccessor": false, "fileOptions": {"filePath": "/openbao/audit/../x"}},
+            {"type": "socket", "name": "a"},
+            {"type": "syslog", "name": "Bad_Name", "fileOptions": {"filePath": "stdout"}},
+        ]}));
+        let found = problems(&bad);
+        for expected in [
+            "spec.audit[0].logRaw",
+            "spec.audit[0].hmacAccessor",
+            "spec.audit[0].fileOptions.filePath",
+            "spec.audit[1].name: names must be unique",
+            "spec.audit[1]: needs the options of its type (socket)",
+            "spec.audit[2].name: must be a DNS label",
+            "spec.audit[2]: needs the options of its type (syslog)",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "{expected} not in {found:?}"
+            );
+        }
+        assert!(is_audit_volume_file("/openbao/audit/audit-2.log"));
+        for path in [
+            "/openbao/audit/",
+            "/openbao/audit/.hidden",
+            "/openbao/audit/a/b",
+            "/openbao/auditx",
+            "/tmp/a",
+        ] {
+            assert!(!is_audit_volume_file(path), "{path}");
+        }
+    }
 
     #[test]
     fn a_file_device_defaults_to_hmac_and_json() {

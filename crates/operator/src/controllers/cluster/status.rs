@@ -368,7 +368,8 @@ pub fn derive(
 /// carries their hash; the devices are in `30-audit.hcl` of every set's ConfigMap). Without
 /// devices it is False, `NotConfigured`, whatever the profile: nothing is audited, which is
 /// worth seeing (admission refuses a Hardened cluster without devices, so under Hardened it only
-/// appears on clusters created before that rule).
+/// appears on clusters created before that rule). Devices breaking an admission rule (checked
+/// again in Rust) give `InvalidSpec`.
 fn audit_ready(spec: &OpenBaoClusterSpec, observed: &Observed) -> Desired {
     let Some(want) = openbao_render::config::audit_hash(spec) else {
         let message = match spec.profile {
@@ -379,6 +380,10 @@ fn audit_ready(spec: &OpenBaoClusterSpec, observed: &Observed) -> Desired {
         };
         return Desired::new(cond::AUDIT_READY, Status::False, "NotConfigured", message);
     };
+    let problems = openbao_api::audit::problems(spec);
+    if !problems.is_empty() {
+        return Desired::new(cond::AUDIT_READY, Status::False, "InvalidSpec", problems.join("; "));
+    }
     let devices: Vec<&str> = spec.audit.iter().map(|d| d.name.as_str()).collect();
     let total = observed.pod_audit_hashes.len();
     let current = observed
@@ -622,6 +627,11 @@ mod tests {
         o.pods[1].sealed = Some(true);
         let s = derive(&sp, &s, &o, Some(1), now());
         assert_eq!(reason(&s, cond::AUDIT_READY).0, "False");
+        // Rules admission enforces are checked again (an object admitted under an older CRD).
+        let raw = spec(serde_json::json!({"audit": [
+            {"type": "file", "name": "file", "fileOptions": {"filePath": "/var/log/audit.log"}}]}));
+        let s = derive(&raw, &s, &o, Some(1), now());
+        assert_eq!(reason(&s, cond::AUDIT_READY), ("False".into(), "InvalidSpec".into()));
         // Changed devices: the pods' hash is no longer current.
         let other = spec(serde_json::json!({"audit": [
             {"type": "file", "name": "other", "fileOptions": {"filePath": "stdout"}}]}));

@@ -28,6 +28,8 @@ use crate::status::OpenBaoClusterStatus;
     validation = Rule::new("self.profile != 'Hardened' || self.tls.mode == 'External'").message("spec.tls.mode: the Hardened profile requires External TLS (certificates from your own PKI)").field_path(".tls.mode"),
     validation = Rule::new("self.profile != 'Hardened' || self.replicas >= 3").message("spec.replicas: the Hardened profile requires at least 3 replicas").field_path(".replicas"),
     validation = Rule::new("self.profile != 'Hardened' || !has(self.selfInit.demoUserpass) || !self.selfInit.demoUserpass.enabled").message("spec.selfInit.demoUserpass: the demo userpass login is only allowed with profile Development").field_path(".selfInit.demoUserpass"),
+    validation = Rule::new("self.profile != 'Hardened' || (has(self.unseal) && self.unseal.type != 'static')").message("spec.unseal.type: the Hardened profile forbids the static seal, whose key is stored in a Kubernetes Secret; use unseal.type: transit").field_path(".unseal.type"),
+    validation = Rule::new("(has(self.unseal) ? self.unseal.type : 'static') == (has(oldSelf.unseal) ? oldSelf.unseal.type : 'static')").message("spec.unseal.type: cannot change on an existing cluster (that is a seal migration, not supported yet); create a new cluster").field_path(".unseal.type"),
     validation = Rule::new("!has(self.upgrade) || !has(self.upgrade.preUpgradeSnapshot) || !self.upgrade.preUpgradeSnapshot || has(self.backup)").message("spec.upgrade.preUpgradeSnapshot: needs spec.backup, whose target and credentials the snapshot is stored with").field_path(".upgrade.preUpgradeSnapshot"),
     validation = Rule::new("self.profile != 'Hardened' || (has(self.audit) && self.audit.size() > 0)").message("spec.audit: the Hardened profile requires at least one audit device").field_path(".audit"),
     validation = Rule::new("self.profile != 'Hardened' || !has(self.audit) || self.audit.all(a, !a.logRaw)").message("spec.audit[].logRaw: not allowed with the Hardened profile (the audit trail would hold every secret in clear)").field_path(".audit"),
@@ -53,6 +55,11 @@ pub struct OpenBaoClusterSpec {
     /// Security posture (required). `Development` allows operator-managed TLS, a static seal key stored in
     /// the cluster and a demo login, and reports `SecurityRisk`; `Hardened` forbids them.
     pub profile: Profile,
+
+    /// How the servers unseal themselves. Absent: the `static` seal, whose key the operator
+    /// keeps in the Secret `<name>-unseal-key` (Development only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseal: Option<crate::unseal::UnsealSpec>,
 
     /// Stops every change the operator would make to this cluster; status is still reported.
     #[serde(default)]

@@ -9,6 +9,7 @@ pub mod crd;
 pub mod names;
 pub mod restore;
 pub mod status;
+pub mod unseal;
 pub mod upgrade;
 
 pub use audit::*;
@@ -16,6 +17,7 @@ pub use backup::*;
 pub use cluster::*;
 pub use restore::*;
 pub use status::*;
+pub use unseal::*;
 pub use upgrade::*;
 
 pub const GROUP: &str = "openbao.org";

@@ -41,7 +41,16 @@ fn file_device(name: &str, path: &str) -> Value {
 
 /// Everything else a Hardened cluster needs, so each case breaks one audit rule.
 fn hardened(audit: Value) -> Value {
-    json!({"profile": "Hardened", "replicas": 3, "tls": {"mode": "External"}, "audit": audit})
+    json!({"profile": "Hardened", "replicas": 3, "tls": {"mode": "External"}, "unseal": transit_unseal(), "audit": audit})
+}
+
+/// The Hardened profile refuses the static seal.
+fn transit_unseal() -> Value {
+    json!({"type": "transit", "transit": {
+        "address": "https://transit.vault.svc:8200",
+        "keyName": "openbao-unseal",
+        "tokenSecretRef": {"name": "transit-token", "key": "token"},
+    }})
 }
 
 async fn rejection(api: &Api<DynamicObject>, obj: &DynamicObject) -> Result<String> {
@@ -238,7 +247,7 @@ async fn valid_audit_and_telemetry_are_accepted_and_defaulted() -> Result<()> {
         "{spec}"
     );
     let hardened = json!({"profile": "Hardened", "replicas": 3, "tls": {"mode": "External"},
-        "audit": [file_device("file", "stdout")]});
+        "unseal": transit_unseal(), "audit": [file_device("file", "stdout")]});
     api.create(&PostParams::default(), &cluster("hardened", hardened)?)
         .await
         .context("Hardened with one stdout device")?;

@@ -60,14 +60,35 @@ fn object(name: &str, patch: &Value) -> Result<DynamicObject> {
 
 /// Everything a Hardened cluster needs to be valid, so each Hardened case breaks exactly one rule.
 fn hardened(extra: Value) -> Value {
-    let mut spec = json!({ "profile": "Hardened", "replicas": 3, "tls": { "mode": "External" },
-        "audit": [{ "type": "file", "name": "file", "fileOptions": { "filePath": "stdout" } }] });
+    let mut spec = json!({
+        "profile": "Hardened",
+        "replicas": 3,
+        "tls": { "mode": "External" },
+        "unseal": { "type": "transit", "transit": transit_seal() },
+        "audit": [{ "type": "file", "name": "file", "fileOptions": { "filePath": "stdout" } }],
+    });
     merge(&mut spec, &extra);
     json!({ "spec": spec })
 }
 
 fn spec(patch: Value) -> Value {
     json!({ "spec": patch })
+}
+
+/// A valid transit seal.
+fn transit_seal() -> Value {
+    json!({
+        "address": "https://transit.vault.svc:8200",
+        "keyName": "openbao-unseal",
+        "tokenSecretRef": { "name": "transit-token", "key": "token" },
+    })
+}
+
+/// `spec.unseal` of type transit with `patch` merged into the valid transit seal.
+fn transit(patch: Value) -> Value {
+    let mut seal = transit_seal();
+    merge(&mut seal, &patch);
+    spec(json!({ "unseal": { "type": "transit", "transit": seal } }))
 }
 
 fn requests(requests: Value) -> Value {
@@ -152,6 +173,109 @@ fn invalid_cases() -> Vec<Invalid> {
             "Hardened with demo userpass",
             hardened(json!({ "selfInit": { "demoUserpass": demo } })),
             &["spec.selfInit.demoUserpass", "only allowed with profile Development"],
+        ),
+        case(
+            "Hardened without unseal (static seal)",
+            hardened(json!({ "unseal": null })),
+            &[
+                "spec.unseal.type",
+                "Hardened profile forbids the static seal",
+                "unseal.type: transit",
+            ],
+        ),
+        case(
+            "Hardened with an explicit static seal",
+            hardened(json!({ "unseal": { "type": "static", "transit": null } })),
+            &[
+                "spec.unseal.type",
+                "Hardened profile forbids the static seal",
+                "unseal.type: transit",
+            ],
+        ),
+        case(
+            "unseal type transit without a transit block",
+            spec(json!({ "unseal": { "type": "transit" } })),
+            &["spec.unseal.transit", "required when spec.unseal.type is transit"],
+        ),
+        case(
+            "transit block with the static seal",
+            spec(json!({ "unseal": { "type": "static", "transit": transit_seal() } })),
+            &["spec.unseal.transit", "only allowed when spec.unseal.type is transit"],
+        ),
+        case(
+            "unknown unseal type",
+            spec(json!({ "unseal": { "type": "awskms" } })),
+            &["spec.unseal.type", "Unsupported value"],
+        ),
+        case(
+            "plain http transit address",
+            transit(json!({ "address": "http://transit.vault.svc:8200" })),
+            &["spec.unseal.transit.address", "https URL"],
+        ),
+        case(
+            "transit address with credentials",
+            transit(json!({ "address": "https://root:secret@transit.vault.svc:8200" })),
+            &["spec.unseal.transit.address", "no credentials"],
+        ),
+        case(
+            "transit address with a query",
+            transit(json!({ "address": "https://transit.vault.svc:8200/?token=x" })),
+            &["spec.unseal.transit.address", "query or fragment"],
+        ),
+        case(
+            "transit address with a fragment",
+            transit(json!({ "address": "https://transit.vault.svc:8200/#x" })),
+            &["spec.unseal.transit.address", "query or fragment"],
+        ),
+        case(
+            "transit address on loopback",
+            transit(json!({ "address": "https://127.0.0.1:8200" })),
+            &["spec.unseal.transit.address", "loopback"],
+        ),
+        case(
+            "transit address at the metadata service",
+            transit(json!({ "address": "https://169.254.169.254" })),
+            &["spec.unseal.transit.address", "link-local"],
+        ),
+        case(
+            "transit address integer-encoded",
+            transit(json!({ "address": "https://2130706433:8200" })),
+            &["spec.unseal.transit.address", "integer-"],
+        ),
+        case(
+            "transit without keyName",
+            transit(json!({ "keyName": null })),
+            &["spec.unseal.transit.keyName", "Required value"],
+        ),
+        case(
+            "transit keyName with a slash",
+            transit(json!({ "keyName": "../sys" })),
+            &["spec.unseal.transit.keyName", "should match"],
+        ),
+        case(
+            "transit mountPath with ..",
+            transit(json!({ "mountPath": "transit/../sys/" })),
+            &["spec.unseal.transit.mountPath", "should match"],
+        ),
+        case(
+            "transit without tokenSecretRef",
+            transit(json!({ "tokenSecretRef": null })),
+            &["spec.unseal.transit.tokenSecretRef", "Required value"],
+        ),
+        case(
+            "transit token from the cluster's CA Secret",
+            transit(json!({ "tokenSecretRef": { "name": "vault-tls-ca", "key": "ca.key" } })),
+            &["spec.unseal.transit.tokenSecretRef.name", "operator's own Secrets"],
+        ),
+        case(
+            "transit CA Secret without key",
+            transit(json!({ "caSecretRef": { "name": "transit-ca" } })),
+            &["spec.unseal.transit.caSecretRef.key", "Required value"],
+        ),
+        case(
+            "transit tlsServerName with a space",
+            transit(json!({ "tlsServerName": "transit vault" })),
+            &["spec.unseal.transit.tlsServerName", "should match"],
         ),
         case(
             "unknown TLS mode",
@@ -416,6 +540,17 @@ async fn valid_specs_are_accepted() -> Result<()> {
             })),
         ),
         (
+            "transit-everything",
+            transit(json!({
+                "address": "https://transit.vault.svc.cluster.local:8200/",
+                "mountPath": "tenants/a/transit/",
+                "namespace": "team-a/",
+                "tlsServerName": "transit.vault.svc",
+                "caSecretRef": { "name": "transit-ca", "key": "ca.crt" },
+            })),
+        ),
+        ("explicit-static", spec(json!({ "unseal": { "type": "static" } }))),
+        (
             "gateway-disabled-without-hostname",
             spec(json!({ "gateway": { "enabled": false, "gatewayRef": { "name": "edge" } } })),
         ),
@@ -429,6 +564,45 @@ async fn valid_specs_are_accepted() -> Result<()> {
     let stored = api.get("hardened").await?;
     assert_eq!(stored.data["spec"]["profile"], "Hardened");
     assert_eq!(stored.data["spec"]["tls"]["mode"], "External");
+    // The server defaults the mount path.
+    assert_eq!(stored.data["spec"]["unseal"]["transit"]["mountPath"], "transit/");
+    Ok(())
+}
+
+/// The seal of an existing cluster stays what its data was sealed with.
+#[tokio::test]
+async fn the_seal_cannot_change_on_an_existing_cluster() -> Result<()> {
+    let (_, api) = clusters_in_new_namespace("unseal-change").await?;
+    api.create(&PostParams::default(), &object("static", &json!({}))?)
+        .await?;
+    api.create(&PostParams::default(), &object("transit", &transit(json!({})))?)
+        .await?;
+
+    let to_transit = json!({ "spec": { "unseal": { "type": "transit", "transit": transit_seal() } } });
+    let message = update_rejection(&api, "static", &to_transit).await?;
+    assert_mentions(&message, &["spec.unseal.type", "cannot change on an existing cluster"]);
+    let message = update_rejection(&api, "transit", &json!({ "spec": { "unseal": null } })).await?;
+    assert_mentions(&message, &["spec.unseal.type", "cannot change on an existing cluster"]);
+    let message = update_rejection(&api, "transit", &transit(json!({ "keyName": "another" }))).await?;
+    assert_mentions(&message, &["spec.unseal.transit.keyName", "cannot change"]);
+    let message = update_rejection(&api, "transit", &transit(json!({ "mountPath": "other/" }))).await?;
+    assert_mentions(&message, &["spec.unseal.transit.mountPath", "cannot change"]);
+
+    // Absent and `static` are the same seal; the transit server may move.
+    api.patch(
+        "static",
+        &PatchParams::default(),
+        &Patch::Merge(spec(json!({ "unseal": { "type": "static" } }))),
+    )
+    .await
+    .context("absent -> static")?;
+    api.patch(
+        "transit",
+        &PatchParams::default(),
+        &Patch::Merge(transit(json!({ "address": "https://transit.other.svc:8200" }))),
+    )
+    .await
+    .context("transit server moved")?;
     Ok(())
 }
 

@@ -173,7 +173,8 @@ where
     let client = node_client().await?;
     install_crds(&client, openbao_api::crd::all()).await?;
     // What the operator's install ships besides the CRDs: OpenBao pods label themselves with it.
-    testkit::apiserver::apply_cluster_scoped(&client, &openbao_render::objects::service_registration_cluster_role()).await?;
+    testkit::apiserver::apply_cluster_scoped(&client, &openbao_render::objects::service_registration_cluster_role())
+        .await?;
     let ns = create_namespace(&client, prefix).await?;
     let op_ns = create_namespace(&client, &format!("{prefix}-op")).await?;
     // Spawned so that a panic in the body still reaches the cleanup below.

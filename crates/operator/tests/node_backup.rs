@@ -52,7 +52,8 @@ async fn a_triggered_backup_runs_as_a_job_on_a_real_node() -> Result<()> {
     let s3_image = import_images(&state_dir)?;
     install_crds(&client, openbao_api::crd::all()).await?;
     // What the operator's install ships besides the CRDs: OpenBao pods label themselves with it.
-    testkit::apiserver::apply_cluster_scoped(&client, &openbao_render::objects::service_registration_cluster_role()).await?;
+    testkit::apiserver::apply_cluster_scoped(&client, &openbao_render::objects::service_registration_cluster_role())
+        .await?;
     let ns = create_namespace(&client, "helper-backup").await?;
     let op_ns = create_namespace(&client, "helper-backup-operator").await?;
     // A failed assertion (a panic) is caught, so it still reaches the cleanup.

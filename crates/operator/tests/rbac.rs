@@ -11,7 +11,7 @@
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::{Discovery, Scope};
@@ -92,7 +92,13 @@ fn rbac_documents(install: &Install) -> Result<String> {
 /// Server-side applies the ServiceAccounts and RBAC objects of a YAML stream (other kinds, e.g.
 /// the Deployment, are left out: apiserver mode runs no pods).
 async fn apply_rbac(client: &kube::Client, yaml: &str) -> Result<()> {
-    const KINDS: [&str; 5] = ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
+    const KINDS: [&str; 5] = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ];
     let discovery = Discovery::new(client.clone()).run().await?;
     let docs: Vec<Option<DynamicObject>> = serde_saphyr::from_multiple(yaml).context("parse YAML stream")?;
     for obj in docs.into_iter().flatten() {
@@ -114,10 +120,20 @@ async fn apply_rbac(client: &kube::Client, yaml: &str) -> Result<()> {
     Ok(())
 }
 
+/// Namespace `name`, created unless it exists (the shared apiserver serves every test here).
+async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<()> {
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    Api::<Namespace>::all(client.clone())
+        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&namespace))
+        .await
+        .with_context(|| format!("apply namespace {name}"))?;
+    Ok(())
+}
+
 /// Installs `install`'s RBAC into the shared apiserver (idempotent).
 async fn install_rbac(client: &kube::Client, install: &Install) -> Result<()> {
     for ns in [install.namespace, TENANT, UNRELATED] {
-        create_namespace(client, ns).await?;
+        ensure_namespace(client, ns).await?;
     }
     let yaml = rbac_documents(install)?;
     if install.watch.is_some() {
@@ -168,7 +184,7 @@ async fn what_the_operator_may_do_is_exactly_the_snapshot() -> Result<()> {
         install_rbac(&client, install).await?;
         for namespace in [install.namespace, TENANT, UNRELATED] {
             snapshot.push_str(&format!("\n## {}: in namespace {namespace}\n", install.label));
-            for line in can_i_list(&server, install, namespace)? {
+            for line in can_i_list(server, install, namespace)? {
                 snapshot.push_str(&line);
                 snapshot.push('\n');
             }
@@ -181,8 +197,14 @@ async fn what_the_operator_may_do_is_exactly_the_snapshot() -> Result<()> {
     }
     let expected = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     if expected != snapshot {
-        let added: Vec<&str> = snapshot.lines().filter(|l| !expected.lines().any(|e| e == *l)).collect();
-        let removed: Vec<&str> = expected.lines().filter(|l| !snapshot.lines().any(|e| e == *l)).collect();
+        let added: Vec<&str> = snapshot
+            .lines()
+            .filter(|l| !expected.lines().any(|e| e == *l))
+            .collect();
+        let removed: Vec<&str> = expected
+            .lines()
+            .filter(|l| !snapshot.lines().any(|e| e == *l))
+            .collect();
         bail!(
             "the operator's rights changed (UPDATE_RBAC=1 rewrites {} once the change is deliberate)\n\
              now allowed, not in the snapshot:\n  {}\nin the snapshot, no longer allowed:\n  {}",
@@ -192,7 +214,7 @@ async fn what_the_operator_may_do_is_exactly_the_snapshot() -> Result<()> {
         );
     }
     // The namespaced install holds nothing on objects outside the watched namespace.
-    for line in can_i_list(&server, &NAMESPACED, UNRELATED)? {
+    for line in can_i_list(server, &NAMESPACED, UNRELATED)? {
         ensure!(
             !line.contains("secrets") && !line.contains("pods") && !line.contains("openbaoclusters"),
             "the namespaced install reaches namespace {UNRELATED}: {line}"
@@ -202,7 +224,12 @@ async fn what_the_operator_may_do_is_exactly_the_snapshot() -> Result<()> {
 }
 
 /// A kubeconfig for `server` that authenticates as `install`'s service account and nothing more.
-async fn operator_kubeconfig(server: &ApiServer, client: &kube::Client, install: &Install, dir: &Path) -> Result<PathBuf> {
+async fn operator_kubeconfig(
+    server: &ApiServer,
+    client: &kube::Client,
+    install: &Install,
+    dir: &Path,
+) -> Result<PathBuf> {
     let request: TokenRequest =
         serde_json::from_value(serde_json::json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))?;
     let token = Api::<ServiceAccount>::namespaced(client.clone(), install.namespace)
@@ -223,25 +250,35 @@ async fn operator_kubeconfig(server: &ApiServer, client: &kube::Client, install:
     Ok(path)
 }
 
-/// Runs the real binary as `install`'s service account, watching `watch`, and waits until a new
-/// cluster there has its StatefulSet and `Degraded=False`, with no RBAC denial in the log.
-async fn converges_with_exactly_its_rbac(install: &Install, watch: &str, cluster: &str) -> Result<()> {
+/// Runs the real binary as `install`'s service account, watching the namespace it is installed
+/// for (a new one for the cluster-wide install), and waits until a new cluster there has its
+/// StatefulSet and `Degraded=False`, with no RBAC denial in the log.
+async fn converges_with_exactly_its_rbac(install: &Install, cluster: &str) -> Result<()> {
     rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     let server = ApiServer::shared().await?;
     let client = server.client().await?;
     testkit::apiserver::install_crds(&client, openbao_api::crd::all()).await?;
     testkit::apiserver::install_gateway_api_crds(&client).await?;
     install_rbac(&client, install).await?;
-    let ns = create_namespace(&client, watch).await?;
+    let ns = match install.watch {
+        Some(watch) => watch.to_string(),
+        None => create_namespace(&client, "bao-rbac").await?,
+    };
 
     let dir = tempfile::tempdir()?;
-    let kubeconfig = operator_kubeconfig(&server, &client, install, dir.path()).await?;
+    let kubeconfig = operator_kubeconfig(server, &client, install, dir.path()).await?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let log = dir.path().join("operator.log");
-    let args: Vec<String> = ["run", "--http-addr", &format!("127.0.0.1:{port}"), "--namespace", install.namespace]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "run",
+        "--http-addr",
+        &format!("127.0.0.1:{port}"),
+        "--namespace",
+        install.namespace,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let envs = [
         ("KUBECONFIG", kubeconfig.display().to_string()),
         ("POD_NAME", format!("operator-{cluster}")),
@@ -264,7 +301,9 @@ async fn converges_with_exactly_its_rbac(install: &Install, watch: &str, cluster
     crs.create(&PostParams::default(), &object).await?;
     let start = Instant::now();
     loop {
-        let sts = Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt(cluster).await?;
+        let sts = Api::<StatefulSet>::namespaced(client.clone(), &ns)
+            .get_opt(cluster)
+            .await?;
         let degraded = crs.get(cluster).await?.status.and_then(|s| {
             openbao_api::conditions::find(&s.conditions, openbao_api::conditions::DEGRADED)
                 .map(|c| (c.status.clone(), c.message.clone()))
@@ -285,16 +324,20 @@ async fn converges_with_exactly_its_rbac(install: &Install, watch: &str, cluster
         !log_text.contains("forbidden"),
         "RBAC denials in the operator log:\n{log_text}"
     );
-    eprintln!("{}: converged with the shipped RBAC in {:?}", install.label, start.elapsed());
+    eprintln!(
+        "{}: converged with the shipped RBAC in {:?}",
+        install.label,
+        start.elapsed()
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn cluster_wide_install_converges_with_exactly_its_rbac() -> Result<()> {
-    converges_with_exactly_its_rbac(&CLUSTER_WIDE, "bao-rbac", "rbac").await
+    converges_with_exactly_its_rbac(&CLUSTER_WIDE, "rbac").await
 }
 
 #[tokio::test]
 async fn namespaced_install_converges_with_roles_only() -> Result<()> {
-    converges_with_exactly_its_rbac(&NAMESPACED, TENANT, "rbac-ns").await
+    converges_with_exactly_its_rbac(&NAMESPACED, "rbac-ns").await
 }

@@ -12,7 +12,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::hcl::Body;
-use crate::paths::{DATA_DIR, POD_NAME_PLACEHOLDER, TLS_DIR, UNSEAL_DIR};
+use crate::paths::{
+    DATA_DIR, POD_NAME_PLACEHOLDER, TLS_DIR, TRANSIT_CA_DIR, TRANSIT_CA_FILE, TRANSIT_TOKEN_ENV, UNSEAL_DIR,
+};
 use crate::{API_PORT, CLUSTER_PORT, Cluster};
 
 pub const SERVER_FILE: &str = "10-server.hcl";
@@ -75,34 +77,61 @@ pub fn server_hcl_joining(cluster: &Cluster, targets: &[JoinTarget], as_non_vote
                     t.attr("unauthenticated_metrics_access", true);
                 });
             }
-        })
-        .block("seal", &["static"], |s| {
-            s.attr("current_key_id", STATIC_SEAL_KEY_ID)
-                .attr("current_key", format!("file://{UNSEAL_DIR}/key"));
-        })
-        .block("storage", &["raft"], |r| {
-            r.attr("path", DATA_DIR).attr_with_pod_name("node_id", "", "");
-            if development {
-                // Elections in 2-4 s instead of 5-10 s with the default of 5. Not 1: that makes
-                // the leader step down when it misses its followers for 500 ms, and while one
-                // server of three restarts (every step of a rolling upgrade) a single pause of
-                // the other one that long, common on a busy node, costs 2-3 s without a leader.
-                r.attr("performance_multiplier", 2)
-                    .attr("autopilot_update_interval", "1s")
-                    .attr("autopilot_reconcile_interval", "2s");
-            }
-            if as_non_voter {
-                r.attr("retry_join_as_non_voter", true);
-            }
-            for target in targets {
-                r.block("retry_join", &[], |j| {
-                    j.attr("leader_api_addr", format!("https://{}:{API_PORT}", target.api_host))
-                        .attr("leader_tls_servername", target.tls_server_name.as_str())
-                        .attr("leader_ca_cert_file", format!("{TLS_DIR}/ca.crt"));
-                });
-            }
         });
+    seal_block(&mut b, cluster);
+    b.block("storage", &["raft"], |r| {
+        r.attr("path", DATA_DIR).attr_with_pod_name("node_id", "", "");
+        if development {
+            // Elections in 2-4 s instead of 5-10 s with the default of 5. Not 1: that makes
+            // the leader step down when it misses its followers for 500 ms, and while one
+            // server of three restarts (every step of a rolling upgrade) a single pause of
+            // the other one that long, common on a busy node, costs 2-3 s without a leader.
+            r.attr("performance_multiplier", 2)
+                .attr("autopilot_update_interval", "1s")
+                .attr("autopilot_reconcile_interval", "2s");
+        }
+        if as_non_voter {
+            r.attr("retry_join_as_non_voter", true);
+        }
+        for target in targets {
+            r.block("retry_join", &[], |j| {
+                j.attr("leader_api_addr", format!("https://{}:{API_PORT}", target.api_host))
+                    .attr("leader_tls_servername", target.tls_server_name.as_str())
+                    .attr("leader_ca_cert_file", format!("{TLS_DIR}/ca.crt"));
+            });
+        }
+    });
     b.finish()
+}
+
+/// The `seal` stanza: the static key file, or the transit server. Every user string goes
+/// through the HCL writer; the transit token is only named (`env://`), never written here.
+fn seal_block(b: &mut Body, cluster: &Cluster) {
+    match openbao_api::transit_seal(cluster.spec.unseal.as_ref()) {
+        None => {
+            b.block("seal", &["static"], |s| {
+                s.attr("current_key_id", STATIC_SEAL_KEY_ID)
+                    .attr("current_key", format!("file://{UNSEAL_DIR}/key"));
+            });
+        }
+        Some(t) => {
+            b.block("seal", &["transit"], |s| {
+                s.attr("address", t.address.as_str())
+                    .attr("mount_path", t.mount_path.as_str())
+                    .attr("key_name", t.key_name.as_str());
+                if let Some(ns) = &t.namespace {
+                    s.attr("namespace", ns.as_str());
+                }
+                if let Some(name) = &t.tls_server_name {
+                    s.attr("tls_server_name", name.as_str());
+                }
+                if t.ca_secret_ref.is_some() {
+                    s.attr("tls_ca_cert", format!("{TRANSIT_CA_DIR}/{TRANSIT_CA_FILE}"));
+                }
+                s.attr("token", format!("env://{TRANSIT_TOKEN_ENV}"));
+            });
+        }
+    }
 }
 
 /// `20-service-registration.hcl`: pod labels for active/sealed/initialized state.
@@ -362,5 +391,64 @@ mod tests {
         assert!(!server_hcl(&c(&closed)).contains("unauthenticated_metrics_access"));
         let names: Vec<&str> = shared_files(&on).iter().map(|(n, _)| *n).collect();
         assert_eq!(names, [SERVICE_REGISTRATION_FILE, TELEMETRY_FILE]);
+    }
+
+    use crate::objects::fixtures;
+    use serde_json::json;
+
+    fn transit(extra: serde_json::Value) -> openbao_api::OpenBaoClusterSpec {
+        let mut seal = json!({
+            "address": "https://transit.vault.svc:8200",
+            "keyName": "unseal",
+            "tokenSecretRef": {"name": "transit-token", "key": "token"},
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            seal[k] = v.clone();
+        }
+        fixtures::spec(json!({"unseal": {"type": "transit", "transit": seal}}))
+    }
+
+    #[test]
+    fn absent_or_static_unseal_renders_the_static_seal() {
+        for spec in [
+            fixtures::spec(json!({})),
+            fixtures::spec(json!({"unseal": {"type": "static"}})),
+        ] {
+            let hcl = server_hcl(&fixtures::cluster(&spec));
+            assert!(hcl.contains("seal \"static\" {\n  current_key_id = \"operator-generated-v1\"\n  current_key = \"file:///etc/bao/unseal/key\"\n}\n"), "{hcl}");
+            assert!(!hcl.contains("transit"), "{hcl}");
+        }
+    }
+
+    #[test]
+    fn transit_renders_every_field_and_only_names_the_token() {
+        let spec = transit(json!({
+            "mountPath": "tenants/a/transit/",
+            "namespace": "team-a/",
+            "tlsServerName": "transit.vault.svc",
+            "caSecretRef": {"name": "transit-ca", "key": "bundle.pem"},
+        }));
+        let hcl = server_hcl(&fixtures::cluster(&spec));
+        let expected = "seal \"transit\" {\n  address = \"https://transit.vault.svc:8200\"\n  mount_path = \"tenants/a/transit/\"\n  key_name = \"unseal\"\n  namespace = \"team-a/\"\n  tls_server_name = \"transit.vault.svc\"\n  tls_ca_cert = \"/etc/bao/transit-ca/ca.crt\"\n  token = \"env://SEAL_TRANSIT_TOKEN\"\n}\n";
+        assert!(hcl.contains(expected), "{hcl}");
+        assert!(!hcl.contains("static") && !hcl.contains("/etc/bao/unseal"), "{hcl}");
+        let minimal = server_hcl(&fixtures::cluster(&transit(json!({}))));
+        assert!(minimal.contains("  mount_path = \"transit/\"\n"), "{minimal}");
+        for absent in ["namespace", "tls_server_name", "tls_ca_cert"] {
+            assert!(!minimal.contains(absent), "{absent} in {minimal}");
+        }
+    }
+
+    #[test]
+    fn transit_strings_cannot_leave_their_literal() {
+        // The Rust types accept what admission would refuse; the writer must still hold.
+        let spec =
+            transit(json!({"address": "https://x\"\n}\nseal \"static\" {\n${env}@@POD_NAME@@", "keyName": "k\"}"}));
+        let hcl = server_hcl(&fixtures::cluster(&spec));
+        assert!(
+            hcl.contains("  address = \"https://x\\\"\\n}\\nseal \\\"static\\\" {\\n\\u0024{env}\\u0040\\u0040POD_NAME\\u0040\\u0040\"\n"),
+            "{hcl}"
+        );
+        assert!(hcl.contains("  key_name = \"k\\\"}\"\n"), "{hcl}");
     }
 }

@@ -62,6 +62,14 @@ pub mod paths {
     pub const INIT_DIR: &str = "/etc/bao/init";
     pub const TLS_DIR: &str = "/etc/bao/tls";
     pub const UNSEAL_DIR: &str = "/etc/bao/unseal";
+    /// The transit server's CA bundle (`spec.unseal.transit.caSecretRef`), as [`TRANSIT_CA_FILE`].
+    pub const TRANSIT_CA_DIR: &str = "/etc/bao/transit-ca";
+    pub const TRANSIT_CA_FILE: &str = "ca.crt";
+    /// Environment variable carrying the transit seal's token (from
+    /// `spec.unseal.transit.tokenSecretRef`); the config names it as `token = "env://..."`, so
+    /// the token is in no file. Not `BAO_TOKEN`, which the `bao` CLI in the
+    /// container would send to whatever server it is pointed at.
+    pub const TRANSIT_TOKEN_ENV: &str = "SEAL_TRANSIT_TOKEN";
     pub const RENDERED_DIR: &str = "/bao/rendered";
     pub const DATA_DIR: &str = "/bao/data";
     pub const ENTRYPOINT: &str = "/etc/bao/config/entrypoint.sh";

@@ -235,7 +235,8 @@ pub async fn in_namespaces(name: &str, test: impl AsyncFnOnce(&Client, &str, &st
     let client = node_client().await?;
     install_crds(&client, openbao_api::crd::all()).await?;
     // What the operator's install ships besides the CRDs: OpenBao pods label themselves with it.
-    testkit::apiserver::apply_cluster_scoped(&client, &openbao_render::objects::service_registration_cluster_role()).await?;
+    testkit::apiserver::apply_cluster_scoped(&client, &openbao_render::objects::service_registration_cluster_role())
+        .await?;
     let ns = create_namespace(&client, name).await?;
     let op_ns = create_namespace(&client, &format!("{name}-operator")).await?;
     let result = AssertUnwindSafe(test(&client, &ns, &op_ns)).catch_unwind().await;

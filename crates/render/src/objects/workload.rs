@@ -119,6 +119,31 @@ pub fn statefulset_with(cluster: &Cluster, rollout: &Rollout) -> StatefulSet {
     server_statefulset(cluster, rollout, &set)
 }
 
+/// What a transit seal needs in the pod instead of the static key's Secret: the token (through
+/// the environment, so it is in no file) and the transit server's CA.
+fn seal_inputs(
+    spec: &openbao_api::OpenBaoClusterSpec,
+    env: &mut Vec<serde_json::Value>,
+    mounts: &mut Vec<serde_json::Value>,
+    volumes: &mut Vec<serde_json::Value>,
+) {
+    let Some(transit) = openbao_api::transit_seal(spec.unseal.as_ref()) else {
+        return;
+    };
+    // No seal key exists anywhere: nothing to mount.
+    mounts.retain(|m| m["name"] != "unseal");
+    volumes.retain(|v| v["name"] != "unseal");
+    let token = &transit.token_secret_ref;
+    env.push(json!({"name": paths::TRANSIT_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}));
+    if let Some(ca) = &transit.ca_secret_ref {
+        mounts.push(json!({"name": "transit-ca", "mountPath": paths::TRANSIT_CA_DIR, "readOnly": true}));
+        volumes.push(
+            json!({"name": "transit-ca", "secret": {"secretName": ca.name, "defaultMode": 0o440,
+            "items": [{"key": ca.key, "path": paths::TRANSIT_CA_FILE}]}}),
+        );
+    }
+}
+
 /// What tells one set of servers apart from another in its StatefulSet.
 pub(crate) struct ServerSet<'a> {
     /// `None`: the cluster's original servers (StatefulSet `<c>`, ConfigMap `<c>-config`).
@@ -218,6 +243,7 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
         mounts.retain(|m| m["name"] != "init");
         volumes.retain(|v| v["name"] != "init");
     }
+    seal_inputs(spec, &mut env, &mut mounts, &mut volumes);
     let mut claim_labels = labels::selector(cluster.name);
     if let Some(rev) = set.revision {
         claim_labels.insert(super::bluegreen::REVISION_LABEL.to_string(), rev.to_string());
@@ -459,5 +485,80 @@ mod tests {
         let demo = env.iter().find(|e| e.name == DEMO_PASSWORD_ENV).expect("demo env");
         let r = demo.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
         assert_eq!((r.name.as_str(), r.key.as_str()), ("demo-pw", "password"));
+    }
+
+    #[test]
+    fn transit_mounts_no_seal_key_and_takes_the_token_from_its_secret() {
+        let spec = fixtures::spec(json!({"unseal": {"type": "transit", "transit": {
+            "address": "https://transit.vault.svc:8200", "keyName": "unseal",
+            "tokenSecretRef": {"name": "transit-token", "key": "token"},
+            "caSecretRef": {"name": "transit-ca", "key": "bundle.pem"},
+        }}}));
+        let sts = statefulset(&fixtures::cluster(&spec));
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let volumes = pod.volumes.unwrap();
+        assert!(volumes.iter().all(|v| v.name != "unseal"), "no seal key volume");
+        let ca = volumes
+            .iter()
+            .find(|v| v.name == "transit-ca")
+            .expect("transit CA volume");
+        let ca = ca.secret.as_ref().unwrap();
+        assert_eq!(ca.secret_name.as_deref(), Some("transit-ca"));
+        let items = ca.items.as_ref().unwrap();
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("bundle.pem", "ca.crt")
+        );
+        let c = &pod.containers[0];
+        let mounts = c.volume_mounts.as_ref().unwrap();
+        assert!(mounts.iter().all(|m| m.name != "unseal"));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "transit-ca" && m.mount_path == paths::TRANSIT_CA_DIR)
+        );
+        let env = c.env.as_ref().unwrap();
+        let token = env
+            .iter()
+            .find(|e| e.name == paths::TRANSIT_TOKEN_ENV)
+            .expect("token env");
+        assert!(token.value.is_none(), "the token is never a literal");
+        let r = token.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str(), r.optional),
+            ("transit-token", "token", None)
+        );
+
+        // The static seal keeps its key volume and has no token.
+        let plain = statefulset(&fixtures::cluster(&fixtures::spec(json!({}))))
+            .spec
+            .unwrap();
+        let pod = plain.template.spec.unwrap();
+        assert!(pod.volumes.unwrap().iter().any(|v| v.name == "unseal"));
+        let env = pod.containers[0].env.clone().unwrap();
+        assert!(env.iter().all(|e| e.name != paths::TRANSIT_TOKEN_ENV));
+    }
+
+    #[test]
+    fn the_config_hash_covers_the_seal() {
+        let hash = |s: &openbao_api::OpenBaoClusterSpec| {
+            statefulset(&fixtures::cluster(s))
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        let transit = |address: &str| {
+            fixtures::spec(json!({"unseal": {"type": "transit", "transit": {
+                "address": address, "keyName": "unseal", "tokenSecretRef": {"name": "t", "key": "token"},
+            }}}))
+        };
+        let a = transit("https://a.example:8200");
+        assert_ne!(hash(&fixtures::spec(json!({}))), hash(&a));
+        assert_ne!(hash(&a), hash(&transit("https://b.example:8200")));
     }
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::apply::Applier;
-use self::status::{GatewayState, Observed, PodView, TlsState, UpgradeState};
+use self::status::{GatewayState, Observed, PodView, SealState, TlsState, UpgradeState};
 use self::upgrade::{KubePlatform, Plan};
 use crate::context::Context;
 use crate::flows::Driver;
@@ -63,26 +63,26 @@ const STEADY_REQUEUE: Duration = Duration::from_secs(300);
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", labels::MANAGED_BY));
     let pods = watcher::Config::default().labels(labels::CLUSTER_LABEL);
-    let mut controller = Controller::new(ctx.watched::<OpenBaoCluster>(), watcher::Config::default().any_semantic())
-        .owns(ctx.watched::<StatefulSet>(), managed.clone())
-        .owns(ctx.watched::<Service>(), managed.clone())
-        .owns(ctx.watched::<ConfigMap>(), managed.clone())
-        .owns(ctx.watched::<Secret>(), managed.clone())
-        .owns(ctx.watched::<ServiceAccount>(), managed.clone())
-        .owns(ctx.watched::<RoleBinding>(), managed.clone())
-        .owns(ctx.watched::<PodDisruptionBudget>(), managed.clone())
-        .owns(ctx.watched::<NetworkPolicy>(), managed.clone())
-        // Pods carry OpenBao's own state (initialized, sealed, active) in their labels.
-        .watches(ctx.watched::<Pod>(), pods, |pod| {
-            let cluster = pod.labels().get(labels::CLUSTER_LABEL)?.clone();
-            Some(ObjectRef::<OpenBaoCluster>::new(&cluster).within(&pod.namespace()?))
-        });
+    let mut controller = Controller::new(
+        ctx.watched::<OpenBaoCluster>(),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(ctx.watched::<StatefulSet>(), managed.clone())
+    .owns(ctx.watched::<Service>(), managed.clone())
+    .owns(ctx.watched::<ConfigMap>(), managed.clone())
+    .owns(ctx.watched::<Secret>(), managed.clone())
+    .owns(ctx.watched::<ServiceAccount>(), managed.clone())
+    .owns(ctx.watched::<RoleBinding>(), managed.clone())
+    .owns(ctx.watched::<PodDisruptionBudget>(), managed.clone())
+    .owns(ctx.watched::<NetworkPolicy>(), managed.clone())
+    // Pods carry OpenBao's own state (initialized, sealed, active) in their labels.
+    .watches(ctx.watched::<Pod>(), pods, |pod| {
+        let cluster = pod.labels().get(labels::CLUSTER_LABEL)?.clone();
+        Some(ObjectRef::<OpenBaoCluster>::new(&cluster).within(&pod.namespace()?))
+    });
     if ctx.gateway_api {
         controller = controller
-            .owns(
-                ctx.watched::<gateway_api::httproutes::HttpRoute>(),
-                managed.clone(),
-            )
+            .owns(ctx.watched::<gateway_api::httproutes::HttpRoute>(), managed.clone())
             .owns(
                 ctx.watched::<gateway_api::backendtlspolicies::BackendTlsPolicy>(),
                 managed,
@@ -405,11 +405,25 @@ async fn apply_all(
         .await
         .map_err(kube_err("applying the service-registration RoleBinding"))?;
 
-    let unseal_key = ensure_unseal_key(cluster, &secrets, events).await?;
-    applier
-        .apply(&objects::unseal_key_secret(cluster, &unseal_key))
-        .await
-        .map_err(kube_err("applying the seal key Secret"))?;
+    observed.seal = match openbao_api::transit_seal(cluster.spec.unseal.as_ref()) {
+        // The static seal's key lives in the cluster; a transit seal's never exists here.
+        None => {
+            let unseal_key = ensure_unseal_key(cluster, &secrets, events).await?;
+            applier
+                .apply(&objects::unseal_key_secret(cluster, &unseal_key))
+                .await
+                .map_err(kube_err("applying the seal key Secret"))?;
+            SealState::Static
+        }
+        Some(transit) => {
+            let token = get_secret(transit.token_secret_ref.name.clone()).await?;
+            let ca = match &transit.ca_secret_ref {
+                Some(r) => Some(get_secret(r.name.clone()).await?),
+                None => None,
+            };
+            status::transit_seal_state(transit, token.as_ref(), ca.as_ref().map(Option::as_ref))
+        }
+    };
 
     let mut next_cert_check = None;
     let bundle = match cluster.spec.tls.mode {
@@ -545,8 +559,9 @@ async fn apply_all(
     }
     apply_gateway(ctx, cluster, applier, observed, bundle.as_deref()).await?;
 
-    // Pods start only once their TLS material and (first time) the self-init file exist.
-    if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) {
+    // Pods start only once their TLS material, what their seal needs and (first time) the
+    // self-init file exist: a pod without its seal token would only wait in an error state.
+    if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) && observed.seal.is_ready() {
         let rollout = upgrade::rollout(cluster.spec, previous);
         let workloads = bluegreen::workloads(cluster, previous, &rollout);
         for cm in &workloads.config_maps {

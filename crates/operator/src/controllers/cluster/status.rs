@@ -1,9 +1,13 @@
 //! The status a person reads: phase and conditions derived from what the reconcile observed
 //! and applied. Pure, so every reason is unit-tested.
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use openbao_api::conditions::{self as cond, Desired, Status};
-use openbao_api::{ClusterPhase, OpenBaoClusterSpec, OpenBaoClusterStatus, Profile, TlsMode, TlsStatus, UpgradePhase};
+use openbao_api::{
+    ClusterPhase, OpenBaoClusterSpec, OpenBaoClusterStatus, Profile, TlsMode, TlsStatus, TransitSeal,
+    UNSEAL_CONFIGURATION_READY, UpgradePhase,
+};
 
 /// Condition type of an upgrade: True while one is in progress (reason: its phase).
 pub const UPGRADING: &str = "Upgrading";
@@ -64,6 +68,83 @@ pub enum TlsState {
     Failed(String),
 }
 
+/// What the seal needs, as this reconcile found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SealState {
+    /// Not looked at (a paused cluster): the condition stays as it was.
+    NotChecked,
+    /// The static seal: its key Secret is in place.
+    Static,
+    /// The transit seal's token (and CA) Secrets are in place.
+    TransitReady,
+    /// Something the transit seal needs is missing or unacceptable.
+    Problem { reason: &'static str, message: String },
+}
+
+impl SealState {
+    /// Whether pods may be created or changed.
+    pub fn is_ready(&self) -> bool {
+        !matches!(self, SealState::Problem { .. })
+    }
+}
+
+/// Checks what the transit seal needs: an acceptable address (admission checked it already;
+/// objects stored before a rule existed are checked here), the token Secret with its key, and
+/// the CA Secret with its key. `ca` is `None` when no CA Secret is referenced. Secret values
+/// are never read into the message.
+pub fn transit_seal_state(transit: &TransitSeal, token: Option<&Secret>, ca: Option<Option<&Secret>>) -> SealState {
+    if let Some(problem) = openbao_api::transit_address_problem(&transit.address) {
+        return SealState::Problem {
+            reason: "InvalidTransitAddress",
+            message: format!("spec.unseal.transit.address: {problem}"),
+        };
+    }
+    let has_key = |s: &Secret, key: &str| {
+        s.data
+            .as_ref()
+            .is_some_and(|d| d.get(key).is_some_and(|v| !v.0.is_empty()))
+    };
+    let token_ref = &transit.token_secret_ref;
+    match token {
+        None => {
+            return SealState::Problem {
+                reason: "TokenSecretMissing",
+                message: format!(
+                    "Secret {} (spec.unseal.transit.tokenSecretRef) does not exist; create it with the transit token under key {}",
+                    token_ref.name, token_ref.key
+                ),
+            };
+        }
+        Some(s) if !has_key(s, &token_ref.key) => {
+            return SealState::Problem {
+                reason: "TokenSecretKeyMissing",
+                message: format!(
+                    "Secret {} (spec.unseal.transit.tokenSecretRef) has no non-empty key {}",
+                    token_ref.name, token_ref.key
+                ),
+            };
+        }
+        Some(_) => {}
+    }
+    if let (Some(ca), Some(ca_ref)) = (ca, transit.ca_secret_ref.as_ref()) {
+        let problem = match ca {
+            None => Some(("CASecretMissing", "does not exist")),
+            Some(s) if !has_key(s, &ca_ref.key) => Some(("CASecretKeyMissing", "lacks the key")),
+            Some(_) => None,
+        };
+        if let Some((reason, what)) = problem {
+            return SealState::Problem {
+                reason,
+                message: format!(
+                    "Secret {} (spec.unseal.transit.caSecretRef) {what} {}: the transit server's CA bundle (PEM)",
+                    ca_ref.name, ca_ref.key
+                ),
+            };
+        }
+    }
+    SealState::TransitReady
+}
+
 /// Everything the status is derived from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observed {
@@ -81,6 +162,7 @@ pub struct Observed {
     pub upgrade: UpgradeState,
     /// Each pod's `openbao.org/audit-hash` (the audit configuration it was started with).
     pub pod_audit_hashes: Vec<(String, Option<String>)>,
+    pub seal: SealState,
 }
 
 impl Observed {
@@ -100,6 +182,7 @@ impl Observed {
             access_error: None,
             upgrade: UpgradeState::NotRun,
             pod_audit_hashes: Vec::new(),
+            seal: SealState::NotChecked,
         }
     }
 }
@@ -293,6 +376,10 @@ pub fn derive(
                 .as_ref()
                 .map(|m| ("IssuerDiscoveryFailed", m.clone()))
         })
+        .or_else(|| match &observed.seal {
+            SealState::Problem { reason, message } => Some((*reason, message.clone())),
+            _ => None,
+        })
         .or_else(|| match &observed.upgrade {
             UpgradeState::StepFailed(m) => Some(("UpgradeStepFailed", m.clone())),
             _ => None,
@@ -316,23 +403,32 @@ pub fn derive(
         None => status.conditions.retain(|c| c.type_ != UPGRADING),
     }
 
-    if spec.profile == Profile::Development {
-        let message = if demo {
-            "Development profile with the demo userpass login: operator-managed TLS, a seal key stored in Kubernetes and a shared password; never use this for real secrets"
-        } else {
-            "Development profile: operator-managed TLS and a seal key stored in Kubernetes; not a production posture"
-        };
-        let reason = if demo { "DemoLoginEnabled" } else { "DevelopmentProfile" };
-        cond::set_condition(
-            &mut status.conditions,
-            Desired::new(cond::SECURITY_RISK, Status::True, reason, message),
-            generation,
-            now,
-        );
-    } else {
-        status.conditions.retain(|c| c.type_ != cond::SECURITY_RISK);
+    let seal = match &observed.seal {
+        SealState::NotChecked => None,
+        SealState::Static => Some(Desired::new(
+            UNSEAL_CONFIGURATION_READY,
+            Status::True,
+            "StaticSealKey",
+            "the servers unseal with the key in the Secret of the static seal",
+        )),
+        SealState::TransitReady => Some(Desired::new(
+            UNSEAL_CONFIGURATION_READY,
+            Status::True,
+            "TransitConfigured",
+            "the transit token Secret (and CA Secret) are in place",
+        )),
+        SealState::Problem { reason, message } => Some(Desired::new(
+            UNSEAL_CONFIGURATION_READY,
+            Status::False,
+            *reason,
+            message.clone(),
+        )),
+    };
+    if let Some(desired) = seal {
+        cond::set_condition(&mut status.conditions, desired, generation, now.clone());
     }
 
+    cond::set_condition(&mut status.conditions, security_risk(spec, demo), generation, now);
     status.initialized = initialized;
     status.ready_replicas = ready;
     status.observed_generation = generation;
@@ -414,6 +510,39 @@ fn audit_ready(spec: &OpenBaoClusterSpec, observed: &Observed) -> Desired {
     }
 }
 
+/// `SecurityRisk`: True exactly while something in the cluster alone opens the data: the static
+/// seal's key (a Kubernetes Secret) or the demo login's shared password.
+fn security_risk(spec: &OpenBaoClusterSpec, demo: bool) -> Desired {
+    let transit = openbao_api::transit_seal(spec.unseal.as_ref());
+    if demo {
+        let seal = if transit.is_some() {
+            ""
+        } else {
+            ", a seal key stored in Kubernetes"
+        };
+        return Desired::new(
+            cond::SECURITY_RISK,
+            Status::True,
+            "DemoLoginEnabled",
+            format!("the demo userpass login is enabled (a shared password){seal}: never use this for real secrets"),
+        );
+    }
+    match transit {
+        None => Desired::new(
+            cond::SECURITY_RISK,
+            Status::True,
+            "StaticSealKeyInCluster",
+            "the seal key is stored in a Kubernetes Secret: whoever reads it and a volume or a snapshot reads every secret; use spec.unseal.type: transit",
+        ),
+        Some(t) => Desired::new(
+            cond::SECURITY_RISK,
+            Status::False,
+            "SealKeyOutsideCluster",
+            format!("the seal key is held by the transit server at {}", t.address),
+        ),
+    }
+}
+
 /// The `Upgrading` condition: only on clusters that ever had an upgrade (or a refused one).
 fn upgrading(status: &OpenBaoClusterStatus, state: &UpgradeState) -> Option<Desired> {
     if let UpgradeState::Refused { reason, message } = state {
@@ -471,7 +600,7 @@ mod tests {
         );
         assert_eq!(
             reason(&s, cond::SECURITY_RISK),
-            ("True".into(), "DevelopmentProfile".into())
+            ("True".into(), "StaticSealKeyInCluster".into())
         );
         assert_eq!(
             reason(&s, cond::USER_ACCESS_BOOTSTRAP),
@@ -650,6 +779,116 @@ mod tests {
             derive(&sp, &first, &o, Some(1), later),
             first,
             "no status write when nothing changed"
+        );
+    }
+
+    fn transit_spec(demo: bool) -> OpenBaoClusterSpec {
+        let mut extra = serde_json::json!({"unseal": {"type": "transit", "transit": {
+            "address": "https://transit.vault.svc:8200", "keyName": "unseal",
+            "tokenSecretRef": {"name": "transit-token", "key": "token"},
+            "caSecretRef": {"name": "transit-ca", "key": "ca.crt"},
+        }}});
+        if demo {
+            extra["selfInit"] = serde_json::json!({"demoUserpass": {"passwordSecretRef": {"name": "pw"}}});
+        }
+        spec(extra)
+    }
+
+    fn secret(data: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn security_risk_is_true_exactly_while_the_seal_key_or_a_shared_password_is_in_the_cluster() {
+        let risk = |sp: &OpenBaoClusterSpec| {
+            reason(
+                &derive(sp, &Default::default(), &observed(), Some(1), now()),
+                cond::SECURITY_RISK,
+            )
+        };
+        assert_eq!(
+            risk(&spec(serde_json::json!({}))),
+            ("True".into(), "StaticSealKeyInCluster".into())
+        );
+        assert_eq!(
+            risk(&spec(serde_json::json!({"unseal": {"type": "static"}}))),
+            ("True".into(), "StaticSealKeyInCluster".into())
+        );
+        assert_eq!(
+            risk(&transit_spec(false)),
+            ("False".into(), "SealKeyOutsideCluster".into())
+        );
+        assert_eq!(risk(&transit_spec(true)), ("True".into(), "DemoLoginEnabled".into()));
+        let hardened = spec(serde_json::json!({"profile": "Hardened", "tls": {"mode": "External"},
+            "unseal": transit_spec(false).unseal}));
+        assert_eq!(risk(&hardened), ("False".into(), "SealKeyOutsideCluster".into()));
+    }
+
+    #[test]
+    fn a_missing_transit_secret_is_a_reason_not_an_error() {
+        let sp = transit_spec(false);
+        let t = sp.unseal.as_ref().unwrap().transit.as_ref().unwrap();
+        let token = secret(&[("token", "s.not-looked-at")]);
+        let ca = secret(&[("ca.crt", "PEM")]);
+        let state = |token: Option<&Secret>, ca: Option<&Secret>| transit_seal_state(t, token, Some(ca));
+        assert_eq!(state(Some(&token), Some(&ca)), SealState::TransitReady);
+        for (got, want) in [
+            (state(None, Some(&ca)), "TokenSecretMissing"),
+            (
+                state(Some(&secret(&[("other", "x")])), Some(&ca)),
+                "TokenSecretKeyMissing",
+            ),
+            (
+                state(Some(&secret(&[("token", "")])), Some(&ca)),
+                "TokenSecretKeyMissing",
+            ),
+            (state(Some(&token), None), "CASecretMissing"),
+            (state(Some(&token), Some(&secret(&[]))), "CASecretKeyMissing"),
+        ] {
+            let SealState::Problem { reason: why, message } = &got else {
+                panic!("{want}: {got:?}")
+            };
+            assert_eq!(*why, want);
+            assert!(message.contains("spec.unseal.transit."), "{message}");
+            assert!(!message.contains("s.not-looked-at"), "{message}");
+            assert!(!got.is_ready());
+            let mut o = observed();
+            o.seal = got.clone();
+            let s = derive(&sp, &Default::default(), &o, Some(1), now());
+            assert_eq!(
+                reason(&s, UNSEAL_CONFIGURATION_READY),
+                ("False".into(), want.to_string())
+            );
+            assert_eq!(reason(&s, cond::DEGRADED), ("True".into(), want.to_string()));
+        }
+        let mut bad = t.clone();
+        bad.address = "https://169.254.169.254".into();
+        assert!(matches!(
+            transit_seal_state(&bad, Some(&token), Some(Some(&ca))),
+            SealState::Problem {
+                reason: "InvalidTransitAddress",
+                ..
+            }
+        ));
+        let mut o = observed();
+        o.seal = SealState::TransitReady;
+        let s = derive(&sp, &Default::default(), &o, Some(1), now());
+        assert_eq!(
+            reason(&s, UNSEAL_CONFIGURATION_READY),
+            ("True".into(), "TransitConfigured".into())
+        );
+        // A paused cluster is not looked at: the condition stays as it was.
+        let paused = derive(&sp, &s, &observed(), Some(1), now());
+        assert_eq!(
+            reason(&paused, UNSEAL_CONFIGURATION_READY),
+            ("True".into(), "TransitConfigured".into())
         );
     }
 }

@@ -136,6 +136,12 @@ pub enum Profile {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
+    /// Always `true`: OpenBao is always served over TLS. This is the Go operator's spelling
+    /// (its schema requires the field), accepted so that its manifests apply unchanged.
+    #[serde(default = "default_true")]
+    #[x_kube(validation = Rule::new("self == true").message("spec.tls.enabled: only true is supported: OpenBao is always served over TLS by this operator"))]
+    pub enabled: bool,
+
     /// `OperatorManaged`: the operator issues and rotates a CA and server certificate.
     /// `External`: you provide Secrets `<name>-tls-ca` (`ca.crt`) and `<name>-tls-server`
     /// (`tls.crt`, `tls.key`, `ca.crt`).
@@ -157,6 +163,7 @@ pub struct TlsSpec {
 impl Default for TlsSpec {
     fn default() -> Self {
         Self {
+            enabled: true,
             mode: TlsMode::default(),
             rotation_period: default_rotation_period(),
             extra_sans: Vec::new(),
@@ -278,13 +285,49 @@ pub struct InitRequest {
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = Rule::new("!self.startsWith('/')").message("spec.selfInit.requests[].path: write it without a leading slash, e.g. sys/mounts/secret"))]
     pub path: String,
-    /// Request body.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::crd::free_form_object")]
+    // Request body. No doc comment: the description comes from `request_data::schema`, which
+    // states the bounds from the same constants the checks use.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::request_data::deserialize"
+    )]
+    #[schemars(schema_with = "crate::request_data::schema")]
     pub data: Option<serde_json::Value>,
     /// Continue initialization when this request fails.
     #[serde(default)]
     pub allow_failure: bool,
+}
+
+/// A spec the apiserver should have refused (it may predate a rule): nothing is applied for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecViolation {
+    /// `Degraded` condition reason.
+    pub reason: &'static str,
+    /// Names the field, e.g. `spec.selfInit.requests[0].data.a: ...`.
+    pub message: String,
+}
+
+impl OpenBaoClusterSpec {
+    /// The admission rules that guard the operator itself, checked again in Rust.
+    pub fn check(&self) -> Result<(), SpecViolation> {
+        if !self.tls.enabled {
+            return Err(SpecViolation {
+                reason: "PlaintextNotSupported",
+                message: "spec.tls.enabled: only true is supported: OpenBao is always served over TLS by this operator"
+                    .into(),
+            });
+        }
+        for (i, request) in self.self_init.requests.iter().enumerate() {
+            if let Some(data) = &request.data {
+                crate::request_data::check(data).map_err(|v| SpecViolation {
+                    reason: "InvalidSelfInitRequest",
+                    message: format!("spec.selfInit.requests[{i}].data{v}"),
+                })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
@@ -439,5 +482,48 @@ impl Default for WorkloadHardening {
         Self {
             app_armor_enabled: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(patch: serde_json::Value) -> OpenBaoClusterSpec {
+        let mut spec = json!({ "version": "2.7.2", "profile": "Development", "storage": { "size": "1Gi" } });
+        spec.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
+        serde_json::from_value(spec).unwrap()
+    }
+
+    #[test]
+    fn check_names_the_offending_request_and_path() {
+        assert_eq!(spec(json!({})).check(), Ok(()));
+        let deep = (0..=crate::request_data::MAX_DEPTH).fold(json!(1), |inner, _| json!({ "k": inner }));
+        let requests = json!([
+            { "name": "ok", "operation": "update", "path": "sys/mounts/kv", "data": { "type": "kv" } },
+            { "name": "deep", "operation": "update", "path": "sys/x", "data": deep },
+        ]);
+        let err = spec(json!({ "selfInit": { "requests": requests } }))
+            .check()
+            .unwrap_err();
+        assert_eq!(err.reason, "InvalidSelfInitRequest");
+        assert!(
+            err.message.starts_with("spec.selfInit.requests[1].data.k.k.")
+                && err
+                    .message
+                    .ends_with(&format!("nested deeper than {} levels", crate::request_data::MAX_DEPTH)),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn tls_enabled_is_the_go_spelling_and_only_true_passes() {
+        assert!(spec(json!({})).tls.enabled);
+        assert_eq!(spec(json!({ "tls": { "enabled": true } })).check(), Ok(()));
+        let err = spec(json!({ "tls": { "enabled": false } })).check().unwrap_err();
+        assert_eq!(err.reason, "PlaintextNotSupported");
+        assert!(err.message.starts_with("spec.tls.enabled: only true is supported"));
     }
 }

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod conditions;
 pub mod crd;
 pub mod names;
+pub mod request_data;
 pub mod restore;
 pub mod status;
 pub mod unseal;

@@ -6,6 +6,7 @@
 use anyhow::{Context, Result, bail, ensure};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use openbao_api::OpenBaoCluster;
+use openbao_api::request_data::{MAX_DEPTH, MAX_ENTRIES, MAX_STRING_CHARS};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use testkit::apiserver::{ApiServer, create_namespace, install_crds};
@@ -93,6 +94,16 @@ fn transit(patch: Value) -> Value {
 
 fn requests(requests: Value) -> Value {
     spec(json!({ "selfInit": { "requests": requests } }))
+}
+
+/// One request whose body is `data`.
+fn request_data(data: Value) -> Value {
+    requests(json!([{ "name": "body", "operation": "update", "path": "sys/mounts/kv", "data": data }]))
+}
+
+/// `levels` objects nested under key `a`, `leaf` innermost (at path depth `levels`).
+fn nested(levels: usize, leaf: Value) -> Value {
+    (0..levels).fold(leaf, |inner, _| json!({ "a": inner }))
 }
 
 struct Invalid {
@@ -409,6 +420,52 @@ fn invalid_cases() -> Vec<Invalid> {
             &["spec.upgrade.requests.rollback", "must be a token"],
         ),
         case(
+            "data nested 121 levels deep",
+            request_data(nested(121, json!(1))),
+            &["spec.selfInit.requests[0].data.a.a", "must have at most 0"],
+        ),
+        case(
+            "data nested 200 levels deep",
+            request_data(nested(200, json!(1))),
+            &["spec.selfInit.requests[0].data.a.a", "must have at most 0"],
+        ),
+        case(
+            "data one level deeper than the limit, inside a list",
+            request_data(json!({ "a": nested(MAX_DEPTH - 1, json!([1])) })),
+            &["spec.selfInit.requests[0].data.a.a.a.a.a.a: Too many: 1: must have at most 0 items"],
+        ),
+        case(
+            "data string of 1 MiB",
+            request_data(json!({ "pem": "x".repeat(1 << 20) })),
+            &["spec.selfInit.requests[0].data.pem", "may not be more than 65536"],
+        ),
+        case(
+            "nested data string one character too long",
+            request_data(json!({ "list": [{ "pem": "x".repeat(MAX_STRING_CHARS + 1) }] })),
+            &[
+                "spec.selfInit.requests[0].data.list[0].pem",
+                "may not be more than 65536",
+            ],
+        ),
+        case(
+            "data with too many entries",
+            request_data(json!({ "list": vec![0; MAX_ENTRIES + 1] })),
+            &["spec.selfInit.requests[0].data.list", "must have at most 1024 items"],
+        ),
+        case(
+            "data that is not an object",
+            request_data(json!(["a"])),
+            &["spec.selfInit.requests[0].data", "must be of type object"],
+        ),
+        case(
+            "plaintext (the Go operator's tls.enabled false)",
+            spec(json!({ "tls": { "enabled": false } })),
+            &[
+                "spec.tls.enabled",
+                "only true is supported: OpenBao is always served over TLS by this operator",
+            ],
+        ),
+        case(
             "demo username with upper case",
             spec(json!({ "selfInit": { "demoUserpass": {
                 "username": "Demo", "passwordSecretRef": { "name": "demo-password" }
@@ -475,6 +532,7 @@ async fn minimal_spec_is_accepted_and_defaulted_by_the_server() -> Result<()> {
         ("/paused", json!(false)),
         ("/tls/mode", json!("OperatorManaged")),
         ("/tls/rotationPeriod", json!("720h")),
+        ("/tls/enabled", json!(true)),
         ("/selfInit/enabled", json!(true)),
         ("/selfInit/oidc/enabled", json!(true)),
         ("/selfInit/oidc/audience", json!("openbao-internal")),
@@ -555,12 +613,39 @@ async fn valid_specs_are_accepted() -> Result<()> {
             spec(json!({ "gateway": { "enabled": false, "gatewayRef": { "name": "edge" } } })),
         ),
         (longest_name.as_str(), json!({})),
+        // The Go operator's spelling of TLS, accepted as it is always true.
+        ("go-tls-enabled", spec(json!({ "tls": { "enabled": true } }))),
+        // Every bound of request bodies, at its limit (another corpus sends 64 KiB strings).
+        (
+            "data-at-the-limits",
+            requests(json!([
+                { "name": "deepest", "operation": "update", "path": "sys/x", "data": nested(MAX_DEPTH, json!("leaf")) },
+                { "name": "deepest_empty", "operation": "update", "path": "sys/x",
+                  "data": { "a": nested(MAX_DEPTH - 2, json!([{}, [], null, 1.5, true])) } },
+                { "name": "string_64k", "operation": "update", "path": "sys/x", "data": { "pem": "x".repeat(MAX_STRING_CHARS) } },
+                { "name": "entries", "operation": "update", "path": "sys/x", "data": { "list": vec![0; MAX_ENTRIES] } },
+            ])),
+        ),
     ];
     for (name, patch) in accepted {
         api.create(&PostParams::default(), &object(name, &patch)?)
             .await
             .with_context(|| format!("valid cluster {name} rejected"))?;
     }
+    // Bodies at the limits are stored whole, and the typed API decodes them unchanged.
+    let stored = api.get("data-at-the-limits").await?;
+    let typed: OpenBaoCluster = serde_json::from_value(serde_json::to_value(&stored)?)?;
+    let sent = &stored.data["spec"]["selfInit"]["requests"];
+    for (i, request) in typed.spec.self_init.requests.iter().enumerate() {
+        assert_eq!(
+            request.data.as_ref(),
+            Some(&sent[i]["data"]),
+            "request {}",
+            request.name
+        );
+    }
+    assert_eq!(sent[0]["data"], nested(MAX_DEPTH, json!("leaf")));
+    assert_eq!(typed.spec.check(), Ok(()));
     let stored = api.get("hardened").await?;
     assert_eq!(stored.data["spec"]["profile"], "Hardened");
     assert_eq!(stored.data["spec"]["tls"]["mode"], "External");

@@ -170,6 +170,14 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
         .unwrap_or(0);
     let mut observed = Observed::before_apply(obj.spec.paused, ready_replicas, pods);
     observed.pod_audit_hashes = pod_audit_hashes;
+    // A spec that predates an admission rule is reported, and nothing is built from it.
+    if let Err(violation) = obj.spec.check() {
+        tracing::warn!(cluster = %name, namespace = %namespace, reason = violation.reason, "invalid spec: {}", violation.message);
+        observed.tls = previous_tls_state(&previous);
+        observed.invalid_spec = Some(violation);
+        write_status(ctx, obj, &previous, &observed).await?;
+        return Ok(Action::await_change());
+    }
     if obj.spec.paused {
         observed.tls = previous_tls_state(&previous);
         write_status(ctx, obj, &previous, &observed).await?;

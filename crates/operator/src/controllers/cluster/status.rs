@@ -155,6 +155,8 @@ pub struct Observed {
     pub gateway: GatewayState,
     /// Set when the JWT issuer could not be discovered (bootstrap is blocked).
     pub trust_error: Option<String>,
+    /// Set when the spec breaks a rule admission should have enforced: nothing was applied.
+    pub invalid_spec: Option<openbao_api::SpecViolation>,
     /// Set when applying objects failed.
     pub apply_error: Option<String>,
     /// Set when the operator could not log in to OpenBao or sync its trusted keys.
@@ -178,6 +180,7 @@ impl Observed {
             },
             gateway: GatewayState::Disabled,
             trust_error: None,
+            invalid_spec: None,
             apply_error: None,
             access_error: None,
             upgrade: UpgradeState::NotRun,
@@ -362,9 +365,10 @@ pub fn derive(
         .as_ref()
         .is_some_and(|u| u.phase != openbao_api::UpgradePhase::Idle);
     let problem = observed
-        .apply_error
+        .invalid_spec
         .as_ref()
-        .map(|m| ("ApplyFailed", m.clone()))
+        .map(|v| (v.reason, v.message.clone()))
+        .or_else(|| observed.apply_error.as_ref().map(|m| ("ApplyFailed", m.clone())))
         .or_else(|| match &observed.tls {
             TlsState::Failed(m) => Some(("TLSIssueFailed", m.clone())),
             TlsState::ExternalSecretMissing(m) => Some(("TLSSecretMissing", m.clone())),
@@ -658,6 +662,23 @@ mod tests {
         let s = derive(&spec(serde_json::json!({})), &s, &o, Some(1), now());
         assert_eq!(s.phase, Some(ClusterPhase::Paused));
         assert_eq!(reason(&s, cond::AVAILABLE), ("Unknown".into(), "Paused".into()));
+    }
+
+    #[test]
+    fn an_invalid_spec_is_the_degraded_reason_before_any_other() {
+        let mut o = observed();
+        o.tls = TlsState::ExternalSecretMissing("secret t-tls-server not found".into());
+        o.invalid_spec = Some(openbao_api::SpecViolation {
+            reason: "InvalidSelfInitRequest",
+            message: "spec.selfInit.requests[0].data.a.a.a.a.a.a.a: nested deeper than 6 levels".into(),
+        });
+        let s = derive(&spec(serde_json::json!({})), &Default::default(), &o, Some(1), now());
+        assert_eq!(
+            reason(&s, cond::DEGRADED),
+            ("True".into(), "InvalidSelfInitRequest".into())
+        );
+        let degraded = s.conditions.iter().find(|c| c.type_ == cond::DEGRADED).unwrap();
+        assert!(degraded.message.starts_with("spec.selfInit.requests[0].data.a"));
     }
 
     #[test]

@@ -430,6 +430,12 @@ tools_behind_the_edge() {
 print_login() {
   local addr; addr="$(edge_address)"
   local url="https://$OPENBAO_HOST:$EDGE_PORT" resolve=""
+  # The JWT roles accept only the cluster's own audience, which the operator publishes in
+  # status.jwtAudience (until its first status write, the command reads it there itself).
+  local audience
+  audience="$(kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" -o 'jsonpath={.status.jwtAudience}' 2>/dev/null || true)"
+  [[ -n "$audience" ]] \
+    || audience="\"\$($KUBECTL --kubeconfig $LANE_KUBECONFIG -n $TENANT_NS get openbaocluster $CLUSTER -o jsonpath='{.status.jwtAudience}')\""
   [[ "$addr" != 127.0.0.1 ]] && resolve=" --resolve $OPENBAO_HOST:$EDGE_PORT:$addr"
   cat <<EOF
 
@@ -437,14 +443,15 @@ OpenBao is at $url through the shared Traefik Gateway ($EDGE_NS/edge, TLS for *.
 $( [[ -n "$resolve" ]] && echo "The hermetic node's edge is $addr:$EDGE_PORT: resolve the name there (curl --resolve, or an /etc/hosts line '$addr $OPENBAO_HOST')." )
 The lane CA that signed the edge certificate: $LANE_DIR/ca.crt
 
-  # userpass (demo login, local only; password in .lane/demo-password)
-  curl -sS --cacert .lane/ca.crt$resolve $url/v1/auth/userpass/login/demo \\
-    -d "{\"password\":\"\$(cat .lane/demo-password)\"}"
+  # userpass (demo login, local only; password in .lane/demo-password). Secrets go in on stdin
+  # (printf is a shell builtin): on a command line ps would show them to every local user.
+  printf '{"password":"%s"}' "\$(cat .lane/demo-password)" \\
+    | curl -sS --cacert .lane/ca.crt$resolve $url/v1/auth/userpass/login/demo --data-binary @-
 
   # JWT admin login with a service-account token
-  TOKEN=\$($KUBECTL --kubeconfig $LANE_KUBECONFIG -n $TENANT_NS create token bao-admin --audience openbao-internal)
-  curl -sS --cacert .lane/ca.crt$resolve $url/v1/auth/jwt-operator/login \\
-    -d "{\"role\":\"admin\",\"jwt\":\"\$TOKEN\"}"
+  TOKEN=\$($KUBECTL --kubeconfig $LANE_KUBECONFIG -n $TENANT_NS create token bao-admin --audience $audience)
+  printf '{"role":"admin","jwt":"%s"}' "\$TOKEN" \\
+    | curl -sS --cacert .lane/ca.crt$resolve $url/v1/auth/jwt-operator/login --data-binary @-
 
   # or the bao CLI (when $OPENBAO_HOST resolves to $addr)
   BAO_ADDR=$url BAO_CACERT=.lane/ca.crt bao login -method=userpass username=demo

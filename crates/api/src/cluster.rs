@@ -223,18 +223,15 @@ fn default_true() -> bool {
     true
 }
 
-/// Service-account JWT login (auth mount `jwt-operator`).
+/// Service-account JWT login (auth mount `jwt-operator`). The tokens' audience is not set here:
+/// the operator derives one per cluster (`status.jwtAudience`), so that a token meant for this
+/// cluster is accepted neither by another cluster nor by the Kubernetes apiserver.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OidcSpec {
     /// Create the JWT auth mount, policies and roles at initialization.
     #[serde(default = "default_true")]
     pub enabled: bool,
-
-    /// Audience the service-account tokens must carry.
-    #[serde(default = "default_audience")]
-    #[schemars(length(min = 1, max = 253))]
-    pub audience: String,
 
     /// Overrides the issuer discovered from the Kubernetes apiserver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,15 +247,10 @@ impl Default for OidcSpec {
     fn default() -> Self {
         Self {
             enabled: true,
-            audience: default_audience(),
             issuer: None,
             admin_service_account: None,
         }
     }
-}
-
-fn default_audience() -> String {
-    "openbao-internal".to_string()
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod cluster;
 pub mod conditions;
 pub mod crd;
+pub mod duration;
 pub mod names;
 pub mod request_data;
 pub mod restore;

@@ -66,3 +66,14 @@ pub fn pod(cluster: &str, ordinal: i32) -> String {
 pub fn job_service_account(cluster: &str, job: &str) -> String {
     format!("{cluster}-{job}-serviceaccount")
 }
+
+/// The audience every service-account token sent to this cluster's OpenBao carries, and the
+/// only one its JWT roles accept: unique per cluster, so that a token this cluster's OpenBao
+/// (whose image the tenant chooses) receives logs in nowhere else, neither at another cluster
+/// nor at the Kubernetes apiserver (the operator also asks the apiserver, see
+/// `openbao::operator_token`). Namespace and name rather than the uid: a cluster recreated under
+/// the same name and restored from its own backup keeps trusting the tokens it is sent. Not a
+/// URL, so that no apiserver or other relying party mistakes it for its own issuer or host.
+pub fn jwt_audience(namespace: &str, cluster: &str) -> String {
+    format!("openbao-operator.openbao.org/{namespace}/{cluster}")
+}

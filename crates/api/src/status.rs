@@ -26,6 +26,13 @@ pub struct OpenBaoClusterStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The audience OpenBao's JWT roles accept (derived from namespace and name): pass it to
+    /// `kubectl create token <service account> --audience <this>` to log in. Recorded when the
+    /// cluster initializes with it or the operator's login with it succeeds; absent on a
+    /// cluster an older operator initialized with the shared `openbao-internal` audience until
+    /// its roles are moved over (condition `Degraded`, reason `LegacyTokenAudience`, says how).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
     /// Certificates the operator issued (OperatorManaged TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,

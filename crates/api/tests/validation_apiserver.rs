@@ -395,11 +395,6 @@ fn invalid_cases() -> Vec<Invalid> {
             &["spec.selfInit.oidc.issuer", "/.well-known/"],
         ),
         case(
-            "empty OIDC audience",
-            spec(json!({ "selfInit": { "oidc": { "audience": "" } } })),
-            &["spec.selfInit.oidc.audience", "at least 1 chars long"],
-        ),
-        case(
             "unknown upgrade strategy",
             spec(json!({ "upgrade": { "strategy": "Recreate" } })),
             &["spec.upgrade.strategy", "Unsupported value"],
@@ -535,7 +530,6 @@ async fn minimal_spec_is_accepted_and_defaulted_by_the_server() -> Result<()> {
         ("/tls/enabled", json!(true)),
         ("/selfInit/enabled", json!(true)),
         ("/selfInit/oidc/enabled", json!(true)),
-        ("/selfInit/oidc/audience", json!("openbao-internal")),
         ("/deletionPolicy", json!("Retain")),
         ("/workloadHardening/appArmorEnabled", json!(true)),
         ("/upgrade/strategy", json!("RollingUpdate")),
@@ -548,6 +542,21 @@ async fn minimal_spec_is_accepted_and_defaulted_by_the_server() -> Result<()> {
     // The typed API reads what the server stored.
     let typed: OpenBaoCluster = serde_json::from_value(serde_json::to_value(&stored)?)?;
     assert_eq!(typed.spec.replicas, 3);
+
+    // The token audience is the operator's choice, not the spec's: an old manifest that still
+    // sets one (here an apiserver audience) is stored without it.
+    let old =
+        json!({ "spec": { "selfInit": { "oidc": { "audience": "https://kubernetes.default.svc.cluster.local" } } } });
+    api.create(&PostParams::default(), &object("old-manifest", &old)?)
+        .await
+        .context("create a cluster with the removed spec.selfInit.oidc.audience")?;
+    let stored = api.get("old-manifest").await?;
+    assert_eq!(
+        stored.data.pointer("/spec/selfInit/oidc/audience"),
+        None,
+        "spec.selfInit.oidc.audience pruned: {}",
+        stored.data["spec"]
+    );
     Ok(())
 }
 

@@ -26,6 +26,8 @@ pub struct Context {
     pub endpoints: EndpointResolver,
     /// Image of the executor Jobs (the operator's own image), e.g. for pre-upgrade snapshots.
     pub executor_image: String,
+    /// Cluster token audiences the apiserver does not accept (asked once per process).
+    pub safe_audiences: crate::openbao::SafeAudiences,
     /// The apiserver's service-account issuer and keys, with when they were read.
     jwt_trust: RwLock<Option<(JwtTrust, Instant)>>,
 }
@@ -49,6 +51,7 @@ impl Context {
             watch_namespace: None,
             endpoints: Arc::new(crate::openbao::in_cluster_endpoint),
             executor_image: crate::DEFAULT_EXECUTOR_IMAGE.to_string(),
+            safe_audiences: Default::default(),
             jwt_trust: RwLock::new(None),
         }
     }

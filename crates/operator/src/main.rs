@@ -8,13 +8,16 @@ use kube::Api;
 use openbao_operator::context::Context;
 use openbao_operator::controllers::{backup, cluster};
 use openbao_operator::executors;
-use openbao_operator::runtime::{http, leader::LeaderElector, metrics::Metrics};
+use openbao_operator::runtime::leader::{self, Ended, LeaderElector, LeaseTiming};
+use openbao_operator::runtime::{http, kube_client, metrics::Metrics};
 use openbao_render::OperatorIdentity;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// The Lease the replicas elect their leader with, in the operator's namespace.
+const LEADER_LEASE: &str = "openbao-operator-leader";
 
 #[derive(Parser)]
 #[command(name = "openbao-operator", version, about = "Kubernetes operator for OpenBao")]
@@ -58,6 +61,12 @@ struct RunArgs {
     /// Elect a leader through a Lease so that only one replica reconciles.
     #[arg(long, env = "OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
+    /// Lease duration of the leader election, in seconds. A leader that could not renew stops (the
+    /// process exits) after 2/3 of it; a standby takes over once the Lease has not changed for all
+    /// of it, so a dead leader is replaced within about 4/3 of it; a stopped one releases the Lease.
+    #[arg(long, env = "OPERATOR_LEADER_LEASE_SECONDS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(3..=300))]
+    leader_lease_seconds: u64,
 }
 
 #[tokio::main]
@@ -92,7 +101,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .json()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let client = kube::Client::try_default().await.context("connecting to Kubernetes")?;
+    let timing = LeaseTiming {
+        duration: std::time::Duration::from_secs(args.leader_lease_seconds),
+    };
+    let (client, lease_client) = kube_client::clients(timing.call_timeout())
+        .await
+        .context("connecting to Kubernetes")?;
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -117,46 +131,84 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let server = tokio::spawn(http::serve(args.http_addr, metrics.clone(), ready.clone(), stopped()));
 
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("openbao-operator-{}", std::process::id()));
-    let elector = LeaderElector::new(
-        Api::<Lease>::namespaced(client.clone(), &args.namespace),
-        "openbao-operator-leader",
-        &identity,
+    // Unique to this process: a restarted container is a new candidate, never the old leader.
+    let identity = format!(
+        "{}_{:08x}",
+        std::env::var("POD_NAME").unwrap_or_else(|_| "openbao-operator".into()),
+        rand::random::<u32>()
     );
-    if args.leader_election {
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let leading = if args.leader_election {
+        let elector = LeaderElector::new(
+            Api::<Lease>::namespaced(lease_client, &args.namespace),
+            LEADER_LEASE,
+            &identity,
+            timing,
+        );
         tracing::info!(%identity, "waiting for leadership");
-        tokio::select! {
-            _ = elector.acquire() => {}
+        let leadership = tokio::select! {
+            leadership = elector.acquire() => leadership,
             _ = stopped() => return Ok(()),
-        }
+        };
         tracing::info!(%identity, "acquired leadership");
-    }
+        // Leadership ends by exiting the process: nothing of the controllers (in-flight
+        // reconciles, OpenBao calls, Job creations) can outlive it, and the restarted process
+        // comes back as a standby.
+        leader::watchdog(leadership.tenure.clone(), {
+            let metrics = metrics.clone();
+            move || {
+                metrics.leader.set(0);
+                tracing::error!("the leader Lease was not renewed in time; exiting so that no two replicas lead");
+                std::process::exit(1);
+            }
+        });
+        Some(tokio::spawn(elector.lead(leadership, async {
+            let _ = release_rx.await;
+        })))
+    } else {
+        None
+    };
     let operator = OperatorIdentity {
         namespace: args.namespace.clone(),
         service_account: args.service_account.clone(),
     };
-    let mut ctx = Context::new(client, operator, metrics).await;
+    let mut ctx = Context::new(client, operator, metrics.clone()).await;
     ctx.watch_namespace = args.watch_namespace.clone();
     ctx.executor_image = args.executor_image.clone();
     let ctx = Arc::new(ctx);
     tracing::info!(gateway_api = ctx.gateway_api, "starting the OpenBaoCluster controller");
     ready.store(true, Ordering::Relaxed);
+    metrics.leader.set(1);
     let backups = Arc::new(backup::BackupContext::new(ctx.clone(), args.executor_image.clone()));
     let controller = futures::future::join3(
         cluster::run(ctx.clone(), stopped()),
         openbao_operator::controllers::restore::run(ctx, args.executor_image.clone(), stopped()),
         backup::run(backups, stopped()),
     );
-    if args.leader_election {
-        tokio::select! {
-            _ = controller => {}
-            _ = elector.hold() => {
-                tracing::error!("lost leadership; exiting so another replica takes over");
-                std::process::exit(1);
+    match leading {
+        Some(mut leading) => {
+            tokio::select! {
+                _ = controller => {}
+                ended = &mut leading => {
+                    let why = match ended {
+                        Ok(Ended::Lost(why)) => why,
+                        Ok(Ended::Released) => "released".into(),
+                        Err(e) => format!("the renewal task failed: {e}"),
+                    };
+                    metrics.leader.set(0);
+                    tracing::error!(reason = %why, "lost leadership; exiting so that another replica takes over");
+                    std::process::exit(1);
+                }
             }
+            metrics.leader.set(0);
+            // The controllers stopped: give the Lease back so that a standby need not wait it out.
+            tracing::info!("controllers stopped; releasing the leader Lease");
+            let _ = release_tx.send(());
+            let _ = leading.await;
         }
-    } else {
-        controller.await;
+        None => {
+            controller.await;
+        }
     }
     let _ = stop_tx.send(true);
     server.await??;

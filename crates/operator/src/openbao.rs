@@ -1,15 +1,22 @@
 //! How the operator reaches a cluster's OpenBao and what it does there: it logs in with a
-//! short-lived token of its own service account (TokenRequest, audience from the spec) over
-//! HTTPS verified against the cluster's CA, and keeps OpenBao's trusted service-account keys in
-//! step with the apiserver's, so that rotating the signing keys never locks anyone out.
+//! short-lived token of its own service account (TokenRequest, audience
+//! [`names::jwt_audience`] of that cluster) over HTTPS verified against the cluster's CA, and
+//! keeps OpenBao's trusted service-account keys in step with the apiserver's, so that rotating
+//! the signing keys never locks anyone out.
+//!
+//! The cluster's OpenBao runs an image the tenant chooses, so every token sent there is
+//! presumed captured. The per-cluster audience makes a captured token useless elsewhere, and
+//! [`operator_token`] asks the apiserver first whether it would accept such a token itself.
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
+use openbao_api::names;
 use openbao_client::{BaoClient, ClientConfig};
 use openbao_render::{API_PORT, OperatorIdentity, selfinit::JWT_MOUNT};
+use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Where a cluster's API answers, as seen from the operator.
@@ -42,6 +49,14 @@ pub enum AccessError {
     },
     #[error("the TokenRequest for {0} returned no token")]
     EmptyToken(String),
+    #[error("asking the apiserver whether it accepts tokens with audience {audience} (TokenReview) failed: {source}")]
+    TokenReview { audience: String, source: kube::Error },
+    #[error(
+        "the Kubernetes apiserver itself accepts service-account tokens with audience {audience}: \
+         the operator sends no such token to OpenBao (it would let the server log in to the \
+         apiserver as the operator); remove {audience} from the apiserver's --api-audiences"
+    )]
+    AudienceUnsafe { audience: String },
     #[error("OpenBao at {url}: {source}")]
     OpenBao {
         url: String,
@@ -49,8 +64,76 @@ pub enum AccessError {
     },
 }
 
-/// A token for the operator's own service account, for `audience`, valid ten minutes.
-pub async fn service_account_token(
+/// Audiences the apiserver was shown not to accept, in this process. An audience is asked
+/// about once per cluster and process: the apiserver's audiences change only with its flags.
+#[derive(Debug, Default)]
+pub struct SafeAudiences(Mutex<HashSet<String>>);
+
+impl SafeAudiences {
+    fn contains(&self, audience: &str) -> bool {
+        self.0.lock().expect("audience set poisoned").contains(audience)
+    }
+    fn insert(&self, audience: &str) {
+        self.0
+            .lock()
+            .expect("audience set poisoned")
+            .insert(audience.to_string());
+    }
+}
+
+/// The token the operator sends to cluster `namespace/cluster`: its own service account's, for
+/// that cluster's audience, and only once the apiserver refused to authenticate a token with
+/// that audience (a TokenReview without `spec.audiences` checks the apiserver's own).
+pub async fn operator_token(
+    client: &kube::Client,
+    operator: &OperatorIdentity,
+    safe: &SafeAudiences,
+    namespace: &str,
+    cluster: &str,
+) -> Result<String, AccessError> {
+    let audience = names::jwt_audience(namespace, cluster);
+    let token = service_account_token(client, operator, &audience).await?;
+    if !safe.contains(&audience) {
+        if apiserver_accepts(client, &token, &audience).await? {
+            return Err(AccessError::AudienceUnsafe { audience });
+        }
+        safe.insert(&audience);
+    }
+    Ok(token)
+}
+
+/// Whether the apiserver authenticates `token` (whose audience is `audience`) for itself.
+async fn apiserver_accepts(client: &kube::Client, token: &str, audience: &str) -> Result<bool, AccessError> {
+    let review: TokenReview = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token},
+    }))
+    .expect("TokenReview literal");
+    let reviewed = Api::<TokenReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|source| AccessError::TokenReview {
+            audience: audience.to_string(),
+            source,
+        })?;
+    Ok(reviewed.status.and_then(|s| s.authenticated).unwrap_or(false))
+}
+
+/// Whether OpenBao refused a login because of the token's audience: the roles were written
+/// for another audience (e.g. by an older operator, or in the cluster a backup came from).
+pub fn is_audience_refusal(error: &AccessError) -> bool {
+    match error {
+        AccessError::OpenBao { source, .. } => {
+            source.status() == Some(400) && source.api_errors().iter().any(|e| e.contains("invalid audience"))
+        }
+        _ => false,
+    }
+}
+
+/// A token for the operator's own service account, for `audience`, valid ten minutes. Only
+/// [`operator_token`] hands one to a cluster.
+async fn service_account_token(
     client: &kube::Client,
     operator: &OperatorIdentity,
     audience: &str,

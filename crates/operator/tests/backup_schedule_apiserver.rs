@@ -174,8 +174,16 @@ impl Env {
     /// termination message, and the Job is marked complete (or failed).
     async fn simulate_job_finished(&self, job: &str, succeeded: bool, result_line: &str) -> Result<()> {
         let pods = Api::<Pod>::namespaced(self.client.clone(), &self.ns);
+        // Like the Job controller's pods: controlled by the Job (only those count for a result).
+        let job_uid = Api::<Job>::namespaced(self.client.clone(), &self.ns)
+            .get(job)
+            .await?
+            .metadata
+            .uid
+            .context("the Job has no uid")?;
         let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": format!("{job}-pod"), "labels": {"batch.kubernetes.io/job-name": job}},
+            "metadata": {"name": format!("{job}-pod"), "labels": {"batch.kubernetes.io/job-name": job},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": job_uid, "controller": true}]},
             "spec": {
                 "restartPolicy": "Never",
                 "automountServiceAccountToken": false,

@@ -20,7 +20,7 @@ use kube::{Client, ResourceExt};
 use openbao_api::{BackupStatus, OpenBaoCluster, TRIGGER_BACKUP_ANNOTATION, conditions};
 use openbao_client::{BaoClient, ClientConfig};
 use openbao_objstore::{Credentials, Store, StoreOptions, Target};
-use openbao_operator::controllers::backup::result::{ExecutorResult, result_of};
+use openbao_operator::controllers::jobs::result::{ExecutorResult, result_of};
 use openbao_operator::controllers::{backup, cluster};
 use openbao_render::objects::jobs;
 use serde_json::json;
@@ -517,8 +517,9 @@ async fn admin_client(client: &Client, ns: &str, public_ip: IpAddr) -> Result<Ba
             .with_ca_pem(ca)
             .with_resolve_to(public_ip),
     )?;
-    let request: TokenRequest =
-        serde_json::from_value(json!({"spec": {"audiences": ["openbao-internal"], "expirationSeconds": 600}}))?;
+    let request: TokenRequest = serde_json::from_value(
+        json!({"spec": {"audiences": [openbao_api::names::jwt_audience(ns, CLUSTER)], "expirationSeconds": 600}}),
+    )?;
     let jwt = Api::<ServiceAccount>::namespaced(client.clone(), ns)
         .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)
         .await?

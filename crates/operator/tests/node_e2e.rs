@@ -129,7 +129,7 @@ async fn bootstrap(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
     let demo = bao.login_userpass("userpass", "demo", DEMO_PASSWORD).await?;
     assert!(demo.policies.iter().any(|p| p == "admin"));
     let request: TokenRequest = serde_json::from_value(
-        serde_json::json!({"spec": {"audiences": ["openbao-internal"], "expirationSeconds": 600}}),
+        serde_json::json!({"spec": {"audiences": [openbao_api::names::jwt_audience(&ns, "lane")], "expirationSeconds": 600}}),
     )?;
     let admin_jwt = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
         .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)

@@ -131,6 +131,11 @@ async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -
 
     let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), TENANT_NS);
     let cluster = clusters.get(CLUSTER).await?;
+    let audience = cluster.status.as_ref().and_then(|s| s.jwt_audience.clone());
+    ensure!(
+        audience == Some(openbao_api::names::jwt_audience(TENANT_NS, CLUSTER)),
+        "status.jwtAudience is {audience:?}"
+    );
     for wanted in [
         conditions::AVAILABLE,
         conditions::TLS_READY,
@@ -171,7 +176,7 @@ async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -
         "demo login: {:?}",
         policies(&demo)
     );
-    let jwt = admin_jwt(&client).await?;
+    let jwt = admin_jwt(&client, CLUSTER).await?;
     let admin = login(&http, "auth/jwt-operator/login", json!({"role": "admin", "jwt": jwt})).await?;
     assert!(
         policies(&admin).iter().any(|p| p == "admin"),

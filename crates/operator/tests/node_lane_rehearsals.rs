@@ -20,7 +20,9 @@
 //!
 //! Why the fresh cluster lives in the lane's namespace: the lane's operator watches only that
 //! namespace (`watchNamespace=openbao`). The restored data's JWT `admin` role trusts
-//! `system:serviceaccount:openbao:bao-admin`, so the lane's `bao-admin` token logs in to it.
+//! `system:serviceaccount:openbao:bao-admin` with the lane cluster's audience (the source's:
+//! restored data keeps the source cluster's identities), so the lane's `bao-admin` token for
+//! the lane cluster logs in to it.
 //! Needs the node; refuses to run while a lane is up (its `down` would remove that lane).
 
 use anyhow::{Context as _, Result, ensure};
@@ -291,7 +293,7 @@ async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_be
     let admin = login(
         &edge,
         "auth/jwt-operator/login",
-        json!({"role": "admin", "jwt": admin_jwt(&client).await?}),
+        json!({"role": "admin", "jwt": admin_jwt(&client, CLUSTER).await?}),
     )
     .await?;
     let token = client_token(&admin)?;
@@ -358,7 +360,7 @@ async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_be
         &fresh,
         &fresh_base,
         "auth/jwt-operator/login",
-        json!({"role": "admin", "jwt": admin_jwt(&client).await?}),
+        json!({"role": "admin", "jwt": admin_jwt(&client, FRESH).await?}),
     )
     .await?;
     let (status, _) = kv(
@@ -383,11 +385,13 @@ async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_be
     wait_available(&clusters, FRESH, Duration::from_secs(120)).await?;
     // Tokens issued before the restore are gone with the old data: log in again, now as the
     // restored data's admin (its role trusts openbao:bao-admin, the lane's service account).
+    // The restored data keeps the SOURCE cluster's identities: its roles accept the lane
+    // cluster's audience, not the fresh cluster's (docs/lane.md, "Restore into another cluster").
     let restored_admin = login_at(
         &fresh,
         &fresh_base,
         "auth/jwt-operator/login",
-        json!({"role": "admin", "jwt": admin_jwt(&client).await?}),
+        json!({"role": "admin", "jwt": admin_jwt(&client, CLUSTER).await?}),
     )
     .await?;
     read_back(&fresh, &fresh_base, &client_token(&restored_admin)?, &written).await?;
@@ -438,7 +442,7 @@ async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_be
         let admin = login(
             &edge,
             "auth/jwt-operator/login",
-            json!({"role": "admin", "jwt": admin_jwt(&client).await?}),
+            json!({"role": "admin", "jwt": admin_jwt(&client, CLUSTER).await?}),
         )
         .await?;
         read_back(&edge, &edge_url(), &client_token(&admin)?, &written).await?;

@@ -95,8 +95,9 @@ async fn upgrade_under_load(client: &Client, ns: &str, op_ns: &str) -> Result<()
         .with_resolve_to(ip)
         .with_timeout(CLIENT_RETRY);
     let bao = BaoClient::new(config.clone())?;
-    let request: TokenRequest =
-        serde_json::from_value(json!({"spec": {"audiences": ["openbao-internal"], "expirationSeconds": 3600}}))?;
+    let request: TokenRequest = serde_json::from_value(
+        json!({"spec": {"audiences": [openbao_api::names::jwt_audience(ns, "lane")], "expirationSeconds": 3600}}),
+    )?;
     let admin_jwt = Api::<ServiceAccount>::namespaced(client.clone(), ns)
         .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)
         .await?

@@ -1,14 +1,20 @@
 //! The operator's own access to OpenBao, against a real kube-apiserver (TokenRequest, issuer
 //! discovery) and a real OpenBao 2.7.2 bootstrapped from the operator's rendered self-init
 //! requests: it logs in with its service-account token and keeps OpenBao's trusted keys equal
-//! to the apiserver's.
+//! to the apiserver's. Its token carries the cluster's own audience, is never sent when the
+//! apiserver itself would accept that audience, and a cluster an older operator set up with
+//! the shared audience gets the commands that move its roles over (run here, they work).
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use openbao_api::OpenBaoClusterSpec;
+use openbao_api::names;
 use openbao_operator::context::Context;
-use openbao_operator::openbao::{Endpoint, KeySync, login, service_account_token, sync_jwt_keys};
+use openbao_operator::controllers::cluster::status::{Access, LEGACY_AUDIENCE};
+use openbao_operator::openbao::{
+    AccessError, Endpoint, KeySync, SafeAudiences, is_audience_refusal, login, operator_token, sync_jwt_keys,
+};
 use openbao_operator::runtime::metrics::Metrics;
 use openbao_render::{Cluster, JwtTrust, OperatorIdentity, selfinit};
 use std::time::Duration;
@@ -99,7 +105,7 @@ async fn operator_logs_in_with_its_service_account_and_keeps_jwt_keys_in_step() 
     );
     let node = start_node(&init).await?;
 
-    let jwt = service_account_token(&client, &operator, &spec.self_init.oidc.audience).await?;
+    let jwt = operator_token(&client, &operator, &ctx.safe_audiences, &ns, "openbao").await?;
     let bao = login(&node.endpoint, node.tls.ca_pem(), &jwt).await?;
     let me = bao.token_lookup_self().await?;
     eprintln!("operator logged in with policies {:?}", me.policies);
@@ -126,8 +132,15 @@ async fn operator_logs_in_with_its_service_account_and_keeps_jwt_keys_in_step() 
     assert!(!trusted.iter().any(|k| k.trim() == retired.trim()));
 
     // After the sync, a fresh token still logs in (nobody was locked out).
-    let jwt = service_account_token(&client, &operator, &spec.self_init.oidc.audience).await?;
+    let jwt = operator_token(&client, &operator, &ctx.safe_audiences, &ns, "openbao").await?;
     login(&node.endpoint, node.tls.ca_pem(), &jwt).await?;
+
+    // The token for another cluster's audience (same operator, same roles' names) is refused.
+    let elsewhere = operator_token(&client, &operator, &ctx.safe_audiences, &ns, "other").await?;
+    let refused = login(&node.endpoint, node.tls.ca_pem(), &elsewhere)
+        .await
+        .expect_err("a token for another cluster's audience");
+    assert!(is_audience_refusal(&refused), "{refused}");
     drop(node.server);
     Ok(())
 }
@@ -166,7 +179,7 @@ async fn a_cluster_that_trusts_only_retired_keys_reports_why_login_fails() -> Re
         },
     );
     let node = start_node(&init).await?;
-    let jwt = service_account_token(&client, &operator, &spec.self_init.oidc.audience).await?;
+    let jwt = operator_token(&client, &operator, &SafeAudiences::default(), &ns, "openbao").await?;
     let err = login(&node.endpoint, node.tls.ca_pem(), &jwt)
         .await
         .expect_err("untrusted key");
@@ -177,5 +190,171 @@ async fn a_cluster_that_trusts_only_retired_keys_reports_why_login_fails() -> Re
         "{text}"
     );
     assert!(!text.contains(&jwt), "the token must never appear in errors");
+    Ok(())
+}
+
+/// A cluster an older operator initialized: every role accepts the shared `openbao-internal`.
+/// The operator's login with the cluster's own audience is refused for its audience; the
+/// message of `LegacyTokenAudience` names commands that, run by the admin, make it work.
+#[tokio::test]
+async fn a_legacy_cluster_is_moved_to_its_own_audience_by_the_commands_of_its_condition() -> Result<()> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let client = ApiServer::shared().await?.client().await?;
+    let ns = create_namespace(&client, "bao-legacy").await?;
+    for name in ["openbao-operator", "bao-admin"] {
+        let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &sa)
+            .await?;
+    }
+    let operator = OperatorIdentity {
+        namespace: ns.clone(),
+        service_account: "openbao-operator".into(),
+    };
+    let ctx = Context::new(client.clone(), operator.clone(), Metrics::default()).await;
+    let trust = ctx.jwt_trust().await?;
+    let mut spec = spec();
+    spec.self_init.oidc.admin_service_account = Some(serde_json::from_value(serde_json::json!({"name": "bao-admin"}))?);
+    let cluster = Cluster {
+        name: "openbao",
+        namespace: &ns,
+        uid: "u",
+        spec: &spec,
+    };
+    let audience = names::jwt_audience(&ns, "openbao");
+    // What the older operator rendered: the same requests, with the shared audience.
+    let init = selfinit::init_hcl(&cluster, &operator, &trust).replace(&audience, LEGACY_AUDIENCE);
+    assert!(init.contains(LEGACY_AUDIENCE) && !init.contains(&audience));
+    let node = start_node(&init).await?;
+
+    let jwt = operator_token(&client, &operator, &ctx.safe_audiences, &ns, "openbao").await?;
+    let refused = login(&node.endpoint, node.tls.ca_pem(), &jwt)
+        .await
+        .expect_err("the legacy roles do not accept the cluster's own audience");
+    assert!(is_audience_refusal(&refused), "{refused}");
+    let roles: Vec<String> = selfinit::jwt_roles(&cluster, &operator)
+        .into_iter()
+        .map(|r| r.role.to_string())
+        .collect();
+    let initialized_by_an_older_operator = openbao_api::OpenBaoClusterStatus {
+        initialized: true,
+        ..Default::default()
+    };
+    let Access::AudienceRefused { legacy: true, message } =
+        Access::audience_refused(&initialized_by_an_older_operator, &roles, &audience)
+    else {
+        panic!("a legacy refusal");
+    };
+    eprintln!("LegacyTokenAudience: {message}");
+
+    // The admin logs in with a token for the old audience and runs exactly the commands named.
+    let admin_jwt = kube_token(&client, &ns, "bao-admin", LEGACY_AUDIENCE).await?;
+    let admin = openbao_client::BaoClient::new(
+        openbao_client::ClientConfig::new(node.endpoint.url.clone())
+            .with_ca_pem(node.tls.ca_pem().as_bytes().to_vec())
+            .with_resolve_to(node.endpoint.resolve_to.context("resolved")?),
+    )?;
+    let token = admin.login_jwt(selfinit::JWT_MOUNT, "admin", &admin_jwt).await?.token;
+    let admin = admin.with_token(token);
+    let commands: Vec<&str> = message
+        .split("run: ")
+        .nth(1)
+        .context("the message names commands")?
+        .split("; ")
+        .collect();
+    assert_eq!(commands.len(), roles.len(), "one command per role: {commands:?}");
+    for command in commands {
+        // `bao write <path> k1=v1 k2=v2` is a write of {"k1": "v1", "k2": "v2"}.
+        let mut words = command.strip_prefix("bao write ").context("a bao write")?.split(' ');
+        let path = words.next().context("a path")?;
+        let mut data = serde_json::Map::new();
+        for pair in words {
+            let (key, value) = pair.split_once('=').context("key=value")?;
+            data.insert(key.to_string(), value.into());
+        }
+        admin.write(path, &serde_json::Value::Object(data)).await?;
+    }
+    let bao = login(&node.endpoint, node.tls.ca_pem(), &jwt).await?;
+    assert!(
+        bao.token_lookup_self()
+            .await?
+            .policies
+            .iter()
+            .any(|p| p == "openbao-operator")
+    );
+    // Only the audience changed: the subject each role had is still there.
+    let role = admin
+        .read("auth/jwt-operator/role/openbao-operator")
+        .await?
+        .context("role")?;
+    assert_eq!(
+        role["data"]["bound_subject"],
+        format!("system:serviceaccount:{ns}:openbao-operator")
+    );
+    assert_eq!(role["data"]["bound_audiences"], serde_json::json!([audience]));
+    let old = kube_token(&client, &ns, "bao-admin", LEGACY_AUDIENCE).await?;
+    let gone = admin.login_jwt(selfinit::JWT_MOUNT, "admin", &old).await;
+    assert_eq!(
+        gone.expect_err("the shared audience no longer logs in").status(),
+        Some(400)
+    );
+    drop(node.server);
+    Ok(())
+}
+
+/// A TokenRequest for `namespace/sa` with `audience` (what `kubectl create token` does).
+async fn kube_token(client: &kube::Client, namespace: &str, sa: &str, audience: &str) -> Result<String> {
+    let request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(serde_json::json!({"spec": {"audiences": [audience], "expirationSeconds": 600}}))?;
+    let response = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_subresource::<_, k8s_openapi::api::authentication::v1::TokenRequest>(
+            "token",
+            sa,
+            &PostParams::default(),
+            &request,
+        )
+        .await?;
+    Ok(response.status.context("token status")?.token)
+}
+
+/// An apiserver that lists a cluster's derived audience among its own (`--api-audiences`):
+/// the operator's token for that cluster would log in to the apiserver as the operator, so it
+/// is refused before it goes anywhere; other clusters on the same apiserver are unaffected.
+#[tokio::test]
+async fn a_cluster_audience_the_apiserver_accepts_is_never_used() -> Result<()> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let unsafe_audience = names::jwt_audience("guard", "openbao");
+    let apiserver = ApiServer::start_with_args(&[format!(
+        "--api-audiences=https://kubernetes.default.svc.cluster.local,{unsafe_audience}"
+    )])
+    .await?;
+    let client = apiserver.client().await?;
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "guard"}}))?;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": "openbao-operator"}}))?;
+    Api::<ServiceAccount>::namespaced(client.clone(), "guard")
+        .create(&PostParams::default(), &sa)
+        .await?;
+    let operator = OperatorIdentity {
+        namespace: "guard".into(),
+        service_account: "openbao-operator".into(),
+    };
+    let safe = SafeAudiences::default();
+    for _ in 0..2 {
+        // Refused every time: an unsafe audience is never remembered as checked.
+        let err = operator_token(&client, &operator, &safe, "guard", "openbao")
+            .await
+            .expect_err("the apiserver accepts this audience");
+        assert!(
+            matches!(&err, AccessError::AudienceUnsafe { audience } if *audience == unsafe_audience),
+            "{err}"
+        );
+        eprintln!("refused: {err}");
+    }
+    let token = operator_token(&client, &operator, &safe, "guard", "openbao-2").await?;
+    assert!(!token.is_empty());
     Ok(())
 }

@@ -185,6 +185,13 @@ async fn one_cluster_yields_every_object_owned_and_a_second_reconcile_writes_not
     );
     assert!(hcl.contains("BEGIN PUBLIC KEY"));
     assert!(hcl.contains(&format!("system:serviceaccount:{ns}:bao-admin")));
+    // Every role accepts this cluster's own audience, the one published in status.
+    let audience = openbao_api::names::jwt_audience(&ns, "lane");
+    assert_eq!(
+        hcl.matches(&format!("\"bound_audiences\" = [\"{audience}\"]")).count(),
+        5,
+        "{hcl}"
+    );
 
     // Status after the first reconcile.
     let cr: OpenBaoCluster = get(&client, &ns, "lane").await?.unwrap();
@@ -207,6 +214,7 @@ async fn one_cluster_yields_every_object_owned_and_a_second_reconcile_writes_not
         Some(("False".into(), "WaitingForSelfInit".into()))
     );
     assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.jwt_audience.as_deref(), Some(audience.as_str()));
 
     let writes_before = ctx.metrics.kube_writes.get();
     reconcile_once(&client, &ctx, &ns, "lane").await?;

@@ -43,7 +43,6 @@ const TO: &str = "2.7.2";
 const DEMO_USER: &str = "demo";
 const DEMO_PASSWORD: &str = "demo-password-for-the-upgrade-test";
 const JWT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
-const AUDIENCE: &str = "openbao-internal";
 const UPGRADE_ROLE: &str = "openbao-operator-upgrade";
 /// The whole upgrade, including every wait, must fit in this.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(240);
@@ -173,7 +172,7 @@ impl World {
             openbao_api::names::job_service_account(CLUSTER, "upgrade")
         );
         self.signer.sign(&json!({
-            "iss": JWT_ISSUER, "sub": subject, "aud": [AUDIENCE],
+            "iss": JWT_ISSUER, "sub": subject, "aud": [openbao_api::names::jwt_audience(NAMESPACE, CLUSTER)],
             "iat": now, "nbf": now - 5, "exp": now + 600,
         }))
     }

@@ -78,29 +78,14 @@ fn system_time(t: Timestamp) -> SystemTime {
     }
 }
 
-/// Parses a Go-style duration made of hours, minutes and seconds (`720h`, `1h30m`).
+/// The rotation period (`720h`, `1h30m`): a Go duration above zero.
 pub fn parse_duration(s: &str) -> Result<SignedDuration, PkiError> {
     let err = || PkiError::RotationPeriod(s.to_string());
-    let mut total = 0i64;
-    let mut number = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let n: i64 = number.parse().map_err(|_| err())?;
-        number.clear();
-        total += n * match c {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return Err(err()),
-        };
+    let d = openbao_api::duration::parse(s).map_err(|_| err())?;
+    match SignedDuration::try_from(d) {
+        Ok(d) if d.is_positive() => Ok(d),
+        _ => Err(err()),
     }
-    if !number.is_empty() || total <= 0 {
-        return Err(err());
-    }
-    Ok(SignedDuration::from_secs(total))
 }
 
 /// Every name a client may use to reach the cluster: each pod, the headless and public

@@ -179,6 +179,9 @@ fn blocks(cluster: &Cluster, operator: &OperatorIdentity, jwt: &JwtTrust) -> Vec
             format!("auth/{JWT_MOUNT}/config"),
             json!({"bound_issuer": jwt.issuer, "jwt_validation_pubkeys": jwt.public_keys_pem}),
         ));
+        // Every role accepts only this cluster's audience: a token sent to another cluster (or
+        // captured by it) does not log in here, whatever role names the two share.
+        let audience = openbao_api::names::jwt_audience(cluster.namespace, cluster.name);
         for role in jwt_roles(cluster, operator) {
             auth.push(update(
                 &format!("role-{}", role.role),
@@ -187,7 +190,7 @@ fn blocks(cluster: &Cluster, operator: &OperatorIdentity, jwt: &JwtTrust) -> Vec
                     "role_type": "jwt",
                     "user_claim": "sub",
                     "bound_subject": role.subject(),
-                    "bound_audiences": [spec.self_init.oidc.audience],
+                    "bound_audiences": [audience],
                     "token_policies": [role.policy],
                     "token_ttl": "1h",
                     "token_max_ttl": "4h",
@@ -247,4 +250,127 @@ pub fn init_hcl(cluster: &Cluster, operator: &OperatorIdentity, jwt: &JwtTrust) 
         });
     }
     b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> OpenBaoClusterSpec {
+        serde_json::from_value(json!({
+            "version": "2.7.2",
+            "profile": "Development",
+            "storage": {"size": "1Gi"},
+            "selfInit": {
+                "oidc": {"adminServiceAccount": {"name": "bao-admin"}},
+                "demoUserpass": {"passwordSecretRef": {"name": "pw"}},
+            },
+        }))
+        .unwrap()
+    }
+
+    fn operator() -> OperatorIdentity {
+        OperatorIdentity {
+            namespace: "openbao-operator-system".into(),
+            service_account: "openbao-operator".into(),
+        }
+    }
+
+    /// The role requests of `cluster`, as (role name, request data).
+    fn role_requests(cluster: &Cluster) -> Vec<(String, Value)> {
+        let trust = JwtTrust {
+            issuer: "https://kubernetes.default.svc".into(),
+            public_keys_pem: vec![],
+        };
+        blocks(cluster, &operator(), &trust)
+            .into_iter()
+            .flat_map(|(_, requests)| requests)
+            .filter_map(|r| {
+                let role = r.path.strip_prefix(&format!("auth/{JWT_MOUNT}/role/"))?.to_string();
+                Some((role, r.data?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_role_accepts_only_its_own_clusters_audience() {
+        let spec = spec();
+        let at = |namespace, name| Cluster {
+            name,
+            namespace,
+            uid: "u",
+            spec: &spec,
+        };
+        let a = role_requests(&at("team-a", "bao"));
+        let b = role_requests(&at("team-b", "bao"));
+        let names: Vec<&str> = a.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "openbao-operator",
+                "openbao-operator-backup",
+                "openbao-operator-upgrade",
+                "openbao-operator-restore",
+                "admin"
+            ]
+        );
+        for (role, data) in &a {
+            assert_eq!(
+                data["bound_audiences"],
+                json!(["openbao-operator.openbao.org/team-a/bao"]),
+                "{role}"
+            );
+        }
+        // Same role names in another namespace: only the audience tells them apart.
+        for ((role, da), (_, db)) in a.iter().zip(&b) {
+            assert_ne!(da["bound_audiences"], db["bound_audiences"], "{role}");
+        }
+    }
+
+    /// Whether an ACL path pattern (`*` suffix glob, `+` one segment; the policies here use no
+    /// `+` before a `*`) covers `path`.
+    fn covers(pattern: &str, path: &str) -> bool {
+        if let Some(prefix) = pattern.strip_suffix('*') {
+            return path.starts_with(prefix);
+        }
+        let (p, q): (Vec<_>, Vec<_>) = (pattern.split('/').collect(), path.split('/').collect());
+        p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| a == b || *a == "+")
+    }
+
+    /// Who may change which service-account keys OpenBao trusts (and so who could forge every
+    /// login): the operator's own role, and the admin's policy `admin` (everything but root),
+    /// both bound to this cluster's audience. No executor Job's policy reaches the JWT config.
+    #[test]
+    fn only_the_operator_and_admin_policies_reach_the_jwt_config() {
+        let config = format!("auth/{JWT_MOUNT}/config");
+        assert!(covers("auth/+/config", &config) && covers("auth/*", &config) && covers("*", &config));
+        assert!(!covers("sys/*", &config) && !covers("auth/jwt-operator/role/+", &config));
+        let mut reaching = Vec::new();
+        for (name, body) in policies(&spec()) {
+            let paths = body
+                .lines()
+                .filter_map(|l| l.strip_prefix("path \"")?.split('"').next());
+            if paths.into_iter().any(|p| covers(p, &config)) {
+                reaching.push(name);
+            }
+        }
+        assert_eq!(reaching, ["openbao-operator", "admin"]);
+        // Each of those policies is attached to exactly one role.
+        let spec = spec();
+        let cluster = Cluster {
+            name: "bao",
+            namespace: "team-a",
+            uid: "u",
+            spec: &spec,
+        };
+        let roles = jwt_roles(&cluster, &operator());
+        for policy in reaching {
+            let holders: Vec<_> = roles
+                .iter()
+                .filter(|r| r.policy == policy)
+                .map(|r| r.subject())
+                .collect();
+            assert_eq!(holders.len(), 1, "{policy}: {holders:?}");
+        }
+    }
 }

@@ -7,7 +7,9 @@
 //! because it needs a Kubernetes API.
 //!
 //! Proven per version: three nodes started at once form one cluster with three voters; the root
-//! token is revoked; the demo user and the JWT roles log in with their policies; TLS is verified
+//! token is revoked; the demo user and the JWT roles log in with their policies, with this
+//! cluster's audience only (another cluster's, the old shared one and the apiserver's are
+//! refused); TLS is verified
 //! by host name; a renewed certificate is served without a restart; a restarted pod 0 does not
 //! initialize a second time.
 
@@ -380,9 +382,12 @@ async fn bootstrap(version: &str) -> Result<()> {
         "{autopilot:?}"
     );
 
-    // 2. The JWT roles: the operator's, the admin's; a wrong audience is refused.
-    let audience = fx.spec.self_init.oidc.audience.clone();
-    ensure!(audience == "openbao-internal", "default audience changed: {audience}");
+    // 2. The JWT roles: the operator's, the admin's; each accepts only this cluster's audience.
+    let audience = openbao_api::names::jwt_audience(NAMESPACE, CLUSTER);
+    ensure!(
+        audience == "openbao-operator.openbao.org/obtest/openbao",
+        "the audience formula changed: {audience}"
+    );
     let operator_jwt = fx.service_account_jwt(&fx.operator.namespace, &fx.operator.service_account, &audience)?;
     let operator = nodes[0]
         .client()
@@ -407,12 +412,24 @@ async fn bootstrap(version: &str) -> Result<()> {
     ensure_policy(&admin, "admin", "admin role")?;
     our_accessors.insert(admin.accessor.clone());
 
-    let wrong_audience = fx.service_account_jwt(&fx.operator.namespace, &fx.operator.service_account, "not-openbao")?;
-    let refused = nodes[0]
-        .client()
-        .login_jwt(selfinit::JWT_MOUNT, "openbao-operator", &wrong_audience)
-        .await;
-    expect_status(refused, 400, "login with a wrong audience")?;
+    // The same operator's token for another cluster (another namespace, or another name), the
+    // old shared audience, and the apiserver's own audience are all refused by every role.
+    for other in [
+        openbao_api::names::jwt_audience("other-team", CLUSTER),
+        openbao_api::names::jwt_audience(NAMESPACE, "openbao-2"),
+        "openbao-internal".to_string(),
+        JWT_ISSUER.to_string(),
+    ] {
+        let jwt = fx.service_account_jwt(&fx.operator.namespace, &fx.operator.service_account, &other)?;
+        let refused = nodes[0]
+            .client()
+            .login_jwt(selfinit::JWT_MOUNT, "openbao-operator", &jwt)
+            .await;
+        expect_status(refused, 400, &format!("operator login with audience {other}"))?;
+        let jwt = fx.service_account_jwt(NAMESPACE, ADMIN_SERVICE_ACCOUNT, &other)?;
+        let refused = nodes[0].client().login_jwt(selfinit::JWT_MOUNT, "admin", &jwt).await;
+        expect_status(refused, 400, &format!("admin login with audience {other}"))?;
+    }
 
     // 3. The root token of self-init is gone: only our own logins hold tokens.
     let accessors: BTreeSet<String> = admin0.list("auth/token/accessors").await?.into_iter().collect();

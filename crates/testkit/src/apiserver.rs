@@ -47,6 +47,12 @@ static SHARED: tokio::sync::OnceCell<ApiServer> = tokio::sync::OnceCell::const_n
 
 impl ApiServer {
     pub async fn start() -> Result<Self> {
+        Self::start_with_args(&[]).await
+    }
+
+    /// Like [`ApiServer::start`], with `extra` appended to kube-apiserver's flags (e.g.
+    /// `--api-audiences=...`), for a test that needs an apiserver configured differently.
+    pub async fn start_with_args(extra: &[String]) -> Result<Self> {
         let began = Instant::now();
         remove_stale_temp_dirs();
         let bin = locate_binaries().await?;
@@ -56,7 +62,8 @@ impl ApiServer {
             .context("create apiserver temp dir")?;
         fs::write(dir.path().join("owner.pid"), std::process::id().to_string())?;
         let layout = Layout::new(dir.path());
-        let plan = Plan::prepare(layout, bin)?;
+        let mut plan = Plan::prepare(layout, bin)?;
+        plan.extra_apiserver_args = extra.to_vec();
         let (etcd, apiserver) = boot(&plan, |name, program, args, log| {
             ManagedProcess::start(name, program, args, &[], log)
         })

@@ -5,12 +5,14 @@
 //! store is reported as such without loading OpenBao with a snapshot; the object is verified
 //! before retention runs, so retention never deletes an old backup for a new one that is bad.
 
-use super::{
-    ClusterKeyArgs, ExecutorError, OpenBaoArgs, StoreArgs, find_leader, login, openbao_failure, parse_duration,
-};
+use super::{ClusterKeyArgs, Completed, ExecutorError, OpenBaoArgs, StoreArgs, find_leader, login, openbao_failure};
+use openbao_api::duration::parse_with_days;
 use openbao_client::BaoClient;
 use openbao_objstore::{Retention, Store, StoreError, UploadError, Uploaded, new_backup_key, retention_plan};
+use openbao_render::objects::jobs::Executor;
 use serde::Serialize;
+
+use crate::controllers::jobs::ExecutorResult;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -33,7 +35,7 @@ pub struct BackupArgs {
     #[arg(long = "retention-max-count", env = "BACKUP_RETENTION_MAX_COUNT")]
     pub retention_max_count: Option<usize>,
     /// Delete backups older than this (`36h`, `7d`, …).
-    #[arg(long = "retention-max-age", env = "BACKUP_RETENTION_MAX_AGE", value_parser = parse_duration)]
+    #[arg(long = "retention-max-age", env = "BACKUP_RETENTION_MAX_AGE", value_parser = parse_with_days)]
     pub retention_max_age: Option<Duration>,
     /// Read the stored object back and compare its SHA-256 (not only its size).
     #[arg(long = "verify-checksum", env = "BACKUP_VERIFY_CHECKSUM", default_value_t = true, action = clap::ArgAction::Set)]
@@ -43,11 +45,9 @@ pub struct BackupArgs {
     pub result_file: Option<PathBuf>,
 }
 
-/// The success line.
+/// What a backup did; its [result line](ExecutorResult) is [`Completed::result_line`].
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct BackupReport {
-    pub operation: &'static str,
-    pub result: &'static str,
     pub bucket: String,
     pub key: String,
     pub size: u64,
@@ -64,9 +64,26 @@ pub struct BackupReport {
     pub retention_error: Option<String>,
 }
 
+impl Completed for BackupReport {
+    fn result_line(&self, operation: &str) -> ExecutorResult {
+        ExecutorResult {
+            bucket: Some(self.bucket.clone()),
+            key: Some(self.key.clone()),
+            size: Some(self.size),
+            sha256: Some(self.sha256.clone()),
+            duration_ms: Some(self.duration_ms),
+            transfer_ms: Some(self.transfer_ms),
+            leader: Some(self.leader.clone()),
+            deleted: Some(self.deleted.clone()),
+            retention_error: self.retention_error.clone(),
+            ..ExecutorResult::succeeded_run(operation)
+        }
+    }
+}
+
 /// Runs the backup and prints the result line; returns the process exit code.
 pub async fn main(args: BackupArgs) -> i32 {
-    super::execute("backup", args.result_file.as_deref(), run(&args)).await
+    super::execute(Executor::Backup.as_str(), args.result_file.as_deref(), run(&args)).await
 }
 
 /// The whole backup; the report on success.
@@ -123,8 +140,6 @@ pub async fn run(args: &BackupArgs) -> Result<BackupReport, ExecutorError> {
     };
     let (deleted, retention_error) = apply_retention(&store, &prefix, key.time, retention).await;
     Ok(BackupReport {
-        operation: "backup",
-        result: "Succeeded",
         bucket: store.bucket().to_string(),
         key: uploaded.key,
         size: uploaded.size,

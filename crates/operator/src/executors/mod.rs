@@ -40,9 +40,10 @@ pub mod backup;
 pub mod restore;
 pub mod verify;
 
+use crate::controllers::jobs::ExecutorResult;
+use openbao_api::duration::parse_with_days;
 use openbao_client::{BaoClient, BaoError, ClientConfig, HealthState};
 use openbao_objstore::{Credentials, Secret, StoreError, StoreOptions, Target};
-use serde::Serialize;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -71,7 +72,7 @@ pub struct OpenBaoArgs {
     )]
     pub jwt_token_file: PathBuf,
     /// How long to keep looking for the active node.
-    #[arg(long = "leader-timeout", env = "OPENBAO_LEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long = "leader-timeout", env = "OPENBAO_LEADER_TIMEOUT", default_value = "30s", value_parser = parse_with_days)]
     pub leader_timeout: Duration,
     /// Once an address answers as the active node, talk to that node by its own address: behind a
     /// load-balancing Service the next request may otherwise reach a standby. Off only when the
@@ -234,33 +235,10 @@ impl ExecutorError {
     }
 }
 
-/// The failure line.
-#[derive(Serialize)]
-struct Failure<'a> {
-    operation: &'a str,
-    result: &'static str,
-    reason: &'static str,
-    message: String,
-    duration_ms: u64,
+/// What an executor run reports when it succeeds: its [result line](ExecutorResult).
+pub(crate) trait Completed {
+    fn result_line(&self, operation: &str) -> ExecutorResult;
 }
-
-/// What a success line tells the one log line an executor writes when it ends.
-pub(crate) trait Completed: Serialize {
-    fn key(&self) -> &str;
-    fn size(&self) -> u64;
-    fn duration_ms(&self) -> u64;
-}
-
-macro_rules! completed {
-    ($($report:ty),*) => {$(
-        impl Completed for $report {
-            fn key(&self) -> &str { &self.key }
-            fn size(&self) -> u64 { self.size }
-            fn duration_ms(&self) -> u64 { self.duration_ms }
-        }
-    )*};
-}
-completed!(backup::BackupReport, restore::RestoreReport, verify::VerifyReport);
 
 /// Runs one executor: process set-up, the run, one log line and the result line; returns the
 /// process exit code.
@@ -272,33 +250,31 @@ pub(crate) async fn execute<T: Completed>(
     init_process();
     let started = Instant::now();
     let outcome = run.await;
-    match &outcome {
-        Ok(r) => tracing::info!(operation, key = %r.key(), size = r.size(), duration_ms = r.duration_ms(), "done"),
-        Err(e) => tracing::error!(operation, reason = e.reason(), error = %e, "failed"),
-    }
-    report(operation, started, &outcome, result_file)
+    let line = match &outcome {
+        Ok(r) => {
+            let line = r.result_line(operation);
+            let key = line.key.as_deref().unwrap_or_default();
+            tracing::info!(operation, key = %key, size = line.size.unwrap_or_default(), duration_ms = line.duration_ms.unwrap_or_default(), "done");
+            line
+        }
+        Err(e) => {
+            tracing::error!(operation, reason = e.reason(), error = %e, "failed");
+            failure_line(operation, started, e)
+        }
+    };
+    report(&line, result_file)
+}
+
+/// The result line of a run of `operation` that failed with `err`.
+fn failure_line(operation: &str, started: Instant, err: &ExecutorError) -> ExecutorResult {
+    let duration_ms = started.elapsed().as_millis() as u64;
+    ExecutorResult::failed_run(operation, err.reason(), err.to_string(), duration_ms)
 }
 
 /// Prints the result line (and writes it to `result_file`), returns the exit code.
-pub(crate) fn report<T: Serialize>(
-    operation: &str,
-    started: Instant,
-    outcome: &Result<T, ExecutorError>,
-    result_file: Option<&Path>,
-) -> i32 {
-    let (line, code) = match outcome {
-        Ok(report) => (serde_json::to_string(report).expect("report serializes"), 0),
-        Err(err) => {
-            let failure = Failure {
-                operation,
-                result: "Failed",
-                reason: err.reason(),
-                message: err.to_string(),
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
-            (serde_json::to_string(&failure).expect("failure serializes"), 1)
-        }
-    };
+fn report(result: &ExecutorResult, result_file: Option<&Path>) -> i32 {
+    let line = result.to_line();
+    let code = if result.succeeded() { 0 } else { 1 };
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}");
     let _ = stdout.flush();
@@ -315,8 +291,8 @@ pub(crate) fn report<T: Serialize>(
 /// The result line for settings that did not even parse (a missing flag or env var); returns
 /// the exit code.
 pub fn invalid_settings(operation: &str, message: &str) -> i32 {
-    let outcome: Result<(), ExecutorError> = Err(ExecutorError::InvalidConfig(message.trim().to_string()));
-    report(operation, Instant::now(), &outcome, None)
+    let err = ExecutorError::InvalidConfig(message.trim().to_string());
+    report(&failure_line(operation, Instant::now(), &err), None)
 }
 
 /// Sets up what both executors need: the TLS provider and JSON logs on stderr.
@@ -498,55 +474,9 @@ fn openbao_failure(
     }
 }
 
-/// Parses `90s`, `30m`, `36h`, `7d`, `1d12h` or `1h30m` (Go-style, plus days).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(format!("{text:?}: unknown unit {c:?} (use s, m, h or d)")),
-        };
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?}: a number must come before {c:?}"))?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("{text:?} is too long"))?;
-        number.clear();
-    }
-    if !number.is_empty() {
-        return Err(format!("{text:?}: the last number has no unit (use s, m, h or d)"));
-    }
-    Ok(Duration::from_secs(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_like_go_plus_days() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(36 * 3600)));
-        for bad in ["", "10", "h", "5w", "1.5h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn reasons_are_stable() {

@@ -12,16 +12,19 @@
 //! installing it, so a retry must look at the cluster first.
 
 use super::{
-    ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, find_leader, login, openbao_failure, parse_duration,
-    read_ca,
+    Completed, ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, find_leader, login, openbao_failure, read_ca,
 };
 use futures::TryStreamExt;
+use openbao_api::duration::parse_with_days;
 use openbao_client::BaoError;
 use openbao_objstore::{Store, StoreError};
+use openbao_render::objects::jobs::Executor;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::controllers::jobs::ExecutorResult;
 
 /// What OpenBao says when the snapshot's hash was sealed by another key.
 const SEAL_MISMATCH_TEXT: &str = "could not verify hash file";
@@ -44,21 +47,19 @@ pub struct RestoreArgs {
     pub key: String,
     /// How long OpenBao may take to answer once it has the whole snapshot (it installs it
     /// before it answers).
-    #[arg(long = "response-timeout", env = "RESTORE_RESPONSE_TIMEOUT", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long = "response-timeout", env = "RESTORE_RESPONSE_TIMEOUT", default_value = "15m", value_parser = parse_with_days)]
     pub response_timeout: Duration,
     /// How long to wait for an active node after the restore.
-    #[arg(long = "healthy-timeout", env = "RESTORE_HEALTHY_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    #[arg(long = "healthy-timeout", env = "RESTORE_HEALTHY_TIMEOUT", default_value = "120s", value_parser = parse_with_days)]
     pub healthy_timeout: Duration,
     /// Also write the result line to this file (e.g. `/dev/termination-log`).
     #[arg(long = "result-file", env = "EXECUTOR_RESULT_FILE")]
     pub result_file: Option<PathBuf>,
 }
 
-/// The success line.
+/// What a restore did; its [result line](ExecutorResult) is [`Completed::result_line`].
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct RestoreReport {
-    pub operation: &'static str,
-    pub result: &'static str,
     pub bucket: String,
     pub key: String,
     pub size: u64,
@@ -67,9 +68,22 @@ pub struct RestoreReport {
     pub leader: String,
 }
 
+impl Completed for RestoreReport {
+    fn result_line(&self, operation: &str) -> ExecutorResult {
+        ExecutorResult {
+            bucket: Some(self.bucket.clone()),
+            key: Some(self.key.clone()),
+            size: Some(self.size),
+            duration_ms: Some(self.duration_ms),
+            leader: Some(self.leader.clone()),
+            ..ExecutorResult::succeeded_run(operation)
+        }
+    }
+}
+
 /// Runs the restore and prints the result line; returns the process exit code.
 pub async fn main(args: RestoreArgs) -> i32 {
-    super::execute("restore", args.result_file.as_deref(), run(&args)).await
+    super::execute(Executor::Restore.as_str(), args.result_file.as_deref(), run(&args)).await
 }
 
 pub async fn run(args: &RestoreArgs) -> Result<RestoreReport, ExecutorError> {
@@ -118,8 +132,6 @@ pub async fn run(args: &RestoreArgs) -> Result<RestoreReport, ExecutorError> {
         .await
         .map_err(|e| ExecutorError::NotHealthyAfterRestore(e.to_string()))?;
     Ok(RestoreReport {
-        operation: "restore",
-        result: "Succeeded",
         bucket: store.bucket().to_string(),
         key: args.key.clone(),
         size: object.size,

@@ -20,16 +20,20 @@
 //! active again after the restore; default `120s`), `--result-file`/`EXECUTOR_RESULT_FILE`.
 
 use super::{
-    ClusterKeyArgs, ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, login, openbao_failure, parse_duration,
+    ClusterKeyArgs, Completed, ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, login, openbao_failure,
 };
 use futures::TryStreamExt;
+use openbao_api::duration::parse_with_days;
 use openbao_client::{BaoClient, HealthState, Token};
 use openbao_objstore::{ObjectInfo, Store, StoreError, parse_key_time};
+use openbao_render::objects::jobs::Executor;
 use serde::Serialize;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::controllers::jobs::ExecutorResult;
 
 #[derive(Clone, Debug, clap::Parser)]
 #[command(name = "verify-backup")]
@@ -51,18 +55,16 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub cluster: ClusterKeyArgs,
     /// How long the local server may take to answer, and to be active again after the restore.
-    #[arg(long = "server-timeout", env = "VERIFY_SERVER_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    #[arg(long = "server-timeout", env = "VERIFY_SERVER_TIMEOUT", default_value = "120s", value_parser = parse_with_days)]
     pub server_timeout: Duration,
     /// Also write the result line to this file (e.g. `/dev/termination-log`).
     #[arg(long = "result-file", env = "EXECUTOR_RESULT_FILE")]
     pub result_file: Option<PathBuf>,
 }
 
-/// The success line.
+/// What a restore drill did; its [result line](ExecutorResult) is [`Completed::result_line`].
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct VerifyReport {
-    pub operation: &'static str,
-    pub result: &'static str,
     pub bucket: String,
     pub key: String,
     pub size: u64,
@@ -75,9 +77,24 @@ pub struct VerifyReport {
     pub policies: Vec<String>,
 }
 
+impl Completed for VerifyReport {
+    fn result_line(&self, operation: &str) -> ExecutorResult {
+        ExecutorResult {
+            bucket: Some(self.bucket.clone()),
+            key: Some(self.key.clone()),
+            size: Some(self.size),
+            duration_ms: Some(self.duration_ms),
+            restore_ms: Some(self.restore_ms),
+            restored_cluster_id: Some(self.restored_cluster_id.clone()),
+            policies: Some(self.policies.clone()),
+            ..ExecutorResult::succeeded_run(operation)
+        }
+    }
+}
+
 /// Runs the drill and prints the result line; returns the process exit code.
 pub async fn main(args: VerifyArgs) -> i32 {
-    super::execute("verify-backup", args.result_file.as_deref(), run(&args)).await
+    super::execute(Executor::Verify.as_str(), args.result_file.as_deref(), run(&args)).await
 }
 
 pub async fn run(args: &VerifyArgs) -> Result<VerifyReport, ExecutorError> {
@@ -156,8 +173,6 @@ pub async fn run(args: &VerifyArgs) -> Result<VerifyReport, ExecutorError> {
         )));
     }
     Ok(VerifyReport {
-        operation: "verify-backup",
-        result: "Succeeded",
         bucket: store.bucket().to_string(),
         key: object.key,
         size: object.size,

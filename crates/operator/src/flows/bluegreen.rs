@@ -232,7 +232,7 @@ impl Plan<'_> {
             .blue_green
             .min_sync_duration
             .as_deref()
-            .and_then(common::parse_duration)
+            .and_then(|t| openbao_api::duration::parse(t).ok())
             .unwrap_or(Duration::ZERO)
     }
 

@@ -19,11 +19,6 @@ pub fn upgrade_of(status: &OpenBaoClusterStatus) -> UpgradeStatus {
     status.upgrade.clone().unwrap_or_default()
 }
 
-/// The live (blue) revision.
-pub fn live_revision(status: &OpenBaoClusterStatus) -> Revision {
-    status.blue_green.as_ref().and_then(|b| b.blue_revision.clone())
-}
-
 /// The token of a request that was not acted upon yet.
 pub fn pending(requested: &Option<String>, acknowledged: &Option<String>) -> Option<String> {
     requested.clone().filter(|t| Some(t) != acknowledged.as_ref())
@@ -162,7 +157,7 @@ pub fn idle(
         }
         _ => u.aborted_version = None,
     }
-    let live = live_revision(status);
+    let live = super::upgrade::live_revision(status);
     if let Some(problem) = unhealthy(observed, &live, spec.replicas) {
         u.message = Some(format!("upgrade to {target} waits for a healthy cluster: {problem}"));
         return wait(with(status, u));
@@ -321,27 +316,6 @@ pub fn way_back(u: &UpgradeStatus) -> String {
     }
 }
 
-/// `minSyncDuration` as a duration: `1h30m`, `90s`, ... (validated by the CRD).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let n: u64 = number.parse().ok()?;
-        number.clear();
-        total += n * match c {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return None,
-        };
-    }
-    (!text.is_empty() && number.is_empty()).then_some(Duration::from_secs(total))
-}
-
 /// Failed steps in a row (in one phase) after which the cluster reports `Degraded`: a single
 /// failure is often a leader handover that the next step, seconds later, no longer meets.
 pub const STEP_FAILURES_DEGRADED: i32 = 3;
@@ -404,15 +378,5 @@ mod tests {
         let e = done.last_error.unwrap();
         assert_eq!(e.reason, "PreUpgradeSnapshotFailed");
         assert!(e.message.contains("AuthenticationFailed: bad key"), "{}", e.message);
-    }
-
-    #[test]
-    fn durations_parse_like_the_crd_validates_them() {
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2m5s"), Some(Duration::from_secs(125)));
-        for bad in ["", "5", "5d", "m", "1h30"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`driver`]: the [`Platform`] a driver needs (start/stop servers, move
 //!   traffic, take a snapshot, reach a server's API) and the [`Driver`].
 //! - [`names`]: server and revision names shared by every platform.
+//! - [`upgrade`]: what a reconcile does about a changed `spec.version`, before any driver step.
 
 pub mod bluegreen;
 mod common;
@@ -18,6 +19,7 @@ pub mod names;
 pub mod observed;
 pub mod rolling;
 pub mod step;
+pub mod upgrade;
 pub mod version;
 
 #[cfg(test)]
@@ -29,26 +31,13 @@ pub use names::Revision;
 pub use observed::{AutopilotPeer, AutopilotView, NodeHealth, NodeView, Observed, Peer, RaftView};
 pub use step::{Action, Deployment, Step};
 
-use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradePhase, UpgradeStrategy};
+use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradeStrategy};
 
 /// The next step of whatever upgrade is in progress, or of starting one with the strategy in
 /// the spec. An upgrade in progress keeps the strategy it started with.
 pub fn next_step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, observed: &Observed) -> Step {
-    let strategy = match &status.upgrade {
-        Some(u) if u.phase != UpgradePhase::Idle => u.strategy.unwrap_or_else(|| strategy_of_phase(u.phase)),
-        _ => spec.upgrade.strategy,
-    };
-    match strategy {
+    match upgrade::strategy(spec, status) {
         UpgradeStrategy::BlueGreen => bluegreen::next_step(spec, status, observed),
         UpgradeStrategy::RollingUpdate => rolling::next_step(spec, status, observed),
-    }
-}
-
-fn strategy_of_phase(phase: UpgradePhase) -> UpgradeStrategy {
-    match phase {
-        UpgradePhase::Idle | UpgradePhase::PreUpgradeSnapshot | UpgradePhase::RollingUpdate => {
-            UpgradeStrategy::RollingUpdate
-        }
-        _ => UpgradeStrategy::BlueGreen,
     }
 }

@@ -36,7 +36,7 @@ pub fn next_step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, obser
             spec,
             status,
             observed,
-            set: common::live_revision(status),
+            set: super::upgrade::live_revision(status),
             to: u.to_version.clone().unwrap_or_default(),
             u,
         }

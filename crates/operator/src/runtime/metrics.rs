@@ -23,6 +23,12 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
+/// One of the operator's controllers (`cluster`, `backup`, `restore`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
 /// One cluster's backups.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterLabels {
@@ -43,6 +49,10 @@ pub struct Metrics {
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Histogram,
+    /// Reconciles that panicked (contained: counted as a failed reconcile of that object).
+    pub reconcile_panics: Family<ControllerLabels, Counter>,
+    /// 1 while this replica holds the leader Lease and runs the controllers, else 0.
+    pub leader: Gauge,
     /// Kubernetes writes (applies, deletes, status patches) the operator sent.
     pub kube_writes: Counter,
     /// Finished backup Jobs by cluster and result.
@@ -64,7 +74,19 @@ impl Default for Metrics {
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let reconcile_duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let kube_writes = Counter::default();
+        let reconcile_panics = Family::<ControllerLabels, Counter>::default();
+        let leader = Gauge::default();
         let mut registry = Registry::with_prefix("openbao_operator");
+        registry.register(
+            "reconcile_panics",
+            "Reconciles that panicked, by controller",
+            reconcile_panics.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and runs the controllers",
+            leader.clone(),
+        );
         registry.register("reconciles", "Reconciles by result", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -107,6 +129,8 @@ impl Default for Metrics {
             reconciles,
             reconcile_errors,
             reconcile_duration,
+            reconcile_panics,
+            leader,
             kube_writes,
             backups,
             backup_duration,

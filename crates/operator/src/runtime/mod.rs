@@ -3,5 +3,7 @@
 pub mod cluster_metrics;
 pub mod discovery;
 pub mod http;
+pub mod kube_client;
 pub mod leader;
 pub mod metrics;
+pub mod panic_guard;

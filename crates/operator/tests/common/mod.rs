@@ -192,7 +192,7 @@ impl World {
         let jwt = self.signer.sign(&json!({
             "iss": ISSUER,
             "sub": format!("system:serviceaccount:{NAMESPACE}:{sa}"),
-            "aud": [self.spec.self_init.oidc.audience],
+            "aud": [openbao_api::names::jwt_audience(NAMESPACE, CLUSTER)],
             "iat": now,
             "nbf": now - 5,
             "exp": now + 600,

@@ -147,8 +147,9 @@ impl Harness {
             .with_resolve_to(ip)
             .with_timeout(CLIENT_RETRY);
         let bao = BaoClient::new(config.clone())?;
-        let request: TokenRequest =
-            serde_json::from_value(json!({"spec": {"audiences": ["openbao-internal"], "expirationSeconds": 3600}}))?;
+        let request: TokenRequest = serde_json::from_value(
+            json!({"spec": {"audiences": [openbao_api::names::jwt_audience(&self.ns, CLUSTER)], "expirationSeconds": 3600}}),
+        )?;
         let admin_jwt = Api::<ServiceAccount>::namespaced(self.client.clone(), &self.ns)
             .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)
             .await?

@@ -183,10 +183,11 @@ pub fn policies(auth: &Value) -> Vec<String> {
 }
 
 /// A token of the lane's `bao-admin` service account (namespace `openbao`), the subject the
-/// lane cluster's JWT `admin` role trusts.
-pub async fn admin_jwt(client: &Client) -> Result<String> {
+/// lane cluster's JWT `admin` role trusts, for the audience of cluster `cluster` (of that
+/// namespace) whose roles are to accept it.
+pub async fn admin_jwt(client: &Client, cluster: &str) -> Result<String> {
     let request: TokenRequest = serde_json::from_value(json!({
-        "spec": {"audiences": ["openbao-internal"], "expirationSeconds": 600}
+        "spec": {"audiences": [openbao_api::names::jwt_audience(TENANT_NS, cluster)], "expirationSeconds": 600}
     }))?;
     Ok(Api::<ServiceAccount>::namespaced(client.clone(), TENANT_NS)
         .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)

@@ -324,7 +324,7 @@ fn executor_job(cluster: &Cluster, inputs: JobInputs) -> Job {
                 "metadata": {"labels": pod_labels},
                 "spec": {
                     "serviceAccountName": names::job_service_account(cluster.name, inputs.executor.service_account_job()),
-                    // Only the projected token with OpenBao's audience; no Kubernetes API token.
+                    // Only the projected token with this cluster's OpenBao audience; no Kubernetes API token.
                     "automountServiceAccountToken": false,
                     "enableServiceLinks": false,
                     "restartPolicy": "Never",
@@ -364,7 +364,7 @@ fn executor_job(cluster: &Cluster, inputs: JobInputs) -> Job {
                     "volumes": [
                         {"name": "openbao-token", "projected": {"defaultMode": 0o440, "sources": [
                             {"serviceAccountToken": {
-                                "audience": cluster.spec.self_init.oidc.audience,
+                                "audience": names::jwt_audience(cluster.namespace, cluster.name),
                                 "expirationSeconds": 3600,
                                 "path": token_file,
                             }},

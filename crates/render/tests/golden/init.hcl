@@ -68,7 +68,7 @@ initialize "operator-auth" {
     operation = "update"
     path = "auth/jwt-operator/role/openbao-operator"
     data = {
-      "bound_audiences" = ["openbao-internal"]
+      "bound_audiences" = ["openbao-operator.openbao.org/lane/openbao"]
       "bound_subject" = "system:serviceaccount:openbao-operator-system:openbao-operator"
       "role_type" = "jwt"
       "token_max_ttl" = "4h"
@@ -81,7 +81,7 @@ initialize "operator-auth" {
     operation = "update"
     path = "auth/jwt-operator/role/openbao-operator-backup"
     data = {
-      "bound_audiences" = ["openbao-internal"]
+      "bound_audiences" = ["openbao-operator.openbao.org/lane/openbao"]
       "bound_subject" = "system:serviceaccount:lane:openbao-backup-serviceaccount"
       "role_type" = "jwt"
       "token_max_ttl" = "4h"
@@ -94,7 +94,7 @@ initialize "operator-auth" {
     operation = "update"
     path = "auth/jwt-operator/role/openbao-operator-upgrade"
     data = {
-      "bound_audiences" = ["openbao-internal"]
+      "bound_audiences" = ["openbao-operator.openbao.org/lane/openbao"]
       "bound_subject" = "system:serviceaccount:lane:openbao-upgrade-serviceaccount"
       "role_type" = "jwt"
       "token_max_ttl" = "4h"
@@ -107,7 +107,7 @@ initialize "operator-auth" {
     operation = "update"
     path = "auth/jwt-operator/role/openbao-operator-restore"
     data = {
-      "bound_audiences" = ["openbao-internal"]
+      "bound_audiences" = ["openbao-operator.openbao.org/lane/openbao"]
       "bound_subject" = "system:serviceaccount:lane:openbao-restore-serviceaccount"
       "role_type" = "jwt"
       "token_max_ttl" = "4h"
@@ -120,7 +120,7 @@ initialize "operator-auth" {
     operation = "update"
     path = "auth/jwt-operator/role/admin"
     data = {
-      "bound_audiences" = ["openbao-internal"]
+      "bound_audiences" = ["openbao-operator.openbao.org/lane/openbao"]
       "bound_subject" = "system:serviceaccount:platform:bao-admin"
       "role_type" = "jwt"
       "token_max_ttl" = "4h"

@@ -59,6 +59,8 @@ pub(crate) struct Plan {
     placement: Placement,
     /// Signs the certificates of further components (node mode: kubelet, controllers).
     pub(crate) ca: TestCa,
+    /// Appended to kube-apiserver's flags (a later flag overrides an earlier one).
+    pub(crate) extra_apiserver_args: Vec<String>,
 }
 
 impl Plan {
@@ -86,6 +88,7 @@ impl Plan {
             api_port,
             placement,
             ca: TestCa::new("hermetic-kubernetes-ca"),
+            extra_apiserver_args: Vec::new(),
         };
         plan.write_pki()?;
         write_kubeconfig(&plan.layout.kubeconfig(), &plan.url(), &plan.layout, "admin")?;
@@ -187,6 +190,7 @@ impl Plan {
                 "--enable-admission-plugins=NodeRestriction".into(),
             ]),
         }
+        args.extend(self.extra_apiserver_args.iter().cloned());
         args
     }
 

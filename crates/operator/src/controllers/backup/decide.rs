@@ -9,7 +9,7 @@
 
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use openbao_api::conditions::{BACKUP_CONFIGURATION_READY, Desired, Status};
 use openbao_api::{
@@ -17,8 +17,8 @@ use openbao_api::{
 };
 use std::time::Duration;
 
-use super::result::{ExecutorResult, JobOutcome};
-use crate::controllers::cluster::upgrade::{Plan, plan as upgrade_plan};
+use crate::controllers::jobs::{ExecutorResult, JobOutcome, RunningJob, within_create_grace};
+use crate::flows::upgrade::{self, UpgradePlan};
 
 /// How often a running Job is looked at without a watch event (its completion also wakes us).
 pub const JOB_POLL: Duration = Duration::from_secs(30);
@@ -26,9 +26,6 @@ pub const JOB_POLL: Duration = Duration::from_secs(30);
 pub const BLOCKED_RETRY: Duration = Duration::from_secs(30);
 /// How soon to look again at a configuration problem (a Secret can appear any time).
 pub const CONFIG_RETRY: Duration = Duration::from_secs(60);
-/// A Job recorded in status but not found this soon after is assumed to be not created yet
-/// (the operator stopped between the two writes) and is created; later it counts as lost.
-pub const JOB_CREATE_GRACE: SignedDuration = SignedDuration::from_secs(120);
 /// Longest requeue, so a schedule far away is still re-checked now and then.
 pub const MAX_REQUEUE: Duration = Duration::from_secs(3600);
 
@@ -38,14 +35,6 @@ pub enum CredentialsCheck {
     Present,
     SecretMissing,
     KeysMissing(Vec<&'static str>),
-}
-
-/// The running Job recorded in status, as observed.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RunningJob {
-    Active,
-    Missing,
-    Finished(Box<JobOutcome>),
 }
 
 /// Everything one decision needs.
@@ -177,7 +166,7 @@ pub fn decide(inputs: &Inputs) -> Decision {
             }
             RunningJob::Missing => {
                 let since = st.running_since.as_ref().map(|t| t.0).unwrap_or(now);
-                if now.duration_since(since) < JOB_CREATE_GRACE && inputs.spec.backup.is_some() {
+                if within_create_grace(since, now) && inputs.spec.backup.is_some() {
                     decision.condition = Some(config_condition(inputs, &st));
                     decision.backup = Some(st);
                     decision.job = JobAction::Create {
@@ -303,7 +292,7 @@ fn blocker(inputs: &Inputs, releasing: bool) -> Option<String> {
     if inputs.spec.paused {
         return Some("spec.paused is true".into());
     }
-    if upgrade_plan(inputs.spec, status) == Plan::Step {
+    if upgrade::plan(inputs.spec, status) == UpgradePlan::Step {
         return Some("an upgrade is in progress or pending".into());
     }
     match &status.operation_lock {

@@ -1,5 +1,4 @@
 use super::*;
-use crate::controllers::backup::result::ExecutorResult;
 use serde_json::json;
 
 fn spec(backup: serde_json::Value) -> OpenBaoClusterSpec {

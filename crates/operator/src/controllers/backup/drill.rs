@@ -13,8 +13,8 @@ use openbao_api::conditions::{Desired, Status};
 use openbao_api::{BACKUP_VERIFIED, BackupStatus, BackupVerify, VerificationStatus};
 use std::time::Duration;
 
-use super::decide::{CONFIG_RETRY, JOB_CREATE_GRACE, JOB_POLL, MAX_REQUEUE, RunningJob, next_after, parse_schedule};
-use super::result::JobOutcome;
+use super::decide::{CONFIG_RETRY, JOB_POLL, MAX_REQUEUE, next_after, parse_schedule};
+use crate::controllers::jobs::{JobOutcome, RunningJob, within_create_grace};
 
 /// Everything one drill decision needs.
 pub struct Inputs<'a> {
@@ -77,11 +77,7 @@ pub fn decide(inputs: &Inputs) -> Decision {
             }
             RunningJob::Missing => {
                 let since = v.running_since.as_ref().map(|t| t.0).unwrap_or(now);
-                if let (true, Some(_), Some(key)) = (
-                    now.duration_since(since) < JOB_CREATE_GRACE,
-                    enabled,
-                    v.running_key.clone(),
-                ) {
+                if let (true, Some(_), Some(key)) = (within_create_grace(since, now), enabled, v.running_key.clone()) {
                     // Recorded, but the operator stopped before it created the Job.
                     decision.condition = Some(condition(&v));
                     decision.create = Some((job, key));
@@ -243,7 +239,7 @@ fn record(v: &mut VerificationStatus, job: &str, outcome: JobOutcome, now: Times
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::backup::result::ExecutorResult;
+    use crate::controllers::jobs::ExecutorResult;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()

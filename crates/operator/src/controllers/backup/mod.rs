@@ -12,14 +12,13 @@
 
 pub mod decide;
 pub mod drill;
-pub mod result;
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
@@ -27,13 +26,14 @@ use kube::{Resource, ResourceExt};
 use openbao_api::conditions::{self, BACKUP_CONFIGURATION_READY, Desired};
 use openbao_api::{BACKUP_VERIFIED, OpenBaoCluster, TRIGGER_BACKUP_ANNOTATION};
 use openbao_render::Cluster;
-use openbao_render::objects::jobs;
+use openbao_render::objects::jobs::{self as job_objects, Executor};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-use self::decide::{CredentialsCheck, Decision, Inputs, JobAction, LockChange, RunningJob};
+use self::decide::{CredentialsCheck, Decision, Inputs, JobAction, LockChange};
 use crate::context::Context;
+use crate::controllers::jobs;
 use crate::runtime::metrics::{BackupLabels, ClusterLabels};
 
 /// The time source; tests set their own to drive schedules without waiting for them.
@@ -63,6 +63,8 @@ pub enum Error {
     MissingMetadata,
     #[error("Kubernetes API request failed while {action}: {source}")]
     Kube { action: String, source: kube::Error },
+    #[error(transparent)]
+    Job(#[from] jobs::Error),
 }
 
 fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -78,12 +80,14 @@ const REQUIRED_KEYS: [&str; 2] = ["accessKeyId", "secretAccessKey"];
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(bctx: Arc<BackupContext>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let clusters = bctx.ctx.watched::<OpenBaoCluster>();
-    let executor_jobs = watcher::Config::default().labels(&format!("app.kubernetes.io/name={}", jobs::EXECUTOR_NAME));
+    let executor_jobs =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/name={}", job_objects::EXECUTOR_NAME));
+    let guard = crate::runtime::panic_guard::PanicGuard::new("backup", bctx.ctx.metrics.clone());
     Controller::new(clusters, watcher::Config::default().any_semantic())
         // A Job's completion is what a running backup waits for.
         .owns(bctx.ctx.watched::<Job>(), executor_jobs)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, bctx)
+        .run(guard.reconciler(reconcile), guard.error_policy(error_policy), bctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "backup reconcile did not complete");
@@ -130,11 +134,11 @@ pub async fn reconcile(cached: Arc<OpenBaoCluster>, bctx: Arc<BackupContext>) ->
         None => CredentialsCheck::Present,
     };
     let running = match &running_name {
-        Some(job) => Some(observe_job(ctx, &namespace, job, jobs::Executor::Backup).await?),
+        Some(job) => Some(jobs::observe(ctx, &namespace, job, Executor::Backup).await?),
         None => None,
     };
     let running_drill = match &running_drill_name {
-        Some(job) => Some(observe_job(ctx, &namespace, job, jobs::Executor::Verify).await?),
+        Some(job) => Some(jobs::observe(ctx, &namespace, job, Executor::Verify).await?),
         None => None,
     };
     let name = obj.name_any();
@@ -184,7 +188,12 @@ pub async fn reconcile(cached: Arc<OpenBaoCluster>, bctx: Arc<BackupContext>) ->
             uid: &uid,
             spec: &obj.spec,
         };
-        create_job(ctx, &namespace, &jobs::backup_job(&cluster, backup, job, &bctx.image)).await?;
+        jobs::create(
+            ctx,
+            &namespace,
+            &job_objects::backup_job(&cluster, backup, job, &bctx.image),
+        )
+        .await?;
         events.push((
             EventType::Normal,
             "BackupStarted",
@@ -206,8 +215,8 @@ pub async fn reconcile(cached: Arc<OpenBaoCluster>, bctx: Arc<BackupContext>) ->
         };
         // The version the cluster runs, so the drill proves the backup restores where it came from.
         let version = status.current_version.as_deref().unwrap_or(&obj.spec.version);
-        let job_object = jobs::verify_job(&cluster, backup, job, &bctx.image, version, Some(key));
-        create_job(ctx, &namespace, &job_object).await?;
+        let job_object = job_objects::verify_job(&cluster, backup, job, &bctx.image, version, Some(key));
+        jobs::create(ctx, &namespace, &job_object).await?;
         events.push((
             EventType::Normal,
             "BackupVerificationStarted",
@@ -287,51 +296,6 @@ async fn check_credentials(ctx: &Context, namespace: &str, name: &str) -> Result
     } else {
         CredentialsCheck::KeysMissing(missing)
     })
-}
-
-pub(crate) async fn observe_job(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    executor: jobs::Executor,
-) -> Result<RunningJob, Error> {
-    let Some(job) = Api::<Job>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(kube_err(format!("reading Job {name}")))?
-    else {
-        return Ok(RunningJob::Missing);
-    };
-    let container = executor.as_str();
-    if result::job_outcome(&job, &[], container).is_none() {
-        return Ok(RunningJob::Active);
-    }
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace)
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
-        .await
-        .map_err(kube_err(format!("listing the pods of Job {name}")))?;
-    Ok(match result::job_outcome(&job, &pods.items, container) {
-        Some(outcome) => RunningJob::Finished(Box::new(outcome)),
-        None => RunningJob::Active,
-    })
-}
-
-pub(crate) async fn create_job(ctx: &Context, namespace: &str, job: &Job) -> Result<(), Error> {
-    let name = job.metadata.name.clone().unwrap_or_default();
-    let params = PostParams {
-        field_manager: Some(crate::FIELD_MANAGER.to_string()),
-        ..Default::default()
-    };
-    ctx.metrics.kube_writes.inc();
-    match Api::<Job>::namespaced(ctx.client.clone(), namespace)
-        .create(&params, job)
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Created by an earlier attempt of this same start.
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(kube_err(format!("creating backup Job {name}"))(e)),
-    }
 }
 
 /// Writes what `decision` changes, guarded by the object's resourceVersion. `Ok(false)`: the

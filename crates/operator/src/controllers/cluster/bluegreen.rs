@@ -16,12 +16,8 @@ use openbao_render::objects::{self, Joining, Rollout};
 use openbao_render::{Cluster, labels};
 
 use crate::FIELD_MANAGER;
+use crate::flows::upgrade::live_revision;
 use crate::flows::{Deployment, PlatformError, Revision};
-
-/// The live (blue) set's revision; `None` for the cluster's original servers.
-pub fn live_revision(status: &OpenBaoClusterStatus) -> Revision {
-    status.blue_green.as_ref().and_then(|b| b.blue_revision.clone())
-}
 
 fn phase(status: &OpenBaoClusterStatus) -> UpgradePhase {
     status.upgrade.as_ref().map(|u| u.phase).unwrap_or_default()

@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 
 use self::apply::Applier;
 use self::status::{GatewayState, Observed, PodView, SealState, TlsState, UpgradeState};
-use self::upgrade::{KubePlatform, Plan};
+use self::upgrade::KubePlatform;
 use crate::context::Context;
 use crate::flows::Driver;
+use crate::flows::upgrade::{self as upgrade_plan, UpgradePlan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -63,6 +64,7 @@ const STEADY_REQUEUE: Duration = Duration::from_secs(300);
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", labels::MANAGED_BY));
     let pods = watcher::Config::default().labels(labels::CLUSTER_LABEL);
+    let guard = crate::runtime::panic_guard::PanicGuard::new("cluster", ctx.metrics.clone());
     let mut controller = Controller::new(
         ctx.watched::<OpenBaoCluster>(),
         watcher::Config::default().any_semantic(),
@@ -94,7 +96,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         // Creating a cluster's children fires a burst of watch events; one reconcile serves them all.
         .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(guard.reconciler(reconcile), guard.error_policy(error_policy), ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile did not complete");
@@ -132,7 +134,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
     // An upgrade is a state machine in status: every step must start from the status the last
     // step wrote, not from a watch cache that may not have seen it yet.
     let fresh;
-    let obj = if upgrade::plan(&cached.spec, &cached.status.clone().unwrap_or_default()) == Plan::Idle {
+    let obj = if upgrade_plan::plan(&cached.spec, &cached.status.clone().unwrap_or_default()) == UpgradePlan::Idle {
         cached
     } else {
         let api = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
@@ -170,6 +172,9 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
         .unwrap_or(0);
     let mut observed = Observed::before_apply(obj.spec.paused, ready_replicas, pods);
     observed.pod_audit_hashes = pod_audit_hashes;
+    if obj.spec.self_init.oidc.enabled {
+        observed.jwt_audience = Some(names::jwt_audience(&namespace, &name));
+    }
     // A spec that predates an admission rule is reported, and nothing is built from it.
     if let Err(violation) = obj.spec.check() {
         tracing::warn!(cluster = %name, namespace = %namespace, reason = violation.reason, "invalid spec: {}", violation.message);
@@ -200,15 +205,17 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
             let serving = observed.ready_replicas > 0
                 && (previous.initialized || observed.pods.iter().any(|p| p.initialized == Some(true)));
             if let (true, true, Some(bundle)) = (serving, obj.spec.self_init.oidc.enabled, applied.bundle.as_deref()) {
-                observed.access_error = sync_openbao_access(ctx, &cluster, bundle, &mut events).await.err();
+                observed.access = sync_openbao_access(ctx, &cluster, &previous, bundle, &mut events).await;
             }
-            match upgrade::plan(&obj.spec, &previous) {
-                Plan::Idle => {}
-                Plan::Clear => base = upgrade::cleared(&previous),
-                Plan::Refused { reason, message } => observed.upgrade = UpgradeState::Refused { reason, message },
+            match upgrade_plan::plan(&obj.spec, &previous) {
+                UpgradePlan::Idle => {}
+                UpgradePlan::Clear => base = upgrade_plan::cleared(&previous),
+                UpgradePlan::Refused { reason, message } => {
+                    observed.upgrade = UpgradeState::Refused { reason, message }
+                }
                 // An upgrade does not start while a backup or restore holds the cluster; one in
                 // progress is never interrupted (backups and restores wait for it instead).
-                Plan::Step if upgrade_waits_for_lock(&previous) => {
+                UpgradePlan::Step if upgrade_waits_for_lock(&previous) => {
                     let holder = previous
                         .operation_lock
                         .as_ref()
@@ -220,7 +227,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
                     };
                     upgrade_requeue = Some(Some(Duration::from_secs(15)));
                 }
-                Plan::Step => match applied.bundle.as_deref() {
+                UpgradePlan::Step => match applied.bundle.as_deref() {
                     None => observed.upgrade = UpgradeState::StepFailed("no CA bundle to reach OpenBao with".into()),
                     Some(bundle) => {
                         let (next, state, requeue) = upgrade_step(ctx, &cluster, &previous, bundle).await;
@@ -570,7 +577,7 @@ async fn apply_all(
     // Pods start only once their TLS material, what their seal needs and (first time) the
     // self-init file exist: a pod without its seal token would only wait in an error state.
     if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) && observed.seal.is_ready() {
-        let rollout = upgrade::rollout(cluster.spec, previous);
+        let rollout = upgrade_plan::rollout(cluster.spec, previous);
         let workloads = bluegreen::workloads(cluster, previous, &rollout);
         for cm in &workloads.config_maps {
             applier
@@ -593,22 +600,43 @@ async fn apply_all(
 async fn sync_openbao_access(
     ctx: &Context,
     cluster: &Cluster<'_>,
+    previous: &OpenBaoClusterStatus,
     bundle: &str,
     events: &mut Vec<(String, String)>,
-) -> Result<(), String> {
+) -> status::Access {
+    use crate::openbao::AccessError;
+    use status::Access;
     let oidc = &cluster.spec.self_init.oidc;
-    let trust = ctx.refreshed_jwt_trust().await.map_err(|e| e.to_string())?;
+    let trust = match ctx.refreshed_jwt_trust().await {
+        Ok(trust) => trust,
+        Err(e) => return Access::Failed(e.to_string()),
+    };
     let issuer = oidc.issuer.clone().unwrap_or(trust.issuer);
     let endpoint = (ctx.endpoints)(cluster.name, cluster.namespace);
     let work = async {
-        let jwt = crate::openbao::service_account_token(&ctx.client, &ctx.operator, &oidc.audience).await?;
+        let jwt = crate::openbao::operator_token(
+            &ctx.client,
+            &ctx.operator,
+            &ctx.safe_audiences,
+            cluster.namespace,
+            cluster.name,
+        )
+        .await?;
         let client = crate::openbao::login(&endpoint, bundle, &jwt).await?;
         crate::openbao::sync_jwt_keys(&client, &issuer, &trust.public_keys_pem).await
     };
     match tokio::time::timeout(Duration::from_secs(20), work).await {
-        Err(_) => Err(format!("OpenBao at {} did not answer within 20 s", endpoint.url)),
-        Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(crate::openbao::KeySync::Unchanged)) => Ok(()),
+        Err(_) => Access::Failed(format!("OpenBao at {} did not answer within 20 s", endpoint.url)),
+        Ok(Err(e @ AccessError::AudienceUnsafe { .. })) => Access::AudienceUnsafe(e.to_string()),
+        Ok(Err(e)) if crate::openbao::is_audience_refusal(&e) => {
+            let roles: Vec<String> = openbao_render::selfinit::jwt_roles(cluster, &ctx.operator)
+                .into_iter()
+                .map(|r| r.role.to_string())
+                .collect();
+            Access::audience_refused(previous, &roles, &names::jwt_audience(cluster.namespace, cluster.name))
+        }
+        Ok(Err(e)) => Access::Failed(e.to_string()),
+        Ok(Ok(crate::openbao::KeySync::Unchanged)) => Access::Ok,
         Ok(Ok(crate::openbao::KeySync::Updated { added, removed })) => {
             events.push((
                 "JWTKeysSynced".into(),
@@ -616,7 +644,7 @@ async fn sync_openbao_access(
                     "OpenBao now trusts the apiserver's current service-account keys ({added} added, {removed} removed)"
                 ),
             ));
-            Ok(())
+            Access::Ok
         }
     }
 }

@@ -8,12 +8,10 @@
 use jiff::Timestamp;
 use openbao_api::{OpenBaoClusterStatus, UpgradeStatus};
 use openbao_render::Cluster;
-use openbao_render::objects::jobs;
+use openbao_render::objects::jobs as job_objects;
 
 use crate::context::Context;
-use crate::controllers::backup::decide::RunningJob;
-use crate::controllers::backup::result::{ExecutorResult, JobOutcome};
-use crate::controllers::backup::{create_job, observe_job};
+use crate::controllers::jobs::{self, ExecutorResult, JobOutcome, RunningJob};
 use crate::flows::{PlatformError, Snapshot};
 
 /// Name of the Job of snapshot `attempt` of the upgrade that started at `started`. At most 63
@@ -46,13 +44,13 @@ pub async fn take(
         ));
     };
     let failed = |e| PlatformError::new(format!("pre-upgrade snapshot Job {name}"), e);
-    let running = observe_job(ctx, cluster.namespace, &name, jobs::Executor::Backup)
+    let running = jobs::observe(ctx, cluster.namespace, &name, job_objects::Executor::Backup)
         .await
         .map_err(failed)?;
     match running {
         RunningJob::Missing => {
-            let job = jobs::pre_upgrade_snapshot_job(cluster, backup, &name, &ctx.executor_image);
-            create_job(ctx, cluster.namespace, &job).await.map_err(failed)?;
+            let job = job_objects::pre_upgrade_snapshot_job(cluster, backup, &name, &ctx.executor_image);
+            jobs::create(ctx, cluster.namespace, &job).await.map_err(failed)?;
             Ok(Snapshot::Running(format!("pre-upgrade snapshot: Job {name} started")))
         }
         RunningJob::Active => Ok(Snapshot::Running(format!(

@@ -8,6 +8,7 @@ use openbao_api::{
     ClusterPhase, OpenBaoClusterSpec, OpenBaoClusterStatus, Profile, TlsMode, TlsStatus, TransitSeal,
     UNSEAL_CONFIGURATION_READY, UpgradePhase,
 };
+use openbao_render::selfinit::JWT_MOUNT;
 
 /// Condition type of an upgrade: True while one is in progress (reason: its phase).
 pub const UPGRADING: &str = "Upgrading";
@@ -159,12 +160,84 @@ pub struct Observed {
     pub invalid_spec: Option<openbao_api::SpecViolation>,
     /// Set when applying objects failed.
     pub apply_error: Option<String>,
-    /// Set when the operator could not log in to OpenBao or sync its trusted keys.
-    pub access_error: Option<String>,
+    /// What the operator's login to OpenBao (and the key sync behind it) showed.
+    pub access: Access,
+    /// This cluster's token audience (`names::jwt_audience`) when it has JWT login: recorded in
+    /// `status.jwtAudience` while the cluster initializes (its roles are rendered with it) or
+    /// once a login with it succeeded.
+    pub jwt_audience: Option<String>,
     pub upgrade: UpgradeState,
     /// Each pod's `openbao.org/audit-hash` (the audit configuration it was started with).
     pub pod_audit_hashes: Vec<(String, Option<String>)>,
     pub seal: SealState,
+}
+
+/// What logging in to OpenBao as the operator showed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Access {
+    /// Not tried (the cluster does not serve yet, or has no JWT login).
+    #[default]
+    NotTried,
+    /// Logged in, and OpenBao trusts the apiserver's current keys.
+    Ok,
+    /// Login or key sync failed (the server may still be starting): logged, tried again.
+    Failed(String),
+    /// The apiserver itself accepts this cluster's audience: no token was sent.
+    AudienceUnsafe(String),
+    /// OpenBao's roles accept another audience; the message says what an admin runs.
+    AudienceRefused { legacy: bool, message: String },
+}
+
+/// Reason of `Degraded` when the apiserver accepts the cluster's token audience.
+pub const TOKEN_AUDIENCE_UNSAFE: &str = "TokenAudienceUnsafe";
+/// Reason of `Degraded` when a cluster an older operator initialized (shared audience
+/// `openbao-internal`) refuses the operator's login with its own audience.
+pub const LEGACY_TOKEN_AUDIENCE: &str = "LegacyTokenAudience";
+/// Reason of `Degraded` when a cluster that recorded its audience refuses it: its data comes
+/// from another cluster's backup, whose roles accept that cluster's audience.
+pub const TOKEN_AUDIENCE_REFUSED: &str = "TokenAudienceRefused";
+
+/// The audience the operators before per-cluster audiences used for every cluster.
+pub const LEGACY_AUDIENCE: &str = "openbao-internal";
+
+impl Access {
+    /// OpenBao refused the operator's login with `audience` because of the audience. Legacy
+    /// when the cluster is initialized and never recorded an audience (an older operator set
+    /// it up). The message names the commands an admin runs (one per role), nothing secret.
+    pub fn audience_refused(previous: &OpenBaoClusterStatus, roles: &[String], audience: &str) -> Self {
+        let legacy = previous.initialized && previous.jwt_audience.is_none();
+        let (why, login) = if legacy {
+            (
+                format!(
+                    "this cluster was initialized by an older operator, whose JWT roles accept the audience \
+                     {LEGACY_AUDIENCE} shared by all clusters"
+                ),
+                format!("kubectl create token <admin service account> --audience {LEGACY_AUDIENCE}"),
+            )
+        } else {
+            (
+                "its JWT roles accept another audience (its data was restored from another cluster's backup, \
+                 whose audience they keep)"
+                    .to_string(),
+                "kubectl create token <admin service account> --audience <that cluster's status.jwtAudience>"
+                    .to_string(),
+            )
+        };
+        let writes: Vec<String> = roles
+            .iter()
+            // `role_type=jwt` again: OpenBao reads a role update without it as an OIDC role
+            // and refuses it (allowed_redirect_uris missing); the other fields are kept.
+            .map(|role| format!("bao write auth/{JWT_MOUNT}/role/{role} role_type=jwt bound_audiences={audience}"))
+            .collect();
+        Self::AudienceRefused {
+            legacy,
+            message: format!(
+                "OpenBao refused the operator's login with this cluster's audience {audience}: {why}. \
+                 Log in as an admin (e.g. JWT role admin with a token from `{login}`) and run: {}",
+                writes.join("; ")
+            ),
+        }
+    }
 }
 
 impl Observed {
@@ -182,7 +255,8 @@ impl Observed {
             trust_error: None,
             invalid_spec: None,
             apply_error: None,
-            access_error: None,
+            access: Access::NotTried,
+            jwt_audience: None,
             upgrade: UpgradeState::NotRun,
             pod_audit_hashes: Vec::new(),
             seal: SealState::NotChecked,
@@ -384,6 +458,12 @@ pub fn derive(
             SealState::Problem { reason, message } => Some((*reason, message.clone())),
             _ => None,
         })
+        .or_else(|| match &observed.access {
+            Access::AudienceUnsafe(m) => Some((TOKEN_AUDIENCE_UNSAFE, m.clone())),
+            Access::AudienceRefused { legacy: true, message } => Some((LEGACY_TOKEN_AUDIENCE, message.clone())),
+            Access::AudienceRefused { legacy: false, message } => Some((TOKEN_AUDIENCE_REFUSED, message.clone())),
+            _ => None,
+        })
         .or_else(|| match &observed.upgrade {
             UpgradeState::StepFailed(m) => Some(("UpgradeStepFailed", m.clone())),
             _ => None,
@@ -430,6 +510,12 @@ pub fn derive(
     };
     if let Some(desired) = seal {
         cond::set_condition(&mut status.conditions, desired, generation, now.clone());
+    }
+
+    if let Some(audience) = &observed.jwt_audience
+        && (!initialized || observed.access == Access::Ok)
+    {
+        status.jwt_audience = Some(audience.clone());
     }
 
     cond::set_condition(&mut status.conditions, security_risk(spec, demo), generation, now);
@@ -788,6 +874,79 @@ mod tests {
         o.pods[1].sealed = Some(false);
         let s = derive(&other, &s, &o, Some(1), now());
         assert_eq!(reason(&s, cond::AUDIT_READY), ("False".into(), "ServersPending".into()));
+    }
+
+    #[test]
+    fn the_audience_is_recorded_at_initialization_or_once_it_logs_in() {
+        let sp = spec(serde_json::json!({}));
+        let mut o = observed();
+        o.jwt_audience = Some("openbao-operator.openbao.org/ns/b".into());
+        let s = derive(&sp, &Default::default(), &o, Some(1), now());
+        assert_eq!(s.jwt_audience, o.jwt_audience, "a new cluster initializes with it");
+        // Initialized by an older operator: nothing recorded until a login proves the roles.
+        let legacy = OpenBaoClusterStatus {
+            initialized: true,
+            ..Default::default()
+        };
+        o.access = Access::Failed("connection refused".into());
+        assert_eq!(derive(&sp, &legacy, &o, Some(1), now()).jwt_audience, None);
+        o.access = Access::Ok;
+        assert_eq!(derive(&sp, &legacy, &o, Some(1), now()).jwt_audience, o.jwt_audience);
+    }
+
+    #[test]
+    fn a_refused_audience_says_what_the_admin_runs() {
+        let roles: Vec<String> = ["openbao-operator", "openbao-operator-backup", "admin"]
+            .map(String::from)
+            .to_vec();
+        let audience = "openbao-operator.openbao.org/team-a/bao";
+        let legacy = OpenBaoClusterStatus {
+            initialized: true,
+            ..Default::default()
+        };
+        let access = Access::audience_refused(&legacy, &roles, audience);
+        let Access::AudienceRefused { legacy: true, message } = &access else {
+            panic!("legacy: initialized and no audience recorded: {access:?}");
+        };
+        assert!(message.contains("--audience openbao-internal"), "{message}");
+        assert!(
+            message.ends_with(
+                "run: bao write auth/jwt-operator/role/openbao-operator role_type=jwt bound_audiences=openbao-operator.openbao.org/team-a/bao; \
+                 bao write auth/jwt-operator/role/openbao-operator-backup role_type=jwt bound_audiences=openbao-operator.openbao.org/team-a/bao; \
+                 bao write auth/jwt-operator/role/admin role_type=jwt bound_audiences=openbao-operator.openbao.org/team-a/bao"
+            ),
+            "{message}"
+        );
+        let mut o = observed();
+        o.access = access;
+        let s = derive(&spec(serde_json::json!({})), &legacy, &o, Some(1), now());
+        assert_eq!(
+            reason(&s, cond::DEGRADED),
+            ("True".into(), LEGACY_TOKEN_AUDIENCE.into())
+        );
+
+        // A cluster that recorded its audience and refuses it holds another cluster's data.
+        let recorded = OpenBaoClusterStatus {
+            initialized: true,
+            jwt_audience: Some(audience.into()),
+            ..Default::default()
+        };
+        o.access = Access::audience_refused(&recorded, &roles, audience);
+        assert!(
+            matches!(&o.access, Access::AudienceRefused { legacy: false, message } if message.contains("restored"))
+        );
+        let s = derive(&spec(serde_json::json!({})), &recorded, &o, Some(1), now());
+        assert_eq!(
+            reason(&s, cond::DEGRADED),
+            ("True".into(), TOKEN_AUDIENCE_REFUSED.into())
+        );
+
+        o.access = Access::AudienceUnsafe("the apiserver accepts it".into());
+        let s = derive(&spec(serde_json::json!({})), &recorded, &o, Some(1), now());
+        assert_eq!(
+            reason(&s, cond::DEGRADED),
+            ("True".into(), TOKEN_AUDIENCE_UNSAFE.into())
+        );
     }
 
     #[test]

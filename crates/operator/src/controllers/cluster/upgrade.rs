@@ -1,6 +1,6 @@
-//! Upgrades on Kubernetes: what the reconcile does about a changed `spec.version` ([`plan`]),
-//! which version the StatefulSet's pod template carries while an upgrade runs ([`rollout`]),
-//! and the [`KubePlatform`] the upgrade driver acts through.
+//! Upgrades on Kubernetes: the operator's login for upgrade steps and the [`KubePlatform`] the
+//! upgrade driver acts through. What the reconcile does about a changed `spec.version` is
+//! decided without I/O in [`crate::flows::upgrade`].
 //!
 //! A rolling upgrade switches the live StatefulSet to `OnDelete` with the new version in its
 //! template, so the StatefulSet controller never replaces a pod by itself; the driver replaces
@@ -13,9 +13,9 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
-use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradePhase, UpgradeStrategy, names};
+use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, names};
 use openbao_client::{BaoClient, ClientConfig, Token};
-use openbao_render::objects::{self, Rollout, image_for};
+use openbao_render::objects::{self, image_for};
 use openbao_render::{API_PORT, Cluster, labels};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,69 +27,19 @@ use crate::context::Context;
 use crate::flows::{Deployment, Platform, PlatformError, PlatformNode, Revision, Snapshot};
 use crate::openbao::AccessError;
 
-/// What the reconcile does about upgrades this time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Plan {
-    /// Nothing to upgrade (or not initialized yet).
-    Idle,
-    /// Run one driver step.
-    Step,
-    /// `spec.version` is the running version again after a refused or aborted upgrade: only the
-    /// leftover refusal goes, which needs no OpenBao ([`cleared`]).
-    Clear,
-    /// An upgrade is wanted but cannot run here; nothing is touched. Reported as
-    /// `Upgrading=False` with this reason and message.
-    Refused { reason: &'static str, message: String },
-}
-
-fn in_progress(status: &OpenBaoClusterStatus) -> Option<UpgradeStrategy> {
-    let u = status.upgrade.as_ref().filter(|u| u.phase != UpgradePhase::Idle)?;
-    Some(u.strategy.unwrap_or(match u.phase {
-        UpgradePhase::PreUpgradeSnapshot | UpgradePhase::RollingUpdate => UpgradeStrategy::RollingUpdate,
-        _ => UpgradeStrategy::BlueGreen,
-    }))
-}
-
-/// Decides from spec and status alone whether the driver runs.
-pub fn plan(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus) -> Plan {
-    let Some(current) = status.current_version.as_deref().filter(|_| status.initialized) else {
-        return Plan::Idle;
-    };
-    let running = in_progress(status);
-    if running.is_none() && spec.version == current {
-        let leftover = status
-            .upgrade
-            .as_ref()
-            .is_some_and(|u| u.last_error.is_some() || u.aborted_version.is_some());
-        return if leftover { Plan::Clear } else { Plan::Idle };
-    }
-    if running.is_none() && spec.upgrade.pre_upgrade_snapshot && spec.backup.is_none() {
-        // The CRD refuses this; a cluster stored before that rule still gets a clear answer.
-        return Plan::Refused {
-            reason: "PreUpgradeSnapshotNeedsBackup",
-            message: format!(
-                "spec.version {} differs from the running {current}, but spec.upgrade.preUpgradeSnapshot \
-                 needs spec.backup (the store the snapshot goes to): no pod was changed",
-                spec.version
-            ),
-        };
-    }
-    if !spec.self_init.oidc.enabled {
-        return Plan::Refused {
-            reason: "NoOperatorLogin",
-            message: "upgrades need the operator's JWT login into OpenBao (spec.selfInit.oidc.enabled)".into(),
-        };
-    }
-    Plan::Step
-}
-
 /// The operator's OpenBao token for upgrade steps. Logged in through the public Service; when
 /// that reaches a standby which redirects to the active server (traffic may already select
 /// green while blue still leads), the login goes to that server's pod directly.
 pub async fn operator_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) -> Result<Token, String> {
-    let jwt = crate::openbao::service_account_token(&ctx.client, &ctx.operator, &cluster.spec.self_init.oidc.audience)
-        .await
-        .map_err(|e| format!("logging in for the upgrade: {e}"))?;
+    let jwt = crate::openbao::operator_token(
+        &ctx.client,
+        &ctx.operator,
+        &ctx.safe_audiences,
+        cluster.namespace,
+        cluster.name,
+    )
+    .await
+    .map_err(|e| format!("logging in for the upgrade: {e}"))?;
     let endpoint = (ctx.endpoints)(cluster.name, cluster.namespace);
     let client = match crate::openbao::login(&endpoint, bundle, &jwt).await {
         Ok(client) => client,
@@ -130,35 +80,6 @@ fn server_url(cluster: &str, namespace: &str, node_id: &str) -> String {
         _ => format!("{}.{namespace}.svc", names::headless_service(cluster)),
     };
     format!("https://{host}:{API_PORT}")
-}
-
-/// `status` without the refusal or abort of an upgrade that `spec.version` no longer asks for.
-pub fn cleared(status: &OpenBaoClusterStatus) -> OpenBaoClusterStatus {
-    let mut cleared = status.clone();
-    if let Some(u) = cleared.upgrade.as_mut() {
-        u.last_error = None;
-        u.aborted_version = None;
-        u.message = Some("spec.version is the running version: nothing to upgrade".into());
-    }
-    cleared
-}
-
-/// The version and update strategy of the StatefulSet: the running version, so that a changed
-/// `spec.version` alone never rolls pods; during a rolling upgrade the target version with
-/// `OnDelete`, so that only the driver replaces pods. Before initialization: `spec.version`.
-pub fn rollout(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus) -> Rollout {
-    if in_progress(status) == Some(UpgradeStrategy::RollingUpdate)
-        && let Some(to) = status.upgrade.as_ref().and_then(|u| u.to_version.clone())
-    {
-        return Rollout {
-            version: to,
-            on_delete: true,
-        };
-    }
-    Rollout {
-        version: status.current_version.clone().unwrap_or_else(|| spec.version.clone()),
-        on_delete: false,
-    }
 }
 
 /// The version a pod runs: the tag of its image, or (with `spec.image` naming an image without
@@ -232,7 +153,7 @@ impl<'a> KubePlatform<'a> {
 
     /// The sets of servers `status` names (the live one, a blue/green upgrade's green one).
     pub fn for_status(mut self, status: &OpenBaoClusterStatus) -> Self {
-        self.live = super::bluegreen::live_revision(status);
+        self.live = crate::flows::upgrade::live_revision(status);
         self.green = status
             .blue_green
             .as_ref()
@@ -464,109 +385,6 @@ impl Platform for KubePlatform<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openbao_api::UpgradeStatus;
-
-    fn spec(extra: serde_json::Value) -> OpenBaoClusterSpec {
-        let mut v = serde_json::json!({"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}});
-        for (k, val) in extra.as_object().unwrap() {
-            v[k] = val.clone();
-        }
-        serde_json::from_value(v).unwrap()
-    }
-
-    fn running(version: &str) -> OpenBaoClusterStatus {
-        OpenBaoClusterStatus {
-            initialized: true,
-            current_version: Some(version.into()),
-            ..Default::default()
-        }
-    }
-
-    fn rolling(from: &str, to: &str) -> OpenBaoClusterStatus {
-        OpenBaoClusterStatus {
-            upgrade: Some(UpgradeStatus {
-                phase: UpgradePhase::RollingUpdate,
-                strategy: Some(UpgradeStrategy::RollingUpdate),
-                from_version: Some(from.into()),
-                to_version: Some(to.into()),
-                ..Default::default()
-            }),
-            ..running(from)
-        }
-    }
-
-    #[test]
-    fn a_changed_version_alone_never_rolls_pods() {
-        let r = rollout(&spec(serde_json::json!({})), &running("2.6.2"));
-        assert_eq!((r.version.as_str(), r.on_delete), ("2.6.2", false));
-        let r = rollout(&spec(serde_json::json!({})), &Default::default());
-        assert_eq!((r.version.as_str(), r.on_delete), ("2.7.2", false), "before init: spec");
-    }
-
-    #[test]
-    fn a_rolling_upgrade_hands_pod_replacement_to_the_driver() {
-        let r = rollout(&spec(serde_json::json!({})), &rolling("2.6.2", "2.7.2"));
-        assert_eq!((r.version.as_str(), r.on_delete), ("2.7.2", true));
-        assert_eq!(
-            plan(&spec(serde_json::json!({})), &rolling("2.6.2", "2.7.2")),
-            Plan::Step
-        );
-        assert_eq!(plan(&spec(serde_json::json!({})), &running("2.6.2")), Plan::Step);
-        assert_eq!(plan(&spec(serde_json::json!({})), &running("2.7.2")), Plan::Idle);
-        assert_eq!(plan(&spec(serde_json::json!({})), &Default::default()), Plan::Idle);
-    }
-
-    #[test]
-    fn blue_green_runs_and_snapshots_without_a_store_are_refused_without_touching_pods() {
-        let bg = spec(serde_json::json!({"upgrade": {"strategy": "BlueGreen"}}));
-        assert_eq!(plan(&bg, &running("2.6.2")), Plan::Step);
-        // The live set keeps the running version: green is a separate StatefulSet.
-        assert_eq!(rollout(&bg, &running("2.6.2")).version, "2.6.2");
-        let snap = spec(serde_json::json!({"upgrade": {"preUpgradeSnapshot": true}}));
-        assert!(matches!(
-            plan(&snap, &running("2.6.2")),
-            Plan::Refused {
-                reason: "PreUpgradeSnapshotNeedsBackup",
-                ..
-            }
-        ));
-        let backup = serde_json::json!({"schedule": "0 3 * * *", "target": {
-            "endpoint": "https://s3.example.com", "bucket": "b", "credentialsSecretRef": {"name": "c"}}});
-        let snap = spec(serde_json::json!({"upgrade": {"preUpgradeSnapshot": true}, "backup": backup}));
-        assert_eq!(plan(&snap, &running("2.6.2")), Plan::Step);
-        let no_login = spec(serde_json::json!({"selfInit": {"oidc": {"enabled": false}}}));
-        assert!(matches!(
-            plan(&no_login, &running("2.6.2")),
-            Plan::Refused {
-                reason: "NoOperatorLogin",
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn a_refusal_goes_once_spec_version_is_the_running_one_again() {
-        let mut refused = running("2.7.2");
-        refused.upgrade = Some(UpgradeStatus {
-            last_error: Some(openbao_api::UpgradeError {
-                reason: "DowngradeRefused".into(),
-                message: "spec.version 2.6.2 is older".into(),
-                at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
-            }),
-            ..Default::default()
-        });
-        let same = spec(serde_json::json!({}));
-        assert_eq!(plan(&same, &refused), Plan::Clear);
-        let clear = cleared(&refused);
-        assert_eq!(plan(&same, &clear), Plan::Idle);
-        assert!(clear.upgrade.unwrap().last_error.is_none());
-        let mut aborted = running("2.7.2");
-        aborted.upgrade = Some(UpgradeStatus {
-            aborted_version: Some("2.7.3".into()),
-            ..Default::default()
-        });
-        assert_eq!(plan(&same, &aborted), Plan::Clear);
-    }
 
     #[test]
     fn pod_versions_come_from_the_image_tag_or_the_registration_label() {

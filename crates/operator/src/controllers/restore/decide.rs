@@ -185,7 +185,7 @@ fn operation_name(op: Operation) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::backup::result::ExecutorResult;
+    use crate::controllers::jobs::ExecutorResult;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     const ME: &str = "openbaorestore/r1";

@@ -20,9 +20,8 @@ pub mod result;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -33,6 +32,7 @@ use std::time::Duration;
 
 use self::decide::{ClusterView, Inputs, RESTORING, STARTING, Step};
 use crate::context::Context;
+use crate::controllers::jobs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,6 +42,8 @@ pub enum Error {
     Kube { action: String, source: Box<kube::Error> },
     #[error("building the restore Job: {0}")]
     Build(String),
+    #[error(transparent)]
+    Job(#[from] jobs::Error),
 }
 
 fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -52,8 +54,6 @@ fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     }
 }
 
-/// The label the Job controller puts on a Job's pods.
-const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 /// How long a finished restore keeps checking that its lock stays released (a cluster status
 /// write from a stale cache could bring it back).
 const RELEASE_WATCH: Duration = Duration::from_secs(120);
@@ -75,15 +75,20 @@ pub async fn run(
     image: String,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (restores, jobs) = (ctx.watched::<OpenBaoRestore>(), ctx.watched::<Job>());
+    let (restores, job_watch) = (ctx.watched::<OpenBaoRestore>(), ctx.watched::<Job>());
     let managed = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={}",
         openbao_render::labels::MANAGED_BY
     ));
+    let guard = crate::runtime::panic_guard::PanicGuard::new("restore", ctx.metrics.clone());
     Controller::new(restores, watcher::Config::default().any_semantic())
-        .owns(jobs, managed)
+        .owns(job_watch, managed)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(RestoreContext { ctx, image }))
+        .run(
+            guard.reconciler(reconcile),
+            guard.error_policy(error_policy),
+            Arc::new(RestoreContext { ctx, image }),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "restore reconcile did not complete");
@@ -104,8 +109,7 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
     let name = obj.name_any();
     let restores = Api::<OpenBaoRestore>::namespaced(ctx.client.clone(), &namespace);
     let clusters = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &namespace);
-    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &namespace);
+    let job_api = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
     let holder = openbao_api::restore_lock_holder(&name);
     let job_name = job_name(&name);
 
@@ -144,24 +148,13 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
             retry_on_conflict(set_finalizer(&restores, &restore, true).await)?;
             continue;
         }
-        let job = jobs
+        let job = job_api
             .get_opt(&job_name)
             .await
             .map_err(kube_err("reading the restore Job"))?;
         let job_pods = match &job {
             // Only pods the Job controls: a look-alike pod with the same label cannot forge a result.
-            Some(job) => pods
-                .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={job_name}")))
-                .await
-                .map_err(kube_err("listing the restore Job's pods"))?
-                .items
-                .into_iter()
-                .filter(|p| {
-                    p.owner_references()
-                        .iter()
-                        .any(|o| o.controller == Some(true) && Some(&o.uid) == job.metadata.uid.as_ref())
-                })
-                .collect(),
+            Some(job) => jobs::owned_pods(ctx, &namespace, job).await?,
             None => Vec::new(),
         };
         let job_state = result::job_state(job.as_ref(), restore.metadata.uid.as_deref(), &job_pods);
@@ -215,11 +208,8 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
             Step::CreateJob => {
                 let cluster = cluster.as_ref().expect("a Job is only created for an existing cluster");
                 let job = restore_job(&restore, cluster, &job_name, &rctx.image)?;
-                match jobs.create(&PostParams::default(), &job).await {
-                    Ok(_) => tracing::info!(restore = %name, %namespace, job = %job_name, "created the restore Job"),
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(e) => return Err(kube_err("creating the restore Job")(e)),
-                }
+                jobs::create(ctx, &namespace, &job).await?;
+                tracing::info!(restore = %name, %namespace, job = %job_name, "created the restore Job");
             }
             Step::MarkRestoring => {
                 let mut next = status.clone();

@@ -2,7 +2,7 @@
 //! result line from the pod's termination message (`EXECUTOR_RESULT_FILE=/dev/termination-log`),
 //! turned into the reason and message the OpenBaoRestore reports. Pure.
 
-use crate::controllers::backup::result::{ExecutorResult, result_of};
+use crate::controllers::jobs::result::{ExecutorResult, result_of};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
@@ -127,7 +127,7 @@ pub fn outcome(job_name: &str, key: &str, state: &JobState) -> Option<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::backup::result::parse_result;
+    use crate::controllers::jobs::result::parse_result;
     use serde_json::json;
 
     fn pod(message: &str) -> Pod {

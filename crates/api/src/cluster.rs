@@ -31,6 +31,10 @@ use crate::status::OpenBaoClusterStatus;
     validation = Rule::new("self.profile != 'Hardened' || (has(self.unseal) && self.unseal.type != 'static')").message("spec.unseal.type: the Hardened profile forbids the static seal, whose key is stored in a Kubernetes Secret; use unseal.type: transit").field_path(".unseal.type"),
     validation = Rule::new("(has(self.unseal) ? self.unseal.type : 'static') == (has(oldSelf.unseal) ? oldSelf.unseal.type : 'static')").message("spec.unseal.type: cannot change on an existing cluster (that is a seal migration, not supported yet); create a new cluster").field_path(".unseal.type"),
     validation = Rule::new("!has(self.upgrade) || !has(self.upgrade.preUpgradeSnapshot) || !self.upgrade.preUpgradeSnapshot || has(self.backup)").message("spec.upgrade.preUpgradeSnapshot: needs spec.backup, whose target and credentials the snapshot is stored with").field_path(".upgrade.preUpgradeSnapshot"),
+    validation = Rule::new("self.profile != 'Hardened' || (has(self.audit) && self.audit.size() > 0)").message("spec.audit: the Hardened profile requires at least one audit device").field_path(".audit"),
+    validation = Rule::new("self.profile != 'Hardened' || !has(self.audit) || self.audit.all(a, !a.logRaw)").message("spec.audit[].logRaw: not allowed with the Hardened profile (the audit trail would hold every secret in clear)").field_path(".audit"),
+    validation = Rule::new("self.profile != 'Hardened' || !has(self.audit) || self.audit.all(a, a.hmacAccessor)").message("spec.audit[].hmacAccessor: must stay true with the Hardened profile (token accessors in clear let log readers act on tokens)").field_path(".audit"),
+    validation = Rule::new("has(self.auditFileStorage) == has(oldSelf.auditFileStorage) && (!has(self.auditFileStorage) || self.auditFileStorage == oldSelf.auditFileStorage)").message("spec.auditFileStorage: is immutable (a StatefulSet's volume claim templates cannot change); set it when creating the cluster").field_path(".auditFileStorage"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OpenBaoClusterSpec {
@@ -96,6 +100,25 @@ pub struct OpenBaoClusterSpec {
     /// The annotation `openbao.org/trigger-backup=<value>` also asks for one backup per value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::backup::BackupSpec>,
+
+    /// Audit devices, declared in the server configuration (OpenBao 2.x refuses to enable them
+    /// through its API). The `Hardened` profile requires at least one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    #[x_kube(
+        validation = Rule::new("self.all(d, self.exists_one(o, o.name == d.name))").message("spec.audit[].name: names must be unique"),
+        validation = Rule::new("self.all(d, !has(d.fileOptions) || d.fileOptions.filePath == 'stdout' || self.exists_one(o, has(o.fileOptions) && o.fileOptions.filePath == d.fileOptions.filePath))").message("spec.audit[].fileOptions.filePath: two devices cannot write to the same file"),
+    )]
+    pub audit: Vec<crate::audit::AuditDevice>,
+
+    /// Per-server volume for file audit devices (a volume claim template `audit`); immutable.
+    /// Without it, file devices write to an emptyDir that lives as long as the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_file_storage: Option<crate::audit::AuditFileStorage>,
+
+    /// OpenBao's own metrics for Prometheus, and the metrics Service `<name>-metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<crate::audit::TelemetrySpec>,
 }
 
 fn default_replicas() -> i32 {

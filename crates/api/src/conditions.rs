@@ -10,6 +10,9 @@ pub const USER_ACCESS_BOOTSTRAP: &str = "UserAccessBootstrap";
 pub const GATEWAY_INTEGRATION_READY: &str = "GatewayIntegrationReady";
 pub const DEGRADED: &str = "Degraded";
 pub const SECURITY_RISK: &str = "SecurityRisk";
+/// Whether the configured audit devices are in the servers' configuration and every server runs
+/// it. False with reason `NotConfigured` when `spec.audit` is empty: no audit trail exists.
+pub const AUDIT_READY: &str = "AuditReady";
 /// Written by the backup controller: whether `spec.backup` can run (schedule, endpoint,
 /// credentials Secret) and how the last backup went.
 pub const BACKUP_CONFIGURATION_READY: &str = "BackupConfigurationReady";

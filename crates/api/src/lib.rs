@@ -1,6 +1,7 @@
 //! `openbao.org/v1alpha1`: the types of the OpenBao operator's API, their defaults and the
 //! validation rules the apiserver enforces (OpenAPI + CEL). No I/O lives here.
 
+pub mod audit;
 pub mod backup;
 pub mod cluster;
 pub mod conditions;
@@ -13,6 +14,7 @@ pub mod status;
 pub mod unseal;
 pub mod upgrade;
 
+pub use audit::*;
 pub use backup::*;
 pub use cluster::*;
 pub use restore::*;

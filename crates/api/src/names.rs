@@ -43,6 +43,10 @@ pub const SERVICE_REGISTRATION_CLUSTER_ROLE: &str = "openbao-operator-service-re
 pub fn service_registration_binding(cluster: &str) -> String {
     format!("{cluster}-service-registration-binding")
 }
+/// Service `<cluster>-metrics`: every server's `/v1/sys/metrics`, for Prometheus to scrape.
+pub fn metrics_service(cluster: &str) -> String {
+    format!("{cluster}-metrics")
+}
 pub fn pdb(cluster: &str) -> String {
     format!("{cluster}-pdb")
 }

@@ -66,6 +66,7 @@ fn hardened(extra: Value) -> Value {
         "replicas": 3,
         "tls": { "mode": "External" },
         "unseal": { "type": "transit", "transit": transit_seal() },
+        "audit": [{ "type": "file", "name": "file", "fileOptions": { "filePath": "stdout" } }],
     });
     merge(&mut spec, &extra);
     json!({ "spec": spec })

@@ -2,10 +2,12 @@
 //! template into one pod's config and supervises `bao server`.
 //!
 //! The config is a directory of `*.hcl` files (OpenBao loads them in name order):
-//! `10-server.hcl` (listener, seal, raft), `20-service-registration.hcl`, and on the first pod
-//! only, while the cluster has never been initialized, `zz-init.hcl` (the self-init requests).
+//! `10-server.hcl` (listener, seal, raft), `20-service-registration.hcl`, `30-audit.hcl` (the
+//! audit devices of `spec.audit`) and `40-telemetry.hcl` (`spec.telemetry`) when configured,
+//! and on the first pod only, while the cluster has never been initialized, `zz-init.hcl` (the
+//! self-init requests).
 
-use openbao_api::Profile;
+use openbao_api::{AuditDevice, AuditDeviceType, OpenBaoClusterSpec, Profile};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -17,6 +19,8 @@ use crate::{API_PORT, CLUSTER_PORT, Cluster};
 
 pub const SERVER_FILE: &str = "10-server.hcl";
 pub const SERVICE_REGISTRATION_FILE: &str = "20-service-registration.hcl";
+pub const AUDIT_FILE: &str = "30-audit.hcl";
+pub const TELEMETRY_FILE: &str = "40-telemetry.hcl";
 pub const INIT_FILE: &str = "zz-init.hcl";
 pub const ENTRYPOINT_FILE: &str = "entrypoint.sh";
 pub const STATIC_SEAL_KEY_ID: &str = "operator-generated-v1";
@@ -62,6 +66,17 @@ pub fn server_hcl_joining(cluster: &Cluster, targets: &[JoinTarget], as_non_vote
                 .attr("tls_cert_file", format!("{TLS_DIR}/tls.crt"))
                 .attr("tls_key_file", format!("{TLS_DIR}/tls.key"))
                 .attr("tls_min_version", "tls12");
+            if cluster
+                .spec
+                .telemetry
+                .as_ref()
+                .is_some_and(|t| t.unauthenticated_metrics_access)
+            {
+                // Opens `/v1/sys/metrics` only; every other path still needs a token.
+                l.block("telemetry", &[], |t| {
+                    t.attr("unauthenticated_metrics_access", true);
+                });
+            }
         });
     seal_block(&mut b, cluster);
     b.block("storage", &["raft"], |r| {
@@ -124,6 +139,93 @@ pub fn service_registration_hcl() -> String {
     let mut b = Body::new();
     b.block("service_registration", &["kubernetes"], |_| {});
     b.finish()
+}
+
+/// `30-audit.hcl`: one `audit "<type>" "<name>"` block per device of `spec.audit`, or `None`
+/// without devices. OpenBao reads every option as a string.
+pub fn audit_hcl(spec: &OpenBaoClusterSpec) -> Option<String> {
+    if spec.audit.is_empty() {
+        return None;
+    }
+    let mut b = Body::new();
+    for device in &spec.audit {
+        b.block("audit", &[device.type_.as_str(), &device.name], |a| {
+            if let Some(d) = &device.description {
+                a.attr("description", d.as_str());
+            }
+            a.attr("options", audit_options(device));
+        });
+    }
+    Some(b.finish())
+}
+
+/// Hash of `30-audit.hcl`, carried by the pods as `openbao.org/audit-hash`: a pod with the
+/// current hash runs the current devices.
+pub fn audit_hash(spec: &OpenBaoClusterSpec) -> Option<String> {
+    audit_hcl(spec).map(|hcl| config_hash(&[&hcl]))
+}
+
+fn audit_options(device: &AuditDevice) -> serde_json::Value {
+    let flag = |b: bool| if b { "true" } else { "false" };
+    let mut options = json!({
+        "format": device.format.as_str(),
+        "hmac_accessor": flag(device.hmac_accessor),
+        "log_raw": flag(device.log_raw),
+        "elide_list_responses": flag(device.elide_list_responses),
+    });
+    match device.type_ {
+        AuditDeviceType::File => {
+            if let Some(f) = &device.file_options {
+                options["file_path"] = json!(f.file_path);
+                if let Some(mode) = &f.mode {
+                    options["mode"] = json!(mode);
+                }
+            }
+        }
+        AuditDeviceType::Socket => {
+            if let Some(s) = &device.socket_options {
+                options["address"] = json!(s.address);
+                options["socket_type"] = json!(s.socket_type.as_str());
+            }
+        }
+        AuditDeviceType::Syslog => {
+            if let Some(s) = &device.syslog_options {
+                if let Some(f) = &s.facility {
+                    options["facility"] = json!(f);
+                }
+                if let Some(t) = &s.tag {
+                    options["tag"] = json!(t);
+                }
+            }
+        }
+    }
+    options
+}
+
+/// `40-telemetry.hcl`: Prometheus metrics kept for `prometheusRetentionTime`, or `None` when
+/// `spec.telemetry` is absent (OpenBao then serves no Prometheus metrics).
+pub fn telemetry_hcl(spec: &OpenBaoClusterSpec) -> Option<String> {
+    let t = spec.telemetry.as_ref()?;
+    let mut b = Body::new();
+    b.block("telemetry", &[], |tb| {
+        tb.attr("prometheus_retention_time", t.prometheus_retention_time.as_str())
+            .attr("disable_hostname", t.disable_hostname);
+    });
+    Some(b.finish())
+}
+
+/// The config files every set of servers carries besides its own `10-server.hcl`, by name:
+/// service registration, and audit and telemetry when configured. Blue/green sets carry the
+/// same ones, so an upgrade keeps the audit trail and the metrics.
+pub fn shared_files(spec: &OpenBaoClusterSpec) -> Vec<(&'static str, String)> {
+    let mut files = vec![(SERVICE_REGISTRATION_FILE, service_registration_hcl())];
+    if let Some(audit) = audit_hcl(spec) {
+        files.push((AUDIT_FILE, audit));
+    }
+    if let Some(telemetry) = telemetry_hcl(spec) {
+        files.push((TELEMETRY_FILE, telemetry));
+    }
+    files
 }
 
 /// Autopilot settings applied by self-init.
@@ -230,6 +332,67 @@ pub fn config_hash(parts: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(extra: serde_json::Value) -> OpenBaoClusterSpec {
+        let mut v = json!({"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}});
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn audit_devices_become_config_blocks_with_string_options() {
+        assert_eq!(audit_hcl(&spec(json!({}))), None);
+        let s = spec(json!({"audit": [
+            {"type": "file", "name": "file", "description": "d\"${x}", "fileOptions": {"filePath": "stdout", "mode": "0600"}},
+            {"type": "socket", "name": "siem", "elideListResponses": true, "socketOptions": {"address": "siem:9090", "socketType": "udp"}},
+            {"type": "syslog", "name": "sys", "format": "jsonx", "syslogOptions": {"facility": "LOCAL0", "tag": "bao"}}
+        ]}));
+        let hcl = audit_hcl(&s).unwrap();
+        assert!(
+            hcl.starts_with("audit \"file\" \"file\" {\n  description = \"d\\\"\\u0024{x}\"\n"),
+            "{hcl}"
+        );
+        for needle in [
+            "\"file_path\" = \"stdout\"",
+            "\"mode\" = \"0600\"",
+            "\"hmac_accessor\" = \"true\"",
+            "\"log_raw\" = \"false\"",
+            "audit \"socket\" \"siem\" {",
+            "\"socket_type\" = \"udp\"",
+            "\"elide_list_responses\" = \"true\"",
+            "audit \"syslog\" \"sys\" {",
+            "\"facility\" = \"LOCAL0\"",
+            "\"format\" = \"jsonx\"",
+        ] {
+            assert!(hcl.contains(needle), "{needle} missing:\n{hcl}");
+        }
+    }
+
+    #[test]
+    fn telemetry_opens_only_the_metrics_path_when_asked() {
+        let plain = spec(json!({}));
+        let c = |s| Cluster {
+            name: "b",
+            namespace: "ns",
+            uid: "u",
+            spec: s,
+        };
+        assert_eq!(telemetry_hcl(&plain), None);
+        assert!(!server_hcl(&c(&plain)).contains("telemetry"));
+        let on = spec(json!({"telemetry": {"prometheusRetentionTime": "1h"}}));
+        assert_eq!(
+            telemetry_hcl(&on).unwrap(),
+            "telemetry {\n  prometheus_retention_time = \"1h\"\n  disable_hostname = true\n}\n"
+        );
+        assert!(server_hcl(&c(&on)).contains("  telemetry {\n    unauthenticated_metrics_access = true\n  }\n"));
+        let closed = spec(json!({"telemetry": {"unauthenticatedMetricsAccess": false}}));
+        assert!(!server_hcl(&c(&closed)).contains("unauthenticated_metrics_access"));
+        let names: Vec<&str> = shared_files(&on).iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, [SERVICE_REGISTRATION_FILE, TELEMETRY_FILE]);
+    }
+
     use crate::objects::fixtures;
     use serde_json::json;
 

@@ -6,6 +6,9 @@ pub const CLUSTER_LABEL: &str = "openbao.org/cluster";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 pub const MANAGED_BY: &str = "openbao-operator";
 pub const CONFIG_HASH_ANNOTATION: &str = "openbao.org/config-hash";
+/// Hash of `30-audit.hcl` on the pods of a cluster with audit devices: a pod carrying the hash
+/// of the current devices runs them (the `AuditReady` condition).
+pub const AUDIT_HASH_ANNOTATION: &str = "openbao.org/audit-hash";
 
 /// Labels that select a cluster's OpenBao pods (stable for the StatefulSet's lifetime).
 pub fn selector(cluster: &str) -> BTreeMap<String, String> {

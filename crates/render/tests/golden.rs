@@ -128,3 +128,50 @@ fn self_init_hostile_strings() {
     };
     check("init-hostile.hcl", &selfinit::init_hcl(&c, &operator, &jwt));
 }
+
+/// A cluster with a file audit device on its own volume, a stdout device, a syslog device and
+/// telemetry: the audit and telemetry files, the server config's listener (metrics path opened)
+/// and the metrics Service.
+#[test]
+fn audit_and_telemetry() {
+    let mut spec = lane_spec();
+    let extra: OpenBaoClusterSpec = serde_json::from_value(serde_json::json!({
+        "version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"},
+        "audit": [
+            {"type": "file", "name": "file", "description": "audit volume", "fileOptions": {"filePath": "/openbao/audit/audit.log", "mode": "0600"}},
+            {"type": "file", "name": "stdout", "elideListResponses": true, "fileOptions": {"filePath": "stdout"}},
+            {"type": "syslog", "name": "syslog", "syslogOptions": {"facility": "LOCAL0", "tag": "openbao"}}
+        ],
+        "auditFileStorage": {"size": "2Gi"},
+        "telemetry": {"prometheusRetentionTime": "1h"}
+    }))
+    .unwrap();
+    spec.audit = extra.audit;
+    spec.audit_file_storage = extra.audit_file_storage;
+    spec.telemetry = extra.telemetry;
+    let c = Cluster {
+        name: "openbao",
+        namespace: "lane",
+        uid: "u",
+        spec: &spec,
+    };
+    check("audit.hcl", &config::audit_hcl(&spec).unwrap());
+    check("telemetry.hcl", &config::telemetry_hcl(&spec).unwrap());
+    check("server-telemetry.hcl", &config::server_hcl(&c));
+    let svc = objects::metrics_service(&c).unwrap();
+    check(
+        "metrics-service.json",
+        &format!("{}\n", serde_json::to_string_pretty(&svc).unwrap()),
+    );
+    // Blue/green servers carry the same audit and telemetry files as the original ones.
+    let joining = objects::Joining::AsNonVoter {
+        revision: None,
+        replicas: 3,
+    };
+    let blue = objects::config_map(&c).data.unwrap();
+    let green = objects::revision_config_map(&c, "v2-7-2", &joining).data.unwrap();
+    for file in [config::AUDIT_FILE, config::TELEMETRY_FILE] {
+        assert_eq!(blue.get(file), green.get(file), "{file}");
+        assert!(blue.contains_key(file), "{file}");
+    }
+}

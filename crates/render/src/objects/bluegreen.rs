@@ -16,9 +16,9 @@ use openbao_api::names;
 use serde_json::json;
 use std::collections::BTreeMap;
 
-use super::workload::{Rollout, ServerSet, server_statefulset};
+use super::workload::{Rollout, ServerSet, config_data, server_statefulset};
 use super::{meta, typed};
-use crate::config::{self, ENTRYPOINT_FILE, JoinTarget, SERVER_FILE, SERVICE_REGISTRATION_FILE};
+use crate::config::{self, JoinTarget};
 use crate::{API_PORT, Cluster, labels};
 
 /// Carried by the pods, StatefulSets, ConfigMaps and volumes of a revision's set.
@@ -111,14 +111,7 @@ pub fn revision_config_map(cluster: &Cluster, revision: &str, joining: &Joining)
     labels_of(&mut metadata).insert(REVISION_LABEL.to_string(), revision.to_string());
     ConfigMap {
         metadata,
-        data: Some(BTreeMap::from([
-            (SERVER_FILE.to_string(), revision_server_hcl(cluster, revision, joining)),
-            (
-                SERVICE_REGISTRATION_FILE.to_string(),
-                config::service_registration_hcl(),
-            ),
-            (ENTRYPOINT_FILE.to_string(), config::entrypoint_sh()),
-        ])),
+        data: Some(config_data(cluster, revision_server_hcl(cluster, revision, joining))),
         ..Default::default()
     }
 }
@@ -170,6 +163,7 @@ fn labels_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SERVER_FILE;
     use crate::objects::{fixtures, statefulset};
 
     fn template_labels(sts: &StatefulSet) -> BTreeMap<String, String> {

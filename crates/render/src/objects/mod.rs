@@ -4,6 +4,7 @@
 mod bluegreen;
 mod gateway;
 pub mod jobs;
+mod metrics;
 mod network;
 mod rbac;
 mod secrets;
@@ -15,6 +16,7 @@ pub use bluegreen::{
     set_volume_claim_name, traffic_of,
 };
 pub use gateway::{backend_tls_policy, gateway_ca_config_map, http_route};
+pub use metrics::{METRICS_PATH, metrics_service};
 pub use network::{network_policy, pod_disruption_budget};
 pub use rbac::{
     job_service_accounts, service_account, service_registration_binding, service_registration_cluster_role,

@@ -6,26 +6,32 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 use super::{meta, typed};
-use crate::config::{self, ENTRYPOINT_FILE, SERVER_FILE, SERVICE_REGISTRATION_FILE};
-use crate::labels::{self, CONFIG_HASH_ANNOTATION};
+use crate::config::{self, ENTRYPOINT_FILE, SERVER_FILE};
+use crate::labels::{self, AUDIT_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION};
 use crate::paths::{self, DEMO_PASSWORD_ENV};
 use crate::{API_PORT, CLUSTER_PORT, Cluster};
-use openbao_api::{DeletionPolicy, names};
+use openbao_api::{AUDIT_DIR, DeletionPolicy, names};
 
 /// ConfigMap `<c>-config`: the server config template and the entrypoint.
 pub fn config_map(cluster: &Cluster) -> ConfigMap {
     ConfigMap {
         metadata: meta(cluster, names::config_map(cluster.name), "config"),
-        data: Some(BTreeMap::from([
-            (SERVER_FILE.to_string(), config::server_hcl(cluster)),
-            (
-                SERVICE_REGISTRATION_FILE.to_string(),
-                config::service_registration_hcl(),
-            ),
-            (ENTRYPOINT_FILE.to_string(), config::entrypoint_sh()),
-        ])),
+        data: Some(config_data(cluster, config::server_hcl(cluster))),
         ..Default::default()
     }
+}
+
+/// The files of a set's config ConfigMap: its `10-server.hcl`, the files every set shares
+/// (service registration, audit, telemetry) and the entrypoint.
+pub(crate) fn config_data(cluster: &Cluster, server_hcl: String) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::from([
+        (SERVER_FILE.to_string(), server_hcl),
+        (ENTRYPOINT_FILE.to_string(), config::entrypoint_sh()),
+    ]);
+    for (name, content) in config::shared_files(cluster.spec) {
+        data.insert(name.to_string(), content);
+    }
+    data
 }
 
 fn ports() -> serde_json::Value {
@@ -150,11 +156,14 @@ pub(crate) struct ServerSet<'a> {
 
 pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &ServerSet) -> StatefulSet {
     let spec = cluster.spec;
-    let hash = config::config_hash(&[
-        &set.server_hcl,
-        &config::service_registration_hcl(),
-        &config::entrypoint_sh(),
-    ]);
+    // Every file of the set's ConfigMap, in key order (for a cluster without audit or telemetry
+    // exactly the server config, service registration and entrypoint, as before they existed).
+    let files = config_data(cluster, set.server_hcl.clone());
+    let hash = config::config_hash(&files.values().map(String::as_str).collect::<Vec<_>>());
+    let mut pod_annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash)]);
+    if let Some(audit) = config::audit_hash(spec) {
+        pod_annotations.insert(AUDIT_HASH_ANNOTATION.to_string(), audit);
+    }
     let mut env = vec![
         json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
         json!({"name": "BAO_K8S_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
@@ -215,6 +224,20 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
         // OpenBao stages an incoming snapshot (a restore) in /tmp: it may be as large as the data.
         json!({"name": "tmp", "emptyDir": {"sizeLimit": cluster.spec.storage.size}}),
     ];
+    // File audit devices write to the audit volume: a claim of its own per server when
+    // `spec.auditFileStorage` is set (always mounted then: claim templates cannot change),
+    // else an emptyDir that lives as long as the pod.
+    let audit_claim = spec.audit_file_storage.as_ref();
+    let audit_to_volume = spec
+        .audit
+        .iter()
+        .any(|d| d.file_options.as_ref().is_some_and(|f| f.writes_to_volume()));
+    if audit_claim.is_some() || audit_to_volume {
+        mounts.push(json!({"name": "audit", "mountPath": AUDIT_DIR}));
+    }
+    if audit_claim.is_none() && audit_to_volume {
+        volumes.push(json!({"name": "audit", "emptyDir": {}}));
+    }
     if !set.self_init {
         // A joining set never sees the founding requests, whatever the entrypoint would do.
         mounts.retain(|m| m["name"] != "init");
@@ -225,6 +248,23 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
     if let Some(rev) = set.revision {
         claim_labels.insert(super::bluegreen::REVISION_LABEL.to_string(), rev.to_string());
     }
+    let mut claim_templates = vec![json!({
+        "metadata": {"name": "data", "labels": claim_labels},
+        "spec": pvc_spec,
+    })];
+    if let Some(storage) = audit_claim {
+        let mut audit_spec = json!({
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": storage.size}},
+        });
+        if let Some(class) = &storage.storage_class_name {
+            audit_spec["storageClassName"] = json!(class);
+        }
+        claim_templates.push(json!({
+            "metadata": {"name": "audit", "labels": claim_labels},
+            "spec": audit_spec,
+        }));
+    }
     let mut sts: StatefulSet = typed(json!({
         "spec": {
             "serviceName": names::headless_service(cluster.name),
@@ -234,7 +274,7 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
             "updateStrategy": {"type": if rollout.on_delete { "OnDelete" } else { "RollingUpdate" }},
             "selector": {"matchLabels": sts_selector},
             "template": {
-                "metadata": {"labels": pod_labels, "annotations": {CONFIG_HASH_ANNOTATION: hash}},
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
                 "spec": {
                     "serviceAccountName": names::service_account(cluster.name),
                     "securityContext": pod_security,
@@ -273,10 +313,7 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
                     "volumes": volumes,
                 },
             },
-            "volumeClaimTemplates": [{
-                "metadata": {"name": "data", "labels": claim_labels},
-                "spec": pvc_spec,
-            }],
+            "volumeClaimTemplates": claim_templates,
         }
     }));
     sts.metadata = meta(
@@ -291,6 +328,7 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
 mod tests {
     use super::*;
     use crate::objects::fixtures;
+    use openbao_api::OpenBaoClusterSpec;
 
     #[test]
     fn statefulset_runs_the_entrypoint_with_every_volume() {
@@ -348,6 +386,92 @@ mod tests {
         };
         assert_ne!(hash(&a), hash(&b));
         assert_eq!(hash(&a), hash(&c), "certificate changes reload without a restart");
+    }
+
+    fn pod_annotations(s: &OpenBaoClusterSpec) -> BTreeMap<String, String> {
+        statefulset(&fixtures::cluster(s))
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()
+    }
+
+    #[test]
+    fn audit_and_telemetry_restart_the_servers_and_mark_the_audit_revision() {
+        let plain = fixtures::spec(json!({}));
+        let audited = fixtures::spec(json!({"audit": [
+            {"type": "file", "name": "file", "fileOptions": {"filePath": "/openbao/audit/audit.log"}}]}));
+        let other = fixtures::spec(json!({"audit": [
+            {"type": "file", "name": "file", "fileOptions": {"filePath": "stdout"}}]}));
+        let telemetry = fixtures::spec(json!({"telemetry": {}}));
+        let [p, a, o, t] = [&plain, &audited, &other, &telemetry].map(pod_annotations);
+        let config = |x: &BTreeMap<String, String>| x[CONFIG_HASH_ANNOTATION].clone();
+        assert_ne!(config(&p), config(&a));
+        assert_ne!(config(&a), config(&o));
+        assert_ne!(config(&p), config(&t));
+        assert!(!p.contains_key(AUDIT_HASH_ANNOTATION) && !t.contains_key(AUDIT_HASH_ANNOTATION));
+        assert_ne!(a[AUDIT_HASH_ANNOTATION], o[AUDIT_HASH_ANNOTATION]);
+        // The hash of a cluster without audit or telemetry is the one older operators wrote:
+        // upgrading the operator restarts no server.
+        let c = fixtures::cluster(&plain);
+        let legacy = config::config_hash(&[
+            &config::server_hcl(&c),
+            &config::service_registration_hcl(),
+            &config::entrypoint_sh(),
+        ]);
+        assert_eq!(config(&p), legacy);
+    }
+
+    #[test]
+    fn file_audit_devices_get_a_volume() {
+        let volumes = |s: &OpenBaoClusterSpec| {
+            let sts = statefulset(&fixtures::cluster(s)).spec.unwrap();
+            let pod = sts.template.spec.unwrap();
+            let mounted = pod.containers[0]
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.name == "audit" && m.mount_path == AUDIT_DIR);
+            let empty_dir = pod
+                .volumes
+                .unwrap()
+                .iter()
+                .any(|v| v.name == "audit" && v.empty_dir.is_some());
+            let claims: Vec<String> = sts
+                .volume_claim_templates
+                .unwrap()
+                .iter()
+                .map(|c| c.metadata.name.clone().unwrap())
+                .collect();
+            (mounted, empty_dir, claims)
+        };
+        let stdout = fixtures::spec(json!({"audit": [
+            {"type": "file", "name": "out", "fileOptions": {"filePath": "stdout"}}]}));
+        assert_eq!(volumes(&stdout), (false, false, vec!["data".to_string()]));
+        let file = fixtures::spec(json!({"audit": [
+            {"type": "file", "name": "file", "fileOptions": {"filePath": "/openbao/audit/audit.log"}}]}));
+        assert_eq!(volumes(&file), (true, true, vec!["data".to_string()]));
+        let claimed = fixtures::spec(json!({"auditFileStorage": {"size": "2Gi", "storageClassName": "fast"},
+            "audit": [{"type": "file", "name": "file", "fileOptions": {"filePath": "/openbao/audit/audit.log"}}]}));
+        assert_eq!(
+            volumes(&claimed),
+            (true, false, vec!["data".to_string(), "audit".to_string()])
+        );
+        // The claim template stays when the devices go: claim templates cannot change.
+        let no_devices = fixtures::spec(json!({"auditFileStorage": {"size": "2Gi"}}));
+        assert_eq!(volumes(&no_devices).2, vec!["data".to_string(), "audit".to_string()]);
+        let sts = statefulset(&fixtures::cluster(&claimed)).spec.unwrap();
+        let audit = &sts.volume_claim_templates.unwrap()[1];
+        let spec = audit.spec.as_ref().unwrap();
+        assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+            "2Gi"
+        );
     }
 
     #[test]

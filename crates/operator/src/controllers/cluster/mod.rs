@@ -162,7 +162,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
     let previous = obj.status.clone().unwrap_or_default();
     let now = Timestamp::now();
 
-    let pods = observe_pods(ctx, &cluster).await?;
+    let (pods, pod_audit_hashes) = observe_pods(ctx, &cluster).await?;
     let ready_replicas = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
         .get_opt(&bluegreen::live_statefulset_name(&name, &previous))
         .await
@@ -171,6 +171,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     let mut observed = Observed::before_apply(obj.spec.paused, ready_replicas, pods);
+    observed.pod_audit_hashes = pod_audit_hashes;
     if obj.spec.self_init.oidc.enabled {
         observed.jwt_audience = Some(names::jwt_audience(&namespace, &name));
     }
@@ -332,12 +333,28 @@ fn step_failure(status: &OpenBaoClusterStatus, message: String) -> UpgradeState 
     }
 }
 
-async fn observe_pods(ctx: &Context, cluster: &Cluster<'_>) -> Result<Vec<PodView>, Error> {
+/// The pods as [`pod_views`] describes them, and the audit configuration each runs (its
+/// `openbao.org/audit-hash`, by pod name).
+async fn observe_pods(
+    ctx: &Context,
+    cluster: &Cluster<'_>,
+) -> Result<(Vec<PodView>, Vec<(String, Option<String>)>), Error> {
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), cluster.namespace)
         .list(&ListParams::default().labels(&format!("{}={}", labels::CLUSTER_LABEL, cluster.name)))
         .await
         .map_err(kube_err("listing pods"))?;
-    Ok(pod_views(&pods.items))
+    let audit_hashes = pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            (
+                p.name_any(),
+                p.annotations().get(labels::AUDIT_HASH_ANNOTATION).cloned(),
+            )
+        })
+        .collect();
+    Ok((pod_views(&pods.items), audit_hashes))
 }
 
 /// What OpenBao's service registration says of each pod, leaving out pods on their way out: a
@@ -539,6 +556,20 @@ async fn apply_all(
                 .prune::<PodDisruptionBudget>(&names::pdb(name))
                 .await
                 .map_err(kube_err("pruning the PDB"))?,
+        ),
+    }
+    match objects::metrics_service(cluster) {
+        Some(svc) => drop(
+            applier
+                .apply(&svc)
+                .await
+                .map_err(kube_err("applying the metrics Service"))?,
+        ),
+        None => drop(
+            applier
+                .prune::<Service>(&names::metrics_service(name))
+                .await
+                .map_err(kube_err("pruning the metrics Service"))?,
         ),
     }
     apply_gateway(ctx, cluster, applier, observed, bundle.as_deref()).await?;

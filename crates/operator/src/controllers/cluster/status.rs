@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use openbao_api::conditions::{self as cond, Desired, Status};
 use openbao_api::{
-    ClusterPhase, OpenBaoClusterSpec, OpenBaoClusterStatus, TlsMode, TlsStatus, TransitSeal,
+    ClusterPhase, OpenBaoClusterSpec, OpenBaoClusterStatus, Profile, TlsMode, TlsStatus, TransitSeal,
     UNSEAL_CONFIGURATION_READY, UpgradePhase,
 };
 use openbao_render::selfinit::JWT_MOUNT;
@@ -167,6 +167,8 @@ pub struct Observed {
     /// once a login with it succeeded.
     pub jwt_audience: Option<String>,
     pub upgrade: UpgradeState,
+    /// Each pod's `openbao.org/audit-hash` (the audit configuration it was started with).
+    pub pod_audit_hashes: Vec<(String, Option<String>)>,
     pub seal: SealState,
 }
 
@@ -256,6 +258,7 @@ impl Observed {
             access: Access::NotTried,
             jwt_audience: None,
             upgrade: UpgradeState::NotRun,
+            pod_audit_hashes: Vec::new(),
             seal: SealState::NotChecked,
         }
     }
@@ -400,6 +403,8 @@ pub fn derive(
         )
     });
 
+    set(audit_ready(spec, observed));
+
     match observed.gateway {
         GatewayState::Disabled => status.conditions.retain(|c| c.type_ != cond::GATEWAY_INTEGRATION_READY),
         GatewayState::Attached => cond::set_condition(
@@ -543,6 +548,56 @@ pub fn derive(
         ClusterPhase::Degraded
     });
     status
+}
+
+/// `AuditReady`: True once every server is unsealed running the current audit devices (its pod
+/// carries their hash; the devices are in `30-audit.hcl` of every set's ConfigMap). Without
+/// devices it is False, `NotConfigured`, whatever the profile: nothing is audited, which is
+/// worth seeing (admission refuses a Hardened cluster without devices, so under Hardened it only
+/// appears on clusters created before that rule). Devices breaking an admission rule (checked
+/// again in Rust) give `InvalidSpec`.
+fn audit_ready(spec: &OpenBaoClusterSpec, observed: &Observed) -> Desired {
+    let Some(want) = openbao_render::config::audit_hash(spec) else {
+        let message = match spec.profile {
+            Profile::Hardened => {
+                "spec.audit declares no audit device: requests are not audited (the Hardened profile requires one)"
+            }
+            Profile::Development => "spec.audit declares no audit device: requests are not audited",
+        };
+        return Desired::new(cond::AUDIT_READY, Status::False, "NotConfigured", message);
+    };
+    let problems = openbao_api::audit::problems(spec);
+    if !problems.is_empty() {
+        return Desired::new(cond::AUDIT_READY, Status::False, "InvalidSpec", problems.join("; "));
+    }
+    let devices: Vec<&str> = spec.audit.iter().map(|d| d.name.as_str()).collect();
+    let total = observed.pod_audit_hashes.len();
+    let current = observed
+        .pod_audit_hashes
+        .iter()
+        .filter(|(pod, hash)| {
+            hash.as_deref() == Some(want.as_str())
+                && observed.pods.iter().any(|p| &p.name == pod && p.sealed == Some(false))
+        })
+        .count();
+    if total > 0 && current == total {
+        Desired::new(
+            cond::AUDIT_READY,
+            Status::True,
+            "DevicesEnabled",
+            format!("audit devices {} enabled on all {total} servers", devices.join(", ")),
+        )
+    } else {
+        Desired::new(
+            cond::AUDIT_READY,
+            Status::False,
+            "ServersPending",
+            format!(
+                "{current}/{total} servers run the current audit devices ({}) unsealed",
+                devices.join(", ")
+            ),
+        )
+    }
 }
 
 /// `SecurityRisk`: True exactly while something in the cluster alone opens the data: the static
@@ -771,6 +826,54 @@ mod tests {
         let s = derive(&sp, &rolling, &o, Some(1), now());
         assert_eq!(reason(&s, UPGRADING), ("True".into(), "RollingUpdate".into()));
         assert_eq!(reason(&s, cond::DEGRADED), ("False".into(), "Reconciled".into()));
+    }
+
+    #[test]
+    fn audit_is_ready_once_every_server_runs_the_devices_unsealed() {
+        let none = derive(
+            &spec(serde_json::json!({})),
+            &Default::default(),
+            &observed(),
+            Some(1),
+            now(),
+        );
+        assert_eq!(
+            reason(&none, cond::AUDIT_READY),
+            ("False".into(), "NotConfigured".into())
+        );
+        let sp = spec(serde_json::json!({"audit": [
+            {"type": "file", "name": "file", "fileOptions": {"filePath": "stdout"}}]}));
+        let want = openbao_render::config::audit_hash(&sp);
+        let mut o = observed();
+        o.pods = (0..2)
+            .map(|i| PodView {
+                name: format!("b-{i}"),
+                initialized: Some(true),
+                sealed: Some(false),
+                active: i == 0,
+            })
+            .collect();
+        o.pod_audit_hashes = vec![("b-0".into(), want.clone()), ("b-1".into(), None)];
+        let s = derive(&sp, &Default::default(), &o, Some(1), now());
+        assert_eq!(reason(&s, cond::AUDIT_READY), ("False".into(), "ServersPending".into()));
+        o.pod_audit_hashes[1].1 = want.clone();
+        let s = derive(&sp, &s, &o, Some(1), now());
+        assert_eq!(reason(&s, cond::AUDIT_READY), ("True".into(), "DevicesEnabled".into()));
+        // A sealed server audits nothing yet.
+        o.pods[1].sealed = Some(true);
+        let s = derive(&sp, &s, &o, Some(1), now());
+        assert_eq!(reason(&s, cond::AUDIT_READY).0, "False");
+        // Rules admission enforces are checked again (an object admitted under an older CRD).
+        let raw = spec(serde_json::json!({"audit": [
+            {"type": "file", "name": "file", "fileOptions": {"filePath": "/var/log/audit.log"}}]}));
+        let s = derive(&raw, &s, &o, Some(1), now());
+        assert_eq!(reason(&s, cond::AUDIT_READY), ("False".into(), "InvalidSpec".into()));
+        // Changed devices: the pods' hash is no longer current.
+        let other = spec(serde_json::json!({"audit": [
+            {"type": "file", "name": "other", "fileOptions": {"filePath": "stdout"}}]}));
+        o.pods[1].sealed = Some(false);
+        let s = derive(&other, &s, &o, Some(1), now());
+        assert_eq!(reason(&s, cond::AUDIT_READY), ("False".into(), "ServersPending".into()));
     }
 
     #[test]

@@ -1,0 +1,4 @@
+telemetry {
+  prometheus_retention_time = "1h"
+  disable_hostname = true
+}

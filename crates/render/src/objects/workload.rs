@@ -368,22 +368,25 @@ mod tests {
         );
     }
 
+    /// The restart-trigger annotation of the StatefulSet rendered for `spec`.
+    fn config_hash_of(spec: &openbao_api::OpenBaoClusterSpec) -> String {
+        statefulset(&fixtures::cluster(spec))
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    }
+
     #[test]
     fn config_hash_changes_with_the_server_config_only() {
         let a = fixtures::spec(json!({}));
         let b = fixtures::spec(json!({"replicas": 5}));
         let c = fixtures::spec(json!({"tls": {"extraSANs": ["bao.example"]}}));
-        let hash = |s| {
-            statefulset(&fixtures::cluster(s))
-                .spec
-                .unwrap()
-                .template
-                .metadata
-                .unwrap()
-                .annotations
-                .unwrap()[CONFIG_HASH_ANNOTATION]
-                .clone()
-        };
+        let hash = config_hash_of;
         assert_ne!(hash(&a), hash(&b));
         assert_eq!(hash(&a), hash(&c), "certificate changes reload without a restart");
     }
@@ -541,17 +544,7 @@ mod tests {
 
     #[test]
     fn the_config_hash_covers_the_seal() {
-        let hash = |s: &openbao_api::OpenBaoClusterSpec| {
-            statefulset(&fixtures::cluster(s))
-                .spec
-                .unwrap()
-                .template
-                .metadata
-                .unwrap()
-                .annotations
-                .unwrap()[CONFIG_HASH_ANNOTATION]
-                .clone()
-        };
+        let hash = config_hash_of;
         let transit = |address: &str| {
             fixtures::spec(json!({"unseal": {"type": "transit", "transit": {
                 "address": address, "keyName": "unseal", "tokenSecretRef": {"name": "t", "key": "token"},

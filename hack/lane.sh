@@ -39,6 +39,8 @@ TRIGGER_ANNOTATION=openbao.org/trigger-backup
 # The OpenBao CRDs the lane applies (another file only while working on the API).
 LANE_CRDS="${LANE_CRDS:-deploy/crds.yaml}"
 HELM_RELEASE=openbao-operator
+# Fixed by the operator (openbao_api::names::SERVICE_REGISTRATION_CLUSTER_ROLE).
+SERVICE_REGISTRATION_CLUSTER_ROLE=openbao-operator-service-registration
 mkdir -p "$LANE_DIR"
 chmod 700 "$LANE_DIR"
 
@@ -312,6 +314,14 @@ deploy_operator() {
   ensure_namespace "$OPERATOR_NS"
   local helm
   helm="$(bash hack/fetch-helm.sh)"
+  # The ClusterRole OpenBao's service registration is bound to has one name per cluster; one
+  # applied without Helm (e.g. `kubectl apply -k deploy`, or the node tests' set-up) is handed
+  # to this release with Helm's own adoption metadata instead of failing the install.
+  if kc get clusterrole "$SERVICE_REGISTRATION_CLUSTER_ROLE" >/dev/null 2>&1; then
+    kc label --overwrite clusterrole "$SERVICE_REGISTRATION_CLUSTER_ROLE" app.kubernetes.io/managed-by=Helm >/dev/null
+    kc annotate --overwrite clusterrole "$SERVICE_REGISTRATION_CLUSTER_ROLE" \
+      meta.helm.sh/release-name="$HELM_RELEASE" meta.helm.sh/release-namespace="$OPERATOR_NS" >/dev/null
+  fi
   # --skip-crds: Helm installs CRDs only once and never upgrades them; the lane applies them
   # itself (above) so a changed API always reaches the cluster. One replica: leader election
   # stays on; WATCH_NAMESPACE keeps it to the lane's tenant on a shared cluster.

@@ -54,3 +54,24 @@ fn lane_manifests_name_the_pinned_images() -> Result<()> {
     );
     Ok(())
 }
+
+/// The installs name the service-registration ClusterRole the operator binds (one fixed name):
+/// the chart, the kustomize RBAC and the lane script (which hands an existing one to Helm).
+#[test]
+fn every_install_names_the_cluster_role_the_operator_binds() -> Result<()> {
+    let name = openbao_api::names::SERVICE_REGISTRATION_CLUSTER_ROLE;
+    for file in [
+        "charts/openbao-operator/templates/rbac.yaml",
+        "deploy/operator/rbac.yaml",
+        "hack/lane.sh",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join(file)).with_context(|| format!("read {file}"))?;
+        ensure!(text.contains(name), "{file} does not name the ClusterRole {name}");
+    }
+    let lane = std::fs::read_to_string(repo_root().join("hack/lane.sh"))?;
+    ensure!(
+        lane.contains(&format!("SERVICE_REGISTRATION_CLUSTER_ROLE={name}\n")),
+        "hack/lane.sh's SERVICE_REGISTRATION_CLUSTER_ROLE is not {name}"
+    );
+    Ok(())
+}

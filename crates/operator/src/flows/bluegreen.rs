@@ -100,7 +100,7 @@ impl Plan<'_> {
 
     fn green_ids(&self) -> Vec<String> {
         (0..self.replicas())
-            .map(|i| names::node_id(&self.observed.cluster, &self.green, i))
+            .map(|i| openbao_api::names::pod(&self.observed.cluster, self.green.as_deref(), i))
             .collect()
     }
 

@@ -48,30 +48,6 @@ pub fn set_pod_labels(cluster: &str, revision: Option<&str>) -> BTreeMap<String,
     l
 }
 
-pub fn set_statefulset_name(cluster: &str, revision: Option<&str>) -> String {
-    match revision {
-        None => names::statefulset(cluster),
-        Some(rev) => format!("{}-{rev}", names::statefulset(cluster)),
-    }
-}
-
-pub fn set_config_map_name(cluster: &str, revision: Option<&str>) -> String {
-    match revision {
-        None => names::config_map(cluster),
-        Some(rev) => format!("{}-{rev}", names::config_map(cluster)),
-    }
-}
-
-/// Pod (and raft node id) `ordinal` of a set.
-pub fn set_pod_name(cluster: &str, revision: Option<&str>, ordinal: u32) -> String {
-    format!("{}-{ordinal}", set_statefulset_name(cluster, revision))
-}
-
-/// The data volume claim of pod `ordinal` of a set (from the StatefulSet's claim template `data`).
-pub fn set_volume_claim_name(cluster: &str, revision: Option<&str>, ordinal: u32) -> String {
-    format!("data-{}", set_pod_name(cluster, revision, ordinal))
-}
-
 /// How a revision's servers find the raft cluster when their storage is empty.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Joining<'a> {
@@ -95,7 +71,7 @@ pub fn revision_server_hcl(cluster: &Cluster, revision: &str, joining: &Joining)
         .map(|ordinal| JoinTarget {
             api_host: format!(
                 "{}.{}.{}.svc",
-                set_pod_name(cluster.name, target_revision, ordinal),
+                names::pod(cluster.name, target_revision, ordinal),
                 names::headless_service(cluster.name),
                 cluster.namespace
             ),
@@ -107,7 +83,11 @@ pub fn revision_server_hcl(cluster: &Cluster, revision: &str, joining: &Joining)
 
 /// ConfigMap `<c>-config-<revision>`.
 pub fn revision_config_map(cluster: &Cluster, revision: &str, joining: &Joining) -> ConfigMap {
-    let mut metadata = meta(cluster, set_config_map_name(cluster.name, Some(revision)), "config");
+    let mut metadata = meta(
+        cluster,
+        names::server_set_config_map(cluster.name, Some(revision)),
+        "config",
+    );
     labels_of(&mut metadata).insert(REVISION_LABEL.to_string(), revision.to_string());
     ConfigMap {
         metadata,
@@ -205,8 +185,6 @@ mod tests {
             labels::selector("vault")
         );
         assert_eq!(template_labels(&blue), set_selector("vault", None));
-        assert_eq!(set_volume_claim_name("vault", Some("v2-7-2"), 1), "data-vault-v2-7-2-1");
-        assert_eq!(set_volume_claim_name("vault", None, 0), "data-vault-0");
     }
 
     #[test]

@@ -12,8 +12,7 @@ mod workload;
 
 pub use bluegreen::{
     Joining, REVISION_LABEL, public_service_to, revision_config_map, revision_server_hcl, revision_statefulset,
-    set_component, set_config_map_name, set_pod_labels, set_pod_name, set_selector, set_statefulset_name,
-    set_volume_claim_name, traffic_of,
+    set_component, set_pod_labels, set_selector, traffic_of,
 };
 pub use gateway::{backend_tls_policy, gateway_ca_config_map, http_route};
 pub use metrics::{METRICS_PATH, metrics_service};

@@ -215,7 +215,7 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
         json!({"name": "data", "mountPath": paths::DATA_DIR}),
     ];
     let mut volumes = vec![
-        json!({"name": "config", "configMap": {"name": super::bluegreen::set_config_map_name(cluster.name, set.revision), "defaultMode": 0o444}}),
+        json!({"name": "config", "configMap": {"name": names::server_set_config_map(cluster.name, set.revision), "defaultMode": 0o444}}),
         // Present only until the cluster is initialized; optional so pods start without it.
         json!({"name": "init", "secret": {"secretName": names::init_secret(cluster.name), "optional": true, "defaultMode": 0o440}}),
         json!({"name": "tls", "secret": {"secretName": names::tls_server_secret(cluster.name), "defaultMode": 0o440}}),
@@ -316,11 +316,7 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
             "volumeClaimTemplates": claim_templates,
         }
     }));
-    sts.metadata = meta(
-        cluster,
-        super::bluegreen::set_statefulset_name(cluster.name, set.revision),
-        "server",
-    );
+    sts.metadata = meta(cluster, names::server_set(cluster.name, set.revision), "server");
     sts
 }
 

@@ -111,7 +111,7 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
     let clusters = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &namespace);
     let job_api = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
     let holder = openbao_api::restore_lock_holder(&name);
-    let job_name = job_name(&name);
+    let job_name = openbao_api::names::restore_job(&name);
 
     for _ in 0..MAX_STEPS {
         let Some(restore) = restores
@@ -291,11 +291,6 @@ async fn set_finalizer(api: &Api<OpenBaoRestore>, restore: &OpenBaoRestore, pres
         .await
         .map_err(kube_err("updating the OpenBaoRestore's finalizer"))?;
     Ok(())
-}
-
-/// `restore-<restore name>`: fixed, so a repeated create finds the same Job.
-pub fn job_name(restore: &str) -> String {
-    format!("restore-{restore}")
 }
 
 /// Writes the restore's status if the restore was not changed since it was read.

@@ -287,7 +287,7 @@ fn blocker(inputs: &Inputs, releasing: bool) -> Option<String> {
     if inputs.spec.paused {
         return Some("spec.paused is true".into());
     }
-    if upgrade::plan(inputs.spec, status) == UpgradePlan::Step {
+    if upgrade::plan(inputs.spec, status) == UpgradePlan::Advance {
         return Some("an upgrade is in progress or pending".into());
     }
     match &status.operation_lock {

@@ -174,7 +174,7 @@ impl BlueGreenKube<'_> {
         let background = DeleteParams::background();
         ignore_missing(self.api::<StatefulSet>().delete(&sts, &background).await)
             .map_err(kube_error(format!("deleting StatefulSet {sts}")))?;
-        let selector = selector_string(&objects::set_selector(c, rev));
+        let selector = selector_string(&objects::server_set_selector(c, rev));
         let pods = self
             .api::<Pod>()
             .list(&ListParams::default().labels(&selector))

@@ -103,7 +103,7 @@ async fn audit_and_telemetry_objects_follow_the_spec() -> Result<()> {
     // A server pod of the current template, unsealed: the devices are live.
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {
-            "name": names::pod(NAME, 0),
+            "name": names::pod(NAME, None, 0),
             "labels": {labels::CLUSTER_LABEL: NAME, "openbao-sealed": "false", "openbao-initialized": "true"},
             "annotations": {labels::AUDIT_HASH_ANNOTATION: hash},
         },

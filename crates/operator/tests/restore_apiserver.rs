@@ -245,7 +245,7 @@ async fn simulate_crash_after(client: &Client, ns: &str, name: &str, reason: &st
             name,
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {
-                "phase": "Running", "reason": reason, "jobName": restore::job_name(name),
+                "phase": "Running", "reason": reason, "jobName": openbao_api::names::restore_job(name),
                 "startTime": jiff::Timestamp::now().to_string(),
             }})),
         )

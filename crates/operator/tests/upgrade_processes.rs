@@ -236,7 +236,7 @@ impl World {
     async fn bootstrap(&self, version: &str) -> Result<()> {
         let t0 = Instant::now();
         let addrs: Vec<(String, NodeAddr)> = (0..3)
-            .map(|i| Ok((flows::names::node_id(CLUSTER, &None, i), NodeAddr::allocate()?)))
+            .map(|i| Ok((openbao_api::names::pod(CLUSTER, None, i), NodeAddr::allocate()?)))
             .collect::<Result<_>>()?;
         // Reserve the addresses first so every node can name its peers.
         for (i, (id, addr)) in addrs.iter().enumerate() {
@@ -297,7 +297,7 @@ impl World {
         let join = self.nodes_of(&d.join);
         let mut started = 0;
         for ordinal in 0..d.replicas {
-            let id = flows::names::node_id(CLUSTER, &revision, ordinal);
+            let id = openbao_api::names::pod(CLUSTER, revision.as_deref(), ordinal);
             let running = self.procs.lock().await.get_mut(&id).is_some_and(|s| s.is_running());
             if running {
                 continue;
@@ -938,7 +938,9 @@ async fn check_cluster(
     );
     let raft = leader.raft_configuration().await?;
     let peers: Vec<&str> = raft.servers.iter().map(|s| s.node_id.as_str()).collect();
-    let expected: Vec<String> = (0..3).map(|i| flows::names::node_id(CLUSTER, live, i)).collect();
+    let expected: Vec<String> = (0..3)
+        .map(|i| openbao_api::names::pod(CLUSTER, live.as_deref(), i))
+        .collect();
     ensure!(
         peers.len() == 3 && expected.iter().all(|id| peers.contains(&id.as_str())),
         "raft peers {peers:?}, expected {expected:?}"

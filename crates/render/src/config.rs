@@ -35,7 +35,7 @@ pub struct JoinTarget {
 
 /// `10-server.hcl`: identical for every pod; the pod name is a placeholder.
 pub fn server_hcl(cluster: &Cluster) -> String {
-    let targets: Vec<JoinTarget> = (0..cluster.spec.replicas)
+    let targets: Vec<JoinTarget> = (0..cluster.spec.replicas.max(0) as u32)
         .map(|ordinal| {
             let host = cluster.pod_host(ordinal);
             JoinTarget {

@@ -24,8 +24,13 @@ pub struct Cluster<'a> {
 
 impl Cluster<'_> {
     /// DNS name of pod `ordinal` behind the headless Service (`<pod>.<cluster>.<ns>.svc`).
-    pub fn pod_host(&self, ordinal: i32) -> String {
-        format!("{}-{ordinal}.{}.{}.svc", self.name, self.name, self.namespace)
+    pub fn pod_host(&self, ordinal: u32) -> String {
+        let pod = openbao_api::names::pod(self.name, None, ordinal);
+        format!(
+            "{pod}.{}.{}.svc",
+            openbao_api::names::headless_service(self.name),
+            self.namespace
+        )
     }
 
     pub fn image(&self) -> String {

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::Cluster;
+use openbao_api::names;
 
 pub const CA_LIFETIME: SignedDuration = SignedDuration::from_hours(10 * 365 * 24);
 /// Stage a successor when the signing CA has less than this left.
@@ -93,13 +94,13 @@ pub fn parse_duration(s: &str) -> Result<SignedDuration, PkiError> {
 pub fn server_sans(cluster: &Cluster) -> Vec<String> {
     let (c, ns) = (cluster.name, cluster.namespace);
     let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    for svc in [c.to_string(), format!("{c}-public")] {
+    for svc in [names::headless_service(c), names::public_service(c)] {
         sans.push(svc.clone());
         sans.push(format!("{svc}.{ns}"));
         sans.push(format!("{svc}.{ns}.svc"));
         sans.push(format!("{svc}.{ns}.svc.cluster.local"));
     }
-    for ordinal in 0..cluster.spec.replicas {
+    for ordinal in 0..cluster.spec.replicas.max(0) as u32 {
         sans.push(cluster.pod_host(ordinal));
         sans.push(format!("{}.cluster.local", cluster.pod_host(ordinal)));
     }

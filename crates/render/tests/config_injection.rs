@@ -323,7 +323,7 @@ fn url_path(path: &str) -> String {
         .collect()
 }
 
-struct Plan {
+struct InjectionPlan {
     spec: OpenBaoClusterSpec,
     issuer: String,
     /// (path, data) written by one request each; read back at the path.
@@ -334,7 +334,7 @@ struct Plan {
     normalized_paths: usize,
 }
 
-fn plan(version: &str) -> Result<Plan> {
+fn plan(version: &str) -> Result<InjectionPlan> {
     let corpus = corpus();
     let mut requests = vec![json!({
         "name": "kv", "operation": "update", "path": "sys/mounts/secret",
@@ -380,7 +380,7 @@ fn plan(version: &str) -> Result<Plan> {
             "requests": requests,
         },
     }))?;
-    Ok(Plan {
+    Ok(InjectionPlan {
         spec,
         issuer: format!("https://issuer.example/{hostile}"),
         values,

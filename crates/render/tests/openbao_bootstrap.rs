@@ -136,7 +136,7 @@ fn remap_for_loopback(
     )?;
     replace(format!("\"https://{own_host}:"), format!("\"https://{own}:"))?;
     for (peer, addr) in addrs.iter().enumerate() {
-        let host = cluster.pod_host(peer as i32);
+        let host = cluster.pod_host(peer as u32);
         replace(
             format!("leader_api_addr = \"https://{host}:{API_PORT}\""),
             format!("leader_api_addr = \"https://{}:{API_PORT}\"", addr.ip),
@@ -147,7 +147,7 @@ fn remap_for_loopback(
         ensure!(!hcl.contains(gone), "{gone:?} left after remapping:\n{hcl}");
     }
     for peer in 0..addrs.len() {
-        let servername = format!("leader_tls_servername = \"{}\"", cluster.pod_host(peer as i32));
+        let servername = format!("leader_tls_servername = \"{}\"", cluster.pod_host(peer as u32));
         ensure!(hcl.contains(&servername), "{servername} lost in remapping:\n{hcl}");
     }
     Ok(hcl)
@@ -185,7 +185,7 @@ impl Fixture {
     /// A client for pod `ordinal` that connects to its loopback ip but verifies its pod DNS name
     /// against `ca_pem`.
     fn client_config(&self, ordinal: usize, ca_pem: &str) -> ClientConfig {
-        let host = self.cluster().pod_host(ordinal as i32);
+        let host = self.cluster().pod_host(ordinal as u32);
         ClientConfig::new(format!("https://{host}:{API_PORT}"))
             .with_ca_pem(ca_pem.as_bytes().to_vec())
             .with_resolve_to(IpAddr::V4(self.addrs[ordinal].ip))
@@ -496,7 +496,7 @@ async fn bootstrap(version: &str) -> Result<()> {
     replace_atomically(&fx.tls_dir.join("tls.key"), &renewed.key_pem)?;
     replace_atomically(&first, &renewed.cert_pem)?;
     for (ordinal, addr) in fx.addrs.iter().enumerate() {
-        let host = cluster.pod_host(ordinal as i32);
+        let host = cluster.pod_host(ordinal as u32);
         poll_until(
             &format!("{} serves the renewed certificate", pod_name(ordinal)),
             Duration::from_secs(15),

@@ -177,7 +177,7 @@ fn remap_for_loopback(
     )?;
     replace(format!("\"https://{own_host}:"), format!("\"https://{own}:"))?;
     for (peer, addr) in addrs.iter().enumerate() {
-        let host = cluster.pod_host(peer as i32);
+        let host = cluster.pod_host(peer as u32);
         replace(
             format!("leader_api_addr = \"https://{host}:{API_PORT}\""),
             format!("leader_api_addr = \"https://{}:{API_PORT}\"", addr.ip),
@@ -206,7 +206,7 @@ impl Dirs {
 }
 
 fn client_config(cluster: &Cluster, addr: &NodeAddr, ordinal: usize, ca_pem: &str) -> ClientConfig {
-    ClientConfig::new(format!("https://{}:{API_PORT}", cluster.pod_host(ordinal as i32)))
+    ClientConfig::new(format!("https://{}:{API_PORT}", cluster.pod_host(ordinal as u32)))
         .with_ca_pem(ca_pem.as_bytes().to_vec())
         .with_resolve_to(IpAddr::V4(addr.ip))
         .with_timeout(Duration::from_secs(10))

@@ -17,7 +17,7 @@ pub use resources::{apply_cluster_scoped, create_namespace, install_crds, instal
 use crate::cache::run_hack;
 use crate::process::ManagedProcess;
 use anyhow::{Context, Result, bail};
-use plan::Plan;
+use plan::LaunchPlan;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -62,7 +62,7 @@ impl ApiServer {
             .context("create apiserver temp dir")?;
         fs::write(dir.path().join("owner.pid"), std::process::id().to_string())?;
         let layout = Layout::new(dir.path());
-        let mut plan = Plan::prepare(layout, bin)?;
+        let mut plan = LaunchPlan::prepare(layout, bin)?;
         plan.extra_apiserver_args = extra.to_vec();
         let (etcd, apiserver) = boot(&plan, |name, program, args, log| {
             ManagedProcess::start(name, program, args, &[], log)
@@ -227,7 +227,7 @@ impl Started for Child {
 /// Starts etcd and kube-apiserver together (the apiserver retries etcd while it comes up, which
 /// saves the etcd start-up from the critical path), then waits for etcd's health and `/readyz`.
 pub(crate) async fn boot<P: Started>(
-    plan: &Plan,
+    plan: &LaunchPlan,
     mut launch: impl FnMut(&str, &Path, &[String], &Path) -> Result<P>,
 ) -> Result<(P, P)> {
     let (etcd_log, api_log) = (plan.layout.log("etcd"), plan.layout.log("kube-apiserver"));

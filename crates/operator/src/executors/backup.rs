@@ -26,7 +26,7 @@ pub struct BackupArgs {
     #[arg(
         long = "jwt-role",
         env = "OPENBAO_JWT_ROLE",
-        default_value = "openbao-operator-backup"
+        default_value = openbao_api::DEFAULT_BACKUP_JWT_ROLE
     )]
     pub jwt_role: String,
     #[command(flatten)]

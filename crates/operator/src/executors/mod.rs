@@ -68,7 +68,7 @@ pub struct OpenBaoArgs {
     #[arg(
         long = "jwt-token-file",
         env = "OPENBAO_JWT_TOKEN_FILE",
-        default_value = "/var/run/secrets/openbao/token"
+        default_value = openbao_render::objects::jobs::TOKEN_PATH
     )]
     pub jwt_token_file: PathBuf,
     /// How long to keep looking for the active node.
@@ -125,7 +125,7 @@ pub struct StoreArgs {
     #[arg(
         long = "s3-credentials-dir",
         env = "S3_CREDENTIALS_DIR",
-        default_value = "/etc/openbao/backup/credentials"
+        default_value = openbao_render::objects::jobs::CREDENTIALS_DIR
     )]
     pub credentials_dir: PathBuf,
     #[arg(long = "s3-part-size-mib", env = "S3_PART_SIZE_MIB", default_value_t = 8)]

@@ -39,7 +39,7 @@ pub struct RestoreArgs {
     #[arg(
         long = "jwt-role",
         env = "OPENBAO_JWT_ROLE",
-        default_value = "openbao-operator-restore"
+        default_value = openbao_api::DEFAULT_RESTORE_JWT_ROLE
     )]
     pub jwt_role: String,
     /// The full object key of the backup, as the backup reported it.

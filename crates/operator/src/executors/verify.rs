@@ -46,7 +46,7 @@ pub struct VerifyArgs {
     #[arg(
         long = "jwt-role",
         env = "OPENBAO_JWT_ROLE",
-        default_value = "openbao-operator-backup"
+        default_value = openbao_api::DEFAULT_BACKUP_JWT_ROLE
     )]
     pub jwt_role: String,
     /// The backup to restore; empty: the newest backup of the cluster.

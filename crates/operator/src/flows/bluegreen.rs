@@ -24,7 +24,7 @@ use std::time::Duration;
 use super::common::{self, act, enter, in_phase, pending, report, wait, with};
 use super::names::{self, Revision};
 use super::observed::Observed;
-use super::step::{Action, Deployment, Step};
+use super::step::{Action, Deployment, FlowStep};
 
 /// How long each phase may wait before a blue/green upgrade that can still be rolled back is.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -36,7 +36,7 @@ const PROMOTE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const COMMITTED_REPORT_AFTER: Duration = Duration::from_secs(5 * 60);
 
 /// The next step of a blue/green upgrade (or of starting one, from `Idle`).
-pub fn next_step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, observed: &Observed) -> Step {
+pub fn next_step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, observed: &Observed) -> FlowStep {
     let u = common::upgrade_of(status);
     if u.phase == UpgradePhase::Idle {
         return common::idle(spec, status, observed, UpgradeStrategy::BlueGreen);
@@ -52,7 +52,7 @@ pub fn next_step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, obser
         );
         return common::settle(status, with(status, u), Action::Nothing);
     };
-    let plan = Plan {
+    let plan = BlueGreenPlan {
         spec,
         status,
         observed,
@@ -83,7 +83,7 @@ pub fn next_step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, obser
     }
 }
 
-struct Plan<'a> {
+struct BlueGreenPlan<'a> {
     spec: &'a OpenBaoClusterSpec,
     status: &'a OpenBaoClusterStatus,
     observed: &'a Observed,
@@ -93,14 +93,14 @@ struct Plan<'a> {
     u: UpgradeStatus,
 }
 
-impl Plan<'_> {
+impl BlueGreenPlan<'_> {
     fn replicas(&self) -> u32 {
         self.spec.replicas.max(1) as u32
     }
 
     fn green_ids(&self) -> Vec<String> {
         (0..self.replicas())
-            .map(|i| names::node_id(&self.observed.cluster, &self.green, i))
+            .map(|i| openbao_api::names::pod(&self.observed.cluster, self.green.as_deref(), i))
             .collect()
     }
 
@@ -120,7 +120,7 @@ impl Plan<'_> {
     }
 
     /// Deploy (again) when a green server is missing or its process is gone.
-    fn deploy_if_missing(&self, u: &UpgradeStatus) -> Option<Step> {
+    fn deploy_if_missing(&self, u: &UpgradeStatus) -> Option<FlowStep> {
         let greens = self.observed.nodes_of(&self.green);
         let complete = (0..self.replicas()).all(|i| greens.iter().any(|n| n.ordinal == i && n.running));
         if complete {
@@ -146,7 +146,7 @@ impl Plan<'_> {
 
     /// Phases before the point of no return: requests, a changed version, repeated failures
     /// and timeouts may lead to `RollingBack`; otherwise the phase's own step.
-    fn reversible(mut self) -> Step {
+    fn reversible(mut self) -> FlowStep {
         let now = self.now();
         // Once green has led, the old version would have to serve data the new one wrote.
         if self.observed.leader_revision().as_ref() == Some(&self.green) {
@@ -236,7 +236,7 @@ impl Plan<'_> {
             .unwrap_or(Duration::ZERO)
     }
 
-    fn begin_rollback(mut self, reason: &str, message: String) -> Step {
+    fn begin_rollback(mut self, reason: &str, message: String) -> FlowStep {
         let now = self.now();
         let from = self.u.from_version.clone().unwrap_or_default();
         self.u.message = Some(format!("rolling back to {from}: {message}"));
@@ -245,7 +245,7 @@ impl Plan<'_> {
         act(Action::Record, with(self.status, self.u))
     }
 
-    fn deploying_green(mut self) -> Step {
+    fn deploying_green(mut self) -> FlowStep {
         if let Some(step) = self.deploy_if_missing(&self.u) {
             return step;
         }
@@ -259,7 +259,7 @@ impl Plan<'_> {
         wait(with(self.status, self.u))
     }
 
-    fn joining_mesh(mut self) -> Step {
+    fn joining_mesh(mut self) -> FlowStep {
         if let Some(step) = self.deploy_if_missing(&self.u) {
             return step;
         }
@@ -282,7 +282,7 @@ impl Plan<'_> {
         wait(with(self.status, self.u))
     }
 
-    fn syncing(mut self) -> Step {
+    fn syncing(mut self) -> FlowStep {
         let Some(raft) = &self.observed.raft else {
             self.u.message = Some("no active server to read autopilot state from".into());
             return wait(with(self.status, self.u));
@@ -307,7 +307,7 @@ impl Plan<'_> {
         self.promote_or_hold()
     }
 
-    fn promote_or_hold(mut self) -> Step {
+    fn promote_or_hold(mut self) -> FlowStep {
         let now = self.now();
         let token = pending(&self.spec.upgrade.requests.promote, &self.u.acknowledged.promote);
         if self.spec.upgrade.blue_green.auto_promote || token.is_some() {
@@ -329,11 +329,11 @@ impl Plan<'_> {
         common::settle(self.status, with(self.status, self.u), Action::Nothing)
     }
 
-    fn awaiting_promotion(self) -> Step {
+    fn awaiting_promotion(self) -> FlowStep {
         self.promote_or_hold()
     }
 
-    fn promoting(mut self) -> Step {
+    fn promoting(mut self) -> FlowStep {
         let (serving, expected) = self.green_serving();
         if serving < expected {
             self.u.message = Some(format!("{serving}/{expected} green servers unsealed; promotion waits"));
@@ -363,7 +363,7 @@ impl Plan<'_> {
     }
 
     /// `DemotingBlue` and `Cleanup`: the only way is forward.
-    fn committed(mut self) -> Step {
+    fn committed(mut self) -> FlowStep {
         let now = self.now();
         self.u.rollback_available = false;
         let requests = &self.spec.upgrade.requests;
@@ -403,7 +403,7 @@ impl Plan<'_> {
         }
     }
 
-    fn demoting_blue(mut self) -> Step {
+    fn demoting_blue(mut self) -> FlowStep {
         let (serving, expected) = self.green_serving();
         if serving < expected {
             self.u.message = Some(format!(
@@ -454,7 +454,7 @@ impl Plan<'_> {
         wait(with(self.status, self.u))
     }
 
-    fn cleanup(mut self) -> Step {
+    fn cleanup(mut self) -> FlowStep {
         let Some(raft) = &self.observed.raft else {
             self.u.message = Some("no active server to remove blue peers through".into());
             return wait(with(self.status, self.u));
@@ -491,7 +491,7 @@ impl Plan<'_> {
     }
 
     /// Back to blue: green leaves raft (demoted, then removed) and is deleted with its storage.
-    fn rolling_back(mut self) -> Step {
+    fn rolling_back(mut self) -> FlowStep {
         let now = self.now();
         let requests = &self.spec.upgrade.requests;
         for (requested, acknowledged) in [

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::names::{self, Revision};
 use super::observed::Observed;
-use super::step::{Action, Step};
+use super::step::{Action, FlowStep};
 use super::version::Version;
 
 /// The upgrade status to work on (the default when none was written yet).
@@ -68,21 +68,21 @@ pub fn with(status: &OpenBaoClusterStatus, upgrade: UpgradeStatus) -> OpenBaoClu
 }
 
 /// A step that only records `next` (or, when nothing changed, does nothing / waits).
-pub fn settle(previous: &OpenBaoClusterStatus, next: OpenBaoClusterStatus, unchanged: Action) -> Step {
+pub fn settle(previous: &OpenBaoClusterStatus, next: OpenBaoClusterStatus, unchanged: Action) -> FlowStep {
     let action = if &next == previous { unchanged } else { Action::Record };
-    Step { action, status: next }
+    FlowStep { action, status: next }
 }
 
 /// Waits: persists `next` if it changed (a new message), otherwise just polls again.
-pub fn wait(next: OpenBaoClusterStatus) -> Step {
-    Step {
+pub fn wait(next: OpenBaoClusterStatus) -> FlowStep {
+    FlowStep {
         action: Action::Wait,
         status: next,
     }
 }
 
-pub fn act(action: Action, next: OpenBaoClusterStatus) -> Step {
-    Step { action, status: next }
+pub fn act(action: Action, next: OpenBaoClusterStatus) -> FlowStep {
+    FlowStep { action, status: next }
 }
 
 /// The first phase after the (optional) snapshot.
@@ -100,7 +100,7 @@ pub fn idle(
     status: &OpenBaoClusterStatus,
     observed: &Observed,
     strategy: UpgradeStrategy,
-) -> Step {
+) -> FlowStep {
     let now = observed.now;
     let mut u = upgrade_of(status);
     let requests = &spec.upgrade.requests;
@@ -231,7 +231,7 @@ pub const SNAPSHOT_ATTEMPTS: i32 = 3;
 
 /// The pre-upgrade snapshot; afterwards the strategy's first phase. Given up (no server was
 /// touched) after [`SNAPSHOT_ATTEMPTS`] failures.
-pub fn snapshot(status: &OpenBaoClusterStatus, mut u: UpgradeStatus, now: Timestamp) -> Step {
+pub fn snapshot(status: &OpenBaoClusterStatus, mut u: UpgradeStatus, now: Timestamp) -> FlowStep {
     if u.failures >= SNAPSHOT_ATTEMPTS {
         let last = u.last_error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
         let message = format!("the pre-upgrade snapshot failed {SNAPSHOT_ATTEMPTS} times; last: {last}");

@@ -21,7 +21,7 @@ use super::step::{Action, Deployment};
 /// One server as the platform knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlatformNode {
-    /// The raft node id, [`super::names::node_id`] of `revision` and `ordinal`.
+    /// The raft node id, [`openbao_api::names::pod`] of `revision` and `ordinal`.
     pub id: String,
     pub revision: Revision,
     pub ordinal: u32,

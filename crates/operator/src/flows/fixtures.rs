@@ -9,7 +9,7 @@ use openbao_api::{
 use openbao_client::HealthState;
 use serde_json::json;
 
-use super::names::{self, Revision};
+use super::names::Revision;
 use super::observed::{AutopilotPeer, AutopilotView, NodeHealth, NodeView, Observed, Peer, RaftView};
 
 pub const CLUSTER: &str = "bao";
@@ -89,7 +89,7 @@ pub struct Scene {
 
 fn node(revision: &Revision, ordinal: u32, version: &str, state: Option<HealthState>) -> NodeView {
     NodeView {
-        id: names::node_id(CLUSTER, revision, ordinal),
+        id: openbao_api::names::pod(CLUSTER, revision.as_deref(), ordinal),
         revision: revision.clone(),
         ordinal,
         version: version.to_string(),
@@ -188,7 +188,7 @@ impl Scene {
     pub fn green_joined(mut self, voter: bool, lag: u64) -> Self {
         self = self.green_started(3, Some(HealthState::Standby));
         for i in 0..3 {
-            let id = names::node_id(CLUSTER, &green(), i);
+            let id = openbao_api::names::pod(CLUSTER, green().as_deref(), i);
             self.add_peer(&id, voter, lag);
         }
         self

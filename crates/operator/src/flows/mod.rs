@@ -1,6 +1,6 @@
 //! Long operations as state machines in status: blue/green and rolling upgrades.
 //!
-//! A flow is a pure function `next_step(spec, status, observed) -> Step`. The [`driver`]
+//! A flow is a pure function `next_step(spec, status, observed) -> FlowStep`. The [`driver`]
 //! performs exactly one step per call (observe -> decide -> act -> new status), so the caller
 //! persists status after every step and a restarted operator resumes from status alone. Flows
 //! never trust an action's answer: a phase advances only when a later observation of the real
@@ -29,13 +29,13 @@ pub use common::{STEP_FAILURES_DEGRADED, record_failure, record_step_failure};
 pub use driver::{Driver, Platform, PlatformError, PlatformNode, Snapshot, StepReport};
 pub use names::Revision;
 pub use observed::{AutopilotPeer, AutopilotView, NodeHealth, NodeView, Observed, Peer, RaftView};
-pub use step::{Action, Deployment, Step};
+pub use step::{Action, Deployment, FlowStep};
 
 use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradeStrategy};
 
 /// The next step of whatever upgrade is in progress, or of starting one with the strategy in
 /// the spec. An upgrade in progress keeps the strategy it started with.
-pub fn next_step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, observed: &Observed) -> Step {
+pub fn next_step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, observed: &Observed) -> FlowStep {
     match upgrade::strategy(spec, status) {
         UpgradeStrategy::BlueGreen => bluegreen::next_step(spec, status, observed),
         UpgradeStrategy::RollingUpdate => rolling::next_step(spec, status, observed),

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use openbao_client::HealthState;
 use std::collections::BTreeMap;
 
-use super::names::{self, Revision};
+use super::names::Revision;
 
 /// Everything a flow decides on. Built by the driver, fresh for every step.
 #[derive(Clone, Debug, PartialEq)]
@@ -140,7 +140,7 @@ impl Observed {
         let mut peers: Vec<(&Peer, u32)> = raft
             .peers
             .iter()
-            .filter_map(|p| match names::parse_node_id(&self.cluster, &p.id) {
+            .filter_map(|p| match openbao_api::names::parse_pod(&self.cluster, &p.id) {
                 Some((rev, ordinal)) if &rev == revision => Some((p, ordinal)),
                 _ => None,
             })
@@ -152,6 +152,6 @@ impl Observed {
     /// The revision of the raft leader, if there is one and its id follows the naming.
     pub fn leader_revision(&self) -> Option<Revision> {
         let raft = self.raft.as_ref()?;
-        names::parse_node_id(&self.cluster, &raft.leader).map(|(rev, _)| rev)
+        openbao_api::names::parse_pod(&self.cluster, &raft.leader).map(|(rev, _)| rev)
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::common::{self, act, in_phase, pending, report, wait, with};
 use super::names::Revision;
 use super::observed::{NodeView, Observed};
-use super::step::{Action, Step};
+use super::step::{Action, FlowStep};
 
 /// How long one server may take to come back and catch up before it is reported.
 const NODE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -28,7 +28,7 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const QUIET_REACH: Duration = Duration::from_secs(45);
 
 /// The next step of a rolling upgrade (or of starting one, from `Idle`).
-pub fn next_step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, observed: &Observed) -> Step {
+pub fn next_step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, observed: &Observed) -> FlowStep {
     let u = common::upgrade_of(status);
     match u.phase {
         UpgradePhase::Idle => common::idle(spec, status, observed, UpgradeStrategy::RollingUpdate),
@@ -61,7 +61,7 @@ struct Roll<'a> {
 }
 
 impl Roll<'_> {
-    fn decide(mut self) -> Step {
+    fn decide(mut self) -> FlowStep {
         let now = self.observed.now;
         let nodes = self.observed.nodes_of(&self.set);
         let touched = !self.u.completed_pods.is_empty() || nodes.iter().any(|n| n.version == self.to);
@@ -107,14 +107,14 @@ impl Roll<'_> {
         self.roll(nodes)
     }
 
-    fn abort(mut self, reason: &str, message: String) -> Step {
+    fn abort(mut self, reason: &str, message: String) -> FlowStep {
         let from = self.u.from_version.clone().unwrap_or_default();
         self.u.last_error = Some(common::error(reason, message.clone(), self.observed.now));
         let text = format!("upgrade aborted before any server changed; still on {from}: {message}");
         act(Action::Record, common::aborted(self.status, &self.u, text))
     }
 
-    fn roll(mut self, nodes: Vec<&NodeView>) -> Step {
+    fn roll(mut self, nodes: Vec<&NodeView>) -> FlowStep {
         let now = self.observed.now;
         let Some(raft) = &self.observed.raft else {
             self.u.message = Some("no active server to read raft state from".into());

@@ -8,7 +8,7 @@ use super::names::Revision;
 /// If it fails the driver persists [`super::record_failure`] of the *previous* status instead,
 /// and the same step is tried again on the next call (every action is idempotent).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Step {
+pub struct FlowStep {
     pub action: Action,
     pub status: OpenBaoClusterStatus,
 }

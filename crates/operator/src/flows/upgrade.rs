@@ -13,8 +13,8 @@ use super::names::Revision;
 pub enum UpgradePlan {
     /// Nothing to upgrade (or not initialized yet).
     Idle,
-    /// Run one driver step.
-    Step,
+    /// Advance the upgrade by one driver step.
+    Advance,
     /// `spec.version` is the running version again after a refused or aborted upgrade: only the
     /// leftover refusal goes, which needs no OpenBao ([`cleared`]).
     Clear,
@@ -84,7 +84,7 @@ pub fn plan(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus) -> Upgrade
             message: "upgrades need the operator's JWT login into OpenBao (spec.selfInit.oidc.enabled)".into(),
         };
     }
-    UpgradePlan::Step
+    UpgradePlan::Advance
 }
 
 /// `status` without the refusal or abort of an upgrade that `spec.version` no longer asks for.
@@ -164,9 +164,12 @@ mod tests {
         assert_eq!((r.version.as_str(), r.on_delete), ("2.7.2", true));
         assert_eq!(
             plan(&spec(serde_json::json!({})), &rolling("2.6.2", "2.7.2")),
-            UpgradePlan::Step
+            UpgradePlan::Advance
         );
-        assert_eq!(plan(&spec(serde_json::json!({})), &running("2.6.2")), UpgradePlan::Step);
+        assert_eq!(
+            plan(&spec(serde_json::json!({})), &running("2.6.2")),
+            UpgradePlan::Advance
+        );
         assert_eq!(plan(&spec(serde_json::json!({})), &running("2.7.2")), UpgradePlan::Idle);
         assert_eq!(
             plan(&spec(serde_json::json!({})), &Default::default()),
@@ -177,7 +180,7 @@ mod tests {
     #[test]
     fn blue_green_runs_and_snapshots_without_a_store_are_refused_without_touching_pods() {
         let bg = spec(serde_json::json!({"upgrade": {"strategy": "BlueGreen"}}));
-        assert_eq!(plan(&bg, &running("2.6.2")), UpgradePlan::Step);
+        assert_eq!(plan(&bg, &running("2.6.2")), UpgradePlan::Advance);
         // The live set keeps the running version: green is a separate StatefulSet.
         assert_eq!(rollout(&bg, &running("2.6.2")).version, "2.6.2");
         let snap = spec(serde_json::json!({"upgrade": {"preUpgradeSnapshot": true}}));
@@ -191,7 +194,7 @@ mod tests {
         let backup = serde_json::json!({"schedule": "0 3 * * *", "target": {
             "endpoint": "https://s3.example.com", "bucket": "b", "credentialsSecretRef": {"name": "c"}}});
         let snap = spec(serde_json::json!({"upgrade": {"preUpgradeSnapshot": true}, "backup": backup}));
-        assert_eq!(plan(&snap, &running("2.6.2")), UpgradePlan::Step);
+        assert_eq!(plan(&snap, &running("2.6.2")), UpgradePlan::Advance);
         let no_login = spec(serde_json::json!({"selfInit": {"oidc": {"enabled": false}}}));
         assert!(matches!(
             plan(&no_login, &running("2.6.2")),

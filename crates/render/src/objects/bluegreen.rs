@@ -6,9 +6,8 @@
 //! Every set shares the headless Service `<c>`, so every pod is `<pod>.<c>.<ns>.svc` and the
 //! NetworkPolicy, the PodDisruptionBudget and the pod watch cover all of them. The public
 //! Service (and with it the HTTPRoute, whose backend it is) selects exactly one set by the
-//! component label: `server` for the original set, `server-<r>` for revision `r`. The original
-//! pods never carried a revision label and their StatefulSet's selector cannot change, so a set
-//! is told apart by a label the others lack rather than one they would have to gain.
+//! component label: `server` for the original set, `server-<r>` for revision `r` (the labels
+//! are built in [`super::server_set`], the names in `openbao_api::names`).
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -16,61 +15,11 @@ use openbao_api::names;
 use serde_json::json;
 use std::collections::BTreeMap;
 
+use super::server_set::{REVISION_LABEL, server_set_selector};
 use super::workload::{Rollout, ServerSet, config_data, server_statefulset};
 use super::{meta, typed};
 use crate::config::{self, JoinTarget};
 use crate::{API_PORT, Cluster, labels};
-
-/// Carried by the pods, StatefulSets, ConfigMaps and volumes of a revision's set.
-pub const REVISION_LABEL: &str = "openbao.org/revision";
-
-/// The component label value of a set's pods.
-pub fn set_component(revision: Option<&str>) -> String {
-    match revision {
-        None => "server".to_string(),
-        Some(rev) => format!("server-{rev}"),
-    }
-}
-
-/// Labels selecting exactly the pods of one set.
-pub fn set_selector(cluster: &str, revision: Option<&str>) -> BTreeMap<String, String> {
-    let mut l = labels::selector(cluster);
-    l.insert(labels::COMPONENT_LABEL.to_string(), set_component(revision));
-    l
-}
-
-/// Labels of a set's pods.
-pub fn set_pod_labels(cluster: &str, revision: Option<&str>) -> BTreeMap<String, String> {
-    let mut l = set_selector(cluster, revision);
-    if let Some(rev) = revision {
-        l.insert(REVISION_LABEL.to_string(), rev.to_string());
-    }
-    l
-}
-
-pub fn set_statefulset_name(cluster: &str, revision: Option<&str>) -> String {
-    match revision {
-        None => names::statefulset(cluster),
-        Some(rev) => format!("{}-{rev}", names::statefulset(cluster)),
-    }
-}
-
-pub fn set_config_map_name(cluster: &str, revision: Option<&str>) -> String {
-    match revision {
-        None => names::config_map(cluster),
-        Some(rev) => format!("{}-{rev}", names::config_map(cluster)),
-    }
-}
-
-/// Pod (and raft node id) `ordinal` of a set.
-pub fn set_pod_name(cluster: &str, revision: Option<&str>, ordinal: u32) -> String {
-    format!("{}-{ordinal}", set_statefulset_name(cluster, revision))
-}
-
-/// The data volume claim of pod `ordinal` of a set (from the StatefulSet's claim template `data`).
-pub fn set_volume_claim_name(cluster: &str, revision: Option<&str>, ordinal: u32) -> String {
-    format!("data-{}", set_pod_name(cluster, revision, ordinal))
-}
 
 /// How a revision's servers find the raft cluster when their storage is empty.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +44,7 @@ pub fn revision_server_hcl(cluster: &Cluster, revision: &str, joining: &Joining)
         .map(|ordinal| JoinTarget {
             api_host: format!(
                 "{}.{}.{}.svc",
-                set_pod_name(cluster.name, target_revision, ordinal),
+                names::pod(cluster.name, target_revision, ordinal),
                 names::headless_service(cluster.name),
                 cluster.namespace
             ),
@@ -107,7 +56,11 @@ pub fn revision_server_hcl(cluster: &Cluster, revision: &str, joining: &Joining)
 
 /// ConfigMap `<c>-config-<revision>`.
 pub fn revision_config_map(cluster: &Cluster, revision: &str, joining: &Joining) -> ConfigMap {
-    let mut metadata = meta(cluster, set_config_map_name(cluster.name, Some(revision)), "config");
+    let mut metadata = meta(
+        cluster,
+        names::server_set_config_map(cluster.name, Some(revision)),
+        "config",
+    );
     labels_of(&mut metadata).insert(REVISION_LABEL.to_string(), revision.to_string());
     ConfigMap {
         metadata,
@@ -135,7 +88,7 @@ pub fn public_service_to(cluster: &Cluster, traffic: Option<&str>) -> Service {
     let mut svc: Service = typed(json!({
         "spec": {
             "type": "ClusterIP",
-            "selector": set_selector(cluster.name, traffic),
+            "selector": server_set_selector(cluster.name, traffic),
             "ports": [{"name": "api", "port": API_PORT, "targetPort": API_PORT, "appProtocol": "https"}],
         }
     }));
@@ -151,7 +104,7 @@ pub fn traffic_of(cluster: &str, service: &Service) -> Option<Option<String>> {
         return Some(None);
     }
     let rev = component.strip_prefix("server-")?;
-    (set_selector(cluster, Some(rev)) == *selector).then(|| Some(rev.to_string()))
+    (server_set_selector(cluster, Some(rev)) == *selector).then(|| Some(rev.to_string()))
 }
 
 fn labels_of(
@@ -182,7 +135,10 @@ mod tests {
         assert_eq!(green.metadata.name.as_deref(), Some("vault-v2-7-2"));
         let s = green.spec.clone().unwrap();
         assert_eq!(s.service_name.as_deref(), Some("vault"), "shares the headless Service");
-        assert_eq!(s.selector.match_labels.unwrap(), set_selector("vault", Some("v2-7-2")));
+        assert_eq!(
+            s.selector.match_labels.unwrap(),
+            server_set_selector("vault", Some("v2-7-2"))
+        );
         let pod_labels = template_labels(&green);
         assert_eq!(pod_labels["app.kubernetes.io/component"], "server-v2-7-2");
         assert_eq!(pod_labels[REVISION_LABEL], "v2-7-2");
@@ -204,9 +160,7 @@ mod tests {
             blue.spec.clone().unwrap().selector.match_labels.unwrap(),
             labels::selector("vault")
         );
-        assert_eq!(template_labels(&blue), set_selector("vault", None));
-        assert_eq!(set_volume_claim_name("vault", Some("v2-7-2"), 1), "data-vault-v2-7-2-1");
-        assert_eq!(set_volume_claim_name("vault", None, 0), "data-vault-0");
+        assert_eq!(template_labels(&blue), server_set_selector("vault", None));
     }
 
     #[test]

@@ -8,12 +8,11 @@ mod metrics;
 mod network;
 mod rbac;
 mod secrets;
+mod server_set;
 mod workload;
 
 pub use bluegreen::{
-    Joining, REVISION_LABEL, public_service_to, revision_config_map, revision_server_hcl, revision_statefulset,
-    set_component, set_config_map_name, set_pod_labels, set_pod_name, set_selector, set_statefulset_name,
-    set_volume_claim_name, traffic_of,
+    Joining, public_service_to, revision_config_map, revision_server_hcl, revision_statefulset, traffic_of,
 };
 pub use gateway::{backend_tls_policy, gateway_ca_config_map, http_route};
 pub use metrics::{METRICS_PATH, metrics_service};
@@ -22,6 +21,7 @@ pub use rbac::{
     job_service_accounts, service_account, service_registration_binding, service_registration_cluster_role,
 };
 pub use secrets::{TlsSecrets, ca_state_from_secret, init_secret, tls_secrets, unseal_key_secret};
+pub use server_set::{REVISION_LABEL, server_set_pod_labels, server_set_selector};
 pub use workload::{Rollout, config_map, headless_service, image_for, public_service, statefulset, statefulset_with};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};

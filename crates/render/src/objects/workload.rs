@@ -199,11 +199,11 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
         DeletionPolicy::Retain => "Retain",
         DeletionPolicy::DeletePVCs | DeletionPolicy::DeleteAll => "Delete",
     };
-    let pod_labels = super::bluegreen::set_pod_labels(cluster.name, set.revision);
+    let pod_labels = super::server_set::server_set_pod_labels(cluster.name, set.revision);
     // The original StatefulSet's selector predates revisions and cannot change.
     let sts_selector = match set.revision {
         None => labels::selector(cluster.name),
-        Some(_) => super::bluegreen::set_selector(cluster.name, set.revision),
+        Some(_) => super::server_set::server_set_selector(cluster.name, set.revision),
     };
     let mut mounts = vec![
         json!({"name": "config", "mountPath": paths::CONFIG_TEMPLATE_DIR, "readOnly": true}),
@@ -215,7 +215,7 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
         json!({"name": "data", "mountPath": paths::DATA_DIR}),
     ];
     let mut volumes = vec![
-        json!({"name": "config", "configMap": {"name": super::bluegreen::set_config_map_name(cluster.name, set.revision), "defaultMode": 0o444}}),
+        json!({"name": "config", "configMap": {"name": names::server_set_config_map(cluster.name, set.revision), "defaultMode": 0o444}}),
         // Present only until the cluster is initialized; optional so pods start without it.
         json!({"name": "init", "secret": {"secretName": names::init_secret(cluster.name), "optional": true, "defaultMode": 0o440}}),
         json!({"name": "tls", "secret": {"secretName": names::tls_server_secret(cluster.name), "defaultMode": 0o440}}),
@@ -246,7 +246,7 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
     seal_inputs(spec, &mut env, &mut mounts, &mut volumes);
     let mut claim_labels = labels::selector(cluster.name);
     if let Some(rev) = set.revision {
-        claim_labels.insert(super::bluegreen::REVISION_LABEL.to_string(), rev.to_string());
+        claim_labels.insert(super::server_set::REVISION_LABEL.to_string(), rev.to_string());
     }
     let mut claim_templates = vec![json!({
         "metadata": {"name": "data", "labels": claim_labels},
@@ -316,11 +316,7 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
             "volumeClaimTemplates": claim_templates,
         }
     }));
-    sts.metadata = meta(
-        cluster,
-        super::bluegreen::set_statefulset_name(cluster.name, set.revision),
-        "server",
-    );
+    sts.metadata = meta(cluster, names::server_set(cluster.name, set.revision), "server");
     sts
 }
 

@@ -1,7 +1,7 @@
 //! Detached mode for `hermetic-k8s`: the same boot as the tests, but etcd and kube-apiserver run
 //! in their own sessions without PDEATHSIG, so they outlive the command. Pid files record them.
 
-use super::plan::{Layout, Plan};
+use super::plan::{LaunchPlan, Layout};
 use super::{admin_http_client, boot, locate_binaries, pid_alive};
 use anyhow::{Context, Result, bail};
 use std::fs;
@@ -38,7 +38,7 @@ pub async fn detached_is_ready(root: &Path) -> bool {
 /// On failure whatever was started is stopped again.
 pub async fn start_detached(root: &Path) -> Result<PathBuf> {
     let bin = locate_binaries().await?;
-    let plan = Plan::prepare(Layout::new(root), bin)?;
+    let plan = LaunchPlan::prepare(Layout::new(root), bin)?;
     if let Err(err) = boot_detached(&plan).await {
         stop_detached(root, true)?;
         return Err(err);
@@ -48,7 +48,7 @@ pub async fn start_detached(root: &Path) -> Result<PathBuf> {
 
 /// The boot sequence with detached processes recorded in `pids/` (apiserver and node mode).
 /// Returns the processes so a caller can keep watching them for an early exit.
-pub(crate) async fn boot_detached(plan: &Plan) -> Result<(Child, Child)> {
+pub(crate) async fn boot_detached(plan: &LaunchPlan) -> Result<(Child, Child)> {
     boot(plan, |name, program, args, log| {
         spawn_recorded(&plan.layout, name, program, args, log)
     })

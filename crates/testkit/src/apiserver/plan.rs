@@ -50,7 +50,7 @@ impl Layout {
 }
 
 /// Ports, certificates and command lines, written to disk before anything starts.
-pub(crate) struct Plan {
+pub(crate) struct LaunchPlan {
     pub(crate) layout: Layout,
     pub(crate) bin: PathBuf,
     pub(crate) etcd_client_port: u16,
@@ -63,7 +63,7 @@ pub(crate) struct Plan {
     pub(crate) extra_apiserver_args: Vec<String>,
 }
 
-impl Plan {
+impl LaunchPlan {
     pub(crate) fn prepare(layout: Layout, bin: PathBuf) -> Result<Self> {
         Self::prepare_for(layout, bin, Placement::Loopback)
     }

@@ -4,7 +4,7 @@
 use super::config::{self, NodePaths};
 use super::{Inputs, NODE_IP, addons, readiness};
 use crate::apiserver::detached::{boot_detached, spawn_recorded};
-use crate::apiserver::plan::{Placement, Plan};
+use crate::apiserver::plan::{LaunchPlan, Placement};
 use crate::apiserver::{Layout, client_from_kubeconfig, log_tail};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -58,7 +58,7 @@ pub async fn boot_inside(root: &Path) -> Result<()> {
     let began = Instant::now();
     let inputs = Inputs::read(root)?;
     let paths = NodePaths::new(root);
-    let plan = Plan::prepare_for(
+    let plan = LaunchPlan::prepare_for(
         Layout::new(root),
         inputs.bin.clone(),
         Placement::Node { address: NODE_IP },

@@ -2,7 +2,7 @@
 //! written to /etc or /var/lib, so teardown only has to remove one directory.
 
 use super::{CLUSTER_DNS_IP, CLUSTER_DOMAIN, NODE_IP, NODE_NAME, NODE_POD_CIDR, POD_CIDR, SERVICE_CIDR, cgroups};
-use crate::apiserver::plan::{Plan, write_kubeconfig};
+use crate::apiserver::plan::{LaunchPlan, write_kubeconfig};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::fs;
@@ -57,7 +57,7 @@ impl NodePaths {
 
 /// Certificates, kubeconfigs and configuration files of everything but etcd and the apiserver
 /// (the apiserver's kubelet-client certificate included: it must exist before the apiserver starts).
-pub(super) fn write_all(plan: &Plan, paths: &NodePaths) -> Result<()> {
+pub(super) fn write_all(plan: &LaunchPlan, paths: &NodePaths) -> Result<()> {
     let node_ip = NODE_IP.to_string();
     let identities = [
         ("kubelet", format!("system:node:{NODE_NAME}"), Some("system:nodes")),
@@ -189,7 +189,7 @@ fn cni_conflist(paths: &NodePaths) -> String {
     serde_json::to_string_pretty(&conf).expect("CNI config serializes")
 }
 
-fn kubelet_yaml(plan: &Plan, paths: &NodePaths) -> String {
+fn kubelet_yaml(plan: &LaunchPlan, paths: &NodePaths) -> String {
     let pki = |f: &str| plan.layout.pki(f).display().to_string();
     let kubelet = paths.kubelet_dir();
     let config = json!({
@@ -270,7 +270,7 @@ pub(super) fn containerd_args(paths: &NodePaths) -> Vec<String> {
     vec!["--config".into(), paths.containerd_config().display().to_string()]
 }
 
-pub(super) fn controller_manager_args(plan: &Plan, paths: &NodePaths) -> Vec<String> {
+pub(super) fn controller_manager_args(plan: &LaunchPlan, paths: &NodePaths) -> Vec<String> {
     let pki = |f: &str| plan.layout.pki(f).display().to_string();
     let kubeconfig = paths.kubeconfig_of("kube-controller-manager").display().to_string();
     vec![

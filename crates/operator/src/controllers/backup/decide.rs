@@ -116,11 +116,6 @@ pub fn next_after(cron: &Cron, after: Timestamp) -> Option<Timestamp> {
     cron.find_next_occurrence(&zoned, false).ok().map(|z| z.timestamp())
 }
 
-/// Name of a backup Job started at `at` (UTC seconds; one backup per cluster at a time).
-pub fn job_name(cluster: &str, at: Timestamp) -> String {
-    format!("{cluster}-backup-{}", at.strftime("%Y%m%d-%H%M%S"))
-}
-
 fn time(t: Timestamp) -> Time {
     Time(t)
 }
@@ -255,7 +250,7 @@ pub fn decide(inputs: &Inputs) -> Decision {
         return decision;
     }
 
-    let name = job_name(inputs.cluster, now);
+    let name = openbao_api::names::backup_job(inputs.cluster, now);
     st.running_job = Some(name.clone());
     st.running_since = Some(time(now));
     // Every pending request is served by the run that starts now.
@@ -292,7 +287,7 @@ fn blocker(inputs: &Inputs, releasing: bool) -> Option<String> {
     if inputs.spec.paused {
         return Some("spec.paused is true".into());
     }
-    if upgrade::plan(inputs.spec, status) == UpgradePlan::Step {
+    if upgrade::plan(inputs.spec, status) == UpgradePlan::Advance {
         return Some("an upgrade is in progress or pending".into());
     }
     match &status.operation_lock {

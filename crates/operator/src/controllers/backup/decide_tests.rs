@@ -339,7 +339,10 @@ fn every_minute_schedule_and_job_names() {
         Some(ts("2026-01-01T10:01:00Z"))
     );
     assert!(parse_schedule("* * * * * *").is_err(), "seconds are not allowed");
-    assert_eq!(job_name(&"a".repeat(40), ts("2026-01-01T10:00:00Z")).len(), 63);
+    assert_eq!(
+        openbao_api::names::backup_job(&"a".repeat(40), ts("2026-01-01T10:00:00Z")).len(),
+        63
+    );
 }
 
 #[test]

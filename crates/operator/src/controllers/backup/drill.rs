@@ -49,11 +49,6 @@ pub struct Decision {
     pub requeue: Option<Duration>,
 }
 
-/// Name of a drill Job started at `at`.
-pub fn job_name(cluster: &str, at: Timestamp) -> String {
-    format!("{cluster}-verify-{}", at.strftime("%Y%m%d-%H%M%S"))
-}
-
 pub fn decide(inputs: &Inputs) -> Decision {
     let now = inputs.now;
     let existing = inputs.backup.verification.clone();
@@ -142,7 +137,7 @@ pub fn decide(inputs: &Inputs) -> Decision {
         },
     };
     if let Some(key) = due {
-        let name = job_name(inputs.cluster, now);
+        let name = openbao_api::names::verify_job(inputs.cluster, now);
         v.running_job = Some(name.clone());
         v.running_key = Some(key.clone());
         v.running_since = Some(Time(now));

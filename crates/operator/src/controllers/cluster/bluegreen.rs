@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use openbao_api::{OpenBaoClusterStatus, UpgradePhase};
+use openbao_api::{OpenBaoClusterStatus, UpgradePhase, names};
 use openbao_render::objects::{self, Joining, Rollout};
 use openbao_render::{Cluster, labels};
 
@@ -54,7 +54,7 @@ pub fn traffic_revision(status: &OpenBaoClusterStatus) -> Revision {
 
 /// StatefulSet of the live set (the one whose readiness the cluster's status reports).
 pub fn live_statefulset_name(cluster: &str, status: &OpenBaoClusterStatus) -> String {
-    objects::set_statefulset_name(cluster, live_revision(status).as_deref())
+    names::server_set(cluster, live_revision(status).as_deref())
 }
 
 /// Service `<c>-public` as status wants it.
@@ -170,11 +170,11 @@ impl BlueGreenKube<'_> {
     pub async fn remove(&self, revision: &Revision) -> Result<(), PlatformError> {
         let c = self.cluster.name;
         let rev = revision.as_deref();
-        let sts = objects::set_statefulset_name(c, rev);
+        let sts = names::server_set(c, rev);
         let background = DeleteParams::background();
         ignore_missing(self.api::<StatefulSet>().delete(&sts, &background).await)
             .map_err(kube_error(format!("deleting StatefulSet {sts}")))?;
-        let selector = selector_string(&objects::set_selector(c, rev));
+        let selector = selector_string(&objects::server_set_selector(c, rev));
         let pods = self
             .api::<Pod>()
             .list(&ListParams::default().labels(&selector))
@@ -190,7 +190,7 @@ impl BlueGreenKube<'_> {
                 .map_err(kube_error(format!("deleting volume claim {claim}")))?;
         }
         if let Some(rev) = rev {
-            let cm = objects::set_config_map_name(c, Some(rev));
+            let cm = names::server_set_config_map(c, Some(rev));
             ignore_missing(self.api::<ConfigMap>().delete(&cm, &background).await)
                 .map_err(kube_error(format!("deleting ConfigMap {cm}")))?;
         }
@@ -229,7 +229,7 @@ impl BlueGreenKube<'_> {
 
     /// The set `<c>-public` selects; the live set when it selects none in particular.
     pub async fn traffic(&self) -> Result<Revision, PlatformError> {
-        let name = openbao_api::names::public_service(self.cluster.name);
+        let name = names::public_service(self.cluster.name);
         let svc = self
             .api::<Service>()
             .get_opt(&name)
@@ -243,7 +243,7 @@ impl BlueGreenKube<'_> {
 
 /// The server (revision, ordinal) a volume claim `data-<pod>` belongs to.
 pub fn claim_server(cluster: &str, claim: &str) -> Option<(Revision, u32)> {
-    crate::flows::names::parse_node_id(cluster, claim.strip_prefix("data-")?)
+    names::parse_pod(cluster, claim.strip_prefix(names::VOLUME_CLAIM_PREFIX)?)
 }
 
 fn selector_string(selector: &std::collections::BTreeMap<String, String>) -> String {

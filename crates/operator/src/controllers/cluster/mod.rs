@@ -215,7 +215,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
                 }
                 // An upgrade does not start while a backup or restore holds the cluster; one in
                 // progress is never interrupted (backups and restores wait for it instead).
-                UpgradePlan::Step if upgrade_waits_for_lock(&previous) => {
+                UpgradePlan::Advance if upgrade_waits_for_lock(&previous) => {
                     let holder = previous
                         .operation_lock
                         .as_ref()
@@ -227,7 +227,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
                     };
                     upgrade_requeue = Some(Some(Duration::from_secs(15)));
                 }
-                UpgradePlan::Step => match applied.bundle.as_deref() {
+                UpgradePlan::Advance => match applied.bundle.as_deref() {
                     None => observed.upgrade = UpgradeState::StepFailed("no CA bundle to reach OpenBao with".into()),
                     Some(bundle) => {
                         let (next, state, requeue) = upgrade_step(ctx, &cluster, &previous, bundle).await;

@@ -6,19 +6,13 @@
 //! second snapshot; a failed attempt counts in status and the next attempt gets a new Job.
 
 use jiff::Timestamp;
-use openbao_api::{OpenBaoClusterStatus, UpgradeStatus};
+use openbao_api::{OpenBaoClusterStatus, UpgradeStatus, names};
 use openbao_render::Cluster;
 use openbao_render::objects::jobs as job_objects;
 
 use crate::context::Context;
 use crate::controllers::jobs::{self, ExecutorResult, JobOutcome, RunningJob};
 use crate::flows::{PlatformError, Snapshot};
-
-/// Name of the Job of snapshot `attempt` of the upgrade that started at `started`. At most 63
-/// characters for a cluster name of at most 40 (the CRD's limit), like every Job name.
-pub fn job_name(cluster: &str, started: Timestamp, attempt: i32) -> String {
-    format!("{cluster}-snap-{}-{attempt}", started.strftime("%Y%m%d-%H%M%S"))
-}
 
 /// When the upgrade in `status` started (the epoch for one recorded without a start).
 pub fn upgrade_started(status: &OpenBaoClusterStatus) -> Timestamp {
@@ -36,7 +30,7 @@ pub async fn take(
     started: Timestamp,
     attempt: i32,
 ) -> Result<Snapshot, PlatformError> {
-    let name = job_name(cluster.name, started, attempt);
+    let name = names::pre_upgrade_snapshot_job(cluster.name, started, attempt);
     let Some(backup) = cluster.spec.backup.as_ref() else {
         return Err(PlatformError::new(
             "taking the pre-upgrade snapshot",
@@ -82,9 +76,15 @@ mod tests {
     #[test]
     fn job_names_follow_the_attempt_and_fit_a_label_value() {
         let started: Timestamp = "2026-11-24T19:30:05Z".parse().unwrap();
-        assert_eq!(job_name("lane", started, 0), "lane-snap-20261124-193005-0");
-        assert_ne!(job_name("lane", started, 1), job_name("lane", started, 0));
-        assert!(job_name(&"x".repeat(40), started, 2).len() <= 63);
+        assert_eq!(
+            names::pre_upgrade_snapshot_job("lane", started, 0),
+            "lane-snap-20261124-193005-0"
+        );
+        assert_ne!(
+            names::pre_upgrade_snapshot_job("lane", started, 1),
+            names::pre_upgrade_snapshot_job("lane", started, 0)
+        );
+        assert!(names::pre_upgrade_snapshot_job(&"x".repeat(40), started, 2).len() <= 63);
     }
 
     #[test]

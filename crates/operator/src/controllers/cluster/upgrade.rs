@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, names};
 use openbao_client::{BaoClient, ClientConfig, Token};
-use openbao_render::objects::{self, image_for};
+use openbao_render::objects::image_for;
 use openbao_render::{API_PORT, Cluster, labels};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -75,8 +75,8 @@ pub async fn operator_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) 
 /// the pod's `<pod>.<cluster>.<ns>.svc` for the original servers, the headless Service's
 /// `<cluster>.<ns>.svc` for revision servers (whose pod names the certificate does not list).
 fn server_url(cluster: &str, namespace: &str, node_id: &str) -> String {
-    let host = match crate::flows::names::parse_node_id(cluster, node_id) {
-        Some((None, _)) => format!("{node_id}.{cluster}.{namespace}.svc"),
+    let host = match names::parse_pod(cluster, node_id) {
+        Some((None, _)) => format!("{node_id}.{}.{namespace}.svc", names::headless_service(cluster)),
         _ => format!("{}.{namespace}.svc", names::headless_service(cluster)),
     };
     format!("https://{host}:{API_PORT}")
@@ -190,7 +190,7 @@ impl<'a> KubePlatform<'a> {
 
     /// The live set's StatefulSet (the one a rolling upgrade replaces pods of).
     async fn statefulset(&self) -> Result<StatefulSet, PlatformError> {
-        let name = objects::set_statefulset_name(&self.name, self.live.as_deref());
+        let name = names::server_set(&self.name, self.live.as_deref());
         self.statefulset_api()
             .get_opt(&name)
             .await
@@ -232,7 +232,7 @@ impl Platform for KubePlatform<'_> {
         sets.extend(self.green.iter().map(|g| Some(g.clone())));
         let found = by_name
             .keys()
-            .filter_map(|n| crate::flows::names::parse_node_id(&self.name, n))
+            .filter_map(|n| names::parse_pod(&self.name, n))
             .chain(claims.iter().cloned());
         for (rev, _) in found {
             if !sets.contains(&rev) {
@@ -242,7 +242,7 @@ impl Platform for KubePlatform<'_> {
         let mut nodes = Vec::new();
         let mut ips = HashMap::new();
         for set in &sets {
-            let sts_name = objects::set_statefulset_name(&self.name, set.as_deref());
+            let sts_name = names::server_set(&self.name, set.as_deref());
             let sts = self
                 .statefulset_api()
                 .get_opt(&sts_name)
@@ -264,7 +264,7 @@ impl Platform for KubePlatform<'_> {
             let mut ordinals: Vec<u32> = (0..replicas).collect();
             let extra = by_name
                 .keys()
-                .filter_map(|n| crate::flows::names::parse_node_id(&self.name, n))
+                .filter_map(|n| names::parse_pod(&self.name, n))
                 .chain(claims.iter().cloned())
                 .filter(|(rev, _)| rev == set)
                 .map(|(_, ordinal)| ordinal);
@@ -275,7 +275,7 @@ impl Platform for KubePlatform<'_> {
             }
             ordinals.sort_unstable();
             for ordinal in ordinals {
-                let id = crate::flows::names::node_id(&self.name, set, ordinal);
+                let id = names::pod(&self.name, set.as_deref(), ordinal);
                 let pod = by_name.get(&id);
                 if let Some(ip) = pod.and_then(|p| Self::pod_ip(p)) {
                     ips.insert(id.clone(), ip);

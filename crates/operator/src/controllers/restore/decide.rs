@@ -39,7 +39,7 @@ pub struct Inputs<'a> {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
+pub enum RestoreStep {
     /// Stay `Pending` with this reason and message; look again after `retry`.
     Wait {
         reason: &'static str,
@@ -67,21 +67,21 @@ pub enum Step {
 const WAIT_RETRY: Duration = Duration::from_secs(30);
 const JOB_RETRY: Duration = Duration::from_secs(60);
 
-pub fn next_step(i: &Inputs) -> Step {
+pub fn next_step(i: &Inputs) -> RestoreStep {
     let holds_lock = i
         .cluster
         .as_ref()
         .and_then(|c| c.lock)
         .is_some_and(|l| l.holder == i.holder);
     match i.status.phase {
-        RestorePhase::Completed | RestorePhase::Failed if holds_lock => Step::ReleaseLock,
-        RestorePhase::Completed | RestorePhase::Failed => Step::Done,
+        RestorePhase::Completed | RestorePhase::Failed if holds_lock => RestoreStep::ReleaseLock,
+        RestorePhase::Completed | RestorePhase::Failed => RestoreStep::Done,
         RestorePhase::Pending => pending(i, holds_lock),
         RestorePhase::Running => running(i, holds_lock),
     }
 }
 
-fn pending(i: &Inputs, holds_lock: bool) -> Step {
+fn pending(i: &Inputs, holds_lock: bool) -> RestoreStep {
     if let Some(problem) = &i.source_problem {
         return fail(
             "InvalidSource",
@@ -89,7 +89,7 @@ fn pending(i: &Inputs, holds_lock: bool) -> Step {
         );
     }
     if *i.job == JobState::Foreign {
-        return Step::Wait {
+        return RestoreStep::Wait {
             reason: "PreviousJobPresent",
             message: format!(
                 "a Job named {} from an earlier OpenBaoRestore of the same name still exists; waiting until it \
@@ -100,14 +100,14 @@ fn pending(i: &Inputs, holds_lock: bool) -> Step {
         };
     }
     let Some(cluster) = &i.cluster else {
-        return Step::Wait {
+        return RestoreStep::Wait {
             reason: "ClusterNotFound",
             message: format!("waiting for OpenBaoCluster {} in this namespace", i.cluster_name),
             retry: WAIT_RETRY,
         };
     };
     if !cluster.initialized {
-        return Step::Wait {
+        return RestoreStep::Wait {
             reason: "ClusterNotInitialized",
             message: format!(
                 "waiting for OpenBaoCluster {} to be initialized (a restore needs a running, initialized cluster)",
@@ -117,7 +117,7 @@ fn pending(i: &Inputs, holds_lock: bool) -> Step {
         };
     }
     match cluster.lock {
-        Some(lock) if lock.holder != i.holder => Step::Wait {
+        Some(lock) if lock.holder != i.holder => RestoreStep::Wait {
             reason: WAITING_FOR_LOCK,
             message: format!(
                 "waiting for the cluster's operation lock: {} holds it for {} since {}; the restore starts \
@@ -128,15 +128,15 @@ fn pending(i: &Inputs, holds_lock: bool) -> Step {
             ),
             retry: Duration::from_secs(10),
         },
-        _ if !holds_lock => Step::TakeLock,
-        _ => Step::MarkStarting,
+        _ if !holds_lock => RestoreStep::TakeLock,
+        _ => RestoreStep::MarkStarting,
     }
 }
 
-fn running(i: &Inputs, holds_lock: bool) -> Step {
+fn running(i: &Inputs, holds_lock: bool) -> RestoreStep {
     let starting = i.status.reason.as_deref() == Some(STARTING);
     match i.job {
-        JobState::Missing if starting && holds_lock => Step::CreateJob,
+        JobState::Missing if starting && holds_lock => RestoreStep::CreateJob,
         JobState::Missing if starting => fail(
             "LockLost",
             format!(
@@ -146,7 +146,7 @@ fn running(i: &Inputs, holds_lock: bool) -> Step {
             ),
         ),
         // A Job of another restore under this name appeared before ours was created: wait.
-        JobState::Foreign if starting => Step::WatchJob {
+        JobState::Foreign if starting => RestoreStep::WatchJob {
             retry: Duration::from_secs(10),
         },
         JobState::Missing | JobState::Foreign => fail(
@@ -157,17 +157,17 @@ fn running(i: &Inputs, holds_lock: bool) -> Step {
                 i.job_name
             ),
         ),
-        JobState::Running if starting => Step::MarkRestoring,
-        JobState::Running => Step::WatchJob { retry: JOB_RETRY },
+        JobState::Running if starting => RestoreStep::MarkRestoring,
+        JobState::Running => RestoreStep::WatchJob { retry: JOB_RETRY },
         finished => match outcome(i.job_name, i.key, finished) {
-            Some(o) => Step::Finish(o),
-            None => Step::WatchJob { retry: JOB_RETRY },
+            Some(o) => RestoreStep::Finish(o),
+            None => RestoreStep::WatchJob { retry: JOB_RETRY },
         },
     }
 }
 
-fn fail(reason: &str, message: String) -> Step {
-    Step::Finish(Outcome {
+fn fail(reason: &str, message: String) -> RestoreStep {
+    RestoreStep::Finish(Outcome {
         completed: false,
         reason: reason.into(),
         message,
@@ -206,7 +206,7 @@ mod tests {
         }
     }
 
-    fn step(status: &OpenBaoRestoreStatus, lock: Option<&OperationLock>, job: &JobState) -> Step {
+    fn step(status: &OpenBaoRestoreStatus, lock: Option<&OperationLock>, job: &JobState) -> RestoreStep {
         next_step(&Inputs {
             holder: ME,
             cluster_name: "vault",
@@ -225,9 +225,12 @@ mod tests {
     #[test]
     fn a_pending_restore_takes_the_lock_then_marks_itself_starting() {
         let pending = status(RestorePhase::Pending, None);
-        assert_eq!(step(&pending, None, &JobState::Missing), Step::TakeLock);
+        assert_eq!(step(&pending, None, &JobState::Missing), RestoreStep::TakeLock);
         let mine = lock(ME, Operation::Restore);
-        assert_eq!(step(&pending, Some(&mine), &JobState::Missing), Step::MarkStarting);
+        assert_eq!(
+            step(&pending, Some(&mine), &JobState::Missing),
+            RestoreStep::MarkStarting
+        );
     }
 
     #[test]
@@ -238,7 +241,7 @@ mod tests {
             ("openbaocluster/upgrade", Operation::Upgrade, "an upgrade"),
         ] {
             let held = lock(holder, op);
-            let Step::Wait { reason, message, .. } = step(&pending, Some(&held), &JobState::Missing) else {
+            let RestoreStep::Wait { reason, message, .. } = step(&pending, Some(&held), &JobState::Missing) else {
                 panic!("must wait")
             };
             assert_eq!(reason, WAITING_FOR_LOCK);
@@ -250,15 +253,18 @@ mod tests {
     fn the_job_is_created_only_while_starting_and_never_again() {
         let mine = lock(ME, Operation::Restore);
         let starting = status(RestorePhase::Running, Some(STARTING));
-        assert_eq!(step(&starting, Some(&mine), &JobState::Missing), Step::CreateJob);
-        assert_eq!(step(&starting, Some(&mine), &JobState::Running), Step::MarkRestoring);
+        assert_eq!(step(&starting, Some(&mine), &JobState::Missing), RestoreStep::CreateJob);
+        assert_eq!(
+            step(&starting, Some(&mine), &JobState::Running),
+            RestoreStep::MarkRestoring
+        );
         let restoring = status(RestorePhase::Running, Some(RESTORING));
         assert_eq!(
             step(&restoring, Some(&mine), &JobState::Running),
-            Step::WatchJob { retry: JOB_RETRY }
+            RestoreStep::WatchJob { retry: JOB_RETRY }
         );
         // The Job vanished after it was seen: fail, never create another.
-        let Step::Finish(o) = step(&restoring, Some(&mine), &JobState::Missing) else {
+        let RestoreStep::Finish(o) = step(&restoring, Some(&mine), &JobState::Missing) else {
             panic!("must fail")
         };
         assert_eq!((o.completed, o.reason.as_str()), (false, "JobLost"));
@@ -266,17 +272,17 @@ mod tests {
         let pending = status(RestorePhase::Pending, None);
         assert!(matches!(
             step(&pending, None, &JobState::Foreign),
-            Step::Wait {
+            RestoreStep::Wait {
                 reason: "PreviousJobPresent",
                 ..
             }
         ));
         assert!(matches!(
             step(&starting, Some(&mine), &JobState::Foreign),
-            Step::WatchJob { .. }
+            RestoreStep::WatchJob { .. }
         ));
         // Lock taken away before the Job existed: fail without creating it.
-        let Step::Finish(o) = step(&starting, None, &JobState::Missing) else {
+        let RestoreStep::Finish(o) = step(&starting, None, &JobState::Missing) else {
             panic!("must fail")
         };
         assert_eq!(o.reason, "LockLost");
@@ -296,16 +302,16 @@ mod tests {
             }),
             job_message: None,
         };
-        let Step::Finish(o) = step(&restoring, Some(&mine), &failed) else {
+        let RestoreStep::Finish(o) = step(&restoring, Some(&mine), &failed) else {
             panic!("must finish")
         };
         assert_eq!(o.reason, "SealMismatch");
         let done = status(RestorePhase::Failed, Some("SealMismatch"));
-        assert_eq!(step(&done, Some(&mine), &failed), Step::ReleaseLock);
-        assert_eq!(step(&done, None, &failed), Step::Done);
+        assert_eq!(step(&done, Some(&mine), &failed), RestoreStep::ReleaseLock);
+        assert_eq!(step(&done, None, &failed), RestoreStep::Done);
         // Someone else's lock is never released by a finished restore.
         let other = lock("openbaocluster/backup", Operation::Backup);
-        assert_eq!(step(&done, Some(&other), &failed), Step::Done);
+        assert_eq!(step(&done, Some(&other), &failed), RestoreStep::Done);
     }
 
     #[test]
@@ -323,7 +329,7 @@ mod tests {
         };
         assert!(matches!(
             next_step(&base),
-            Step::Wait {
+            RestoreStep::Wait {
                 reason: "ClusterNotFound",
                 ..
             }
@@ -337,7 +343,7 @@ mod tests {
         };
         assert!(matches!(
             next_step(&uninitialized),
-            Step::Wait {
+            RestoreStep::Wait {
                 reason: "ClusterNotInitialized",
                 ..
             }
@@ -346,6 +352,6 @@ mod tests {
             source_problem: Some("loopback hosts are not allowed".into()),
             ..uninitialized
         };
-        assert!(matches!(next_step(&bad), Step::Finish(o) if o.reason == "InvalidSource"));
+        assert!(matches!(next_step(&bad), RestoreStep::Finish(o) if o.reason == "InvalidSource"));
     }
 }

@@ -30,7 +30,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-use self::decide::{ClusterView, Inputs, RESTORING, STARTING, Step};
+use self::decide::{ClusterView, Inputs, RESTORING, RestoreStep, STARTING};
 use crate::context::Context;
 use crate::controllers::jobs;
 
@@ -111,7 +111,7 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
     let clusters = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &namespace);
     let job_api = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
     let holder = openbao_api::restore_lock_holder(&name);
-    let job_name = job_name(&name);
+    let job_name = openbao_api::names::restore_job(&name);
 
     for _ in 0..MAX_STEPS {
         let Some(restore) = restores
@@ -173,7 +173,7 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
         });
         tracing::debug!(restore = %name, %namespace, ?step, "restore step");
         match step {
-            Step::Wait { reason, message, retry } => {
+            RestoreStep::Wait { reason, message, retry } => {
                 let mut next = status.clone();
                 next.phase = RestorePhase::Pending;
                 next.reason = Some(reason.into());
@@ -184,7 +184,7 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
                 }
                 return Ok(Action::requeue(retry));
             }
-            Step::TakeLock => {
+            RestoreStep::TakeLock => {
                 let cluster = cluster.as_ref().expect("a lock is only taken on an existing cluster");
                 let lock = json!({
                     "operation": Operation::Restore,
@@ -195,7 +195,7 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
                     tracing::info!(restore = %name, %namespace, cluster = %restore.spec.cluster, "took the operation lock");
                 }
             }
-            Step::MarkStarting => {
+            RestoreStep::MarkStarting => {
                 let mut next = status.clone();
                 next.phase = RestorePhase::Running;
                 next.reason = Some(STARTING.into());
@@ -205,13 +205,13 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
                 next.observed_generation = restore.metadata.generation;
                 retry_on_conflict(write_status(&restores, &restore, &next).await)?;
             }
-            Step::CreateJob => {
+            RestoreStep::CreateJob => {
                 let cluster = cluster.as_ref().expect("a Job is only created for an existing cluster");
                 let job = restore_job(&restore, cluster, &job_name, &rctx.image)?;
                 jobs::create(ctx, &namespace, &job).await?;
                 tracing::info!(restore = %name, %namespace, job = %job_name, "created the restore Job");
             }
-            Step::MarkRestoring => {
+            RestoreStep::MarkRestoring => {
                 let mut next = status.clone();
                 next.reason = Some(RESTORING.into());
                 next.message = Some(format!(
@@ -220,8 +220,8 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
                 ));
                 retry_on_conflict(write_status(&restores, &restore, &next).await)?;
             }
-            Step::WatchJob { retry } => return Ok(Action::requeue(retry)),
-            Step::Finish(outcome) => {
+            RestoreStep::WatchJob { retry } => return Ok(Action::requeue(retry)),
+            RestoreStep::Finish(outcome) => {
                 let now = Time(Timestamp::now());
                 let mut next = status.clone();
                 next.phase = if outcome.completed {
@@ -244,13 +244,13 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
                     tracing::info!(restore = %name, %namespace, phase = ?next.phase, reason = ?next.reason, "restore finished");
                 }
             }
-            Step::ReleaseLock => {
+            RestoreStep::ReleaseLock => {
                 let cluster = cluster.as_ref().expect("a held lock belongs to an existing cluster");
                 if !retry_on_conflict(patch_lock(&clusters, cluster, serde_json::Value::Null).await)? {
                     tracing::info!(restore = %name, %namespace, "released the operation lock");
                 }
             }
-            Step::Done => {
+            RestoreStep::Done => {
                 let recently = status
                     .completion_time
                     .as_ref()
@@ -291,11 +291,6 @@ async fn set_finalizer(api: &Api<OpenBaoRestore>, restore: &OpenBaoRestore, pres
         .await
         .map_err(kube_err("updating the OpenBaoRestore's finalizer"))?;
     Ok(())
-}
-
-/// `restore-<restore name>`: fixed, so a repeated create finds the same Job.
-pub fn job_name(restore: &str) -> String {
-    format!("restore-{restore}")
 }
 
 /// Writes the restore's status if the restore was not changed since it was read.

@@ -5,22 +5,22 @@ use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradePhase, Upgrad
 use openbao_client::HealthState;
 
 use crate::flows::fixtures::*;
-use crate::flows::{Action, Deployment, Step, next_step};
+use crate::flows::{Action, Deployment, FlowStep, next_step};
 
 const BG: UpgradeStrategy = UpgradeStrategy::BlueGreen;
 
-fn step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, scene: &Scene) -> Step {
+fn step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, scene: &Scene) -> FlowStep {
     let step = next_step(spec, status, &scene.observed);
     // Every decision is a pure function of its inputs.
     assert_eq!(step, next_step(spec, status, &scene.observed));
     step
 }
 
-fn phase(step: &Step) -> UpgradePhase {
+fn phase(step: &FlowStep) -> UpgradePhase {
     upgrade(&step.status).phase
 }
 
-fn last_reason(step: &Step) -> String {
+fn last_reason(step: &FlowStep) -> String {
     upgrade(&step.status)
         .last_error
         .as_ref()
@@ -28,7 +28,7 @@ fn last_reason(step: &Step) -> String {
         .unwrap_or_default()
 }
 
-fn last_message(step: &Step) -> String {
+fn last_message(step: &FlowStep) -> String {
     upgrade(&step.status)
         .last_error
         .as_ref()

@@ -5,19 +5,19 @@ use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradePhase, Upgrad
 use openbao_client::HealthState;
 
 use crate::flows::fixtures::*;
-use crate::flows::{Action, Step, next_step};
+use crate::flows::{Action, FlowStep, next_step};
 
 const ROLLING: UpgradeStrategy = UpgradeStrategy::RollingUpdate;
 
-fn step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, scene: &Scene) -> Step {
+fn step(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus, scene: &Scene) -> FlowStep {
     next_step(spec, status, &scene.observed)
 }
 
-fn phase(step: &Step) -> UpgradePhase {
+fn phase(step: &FlowStep) -> UpgradePhase {
     upgrade(&step.status).phase
 }
 
-fn last_reason(step: &Step) -> String {
+fn last_reason(step: &FlowStep) -> String {
     upgrade(&step.status)
         .last_error
         .as_ref()

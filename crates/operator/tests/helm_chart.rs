@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
-use testkit::cache::{pinned, repo_root, run_hack};
+use testkit::cache::{command_output, kubectl, pinned, repo_root, run_hack};
 
 const RELEASE: &str = "openbao-operator";
 const NAMESPACE: &str = "openbao-operator-system";
@@ -28,24 +28,6 @@ fn helm() -> Result<PathBuf> {
     Ok(PathBuf::from(run_hack("fetch-helm.sh", &[])?))
 }
 
-fn kubectl() -> Result<PathBuf> {
-    Ok(PathBuf::from(run_hack("build-kubernetes.sh", &["apiserver"])?).join("kubectl"))
-}
-
-/// Runs a command and returns its stdout; fails with its stderr.
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
-
 /// `helm template` of the chart with `--set` values, CRDs included.
 fn helm_template(sets: &[&str]) -> Result<String> {
     let mut cmd = Command::new(helm()?);
@@ -55,7 +37,7 @@ fn helm_template(sets: &[&str]) -> Result<String> {
     for set in sets {
         cmd.args(["--set", set]);
     }
-    output(&mut cmd)
+    command_output(&mut cmd)
 }
 
 /// The objects of a multi-document YAML stream, keyed by `Kind/namespace/name`.
@@ -78,7 +60,7 @@ fn objects(yaml: &str) -> Result<BTreeMap<String, Value>> {
 }
 
 fn kustomize() -> Result<BTreeMap<String, Value>> {
-    objects(&output(
+    objects(&command_output(
         Command::new(kubectl()?)
             .arg("kustomize")
             .arg(repo_root().join("deploy")),
@@ -154,9 +136,9 @@ fn chart_version_and_image_follow_the_workspace() -> Result<()> {
 
 #[test]
 fn helm_lint_passes() -> Result<()> {
-    let out = output(Command::new(helm()?).args(["lint", "--strict"]).arg(chart_dir()))?;
+    let out = command_output(Command::new(helm()?).args(["lint", "--strict"]).arg(chart_dir()))?;
     assert!(out.contains("0 chart(s) failed"), "{out}");
-    let out = output(Command::new(helm()?).args(["lint", "--strict"]).arg(chart_dir()).args([
+    let out = command_output(Command::new(helm()?).args(["lint", "--strict"]).arg(chart_dir()).args([
         "--set",
         "watchNamespace=openbao,replicaCount=1,leaderElection.enabled=false",
     ]))?;

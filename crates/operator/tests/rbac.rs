@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use testkit::apiserver::{ApiServer, create_namespace};
-use testkit::cache::{repo_root, run_hack};
+use testkit::cache::{command_output, kubectl, repo_root, run_hack};
 use testkit::process::ManagedProcess;
 
 /// How the operator is installed.
@@ -52,30 +52,13 @@ const NAMESPACED: Install = Install {
 const TENANT: &str = "rbac-tenant";
 const UNRELATED: &str = "rbac-unrelated";
 
-fn kubectl() -> Result<PathBuf> {
-    Ok(PathBuf::from(run_hack("build-kubernetes.sh", &["apiserver"])?).join("kubectl"))
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
-
 /// The RBAC objects (and service account) of `install`, as YAML documents.
 fn rbac_documents(install: &Install) -> Result<String> {
     let text = match install.watch {
         None => std::fs::read_to_string(repo_root().join("deploy/operator/rbac.yaml"))?,
         Some(watch) => {
             let helm = run_hack("fetch-helm.sh", &[])?;
-            output(
+            command_output(
                 Command::new(helm)
                     .args(["template", "openbao-operator"])
                     .arg(repo_root().join("charts/openbao-operator"))
@@ -149,7 +132,7 @@ async fn install_rbac(client: &kube::Client, install: &Install) -> Result<()> {
 
 /// `kubectl auth can-i --list` of the operator's identity in `namespace`, one sorted rule a line.
 fn can_i_list(server: &ApiServer, install: &Install, namespace: &str) -> Result<Vec<String>> {
-    let text = output(
+    let text = command_output(
         Command::new(kubectl()?)
             .arg("--kubeconfig")
             .arg(server.kubeconfig_path())

@@ -30,6 +30,25 @@ pub fn run_hack(script: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
+/// The `kubectl` that `hack/build-kubernetes.sh apiserver` builds with the pinned apiserver.
+pub fn kubectl() -> Result<PathBuf> {
+    Ok(PathBuf::from(run_hack("build-kubernetes.sh", &["apiserver"])?).join("kubectl"))
+}
+
+/// Runs `cmd` and returns its stdout; fails with its status, stdout and stderr.
+pub fn command_output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 /// Path of the `bao` binary for `version` (e.g. "2.7.2").
 pub fn bao_binary(version: &str) -> Result<PathBuf> {
     let line = run_hack("fetch-openbao.sh", &[version])?;

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::apiserver::{ApiServer, create_namespace, install_crds};
+use testkit::openbao::poll_until;
 
 const DEPTH: usize = 200;
 
@@ -42,23 +43,6 @@ fn manifest(name: &str, data: Option<Value>) -> Result<DynamicObject> {
         "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
         "metadata": { "name": name }, "spec": spec,
     }))?)
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -120,7 +104,7 @@ async fn a_cluster_with_200_levels_of_data_does_not_stop_its_neighbour() -> Resu
 
     let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
     let started = Instant::now();
-    wait_for("the neighbour's StatefulSet", Duration::from_secs(60), || async {
+    poll_until("the neighbour's StatefulSet", Duration::from_secs(60), || async {
         Ok(statefulsets.get_opt("neighbour").await?)
     })
     .await?;
@@ -130,7 +114,7 @@ async fn a_cluster_with_200_levels_of_data_does_not_stop_its_neighbour() -> Resu
     );
 
     let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), &ns);
-    let degraded = wait_for("Degraded on the deep cluster", Duration::from_secs(30), || async {
+    let degraded = poll_until("Degraded on the deep cluster", Duration::from_secs(30), || async {
         let status = clusters.get("deep").await?.status.unwrap_or_default();
         Ok(status
             .conditions

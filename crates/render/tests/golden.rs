@@ -72,12 +72,17 @@ fn green_server_config() {
 
 #[test]
 fn self_init_requests() {
-    let spec = lane_spec();
+    let keys = vec!["-----BEGIN PUBLIC KEY-----\nMFkw...\n-----END PUBLIC KEY-----\n".to_string()];
+    check("init.hcl", &init_hcl_of(&lane_spec(), keys));
+}
+
+/// `zz-init.hcl` of cluster lane/openbao with `spec`, trusting `keys`.
+fn init_hcl_of(spec: &OpenBaoClusterSpec, keys: Vec<String>) -> String {
     let c = Cluster {
         name: "openbao",
         namespace: "lane",
         uid: "u",
-        spec: &spec,
+        spec,
     };
     let operator = OperatorIdentity {
         namespace: "openbao-operator-system".into(),
@@ -85,9 +90,9 @@ fn self_init_requests() {
     };
     let jwt = JwtTrust {
         issuer: "https://kubernetes.default.svc.cluster.local".into(),
-        public_keys_pem: vec!["-----BEGIN PUBLIC KEY-----\nMFkw...\n-----END PUBLIC KEY-----\n".into()],
+        public_keys_pem: keys,
     };
-    check("init.hcl", &selfinit::init_hcl(&c, &operator, &jwt));
+    selfinit::init_hcl(&c, &operator, &jwt)
 }
 
 #[test]
@@ -112,21 +117,7 @@ fn self_init_hostile_strings() {
         }
     }))
     .unwrap();
-    let c = Cluster {
-        name: "openbao",
-        namespace: "lane",
-        uid: "u",
-        spec: &spec,
-    };
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
-    let jwt = JwtTrust {
-        issuer: "https://kubernetes.default.svc.cluster.local".into(),
-        public_keys_pem: vec![],
-    };
-    check("init-hostile.hcl", &selfinit::init_hcl(&c, &operator, &jwt));
+    check("init-hostile.hcl", &init_hcl_of(&spec, vec![]));
 }
 
 /// A cluster with a file audit device on its own volume, a stdout device, a syslog device and

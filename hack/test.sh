@@ -17,4 +17,12 @@ if ! cargo run -q -p testkit --bin hermetic-k8s -- node-status >/dev/null 2>&1; 
   bash hack/cluster.sh cluster-up >/dev/null
   trap 'bash hack/cluster.sh down >/dev/null 2>&1 || true' EXIT
 fi
-cargo test --workspace --no-fail-fast "$@"
+# With arguments (a filter, --test X): plain `cargo test`. Without: every test binary, the node tests
+# in one lane and the self-contained process tests beside it (crates/testkit/src/bin/test-lanes.rs).
+if (( $# > 0 )); then
+  cargo test --workspace --no-fail-fast "$@"
+else
+  cargo run -q -p testkit --bin test-lanes
+  # Doc tests are not test binaries; run them the usual way.
+  cargo test -q --workspace --doc
+fi

@@ -1,0 +1,282 @@
+//! Runs every test binary of the workspace in lanes that do not share state, at the same time.
+//!
+//! `cargo test` runs its test binaries one after another, so the suite's wall time is the sum of
+//! every binary's time, and most of that time is spent waiting for real processes (an apiserver
+//! electing, a server unsealing, a pod starting). Two kinds of binaries exist:
+//! - **node** binaries (`node_*`) share the one hermetic node that `hack/test.sh` starts; they run
+//!   one after another in the node lane, exactly as before;
+//! - every other binary starts its own processes on loopback ports it picks itself (apiservers,
+//!   `bao` servers, S3 stores), so it shares nothing and runs in a process lane beside the node lane.
+//!
+//! The process lanes run at a lower CPU priority (`nice`): the node lane is the longer one, and its
+//! blue/green and lane tests measure client latency through real pods, which must not lose the
+//! cores to a process test's burst. A process test still gets every core the node lane leaves idle.
+//!
+//! Within a lane the binaries run longest first (durations of the previous run, kept in the build
+//! directory), so the lanes finish close together. Each binary's output goes to a log file; a
+//! failed binary's whole log is printed at the end, followed by a table of every binary's time.
+//! The exit status is non-zero when any binary failed, so CI fails loudly.
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use std::collections::{BTreeMap, VecDeque};
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(about = "Runs the workspace's test binaries: node tests in one lane, the rest beside it")]
+struct Args {
+    /// Process lanes running beside the node lane.
+    #[arg(long, env = "OPENBAO_TEST_PROCESS_LANES", default_value_t = 1)]
+    process_lanes: usize,
+    /// `nice` increment of the process lanes' binaries (and every process they start).
+    #[arg(long, env = "OPENBAO_TEST_PROCESS_NICE", default_value_t = 10)]
+    process_nice: i32,
+    /// Run only the binaries whose name (e.g. `operator/node_backup`) contains one of these.
+    only: Vec<String>,
+}
+
+/// One test executable that `cargo test --no-run` built.
+#[derive(Clone)]
+struct TestBinary {
+    /// `openbao-operator/node_backup`, or `openbao-operator (unit)` for a crate's own tests.
+    name: String,
+    executable: PathBuf,
+    /// The package directory: cargo runs a test binary there, with `CARGO_MANIFEST_DIR` set to it.
+    package_dir: PathBuf,
+    uses_node: bool,
+}
+
+struct Outcome {
+    binary: TestBinary,
+    lane: String,
+    passed: bool,
+    took: Duration,
+    log: PathBuf,
+}
+
+/// Binaries whose target name starts with this share the hermetic node.
+const NODE_PREFIX: &str = "node_";
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("test-lanes: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let started = Instant::now();
+    let binaries: Vec<_> = build_test_binaries()?
+        .into_iter()
+        .filter(|b| args.only.is_empty() || args.only.iter().any(|o| b.name.contains(o.as_str())))
+        .collect();
+    let state_dir = target_dir().join("test-lanes");
+    fs::create_dir_all(state_dir.join("logs"))?;
+    let durations_file = state_dir.join("durations.tsv");
+    let previous = read_durations(&durations_file);
+    println!(
+        "test-lanes: {} binaries built in {:.0} s; node lane + {} process lane(s)",
+        binaries.len(),
+        started.elapsed().as_secs_f64(),
+        args.process_lanes
+    );
+
+    let by_duration_desc = |mut list: Vec<TestBinary>| -> VecDeque<TestBinary> {
+        list.sort_by(|a, b| {
+            let da = previous.get(&a.name).copied().unwrap_or(0.0);
+            let db = previous.get(&b.name).copied().unwrap_or(0.0);
+            db.total_cmp(&da).then_with(|| a.name.cmp(&b.name))
+        });
+        list.into()
+    };
+    let (node, process): (Vec<_>, Vec<_>) = binaries.into_iter().partition(|b| b.uses_node);
+    let node_queue = Arc::new(Mutex::new(by_duration_desc(node)));
+    let process_queue = Arc::new(Mutex::new(by_duration_desc(process)));
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let tests_started = Instant::now();
+
+    let mut lanes = vec![("node".to_string(), node_queue)];
+    for i in 0..args.process_lanes.max(1) {
+        lanes.push((format!("process-{}", i + 1), process_queue.clone()));
+    }
+    let process_nice = args.process_nice;
+    let handles: Vec<_> = lanes
+        .into_iter()
+        .map(|(lane, queue)| {
+            let outcomes = outcomes.clone();
+            let logs = state_dir.join("logs");
+            std::thread::spawn(move || {
+                loop {
+                    let Some(binary) = queue.lock().expect("queue").pop_front() else {
+                        break;
+                    };
+                    let nice = if binary.uses_node { 0 } else { process_nice };
+                    let outcome = run_binary(&binary, &lane, nice, &logs);
+                    println!(
+                        "[{:>9}] {} {} ({:.1} s)",
+                        outcome.lane,
+                        if outcome.passed { "ok    " } else { "FAILED" },
+                        outcome.binary.name,
+                        outcome.took.as_secs_f64()
+                    );
+                    outcomes.lock().expect("outcomes").push(outcome);
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().map_err(|_| anyhow::anyhow!("a lane thread panicked"))?;
+    }
+
+    let mut outcomes = std::mem::take(&mut *outcomes.lock().expect("outcomes"));
+    outcomes.sort_by_key(|o| std::cmp::Reverse(o.took));
+    let failed: Vec<_> = outcomes.iter().filter(|o| !o.passed).collect();
+    for outcome in &failed {
+        println!(
+            "\n===== FAILED {} (log {}) =====",
+            outcome.binary.name,
+            outcome.log.display()
+        );
+        print!("{}", fs::read_to_string(&outcome.log).unwrap_or_default());
+    }
+    print_summary(&outcomes, tests_started.elapsed());
+    write_durations(&durations_file, &previous, &outcomes)?;
+    if !failed.is_empty() {
+        let names: Vec<_> = failed.iter().map(|o| o.binary.name.as_str()).collect();
+        bail!("{} test binaries failed: {}", failed.len(), names.join(", "));
+    }
+    Ok(())
+}
+
+/// Builds every test target (`cargo test --no-run`) and reads the executables from cargo's JSON.
+fn build_test_binaries() -> Result<Vec<TestBinary>> {
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "test",
+            "--workspace",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("run cargo test --no-run")?;
+    let mut binaries = Vec::new();
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let message: serde_json::Value = serde_json::from_str(&line?)?;
+        if message["reason"] != "compiler-artifact" || message["profile"]["test"] != true {
+            continue;
+        }
+        let Some(executable) = message["executable"].as_str() else {
+            continue;
+        };
+        let target = message["target"]["name"].as_str().unwrap_or_default();
+        let kind = message["target"]["kind"][0].as_str().unwrap_or_default();
+        let manifest = PathBuf::from(message["manifest_path"].as_str().unwrap_or_default());
+        let package_dir = manifest.parent().context("manifest path has a parent")?.to_path_buf();
+        let package = package_dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = match kind {
+            "test" => format!("{package}/{target}"),
+            _ => format!("{package}/{target} ({kind})"),
+        };
+        binaries.push(TestBinary {
+            name,
+            executable: executable.into(),
+            package_dir,
+            uses_node: kind == "test" && target.starts_with(NODE_PREFIX),
+        });
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo test --no-run failed with {status}");
+    }
+    Ok(binaries)
+}
+
+fn run_binary(binary: &TestBinary, lane: &str, nice: i32, logs: &Path) -> Outcome {
+    let log = logs.join(format!("{}.log", binary.name.replace(['/', ' ', '(', ')'], "_")));
+    let started = Instant::now();
+    let passed = (|| -> Result<bool> {
+        let out = fs::File::create(&log)?;
+        let mut command = Command::new("nice");
+        command.arg("-n").arg(nice.to_string()).arg(&binary.executable);
+        let status = command
+            .current_dir(&binary.package_dir)
+            .env("CARGO_MANIFEST_DIR", &binary.package_dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .status()
+            .with_context(|| format!("run {}", binary.executable.display()))?;
+        Ok(status.success())
+    })()
+    .unwrap_or_else(|e| {
+        let _ = fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .map(|mut f| writeln!(f, "{e:#}"));
+        false
+    });
+    Outcome {
+        binary: binary.clone(),
+        lane: lane.to_string(),
+        passed,
+        took: started.elapsed(),
+        log,
+    }
+}
+
+fn print_summary(outcomes: &[Outcome], wall: Duration) {
+    println!("\n== test binaries, slowest first");
+    let mut per_lane: BTreeMap<&str, f64> = BTreeMap::new();
+    for o in outcomes {
+        *per_lane.entry(o.lane.as_str()).or_default() += o.took.as_secs_f64();
+        if o.took >= Duration::from_secs(1) || !o.passed {
+            println!(
+                "{:>7.1} s  {:<9}  {}{}",
+                o.took.as_secs_f64(),
+                o.lane,
+                o.binary.name,
+                if o.passed { "" } else { "  FAILED" }
+            );
+        }
+    }
+    let busy: Vec<_> = per_lane.iter().map(|(l, s)| format!("{l} {s:.0} s")).collect();
+    println!(
+        "== {} binaries, {} failed; wall {:.0} s; busy per lane: {}",
+        outcomes.len(),
+        outcomes.iter().filter(|o| !o.passed).count(),
+        wall.as_secs_f64(),
+        busy.join(", ")
+    );
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+fn read_durations(path: &Path) -> BTreeMap<String, f64> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (secs, name) = line.split_once('\t')?;
+            Some((name.to_string(), secs.parse().ok()?))
+        })
+        .collect()
+}
+
+fn write_durations(path: &Path, previous: &BTreeMap<String, f64>, outcomes: &[Outcome]) -> Result<()> {
+    let mut all = previous.clone();
+    for o in outcomes {
+        all.insert(o.binary.name.clone(), o.took.as_secs_f64());
+    }
+    let text: String = all.iter().map(|(name, secs)| format!("{secs:.1}\t{name}\n")).collect();
+    fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}

@@ -145,13 +145,19 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 [[ "$target_dir" == /* ]] || target_dir="$REPO_ROOT/$target_dir"
 profile="${OPERATOR_BUILD_PROFILE:-dev}"
 profile_dir="$([[ "$profile" == dev ]] && echo debug || echo "$profile")"
-(cd "$REPO_ROOT" && nice cargo build --profile "$profile" -p openbao-operator) >&2 \
-  || die "cargo build --profile $profile -p openbao-operator failed"
-mkdir -p "$OUT/operator-bin"
-operator="$OUT/operator-bin/openbao-operator"
-# A private temp name: two runs at once (tests in parallel) must not move each other's file.
-operator_tmp="$(mktemp "$operator.XXXXXX")"
-strip -o "$operator_tmp" "$target_dir/$profile_dir/openbao-operator" && chmod 0755 "$operator_tmp" && mv "$operator_tmp" "$operator"
+# Builds binary $2 of workspace package $1, strips it into the image inputs and prints its path.
+workspace_binary() {
+  local package="$1" bin="$2"
+  (cd "$REPO_ROOT" && nice cargo build --profile "$profile" -p "$package" --bin "$bin") >&2 \
+    || die "cargo build --profile $profile -p $package --bin $bin failed"
+  mkdir -p "$OUT/$bin-bin"
+  local out="$OUT/$bin-bin/$bin" tmp
+  # A private temp name: two runs at once (tests in parallel) must not move each other's file.
+  tmp="$(mktemp "$out.XXXXXX")"
+  strip -o "$tmp" "$target_dir/$profile_dir/$bin" && chmod 0755 "$tmp" && mv "$tmp" "$out"
+  echo "$out"
+}
+operator="$(workspace_binary openbao-operator openbao-operator)"
 operator_libs="$(shared_library_args "$operator")"
 read -r -a operator_lib_args <<< "$operator_libs"
 image --name "$OPERATOR_IMAGE" --cacerts "$CA_BUNDLE" "${operator_lib_args[@]}" \
@@ -161,3 +167,11 @@ image --name "$OPERATOR_IMAGE" --cacerts "$CA_BUNDLE" "${operator_lib_args[@]}" 
   --dir /home/nonroot:0700:65532:65532 \
   --user 65532:65532 --workdir /home/nonroot --env HOME=/home/nonroot \
   --entrypoint '["/usr/local/bin/openbao-operator"]' --cmd '["run"]'
+
+# The hostile tenant of crates/operator/tests/node_hostile.rs: testkit's token-catcher installed as
+# the image's /bin/sh, which the operator's pod command starts. A test image; no manifest names it.
+catcher="$(workspace_binary testkit token-catcher)"
+catcher_libs="$(shared_library_args "$catcher")"
+read -r -a catcher_lib_args <<< "$catcher_libs"
+image --name "localhost/openbao-operator/token-catcher:test" "${catcher_lib_args[@]}" \
+  --file "$catcher:/bin/sh:0755" --user 100:1000 --entrypoint '["/bin/sh"]'

@@ -49,8 +49,13 @@ impl Error {
     }
 }
 
-/// Requeue while the cluster bootstraps, so status follows it closely.
-const BOOTSTRAP_REQUEUE: Duration = Duration::from_secs(5);
+/// Requeue while the cluster bootstraps and waits for its pods only: what they do (OpenBao's
+/// service-registration labels: initialized, sealed, active; readiness) reaches the controller
+/// through the pod and StatefulSet watches, so this is only a safety net.
+const BOOTSTRAP_REQUEUE: Duration = Duration::from_secs(60);
+/// Requeue while the cluster bootstraps and waits for something no watch reports: a Secret the
+/// user provides (the transit token, External TLS), the apiserver's issuer, OpenBao's answer.
+const RETRY_REQUEUE: Duration = Duration::from_secs(5);
 /// Requeue of a settled cluster (certificate checks set an earlier one when due).
 const STEADY_REQUEUE: Duration = Duration::from_secs(300);
 
@@ -234,6 +239,8 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
 
     let mut requeue = if new_status.initialized && new_status.ready_replicas >= obj.spec.replicas {
         STEADY_REQUEUE
+    } else if waits_for_the_unwatched(&observed) {
+        RETRY_REQUEUE
     } else {
         BOOTSTRAP_REQUEUE
     };
@@ -245,6 +252,15 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
         requeue = requeue.min(after.max(UPGRADE_MIN_REQUEUE));
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Whether a bootstrapping cluster waits for something only polling notices (see
+/// [`RETRY_REQUEUE`]); everything else it waits for is its pods, which are watched.
+fn waits_for_the_unwatched(observed: &Observed) -> bool {
+    !observed.seal.is_ready()
+        || !matches!(observed.tls, TlsState::Ready { .. })
+        || observed.trust_error.is_some()
+        || matches!(observed.access, status::Access::Failed(_))
 }
 
 /// True while an upgrade has not started and another operation holds the lock.
@@ -396,7 +412,12 @@ async fn apply_all(
 
     writer.apply(&objects::service_account(cluster)).await?;
     for sa in objects::job_service_accounts(cluster) {
-        writer.apply(&sa).await?;
+        let name = sa.name_any();
+        match job_account(cluster, &name) {
+            JobAccount::Wanted => drop(writer.apply(&sa).await?),
+            JobAccount::NotWanted => drop(writer.delete_if_owned::<ServiceAccount>(&name, cluster.uid).await?),
+            JobAccount::RestoreControllers => {}
+        }
     }
     writer.apply(&objects::service_registration_binding(cluster)).await?;
 
@@ -535,6 +556,32 @@ async fn apply_all(
         next_cert_check,
         bundle,
     })
+}
+
+/// What the cluster controller does with one executor service account.
+#[derive(Debug, PartialEq, Eq)]
+enum JobAccount {
+    Wanted,
+    /// No feature of the spec runs a Job as it: pruned (no account lies around unused).
+    NotWanted,
+    /// The restore controller applies it just before a restore Job (an `OpenBaoRestore` is
+    /// the feature); left alone here, so a restore in progress never loses it.
+    RestoreControllers,
+}
+
+/// The backup account with `spec.backup` (backups, restore drills and the pre-upgrade
+/// snapshot run as it), the upgrade account with `spec.upgrade.preUpgradeSnapshot`.
+fn job_account(cluster: &Cluster<'_>, account: &str) -> JobAccount {
+    let wanted = |yes: bool| if yes { JobAccount::Wanted } else { JobAccount::NotWanted };
+    if account == names::job_service_account(cluster.name, "backup") {
+        wanted(cluster.spec.backup.is_some())
+    } else if account == names::job_service_account(cluster.name, "upgrade") {
+        wanted(cluster.spec.upgrade.pre_upgrade_snapshot)
+    } else if account == names::job_service_account(cluster.name, "restore") {
+        JobAccount::RestoreControllers
+    } else {
+        JobAccount::Wanted
+    }
 }
 
 /// Logs in to OpenBao and keeps its trusted service-account keys equal to the apiserver's.
@@ -804,6 +851,36 @@ mod tests {
             assert_eq!(state == UpgradeState::StepRetrying, !degraded, "attempt {attempt}");
             status = next;
         }
+    }
+
+    #[test]
+    fn job_accounts_exist_only_for_the_features_that_run_jobs() {
+        use super::{JobAccount, job_account};
+        let account = |spec: serde_json::Value, job: &str| {
+            let mut spec_json =
+                serde_json::json!({"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}});
+            for (k, v) in spec.as_object().unwrap() {
+                spec_json[k] = v.clone();
+            }
+            let spec: openbao_api::OpenBaoClusterSpec = serde_json::from_value(spec_json).unwrap();
+            let cluster = openbao_render::Cluster {
+                name: "c",
+                namespace: "ns",
+                uid: "u",
+                spec: &spec,
+            };
+            job_account(&cluster, &openbao_api::names::job_service_account("c", job))
+        };
+        let none = serde_json::json!({});
+        assert_eq!(account(none.clone(), "backup"), JobAccount::NotWanted);
+        assert_eq!(account(none.clone(), "upgrade"), JobAccount::NotWanted);
+        assert_eq!(account(none, "restore"), JobAccount::RestoreControllers);
+        let backup = serde_json::json!({
+            "backup": {"schedule": "0 * * * *", "target": {"endpoint": "https://s3.example", "bucket": "b", "credentialsSecretRef": {"name": "s3"}}},
+            "upgrade": {"preUpgradeSnapshot": true},
+        });
+        assert_eq!(account(backup.clone(), "backup"), JobAccount::Wanted);
+        assert_eq!(account(backup, "upgrade"), JobAccount::Wanted);
     }
 
     #[test]

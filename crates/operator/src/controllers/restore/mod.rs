@@ -20,6 +20,7 @@ pub mod result;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -202,6 +203,9 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
             RestoreStep::CreateJob => {
                 let cluster = cluster.as_ref().expect("a Job is only created for an existing cluster");
                 let job = restore_job(&restore, cluster, &job_name, &rctx.image)?;
+                // The restore Job's account exists only for restores (the cluster controller
+                // leaves it alone); owned by the cluster, like every account of it.
+                writer.apply(&restore_service_account(cluster)).await?;
                 jobs::create(ctx, &namespace, &job).await?;
                 tracing::info!(restore = %name, %namespace, job = %job_name, "created the restore Job");
             }
@@ -314,6 +318,26 @@ async fn patch_lock(writer: &Writer<'_>, cluster: &OpenBaoCluster, lock: serde_j
         .merge_status::<OpenBaoCluster>(&cluster.name_any(), &patch)
         .await?;
     Ok(())
+}
+
+/// The service account the restore Job runs as.
+fn restore_service_account(cluster: &OpenBaoCluster) -> ServiceAccount {
+    let (uid, namespace, name) = (
+        cluster.uid().unwrap_or_default(),
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any(),
+    );
+    let view = openbao_render::Cluster {
+        name: &name,
+        namespace: &namespace,
+        uid: &uid,
+        spec: &cluster.spec,
+    };
+    let account = openbao_api::names::job_service_account(&name, "restore");
+    openbao_render::objects::job_service_accounts(&view)
+        .into_iter()
+        .find(|sa| sa.metadata.name.as_deref() == Some(account.as_str()))
+        .expect("the builder makes the restore account")
 }
 
 /// The restore Job, owned by the OpenBaoRestore (deleting the restore deletes its Job).

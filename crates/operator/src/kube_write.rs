@@ -457,6 +457,48 @@ mod tests {
         );
     }
 
+    /// Every write to a Kubernetes object goes through this module, so every one is counted
+    /// and none skips the unchanged-content check. Outside it only requests that store nothing
+    /// in a cluster's namespace: the leader Lease (runtime/leader.rs, bounded by the lease's own
+    /// clock) and TokenReview/TokenRequest (openbao.rs).
+    #[test]
+    fn no_kubernetes_write_bypasses_this_module() {
+        const ALLOWED: [&str; 3] = ["kube_write.rs", "runtime/leader.rs", "openbao.rs"];
+        const WRITES: [&str; 5] = ["Patch::", "PostParams", ".patch_status(", ".replace(&", "Recorder::"];
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("reading src") {
+                let path = entry.expect("a directory entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut violations = Vec::new();
+        for file in files {
+            let relative = file
+                .strip_prefix(&root)
+                .expect("under src")
+                .to_string_lossy()
+                .to_string();
+            if ALLOWED.contains(&relative.as_str()) || relative.starts_with("executors/") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&file).expect("reading a source");
+            for write in WRITES.iter().filter(|w| source.contains(**w)) {
+                violations.push(format!("{relative} uses {write}"));
+            }
+        }
+        assert!(
+            violations.is_empty(),
+            "write through kube_write::Writer: {violations:#?}"
+        );
+    }
+
     #[test]
     fn an_event_is_published_once_in_a_while() {
         let events = PublishedEvents::default();

@@ -28,6 +28,8 @@ pub struct Context {
     pub executor_image: String,
     /// Cluster token audiences the apiserver does not accept (asked once per process).
     pub safe_audiences: crate::openbao::SafeAudiences,
+    /// The Events published recently (see [`crate::kube_write::Writer::event`]).
+    pub published_events: crate::kube_write::PublishedEvents,
     /// The apiserver's service-account issuer and keys, with when they were read.
     jwt_trust: RwLock<Option<(JwtTrust, Instant)>>,
 }
@@ -52,6 +54,7 @@ impl Context {
             endpoints: Arc::new(crate::openbao::in_cluster_endpoint),
             executor_image: crate::DEFAULT_EXECUTOR_IMAGE.to_string(),
             safe_audiences: Default::default(),
+            published_events: Default::default(),
             jwt_trust: RwLock::new(None),
         }
     }

@@ -7,6 +7,7 @@ pub mod context;
 pub mod controllers;
 pub mod executors;
 pub mod flows;
+pub mod kube_write;
 pub mod openbao;
 pub mod runtime;
 

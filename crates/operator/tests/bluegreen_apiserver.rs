@@ -128,7 +128,7 @@ impl Phases {
         let obj = self.cluster().await?;
         let uid = obj.uid().unwrap_or_default();
         let kube = BlueGreenKube {
-            client: &self.client,
+            ctx: &self.ctx,
             cluster: Cluster {
                 name: NAME,
                 namespace: &self.ns,

@@ -18,22 +18,22 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use openbao_api::conditions::{self, BACKUP_CONFIGURATION_READY, Desired};
 use openbao_api::{BACKUP_VERIFIED, OpenBaoCluster, TRIGGER_BACKUP_ANNOTATION};
 use openbao_render::Cluster;
 use openbao_render::objects::jobs::{self as job_objects, Executor};
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
 use self::decide::{CredentialsCheck, Decision, Inputs, JobAction, LockChange};
 use crate::context::Context;
 use crate::controllers::jobs;
+use crate::kube_write::{KubeError, Writer, kube_err};
 use crate::runtime::metrics::{BackupLabels, ClusterLabels};
 
 /// The time source; tests set their own to drive schedules without waiting for them.
@@ -61,15 +61,10 @@ impl BackupContext {
 pub enum Error {
     #[error("OpenBaoCluster has no namespace or uid")]
     MissingMetadata,
-    #[error("Kubernetes API request failed while {action}: {source}")]
-    Kube { action: String, source: kube::Error },
+    #[error(transparent)]
+    Kube(#[from] KubeError),
     #[error(transparent)]
     Job(#[from] jobs::Error),
-}
-
-fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Kube { action, source }
 }
 
 /// After losing a race for the status (409), try again soon with the newer object.
@@ -170,10 +165,9 @@ pub async fn reconcile(cached: Arc<OpenBaoCluster>, bctx: Arc<BackupContext>) ->
         backup.verification = drill.status.clone();
         decision.backup = Some(backup);
     }
-    if !write_status(ctx, &api, &obj, &decision, drill.condition.as_ref(), inputs.now).await? {
+    if !write_status(ctx, &namespace, &obj, &decision, drill.condition.as_ref(), inputs.now).await? {
         return Ok(Action::requeue(CONFLICT_RETRY));
     }
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let mut events = Vec::new();
     if let JobAction::Create { name: job, why } = &decision.job {
         let uid = obj.uid().ok_or(Error::MissingMetadata)?;
@@ -253,17 +247,10 @@ pub async fn reconcile(cached: Arc<OpenBaoCluster>, bctx: Arc<BackupContext>) ->
             format!("a backup is due but waits: {why}"),
         ));
     }
+    let writer = Writer::new(ctx, &namespace);
+    let reference = obj.object_ref(&());
     for (type_, reason, note) in events {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Backup".into(),
-            secondary: None,
-        };
-        if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
-            tracing::debug!(error = %e, "publishing an event failed");
-        }
+        writer.event(&reference, type_, reason, &note, "Backup").await;
     }
     let requeue = match (decision.requeue, drill.requeue) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -302,7 +289,7 @@ async fn check_credentials(ctx: &Context, namespace: &str, name: &str) -> Result
 /// object changed meanwhile (the caller retries with the new one).
 async fn write_status(
     ctx: &Context,
-    api: &Api<OpenBaoCluster>,
+    api_namespace: &str,
     obj: &OpenBaoCluster,
     decision: &Decision,
     drill_condition: Option<&Desired>,
@@ -324,54 +311,22 @@ async fn write_status(
         Some(c) => conditions::set_condition(&mut conditions_list, c.clone(), obj.metadata.generation, Time(now)),
         None => conditions_list.retain(|c| c.type_ != BACKUP_VERIFIED),
     }
-    if backup == current.backup && lock == current.operation_lock && conditions_list == current.conditions {
-        return Ok(true);
-    }
-    let stored = serde_json::to_value(&current).unwrap_or_default();
-    let mut wanted_status = current.clone();
-    wanted_status.backup = backup;
-    wanted_status.operation_lock = lock;
-    wanted_status.conditions = conditions_list;
-    let wanted = serde_json::to_value(&wanted_status).unwrap_or_default();
-    let patch = json!({
-        "metadata": {"resourceVersion": obj.resource_version()},
-        "status": merge_patch(&stored, &wanted),
-    });
-    ctx.metrics.kube_writes.inc();
-    match api
-        .patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
+    let mut wanted = current.clone();
+    wanted.backup = backup;
+    wanted.operation_lock = lock;
+    wanted.conditions = conditions_list;
+    let written = Writer::new(ctx, api_namespace)
+        .patch_status::<OpenBaoCluster, _>(
+            &obj.name_any(),
+            Some(&current),
+            &wanted,
+            obj.resource_version().as_deref(),
+        )
+        .await;
+    match written {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-        Err(e) => Err(kube_err("writing the backup status")(e)),
-    }
-}
-
-/// The JSON merge patch (RFC 7386) that turns `from` into `to`: fields that went away are
-/// nulled, since a merge patch keeps whatever it leaves out.
-fn merge_patch(from: &serde_json::Value, to: &serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match (from, to) {
-        (Value::Object(a), Value::Object(b)) => {
-            let mut out = serde_json::Map::new();
-            for (k, v) in b {
-                match a.get(k) {
-                    Some(old) if old == v => {}
-                    Some(old) => {
-                        out.insert(k.clone(), merge_patch(old, v));
-                    }
-                    None => {
-                        out.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-            for k in a.keys().filter(|k| !b.contains_key(*k)) {
-                out.insert(k.clone(), Value::Null);
-            }
-            Value::Object(out)
-        }
-        (_, to) => to.clone(),
+        Err(e) if e.is_conflict() => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -412,20 +367,4 @@ fn record_metrics(
     m.backup_consecutive_failures
         .get_or_create(&labels)
         .set(i64::from(failures));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::merge_patch;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_nulls_what_went_away_and_sends_only_changes() {
-        let from = json!({"backup": {"runningJob": "j", "consecutiveFailures": 0}, "initialized": true});
-        let to = json!({"backup": {"consecutiveFailures": 1}, "initialized": true});
-        assert_eq!(
-            merge_patch(&from, &to),
-            json!({"backup": {"runningJob": null, "consecutiveFailures": 1}})
-        );
-    }
 }

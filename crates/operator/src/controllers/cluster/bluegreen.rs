@@ -9,15 +9,16 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams};
 use openbao_api::{OpenBaoClusterStatus, UpgradePhase, names};
 use openbao_render::objects::{self, Joining, Rollout};
 use openbao_render::{Cluster, labels};
 
-use crate::FIELD_MANAGER;
+use crate::context::Context;
 use crate::flows::upgrade::live_revision;
 use crate::flows::{Deployment, PlatformError, Revision};
+use crate::kube_write::{KubeError, Writer};
 
 fn phase(status: &OpenBaoClusterStatus) -> UpgradePhase {
     status.upgrade.as_ref().map(|u| u.phase).unwrap_or_default()
@@ -119,13 +120,14 @@ fn kube_error(context: String) -> impl FnOnce(kube::Error) -> PlatformError {
     move |e| PlatformError::new(context, e)
 }
 
-fn apply_params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
+/// A failed write, as the driver reports it (the write says what it was doing).
+fn write_error(e: KubeError) -> PlatformError {
+    PlatformError::new(e.action.clone(), e)
 }
 
 /// The Kubernetes side of the blue/green actions for one cluster.
 pub struct BlueGreenKube<'a> {
-    pub client: &'a Client,
+    pub ctx: &'a Context,
     pub cluster: Cluster<'a>,
     /// The live set, whose servers green joins.
     pub live: Revision,
@@ -136,7 +138,11 @@ impl BlueGreenKube<'_> {
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
-        Api::namespaced(self.client.clone(), self.cluster.namespace)
+        Api::namespaced(self.ctx.client.clone(), self.cluster.namespace)
+    }
+
+    fn writer(&self) -> Writer<'_> {
+        Writer::new(self.ctx, self.cluster.namespace)
     }
 
     /// Applies the green set's ConfigMap and StatefulSet; the StatefulSet controller starts any
@@ -151,16 +157,8 @@ impl BlueGreenKube<'_> {
         if let Some(spec) = sts.spec.as_mut() {
             spec.replicas = Some(deployment.replicas as i32);
         }
-        let name = cm.name_any();
-        self.api::<ConfigMap>()
-            .patch(&name, &apply_params(), &Patch::Apply(&cm))
-            .await
-            .map_err(kube_error(format!("applying ConfigMap {name}")))?;
-        let name = sts.name_any();
-        self.api::<StatefulSet>()
-            .patch(&name, &apply_params(), &Patch::Apply(&sts))
-            .await
-            .map_err(kube_error(format!("applying StatefulSet {name}")))?;
+        self.writer().apply(&cm).await.map_err(write_error)?;
+        self.writer().apply(&sts).await.map_err(write_error)?;
         Ok(())
     }
 
@@ -172,8 +170,11 @@ impl BlueGreenKube<'_> {
         let rev = revision.as_deref();
         let sts = names::server_set(c, rev);
         let background = DeleteParams::background();
-        ignore_missing(self.api::<StatefulSet>().delete(&sts, &background).await)
-            .map_err(kube_error(format!("deleting StatefulSet {sts}")))?;
+        let writer = self.writer();
+        writer
+            .delete::<StatefulSet>(&sts, &background)
+            .await
+            .map_err(write_error)?;
         let selector = selector_string(&objects::server_set_selector(c, rev));
         let pods = self
             .api::<Pod>()
@@ -182,17 +183,23 @@ impl BlueGreenKube<'_> {
             .map_err(kube_error(format!("listing the pods of {sts}")))?;
         for pod in pods.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
             let name = pod.name_any();
-            ignore_missing(self.api::<Pod>().delete(&name, &DeleteParams::default()).await)
-                .map_err(kube_error(format!("deleting pod {name}")))?;
+            writer
+                .delete::<Pod>(&name, &DeleteParams::default())
+                .await
+                .map_err(write_error)?;
         }
         for claim in self.claims_of(revision).await? {
-            ignore_missing(self.api::<PersistentVolumeClaim>().delete(&claim, &background).await)
-                .map_err(kube_error(format!("deleting volume claim {claim}")))?;
+            writer
+                .delete::<PersistentVolumeClaim>(&claim, &background)
+                .await
+                .map_err(write_error)?;
         }
         if let Some(rev) = rev {
             let cm = names::server_set_config_map(c, Some(rev));
-            ignore_missing(self.api::<ConfigMap>().delete(&cm, &background).await)
-                .map_err(kube_error(format!("deleting ConfigMap {cm}")))?;
+            writer
+                .delete::<ConfigMap>(&cm, &background)
+                .await
+                .map_err(write_error)?;
         }
         Ok(())
     }
@@ -217,13 +224,12 @@ impl BlueGreenKube<'_> {
     pub async fn switch_traffic(&self, to: &Revision) -> Result<(), PlatformError> {
         let svc = objects::public_service_to(&self.cluster, to.as_deref());
         let name = svc.name_any();
-        self.api::<Service>()
-            .patch(&name, &apply_params(), &Patch::Apply(&svc))
-            .await
-            .map_err(kube_error(format!(
-                "pointing Service {name} at {}",
-                crate::flows::names::describe(to)
-            )))?;
+        self.writer().apply(&svc).await.map_err(|e| {
+            PlatformError::new(
+                format!("pointing Service {name} at {}", crate::flows::names::describe(to)),
+                e,
+            )
+        })?;
         Ok(())
     }
 
@@ -252,14 +258,6 @@ fn selector_string(selector: &std::collections::BTreeMap<String, String>) -> Str
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

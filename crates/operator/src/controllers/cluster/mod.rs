@@ -1,6 +1,5 @@
 //! The OpenBaoCluster controller: dereference → validate → build → apply → status.
 
-mod apply;
 pub mod bluegreen;
 mod snapshot;
 pub mod status;
@@ -15,9 +14,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -26,37 +25,37 @@ use openbao_render::{Cluster, JwtTrust, labels, objects};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use self::apply::Applier;
 use self::status::{GatewayState, Observed, PodView, SealState, TlsState, UpgradeState};
 use self::upgrade::KubePlatform;
 use crate::context::Context;
 use crate::flows::Driver;
 use crate::flows::upgrade::{self as upgrade_plan, UpgradePlan};
+use crate::kube_write::{Created, KubeError, Writer, kube_err};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("OpenBaoCluster has no namespace or uid")]
     MissingMetadata,
-    #[error("Kubernetes API request failed while {action}: {source}")]
-    Kube { action: String, source: kube::Error },
+    #[error(transparent)]
+    Kube(#[from] KubeError),
 }
 
 impl Error {
     fn metric_label(&self) -> &'static str {
         match self {
             Error::MissingMetadata => "missing_metadata",
-            Error::Kube { .. } => "kube",
+            Error::Kube(e) => e.metric_label(),
         }
     }
 }
 
-fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Kube { action, source }
-}
-
-/// Requeue while the cluster bootstraps, so status follows it closely.
-const BOOTSTRAP_REQUEUE: Duration = Duration::from_secs(5);
+/// Requeue while the cluster bootstraps and waits for its pods only: what they do (OpenBao's
+/// service-registration labels: initialized, sealed, active; readiness) reaches the controller
+/// through the pod and StatefulSet watches, so this is only a safety net.
+const BOOTSTRAP_REQUEUE: Duration = Duration::from_secs(60);
+/// Requeue while the cluster bootstraps and waits for something no watch reports: a Secret the
+/// user provides (the transit token, External TLS), the apiserver's issuer, OpenBao's answer.
+const RETRY_REQUEUE: Duration = Duration::from_secs(5);
 /// Requeue of a settled cluster (certificate checks set an earlier one when due).
 const STEADY_REQUEUE: Duration = Duration::from_secs(300);
 
@@ -189,14 +188,9 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
         return Ok(Action::await_change());
     }
 
-    let applier = Applier {
-        client: &ctx.client,
-        namespace: &namespace,
-        metrics: &ctx.metrics,
-        owner_uid: &uid,
-    };
+    let writer = Writer::new(ctx, &namespace);
     let mut events = Vec::new();
-    let outcome = apply_all(ctx, &cluster, &previous, &applier, &mut observed, &mut events, now).await;
+    let outcome = apply_all(ctx, &cluster, &previous, &writer, &mut observed, &mut events, now).await;
     let mut base = previous.clone();
     let mut upgrade_requeue = None;
     match &outcome {
@@ -245,6 +239,8 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
 
     let mut requeue = if new_status.initialized && new_status.ready_replicas >= obj.spec.replicas {
         STEADY_REQUEUE
+    } else if waits_for_the_unwatched(&observed) {
+        RETRY_REQUEUE
     } else {
         BOOTSTRAP_REQUEUE
     };
@@ -256,6 +252,15 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
         requeue = requeue.min(after.max(UPGRADE_MIN_REQUEUE));
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Whether a bootstrapping cluster waits for something only polling notices (see
+/// [`RETRY_REQUEUE`]); everything else it waits for is its pods, which are watched.
+fn waits_for_the_unwatched(observed: &Observed) -> bool {
+    !observed.seal.is_ready()
+        || !matches!(observed.tls, TlsState::Ready { .. })
+        || observed.trust_error.is_some()
+        || matches!(observed.access, status::Access::Failed(_))
 }
 
 /// True while an upgrade has not started and another operation holds the lock.
@@ -388,7 +393,7 @@ async fn apply_all(
     ctx: &Context,
     cluster: &Cluster<'_>,
     previous: &OpenBaoClusterStatus,
-    applier: &Applier<'_>,
+    writer: &Writer<'_>,
     observed: &mut Observed,
     events: &mut Vec<(String, String)>,
     now: Timestamp,
@@ -405,29 +410,22 @@ async fn apply_all(
         }
     };
 
-    applier
-        .apply(&objects::service_account(cluster))
-        .await
-        .map_err(kube_err("applying the ServiceAccount"))?;
+    writer.apply(&objects::service_account(cluster)).await?;
     for sa in objects::job_service_accounts(cluster) {
-        applier
-            .apply(&sa)
-            .await
-            .map_err(kube_err("applying a Job ServiceAccount"))?;
+        let name = sa.name_any();
+        match job_account(cluster, &name) {
+            JobAccount::Wanted => drop(writer.apply(&sa).await?),
+            JobAccount::NotWanted => drop(writer.delete_if_owned::<ServiceAccount>(&name, cluster.uid).await?),
+            JobAccount::RestoreControllers => {}
+        }
     }
-    applier
-        .apply(&objects::service_registration_binding(cluster))
-        .await
-        .map_err(kube_err("applying the service-registration RoleBinding"))?;
+    writer.apply(&objects::service_registration_binding(cluster)).await?;
 
     observed.seal = match openbao_api::transit_seal(cluster.spec.unseal.as_ref()) {
         // The static seal's key lives in the cluster; a transit seal's never exists here.
         None => {
-            let unseal_key = ensure_unseal_key(cluster, &secrets, events).await?;
-            applier
-                .apply(&objects::unseal_key_secret(cluster, &unseal_key))
-                .await
-                .map_err(kube_err("applying the seal key Secret"))?;
+            let unseal_key = ensure_unseal_key(cluster, writer, &secrets, events).await?;
+            writer.apply(&objects::unseal_key_secret(cluster, &unseal_key)).await?;
             SealState::Static
         }
         Some(transit) => {
@@ -447,14 +445,8 @@ async fn apply_all(
             let server = get_secret(names::tls_server_secret(name)).await?;
             match tls::reconcile_tls(cluster, ca.as_ref(), server.as_ref(), now) {
                 Ok(out) => {
-                    applier
-                        .apply(&out.secrets.ca)
-                        .await
-                        .map_err(kube_err("applying the CA Secret"))?;
-                    applier
-                        .apply(&out.secrets.server)
-                        .await
-                        .map_err(kube_err("applying the server certificate"))?;
+                    writer.apply(&out.secrets.ca).await?;
+                    writer.apply(&out.secrets.server).await?;
                     for change in out.changes {
                         events.push(("CertificateIssued".into(), change));
                     }
@@ -498,17 +490,13 @@ async fn apply_all(
         }
     };
 
-    applier
-        .apply(&objects::config_map(cluster))
-        .await
-        .map_err(kube_err("applying the config ConfigMap"))?;
+    writer.apply(&objects::config_map(cluster)).await?;
     let initialized = observed.pods.iter().any(|p| p.initialized == Some(true)) || previous.initialized;
     let bootstrap_ready = if initialized {
         // A re-created first pod must never found a second cluster: the requests go away for good.
-        if applier
-            .prune::<Secret>(&names::init_secret(name))
-            .await
-            .map_err(kube_err("removing the self-init Secret"))?
+        if writer
+            .delete_if_owned::<Secret>(&names::init_secret(name), cluster.uid)
+            .await?
         {
             events.push((
                 "SelfInitRequestsRemoved".into(),
@@ -519,10 +507,9 @@ async fn apply_all(
     } else {
         match trust_for(ctx, cluster).await {
             Ok(trust) => {
-                applier
+                writer
                     .apply(&objects::init_secret(cluster, &ctx.operator, &trust))
-                    .await
-                    .map_err(kube_err("applying the self-init Secret"))?;
+                    .await?;
                 true
             }
             Err(e) => {
@@ -532,47 +519,26 @@ async fn apply_all(
         }
     };
 
-    applier
-        .apply(&objects::headless_service(cluster))
-        .await
-        .map_err(kube_err("applying the headless Service"))?;
-    applier
-        .apply(&bluegreen::public_service(cluster, previous))
-        .await
-        .map_err(kube_err("applying the public Service"))?;
-    applier
-        .apply(&objects::network_policy(cluster, &ctx.operator))
-        .await
-        .map_err(kube_err("applying the NetworkPolicy"))?;
+    writer.apply(&objects::headless_service(cluster)).await?;
+    writer.apply(&bluegreen::public_service(cluster, previous)).await?;
+    writer.apply(&objects::network_policy(cluster, &ctx.operator)).await?;
     match objects::pod_disruption_budget(cluster) {
-        Some(pdb) => drop(
-            applier
-                .apply(&pdb)
-                .await
-                .map_err(kube_err("applying the PodDisruptionBudget"))?,
-        ),
+        Some(pdb) => drop(writer.apply(&pdb).await?),
         None => drop(
-            applier
-                .prune::<PodDisruptionBudget>(&names::pdb(name))
-                .await
-                .map_err(kube_err("pruning the PDB"))?,
+            writer
+                .delete_if_owned::<PodDisruptionBudget>(&names::pdb(name), cluster.uid)
+                .await?,
         ),
     }
     match objects::metrics_service(cluster) {
-        Some(svc) => drop(
-            applier
-                .apply(&svc)
-                .await
-                .map_err(kube_err("applying the metrics Service"))?,
-        ),
+        Some(svc) => drop(writer.apply(&svc).await?),
         None => drop(
-            applier
-                .prune::<Service>(&names::metrics_service(name))
-                .await
-                .map_err(kube_err("pruning the metrics Service"))?,
+            writer
+                .delete_if_owned::<Service>(&names::metrics_service(name), cluster.uid)
+                .await?,
         ),
     }
-    apply_gateway(ctx, cluster, applier, observed, bundle.as_deref()).await?;
+    apply_gateway(ctx, cluster, writer, observed, bundle.as_deref()).await?;
 
     // Pods start only once their TLS material, what their seal needs and (first time) the
     // self-init file exist: a pod without its seal token would only wait in an error state.
@@ -580,19 +546,42 @@ async fn apply_all(
         let rollout = upgrade_plan::rollout(cluster.spec, previous);
         let workloads = bluegreen::workloads(cluster, previous, &rollout);
         for cm in &workloads.config_maps {
-            applier
-                .apply(cm)
-                .await
-                .map_err(kube_err("applying a revision ConfigMap"))?;
+            writer.apply(cm).await?;
         }
         for sts in &workloads.statefulsets {
-            applier.apply(sts).await.map_err(kube_err("applying a StatefulSet"))?;
+            writer.apply(sts).await?;
         }
     }
     Ok(Applied {
         next_cert_check,
         bundle,
     })
+}
+
+/// What the cluster controller does with one executor service account.
+#[derive(Debug, PartialEq, Eq)]
+enum JobAccount {
+    Wanted,
+    /// No feature of the spec runs a Job as it: pruned (no account lies around unused).
+    NotWanted,
+    /// The restore controller applies it just before a restore Job (an `OpenBaoRestore` is
+    /// the feature); left alone here, so a restore in progress never loses it.
+    RestoreControllers,
+}
+
+/// The backup account with `spec.backup` (backups, restore drills and the pre-upgrade
+/// snapshot run as it), the upgrade account with `spec.upgrade.preUpgradeSnapshot`.
+fn job_account(cluster: &Cluster<'_>, account: &str) -> JobAccount {
+    let wanted = |yes: bool| if yes { JobAccount::Wanted } else { JobAccount::NotWanted };
+    if account == names::job_service_account(cluster.name, "backup") {
+        wanted(cluster.spec.backup.is_some())
+    } else if account == names::job_service_account(cluster.name, "upgrade") {
+        wanted(cluster.spec.upgrade.pre_upgrade_snapshot)
+    } else if account == names::job_service_account(cluster.name, "restore") {
+        JobAccount::RestoreControllers
+    } else {
+        JobAccount::Wanted
+    }
 }
 
 /// Logs in to OpenBao and keeps its trusted service-account keys equal to the apiserver's.
@@ -653,6 +642,7 @@ async fn sync_openbao_access(
 /// (never applied over) so that two writers can never replace each other's key.
 async fn ensure_unseal_key(
     cluster: &Cluster<'_>,
+    writer: &Writer<'_>,
     secrets: &Api<Secret>,
     events: &mut Vec<(String, String)>,
 ) -> Result<Vec<u8>, Error> {
@@ -680,17 +670,13 @@ async fn ensure_unseal_key(
         name: Some(name.clone()),
         ..Default::default()
     };
-    let params = PostParams {
-        field_manager: Some(format!("{}-seal-key", crate::FIELD_MANAGER)),
-        ..Default::default()
-    };
-    match secrets.create(&params, &bare).await {
-        Ok(_) => {
+    let manager = format!("{}-seal-key", crate::FIELD_MANAGER);
+    match writer.create(&bare, &manager).await? {
+        Created::Created => {
             events.push(("SealKeyCreated".into(), "generated the static seal key".into()));
             Ok(key.to_vec())
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => read().await?.ok_or(Error::MissingMetadata),
-        Err(e) => Err(kube_err("creating the seal key Secret")(e)),
+        Created::AlreadyExists => read().await?.ok_or(Error::MissingMetadata),
     }
 }
 
@@ -712,7 +698,7 @@ async fn trust_for(ctx: &Context, cluster: &Cluster<'_>) -> Result<JwtTrust, Str
 async fn apply_gateway(
     ctx: &Context,
     cluster: &Cluster<'_>,
-    applier: &Applier<'_>,
+    writer: &Writer<'_>,
     observed: &mut Observed,
     bundle: Option<&str>,
 ) -> Result<(), Error> {
@@ -735,51 +721,37 @@ async fn apply_gateway(
     ) {
         (Some(route), policy, ca) => {
             if let Some(ca) = ca {
-                applier
-                    .apply(&ca)
-                    .await
-                    .map_err(kube_err("applying the gateway CA ConfigMap"))?;
+                writer.apply(&ca).await?;
             }
             match policy {
-                Some(p) => drop(
-                    applier
-                        .apply(&p)
-                        .await
-                        .map_err(kube_err("applying the BackendTLSPolicy"))?,
-                ),
+                Some(p) => drop(writer.apply(&p).await?),
                 None => drop(
-                    applier
-                        .prune::<BackendTlsPolicy>(&names::backend_tls_policy(name))
-                        .await
-                        .map_err(kube_err("pruning the BackendTLSPolicy"))?,
+                    writer
+                        .delete_if_owned::<BackendTlsPolicy>(&names::backend_tls_policy(name), cluster.uid)
+                        .await?,
                 ),
             }
-            applier
-                .apply(&route)
-                .await
-                .map_err(kube_err("applying the HTTPRoute"))?;
+            writer.apply(&route).await?;
             observed.gateway = GatewayState::Attached;
         }
         (None, _, _) => {
-            applier
-                .prune::<HttpRoute>(&names::http_route(name))
-                .await
-                .map_err(kube_err("pruning the HTTPRoute"))?;
-            applier
-                .prune::<BackendTlsPolicy>(&names::backend_tls_policy(name))
-                .await
-                .map_err(kube_err("pruning the BackendTLSPolicy"))?;
-            applier
-                .prune::<ConfigMap>(&names::gateway_ca_config_map(name))
-                .await
-                .map_err(kube_err("pruning the gateway CA"))?;
+            writer
+                .delete_if_owned::<HttpRoute>(&names::http_route(name), cluster.uid)
+                .await?;
+            writer
+                .delete_if_owned::<BackendTlsPolicy>(&names::backend_tls_policy(name), cluster.uid)
+                .await?;
+            writer
+                .delete_if_owned::<ConfigMap>(&names::gateway_ca_config_map(name), cluster.uid)
+                .await?;
             observed.gateway = GatewayState::Disabled;
         }
     }
     Ok(())
 }
 
-/// Patches status only when it changed, so a settled cluster costs no writes.
+/// Patches status only when it changed (compared with the observed one), so a settled cluster
+/// costs no writes.
 /// `base` is the status to build on: the stored one, or what an upgrade step returned.
 async fn write_status(
     ctx: &Context,
@@ -789,17 +761,9 @@ async fn write_status(
 ) -> Result<OpenBaoClusterStatus, Error> {
     let now = Time(Timestamp::now());
     let status = status::derive(&obj.spec, base, observed, obj.metadata.generation, now);
-    if Some(&status) != obj.status.as_ref() {
-        let api = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-        // Fields status no longer has must be nulled: a merge patch keeps whatever it omits.
-        let stored = serde_json::to_value(&obj.status).unwrap_or_default();
-        let wanted = serde_json::to_value(&status).unwrap_or_default();
-        let patch = serde_json::json!({"status": apply::merge_patch(&stored, &wanted)});
-        ctx.metrics.kube_writes.inc();
-        api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(kube_err("writing status"))?;
-    }
+    Writer::new(ctx, &obj.namespace().unwrap_or_default())
+        .patch_status::<OpenBaoCluster, _>(&obj.name_any(), obj.status.as_ref(), &status, None)
+        .await?;
     Ok(status)
 }
 
@@ -841,24 +805,15 @@ async fn publish_events(
     let degraded = openbao_api::conditions::find(&current.conditions, openbao_api::conditions::DEGRADED);
     let was_degraded = openbao_api::conditions::find(&previous.conditions, openbao_api::conditions::DEGRADED);
     let warning = degraded.filter(|c| c.status == "True" && was_degraded.map(|w| &w.reason) != Some(&c.reason));
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let reference = obj.object_ref(&());
     let mut all: Vec<(EventType, String, String)> =
         events.into_iter().map(|(r, n)| (EventType::Normal, r, n)).collect();
     if let Some(c) = warning {
         all.push((EventType::Warning, c.reason.clone(), c.message.clone()));
     }
+    let writer = Writer::new(ctx, reference.namespace.as_deref().unwrap_or_default());
     for (type_, reason, note) in all {
-        let event = Event {
-            type_,
-            reason,
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            tracing::debug!(error = %e, "publishing an event failed");
-        }
+        writer.event(&reference, type_, &reason, &note, "Reconcile").await;
     }
 }
 
@@ -896,6 +851,36 @@ mod tests {
             assert_eq!(state == UpgradeState::StepRetrying, !degraded, "attempt {attempt}");
             status = next;
         }
+    }
+
+    #[test]
+    fn job_accounts_exist_only_for_the_features_that_run_jobs() {
+        use super::{JobAccount, job_account};
+        let account = |spec: serde_json::Value, job: &str| {
+            let mut spec_json =
+                serde_json::json!({"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}});
+            for (k, v) in spec.as_object().unwrap() {
+                spec_json[k] = v.clone();
+            }
+            let spec: openbao_api::OpenBaoClusterSpec = serde_json::from_value(spec_json).unwrap();
+            let cluster = openbao_render::Cluster {
+                name: "c",
+                namespace: "ns",
+                uid: "u",
+                spec: &spec,
+            };
+            job_account(&cluster, &openbao_api::names::job_service_account("c", job))
+        };
+        let none = serde_json::json!({});
+        assert_eq!(account(none.clone(), "backup"), JobAccount::NotWanted);
+        assert_eq!(account(none.clone(), "upgrade"), JobAccount::NotWanted);
+        assert_eq!(account(none, "restore"), JobAccount::RestoreControllers);
+        let backup = serde_json::json!({
+            "backup": {"schedule": "0 * * * *", "target": {"endpoint": "https://s3.example", "bucket": "b", "credentialsSecretRef": {"name": "s3"}}},
+            "upgrade": {"preUpgradeSnapshot": true},
+        });
+        assert_eq!(account(backup.clone(), "backup"), JobAccount::Wanted);
+        assert_eq!(account(backup, "upgrade"), JobAccount::Wanted);
     }
 
     #[test]

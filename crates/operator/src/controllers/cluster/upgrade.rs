@@ -174,7 +174,7 @@ impl<'a> KubePlatform<'a> {
 
     fn blue_green(&self) -> BlueGreenKube<'_> {
         BlueGreenKube {
-            client: &self.client,
+            ctx: self.ctx,
             cluster: self.cluster(),
             live: self.live.clone(),
         }
@@ -370,11 +370,11 @@ impl Platform for KubePlatform<'_> {
         if pod.metadata.deletion_timestamp.is_some() || container_image(&pod) == Some(wanted.as_str()) {
             return Ok(());
         }
-        match self.pods().delete(node_id, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(PlatformError::new(format!("deleting pod {node_id}"), e)),
-        }
+        crate::kube_write::Writer::new(self.ctx, &self.namespace)
+            .delete::<Pod>(node_id, &DeleteParams::default())
+            .await
+            .map(drop)
+            .map_err(|e| PlatformError::new(format!("deleting pod {node_id}"), e))
     }
 
     async fn take_snapshot(&self, attempt: i32) -> Result<Snapshot, PlatformError> {

@@ -11,21 +11,22 @@ pub mod result;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use openbao_render::objects::jobs::Executor;
 
 pub use lifecycle::{JOB_CREATE_GRACE, JobOutcome, RunningJob, within_create_grace};
 pub use result::ExecutorResult;
 
 use crate::context::Context;
+use crate::kube_write::{Created, KubeError, Writer, kube_err};
 
 /// The label the Job controller puts on a Job's pods.
 const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API request failed while {action}: {source}")]
-    Kube { action: String, source: Box<kube::Error> },
+    #[error(transparent)]
+    Kube(#[from] KubeError),
     #[error(
         "Job {name} already exists but is not this operation's (another owner or other labels); \
          delete it or let it finish"
@@ -33,28 +34,14 @@ pub enum Error {
     NotOurs { name: String },
 }
 
-fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Kube {
-        action,
-        source: Box::new(source),
-    }
-}
-
 /// Creates `job` unless this very Job exists already (created by an earlier attempt of the
 /// same start, see [`lifecycle::is_same_job`]); another object under its name is an error.
 pub async fn create(ctx: &Context, namespace: &str, job: &Job) -> Result<(), Error> {
     let name = job.metadata.name.clone().unwrap_or_default();
-    let api = Api::<Job>::namespaced(ctx.client.clone(), namespace);
-    let params = PostParams {
-        field_manager: Some(crate::FIELD_MANAGER.to_string()),
-        ..Default::default()
-    };
-    ctx.metrics.kube_writes.inc();
-    match api.create(&params, job).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            let existing = api
+    match Writer::new(ctx, namespace).create(job, crate::FIELD_MANAGER).await? {
+        Created::Created => Ok(()),
+        Created::AlreadyExists => {
+            let existing = Api::<Job>::namespaced(ctx.client.clone(), namespace)
                 .get_opt(&name)
                 .await
                 .map_err(kube_err(format!("reading Job {name}, which already exists")))?;
@@ -65,7 +52,6 @@ pub async fn create(ctx: &Context, namespace: &str, job: &Job) -> Result<(), Err
                 Some(_) => Err(Error::NotOurs { name }),
             }
         }
-        Err(e) => Err(kube_err(format!("creating Job {name}"))(e)),
     }
 }
 

@@ -20,8 +20,9 @@ pub mod result;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -33,25 +34,18 @@ use std::time::Duration;
 use self::decide::{ClusterView, Inputs, RESTORING, RestoreStep, STARTING};
 use crate::context::Context;
 use crate::controllers::jobs;
+use crate::kube_write::{KubeError, Writer, kube_err};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("OpenBaoRestore has no namespace")]
     MissingNamespace,
-    #[error("Kubernetes API request failed while {action}: {source}")]
-    Kube { action: String, source: Box<kube::Error> },
+    #[error(transparent)]
+    Kube(#[from] KubeError),
     #[error("building the restore Job: {0}")]
     Build(String),
     #[error(transparent)]
     Job(#[from] jobs::Error),
-}
-
-fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Kube {
-        action,
-        source: Box::new(source),
-    }
 }
 
 /// How long a finished restore keeps checking that its lock stays released (a cluster status
@@ -110,6 +104,7 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
     let restores = Api::<OpenBaoRestore>::namespaced(ctx.client.clone(), &namespace);
     let clusters = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &namespace);
     let job_api = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
+    let writer = Writer::new(ctx, &namespace);
     let holder = openbao_api::restore_lock_holder(&name);
     let job_name = openbao_api::names::restore_job(&name);
 
@@ -134,18 +129,18 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
         if restore.metadata.deletion_timestamp.is_some() {
             // Deleted: the lock must not outlive the restore (it would block every backup).
             if let Some(cluster) = cluster.as_ref().filter(|_| holds_lock) {
-                if retry_on_conflict(patch_lock(&clusters, cluster, serde_json::Value::Null).await)? {
+                if retry_on_conflict(patch_lock(&writer, cluster, serde_json::Value::Null).await)? {
                     continue;
                 }
                 tracing::info!(restore = %name, %namespace, "deleted: released the operation lock");
             }
-            if retry_on_conflict(set_finalizer(&restores, &restore, false).await)? {
+            if retry_on_conflict(set_finalizer(&writer, &restore, false).await)? {
                 continue;
             }
             return Ok(Action::await_change());
         }
         if !restore.finalizers().iter().any(|f| f == FINALIZER) {
-            retry_on_conflict(set_finalizer(&restores, &restore, true).await)?;
+            retry_on_conflict(set_finalizer(&writer, &restore, true).await)?;
             continue;
         }
         let job = job_api
@@ -179,7 +174,7 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
                 next.reason = Some(reason.into());
                 next.message = Some(message);
                 next.observed_generation = restore.metadata.generation;
-                if next != status && retry_on_conflict(write_status(&restores, &restore, &next).await)? {
+                if next != status && retry_on_conflict(write_status(&writer, &restore, &next).await)? {
                     continue;
                 }
                 return Ok(Action::requeue(retry));
@@ -191,7 +186,7 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
                     "holder": holder,
                     "since": Time(Timestamp::now()),
                 });
-                if !retry_on_conflict(patch_lock(&clusters, cluster, lock).await)? {
+                if !retry_on_conflict(patch_lock(&writer, cluster, lock).await)? {
                     tracing::info!(restore = %name, %namespace, cluster = %restore.spec.cluster, "took the operation lock");
                 }
             }
@@ -203,11 +198,14 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
                 next.job_name = Some(job_name.clone());
                 next.start_time = Some(Time(Timestamp::now()));
                 next.observed_generation = restore.metadata.generation;
-                retry_on_conflict(write_status(&restores, &restore, &next).await)?;
+                retry_on_conflict(write_status(&writer, &restore, &next).await)?;
             }
             RestoreStep::CreateJob => {
                 let cluster = cluster.as_ref().expect("a Job is only created for an existing cluster");
                 let job = restore_job(&restore, cluster, &job_name, &rctx.image)?;
+                // The restore Job's account exists only for restores (the cluster controller
+                // leaves it alone); owned by the cluster, like every account of it.
+                writer.apply(&restore_service_account(cluster)).await?;
                 jobs::create(ctx, &namespace, &job).await?;
                 tracing::info!(restore = %name, %namespace, job = %job_name, "created the restore Job");
             }
@@ -218,7 +216,7 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
                     "the restore Job {job_name} restores {} into {}",
                     restore.spec.source.key, restore.spec.cluster
                 ));
-                retry_on_conflict(write_status(&restores, &restore, &next).await)?;
+                retry_on_conflict(write_status(&writer, &restore, &next).await)?;
             }
             RestoreStep::WatchJob { retry } => return Ok(Action::requeue(retry)),
             RestoreStep::Finish(outcome) => {
@@ -240,13 +238,13 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
                 next.reason = Some(outcome.reason);
                 next.message = Some(outcome.message);
                 next.completion_time = Some(now);
-                if !retry_on_conflict(write_status(&restores, &restore, &next).await)? {
+                if !retry_on_conflict(write_status(&writer, &restore, &next).await)? {
                     tracing::info!(restore = %name, %namespace, phase = ?next.phase, reason = ?next.reason, "restore finished");
                 }
             }
             RestoreStep::ReleaseLock => {
                 let cluster = cluster.as_ref().expect("a held lock belongs to an existing cluster");
-                if !retry_on_conflict(patch_lock(&clusters, cluster, serde_json::Value::Null).await)? {
+                if !retry_on_conflict(patch_lock(&writer, cluster, serde_json::Value::Null).await)? {
                     tracing::info!(restore = %name, %namespace, "released the operation lock");
                 }
             }
@@ -270,13 +268,13 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
 fn retry_on_conflict(result: Result<(), Error>) -> Result<bool, Error> {
     match result {
         Ok(()) => Ok(false),
-        Err(Error::Kube { source, .. }) if matches!(source.as_ref(), kube::Error::Api(e) if e.code == 409) => Ok(true),
+        Err(Error::Kube(e)) if e.is_conflict() => Ok(true),
         Err(e) => Err(e),
     }
 }
 
 /// Adds or removes [`FINALIZER`], if the restore was not changed since it was read.
-async fn set_finalizer(api: &Api<OpenBaoRestore>, restore: &OpenBaoRestore, present: bool) -> Result<(), Error> {
+async fn set_finalizer(writer: &Writer<'_>, restore: &OpenBaoRestore, present: bool) -> Result<(), Error> {
     let mut finalizers: Vec<String> = restore
         .finalizers()
         .iter()
@@ -287,39 +285,59 @@ async fn set_finalizer(api: &Api<OpenBaoRestore>, restore: &OpenBaoRestore, pres
         finalizers.push(FINALIZER.to_string());
     }
     let patch = json!({"metadata": {"resourceVersion": restore.resource_version(), "finalizers": finalizers}});
-    api.patch(&restore.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(kube_err("updating the OpenBaoRestore's finalizer"))?;
+    writer.merge::<OpenBaoRestore>(&restore.name_any(), &patch).await?;
     Ok(())
 }
 
-/// Writes the restore's status if the restore was not changed since it was read.
+/// Writes the restore's status (what changed, if anything) if the restore was not changed
+/// since it was read.
 async fn write_status(
-    api: &Api<OpenBaoRestore>,
+    writer: &Writer<'_>,
     restore: &OpenBaoRestore,
     status: &OpenBaoRestoreStatus,
 ) -> Result<(), Error> {
-    let patch = json!({
-        "metadata": {"resourceVersion": restore.resource_version()},
-        "status": status,
-    });
-    api.patch_status(&restore.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(kube_err("writing the OpenBaoRestore status"))?;
+    writer
+        .patch_status::<OpenBaoRestore, _>(
+            &restore.name_any(),
+            restore.status.as_ref(),
+            status,
+            restore.resource_version().as_deref(),
+        )
+        .await?;
     Ok(())
 }
 
 /// Sets (or, with `null`, clears) the cluster's operation lock if the cluster was not changed
 /// since it was read.
-async fn patch_lock(api: &Api<OpenBaoCluster>, cluster: &OpenBaoCluster, lock: serde_json::Value) -> Result<(), Error> {
+async fn patch_lock(writer: &Writer<'_>, cluster: &OpenBaoCluster, lock: serde_json::Value) -> Result<(), Error> {
     let patch = json!({
         "metadata": {"resourceVersion": cluster.resource_version()},
         "status": {"operationLock": lock},
     });
-    api.patch_status(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(kube_err("writing the cluster's operation lock"))?;
+    writer
+        .merge_status::<OpenBaoCluster>(&cluster.name_any(), &patch)
+        .await?;
     Ok(())
+}
+
+/// The service account the restore Job runs as.
+fn restore_service_account(cluster: &OpenBaoCluster) -> ServiceAccount {
+    let (uid, namespace, name) = (
+        cluster.uid().unwrap_or_default(),
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any(),
+    );
+    let view = openbao_render::Cluster {
+        name: &name,
+        namespace: &namespace,
+        uid: &uid,
+        spec: &cluster.spec,
+    };
+    let account = openbao_api::names::job_service_account(&name, "restore");
+    openbao_render::objects::job_service_accounts(&view)
+        .into_iter()
+        .find(|sa| sa.metadata.name.as_deref() == Some(account.as_str()))
+        .expect("the builder makes the restore account")
 }
 
 /// The restore Job, owned by the OpenBaoRestore (deleting the restore deletes its Job).

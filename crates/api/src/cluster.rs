@@ -148,10 +148,9 @@ pub struct OpenBaoClusterSpec {
 
     /// Node labels the OpenBao pods and the executor Jobs require.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 32))]
+    #[schemars(schema_with = "crate::placement::label_map")]
     #[x_kube(
         validation = Rule::new(crate::placement::QUALIFIED_KEY_RULE).message("spec.nodeSelector: every key must be a label key such as kubernetes.io/os"),
-        validation = Rule::new(crate::placement::LABEL_VALUES_RULE).message("spec.nodeSelector: every value must be a label value (at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends)"),
     )]
     pub node_selector: BTreeMap<String, String>,
 

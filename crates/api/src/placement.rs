@@ -87,8 +87,30 @@ const LABEL_KEYS_RULE: &str = "self.all(k, !(k in ['app.kubernetes.io/name', 'ap
 const ANNOTATION_KEYS_RULE: &str = "self.all(k, !k.startsWith('openbao.org/'))";
 /// A qualified name with an optional DNS-subdomain prefix (label and annotation keys).
 pub(crate) const QUALIFIED_KEY_RULE: &str = "self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && k.size() <= 317)";
-pub(crate) const LABEL_VALUES_RULE: &str =
-    "self.all(k, self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$'))";
+
+/// A label value, checked by OpenAPI (a CEL rule over every value of the map would cost more
+/// than the apiserver's budget allows).
+const LABEL_VALUE_PATTERN: &str = "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+/// Longest annotation value accepted (Kubernetes allows 256 KiB for all of an object's).
+const MAX_ANNOTATION_VALUE: usize = 4096;
+
+/// The schema of a map of labels: bounded, each value a label value.
+pub fn label_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": MAX_USER_METADATA_ENTRIES,
+        "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN},
+    })
+}
+
+/// The schema of a map of annotations: bounded in entries and value length.
+pub fn annotation_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": MAX_USER_METADATA_ENTRIES,
+        "additionalProperties": {"type": "string", "maxLength": MAX_ANNOTATION_VALUE},
+    })
+}
 
 /// Labels and annotations added to the OpenBao pods (e.g. workload identity, mesh or cost
 /// labels). Keys the operator uses are refused.
@@ -99,16 +121,15 @@ pub struct PodMetadata {
     /// `openbao.org/*` (the operator's selectors) or the `openbao-{active,initialized,
     /// perf-standby,sealed,version}` labels of OpenBao's service registration.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(schema_with = "label_map")]
     #[x_kube(
         validation = Rule::new(LABEL_KEYS_RULE).message("spec.podMetadata.labels: app.kubernetes.io/{name,instance,component,managed-by}, openbao.org/* and OpenBao's service-registration labels (openbao-active, -initialized, -perf-standby, -sealed, -version) are the operator's and OpenBao's own"),
         validation = Rule::new(QUALIFIED_KEY_RULE).message("spec.podMetadata.labels: every key must be a label key such as example.com/team"),
-        validation = Rule::new(LABEL_VALUES_RULE).message("spec.podMetadata.labels: every value must be a label value (at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends)"),
     )]
     pub labels: BTreeMap<String, String>,
     /// Added to every OpenBao pod. Not `openbao.org/*` (the operator's restart triggers).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(schema_with = "annotation_map")]
     #[x_kube(
         validation = Rule::new(ANNOTATION_KEYS_RULE).message("spec.podMetadata.annotations: openbao.org/* keys are reserved for the operator"),
         validation = Rule::new(QUALIFIED_KEY_RULE).message("spec.podMetadata.annotations: every key must be an annotation key such as example.com/role"),
@@ -123,7 +144,7 @@ pub struct PodMetadata {
 pub struct ServiceAccountSpec {
     /// Annotations of the service account, e.g. a cloud workload identity for a KMS seal.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(schema_with = "annotation_map")]
     #[x_kube(
         validation = Rule::new(ANNOTATION_KEYS_RULE).message("spec.serviceAccount.annotations: openbao.org/* keys are reserved for the operator"),
         validation = Rule::new(QUALIFIED_KEY_RULE).message("spec.serviceAccount.annotations: every key must be an annotation key such as example.com/role"),
@@ -140,7 +161,7 @@ pub struct ServiceSpec {
     pub type_: ServiceType,
     /// Annotations of the Service, e.g. for a cloud load balancer.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(schema_with = "annotation_map")]
     #[x_kube(
         validation = Rule::new(ANNOTATION_KEYS_RULE).message("spec.service.annotations: openbao.org/* keys are reserved for the operator"),
         validation = Rule::new(QUALIFIED_KEY_RULE).message("spec.service.annotations: every key must be an annotation key such as example.com/role"),

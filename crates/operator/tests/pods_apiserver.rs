@@ -3,7 +3,8 @@
 //!   apiserver's built-in PodSecurity admission accepts a Pod built from every pod template the
 //!   operator renders (the original servers, a blue/green revision's, with the static and the
 //!   transit seal, the backup, pre-upgrade snapshot, restore and drill Jobs with the drill's
-//!   OpenBao sidecar) and from the operator's own Deployment rendered by the real Helm chart;
+//!   OpenBao sidecar), from the operator's own Deployment rendered by the real Helm chart and
+//!   the S3 server pod of `node_backup` (the node tests' namespaces enforce `restricted`);
 //!   it refuses a privileged container and an OpenBao container that adds `IPC_LOCK` (why the
 //!   rendered config sets `disable_mlock`) in the same namespace.
 //! - Placement and pod customisation: an OpenBaoCluster with every field is accepted and kept
@@ -169,6 +170,32 @@ fn chart_deployment_pod() -> Result<Pod> {
     Ok(pod_of("openbao-operator", &template, &[]))
 }
 
+/// The lane's own workloads whose namespaces `hack/lane.sh` labels `restricted`.
+const RESTRICTED_LANE_MANIFESTS: &[&str] = &[
+    "deploy/lane/edge.yaml",
+    "deploy/lane/storage-rustfs.yaml",
+    "deploy/lane/storage-s3s-fs.yaml",
+    "deploy/lane/monitoring.yaml",
+];
+
+/// A Pod from the template of every Deployment in the lane's manifests.
+fn lane_pods() -> Result<Vec<(String, Pod)>> {
+    let mut pods = Vec::new();
+    for file in RESTRICTED_LANE_MANIFESTS {
+        let yaml = std::fs::read_to_string(repo_root().join(file)).with_context(|| format!("read {file}"))?;
+        let docs: Vec<Option<Value>> = serde_saphyr::from_multiple(&yaml).with_context(|| format!("parse {file}"))?;
+        for d in docs.into_iter().flatten().filter(|d| d["kind"] == "Deployment") {
+            let name = d["metadata"]["name"].as_str().context("Deployment name")?.to_string();
+            let template: PodTemplateSpec = serde_json::from_value(d["spec"]["template"].clone())?;
+            pods.push((
+                format!("{file}: Deployment {name}"),
+                pod_of(&format!("lane-{name}"), &template, &[]),
+            ));
+        }
+    }
+    Ok(pods)
+}
+
 fn restore_spec() -> Result<OpenBaoRestoreSpec> {
     Ok(serde_json::from_value(json!({
         "cluster": "restricted",
@@ -240,6 +267,17 @@ async fn every_operator_pod_passes_pod_security_restricted() -> Result<()> {
         pods.push((what.to_string(), job_pod(&format!("job-{}", pods.len()), job)));
     }
     pods.push(("operator Deployment (Helm chart)".into(), chart_deployment_pod()?));
+    // The node test of backups runs its S3 server in its restricted namespace too.
+    let s3: Pod = serde_json::from_value(testkit::s3::server_pod(
+        "localhost/s3:test",
+        json!(["/data"]),
+        json!([{"name": "S3_ACCESS_KEY", "value": "x"}]),
+        10001,
+        9000,
+    ))?;
+    pods.push(("node_backup's S3 server".into(), s3));
+
+    pods.extend(lane_pods()?);
 
     let mut refused = Vec::new();
     for (what, pod) in &pods {

@@ -343,19 +343,6 @@ fn amz_dates(unix_secs: u64) -> (String, String) {
     (date, stamp)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amz_dates_are_utc_civil_dates() {
-        assert_eq!(amz_dates(0), ("19700101".into(), "19700101T000000Z".into()));
-        // 2024-02-29T23:59:59Z (leap day).
-        assert_eq!(amz_dates(1_709_251_199).1, "20240229T235959Z");
-        assert_eq!(amz_dates(1_767_225_600).1, "20260101T000000Z");
-    }
-}
-
 /// The S3 server as a pod on the node (`node_backup`): `image` run with `args` and `env` as
 /// `user`, data in an emptyDir, serving `port` as port `s3`. Built here so that the apiserver
 /// test of Pod Security `restricted` (`crates/operator/tests/pods_apiserver.rs`) admits the
@@ -383,4 +370,17 @@ pub fn server_pod(
             "volumes": [{"name": "data", "emptyDir": {}}, {"name": "logs", "emptyDir": {}}],
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amz_dates_are_utc_civil_dates() {
+        assert_eq!(amz_dates(0), ("19700101".into(), "19700101T000000Z".into()));
+        // 2024-02-29T23:59:59Z (leap day).
+        assert_eq!(amz_dates(1_709_251_199).1, "20240229T235959Z");
+        assert_eq!(amz_dates(1_767_225_600).1, "20260101T000000Z");
+    }
 }

@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service, ServiceAccount, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, OpenBaoClusterSpec, OpenBaoRestoreSpec, names};
 use openbao_operator::context::Context;
@@ -394,6 +394,17 @@ async fn placement_fields_are_kept_and_reach_every_object() -> Result<()> {
         .get(&names::service_account("placed"))
         .await?;
     ensure!(sa.annotations()["iam.example.com/role"] == "arn:bao");
+
+    // Back to a ClusterIP Service: the node port the apiserver allocated must not block it.
+    let patch = json!({"spec": {"service": {"type": "ClusterIP"}}});
+    api.patch("placed", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    cluster::reconcile(Arc::new(api.get("placed").await?), ctx.clone()).await?;
+    let svc = Api::<Service>::namespaced(client.clone(), &ns)
+        .get(&names::public_service("placed"))
+        .await?;
+    let svc_spec = svc.spec.unwrap();
+    ensure!(svc_spec.type_.as_deref() == Some("ClusterIP"), "{svc_spec:?}");
+    ensure!(svc_spec.ports.unwrap()[0].node_port.is_none());
 
     // The Jobs, built from the stored spec and stored by the apiserver.
     let c = Cluster {

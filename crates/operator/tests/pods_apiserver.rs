@@ -397,7 +397,8 @@ async fn placement_fields_are_kept_and_reach_every_object() -> Result<()> {
 
     // Back to a ClusterIP Service: the node port the apiserver allocated must not block it.
     let patch = json!({"spec": {"service": {"type": "ClusterIP"}}});
-    api.patch("placed", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch("placed", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     cluster::reconcile(Arc::new(api.get("placed").await?), ctx.clone()).await?;
     let svc = Api::<Service>::namespaced(client.clone(), &ns)
         .get(&names::public_service("placed"))

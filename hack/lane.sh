@@ -194,6 +194,15 @@ ensure_namespace() {
   fi
 }
 
+# Enforces Pod Security "restricted" on a namespace of the lane. Only for namespaces whose every
+# pod is proven to meet it on the real apiserver (crates/operator/tests/pods_apiserver.rs: the
+# OpenBao servers and Jobs, the operator's chart, and the Deployments of deploy/lane/{edge,
+# storage-*,monitoring}.yaml); not grafana/argocd (upstream charts, k3d only).
+restrict_namespace() {
+  kc label --overwrite namespace "$1" pod-security.kubernetes.io/enforce=restricted \
+    pod-security.kubernetes.io/enforce-version=latest >/dev/null
+}
+
 # Applies a CRD file; remembers the CRDs that did not exist before (only those go on lane-down).
 apply_crds() {
   local key="$1" probe="$2"; shift 2
@@ -281,6 +290,7 @@ deploy_store() {
   lane_secret s3-access-key 8 >/dev/null
   lane_secret s3-secret-key 20 >/dev/null
   ensure_namespace "$STORE_NS"
+  restrict_namespace "$STORE_NS"
   kc -n "$STORE_NS" create secret generic s3-credentials \
     --from-file=accessKeyId="$LANE_DIR/s3-access-key" --from-file=secretAccessKey="$LANE_DIR/s3-secret-key" \
     --dry-run=client -o yaml | kc apply -f - >/dev/null
@@ -289,6 +299,7 @@ deploy_store() {
   with_s3_endpoint "$backend" create_bucket
   # The dedicated backup Secret in the tenant namespace: the keys the backup/restore Jobs read.
   ensure_namespace "$TENANT_NS"
+  restrict_namespace "$TENANT_NS"
   kc -n "$TENANT_NS" create secret generic openbao-backup-s3 \
     --from-file=accessKeyId="$LANE_DIR/s3-access-key" --from-file=secretAccessKey="$LANE_DIR/s3-secret-key" \
     --dry-run=client -o yaml | kc apply -f - >/dev/null
@@ -297,6 +308,7 @@ deploy_store() {
 # --- the edge ----------------------------------------------------------------------------------
 deploy_edge() {
   ensure_namespace "$EDGE_NS"
+  restrict_namespace "$EDGE_NS"
   kc -n "$EDGE_NS" create secret tls lane-wildcard-tls \
     --cert="$LANE_DIR/wildcard.crt" --key="$LANE_DIR/wildcard.key" \
     --dry-run=client -o yaml | kc apply -f - >/dev/null
@@ -312,6 +324,7 @@ deploy_operator() {
   apply_crds openbao openbaoclusters.openbao.org -f "$LANE_CRDS"
   kc wait --for condition=Established crd/openbaoclusters.openbao.org --timeout=60s >/dev/null
   ensure_namespace "$OPERATOR_NS"
+  restrict_namespace "$OPERATOR_NS"
   local helm
   helm="$(bash hack/fetch-helm.sh)"
   # The ClusterRole OpenBao's service registration is bound to has one name per cluster; one
@@ -338,6 +351,7 @@ deploy_operator() {
 # Prometheus (both backends) scrapes the operator; its UI and API are at prometheus.lane.localhost.
 deploy_monitoring() {
   ensure_namespace "$MONITORING_NS"
+  restrict_namespace "$MONITORING_NS"
   sed "s|docker.io/prom/prometheus:v[0-9.]*|docker.io/prom/prometheus:v$PROMETHEUS_VERSION|" deploy/lane/monitoring.yaml \
     | kc apply -f - >/dev/null
   kc -n "$MONITORING_NS" rollout status deployment/prometheus --timeout=180s >/dev/null || {
@@ -394,6 +408,7 @@ apparmor_decision() {
 # --- the lane's OpenBaoCluster -----------------------------------------------------------------
 deploy_tenant() {
   ensure_namespace "$TENANT_NS"
+  restrict_namespace "$TENANT_NS"
   lane_secret demo-password 16 >/dev/null
   kc -n "$TENANT_NS" create secret generic demo-password --from-file=password="$LANE_DIR/demo-password" \
     --dry-run=client -o yaml | kc apply -f - >/dev/null

@@ -1,8 +1,11 @@
 //! `OpenBaoCluster`: one OpenBao raft cluster managed by the operator.
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::status::OpenBaoClusterStatus;
 
@@ -119,6 +122,65 @@ pub struct OpenBaoClusterSpec {
     /// OpenBao's own metrics for Prometheus, and the metrics Service `<name>-metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<crate::audit::TelemetrySpec>,
+
+    /// Scheduling constraints of the OpenBao pods (every set of servers). The node affinity
+    /// part also applies to the backup, restore and drill Jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::placement::compact::<Affinity>")]
+    pub affinity: Option<Affinity>,
+
+    /// How the OpenBao pods spread over the topology, used as given. A constraint without a
+    /// `labelSelector` gets the selector of the set of servers it is rendered for. Absent: one soft
+    /// constraint (`ScheduleAnyway`, maxSkew 1) over `kubernetes.io/hostname`. A hard spread
+    /// (`DoNotSchedule`) is never implied, not even by `Hardened`: write it here when the cluster
+    /// has a node per server (a blue/green upgrade briefly runs twice the servers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        schema_with = "crate::placement::compact::<Vec<TopologySpreadConstraint>>",
+        length(max = 8)
+    )]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// Tolerations of the OpenBao pods and the executor Jobs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::placement::compact::<Vec<Toleration>>", length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+
+    /// Node labels the OpenBao pods and the executor Jobs require.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "crate::placement::label_map")]
+    #[x_kube(
+        validation = Rule::new(crate::placement::QUALIFIED_KEY_RULE).message("spec.nodeSelector: every key must be a label key such as kubernetes.io/os"),
+    )]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// PriorityClass of the OpenBao pods and the executor Jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(min = 1, max = 253)
+    )]
+    pub priority_class_name: Option<String>,
+
+    /// Labels and annotations added to the OpenBao pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_metadata: Option<crate::placement::PodMetadata>,
+
+    /// The servers' service account `<name>-serviceaccount`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<crate::placement::ServiceAccountSpec>,
+
+    /// Secrets for pulling the OpenBao image (and, in the Jobs, the operator's image).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        schema_with = "crate::placement::compact::<Vec<LocalObjectReference>>",
+        length(max = 16)
+    )]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// Type and annotations of the public Service `<name>-public`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<crate::placement::ServiceSpec>,
 }
 
 fn default_replicas() -> i32 {
@@ -310,6 +372,7 @@ impl OpenBaoClusterSpec {
                     .into(),
             });
         }
+        crate::placement::check(self)?;
         for (i, request) in self.self_init.requests.iter().enumerate() {
             if let Some(data) = &request.data {
                 crate::request_data::check(data).map_err(|v| SpecViolation {

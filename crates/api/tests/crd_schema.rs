@@ -12,8 +12,17 @@ fn undocumented(path: &str, schema: &Value, out: &mut Vec<String>) {
             if !inherited && prop.get("description").is_none() {
                 out.push(here.clone());
             }
-            // Kubernetes core types (resources, conditions) carry their own documentation.
-            if !["resources", "conditions"].contains(&name.as_str()) {
+            // Kubernetes core types carry their own documentation (the pod-spec ones are kept
+            // compact in the CRD: `kubectl explain pod.spec.affinity` has their texts).
+            let core = [
+                "resources",
+                "conditions",
+                "affinity",
+                "tolerations",
+                "topologySpreadConstraints",
+                "imagePullSecrets",
+            ];
+            if !core.contains(&name.as_str()) {
                 undocumented(&here, prop, out);
             }
         }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use testkit::apiserver::{client_from_kubeconfig, create_namespace, install_crds};
+use testkit::apiserver::{client_from_kubeconfig, create_restricted_namespace, install_crds};
 
 /// The goal of the issue on an idle machine.
 const GOAL: Duration = Duration::from_secs(15);
@@ -175,8 +175,8 @@ where
     // What the operator's install ships besides the CRDs: OpenBao pods label themselves with it.
     testkit::apiserver::apply_cluster_scoped(&client, &openbao_render::objects::service_registration_cluster_role())
         .await?;
-    let ns = create_namespace(&client, prefix).await?;
-    let op_ns = create_namespace(&client, &format!("{prefix}-op")).await?;
+    let ns = create_restricted_namespace(&client, prefix).await?;
+    let op_ns = create_restricted_namespace(&client, &format!("{prefix}-op")).await?;
     // Spawned so that a panic in the body still reaches the cleanup below.
     let result = tokio::spawn(body(client.clone(), ns.clone(), op_ns.clone())).await;
     let namespaces = Api::<Namespace>::all(client);

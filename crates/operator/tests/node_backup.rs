@@ -29,7 +29,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::apiserver::{create_namespace, install_crds};
+use testkit::apiserver::{create_restricted_namespace, install_crds};
 use testkit::pods::{self, wait_for};
 
 mod node_common;
@@ -54,8 +54,8 @@ async fn a_triggered_backup_runs_as_a_job_on_a_real_node() -> Result<()> {
     // What the operator's install ships besides the CRDs: OpenBao pods label themselves with it.
     testkit::apiserver::apply_cluster_scoped(&client, &openbao_render::objects::service_registration_cluster_role())
         .await?;
-    let ns = create_namespace(&client, "helper-backup").await?;
-    let op_ns = create_namespace(&client, "helper-backup-operator").await?;
+    let ns = create_restricted_namespace(&client, "helper-backup").await?;
+    let op_ns = create_restricted_namespace(&client, "helper-backup-operator").await?;
     // A failed assertion (a panic) is caught, so it still reaches the cleanup.
     let run = AssertUnwindSafe(backups(&client, &ns, &op_ns, &s3_image))
         .catch_unwind()
@@ -144,27 +144,7 @@ async fn start_s3(client: &Client, ns: &str, image: &S3Image) -> Result<SocketAd
             10001,
         ),
     };
-    create::<Pod>(
-        client,
-        ns,
-        json!({
-            "metadata": {"name": "s3", "labels": {"app.kubernetes.io/name": "s3"}},
-            "spec": {
-                "securityContext": {"runAsNonRoot": true, "runAsUser": user, "runAsGroup": user, "fsGroup": user,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{
-                    "name": "s3", "image": image, "imagePullPolicy": "Never", "args": args, "env": env,
-                    "ports": [{"name": "s3", "containerPort": S3_PORT}],
-                    "readinessProbe": {"tcpSocket": {"port": "s3"}, "periodSeconds": 1},
-                    "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                                        "capabilities": {"drop": ["ALL"]}},
-                    "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "logs", "mountPath": "/logs"}],
-                }],
-                "volumes": [{"name": "data", "emptyDir": {}}, {"name": "logs", "emptyDir": {}}],
-            },
-        }),
-    )
-    .await?;
+    create::<Pod>(client, ns, testkit::s3::server_pod(image, args, env, user, S3_PORT)).await?;
     let service = create::<Service>(client, ns, json!({
         "metadata": {"name": "s3"},
         "spec": {"selector": {"app.kubernetes.io/name": "s3"}, "ports": [{"name": "s3", "port": S3_PORT, "targetPort": "s3"}]},

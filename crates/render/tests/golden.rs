@@ -166,3 +166,93 @@ fn audit_and_telemetry() {
         assert!(blue.contains_key(file), "{file}");
     }
 }
+
+/// A spec with every placement and pod-customisation field.
+fn placement_spec() -> OpenBaoClusterSpec {
+    let mut spec = lane_spec();
+    let extra: OpenBaoClusterSpec = serde_json::from_value(serde_json::json!({
+        "version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"},
+        "affinity": {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "node-role.example.com/vault", "operator": "Exists"}]}]}},
+            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
+                "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
+                    "labelSelector": {"matchLabels": {"openbao.org/cluster": "openbao"}}}}]}
+        },
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}
+        ],
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "vault", "effect": "NoSchedule"}],
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "priorityClassName": "vault-critical",
+        "podMetadata": {"labels": {"team": "platform"}, "annotations": {"example.com/role": "bao"}},
+        "serviceAccount": {"annotations": {"iam.example.com/role": "arn:bao"}},
+        "imagePullSecrets": [{"name": "registry"}],
+        "service": {"type": "LoadBalancer", "annotations": {"lb.example.com/internal": "true"}},
+        "backup": {"schedule": "0 3 * * *", "target": {"endpoint": "http://s3.storage.svc:9000",
+            "bucket": "b", "credentialsSecretRef": {"name": "s3"}}}
+    }))
+    .unwrap();
+    spec.affinity = extra.affinity;
+    spec.topology_spread_constraints = extra.topology_spread_constraints;
+    spec.tolerations = extra.tolerations;
+    spec.node_selector = extra.node_selector;
+    spec.priority_class_name = extra.priority_class_name;
+    spec.pod_metadata = extra.pod_metadata;
+    spec.service_account = extra.service_account;
+    spec.image_pull_secrets = extra.image_pull_secrets;
+    spec.service = extra.service;
+    spec.backup = extra.backup;
+    spec
+}
+
+fn pretty<T: serde::Serialize>(value: &T) -> String {
+    format!("{}\n", serde_json::to_string_pretty(value).unwrap())
+}
+
+#[test]
+fn placement_and_pod_customisation() {
+    let spec = placement_spec();
+    let c = Cluster {
+        name: "openbao",
+        namespace: "lane",
+        uid: "u",
+        spec: &spec,
+    };
+    let template = |sts: k8s_openapi::api::apps::v1::StatefulSet| {
+        let mut t = sts.spec.unwrap().template;
+        // Only what placement sets: the rest of the pod has its own tests.
+        let pod = t.spec.as_mut().unwrap();
+        pod.containers.clear();
+        pod.volumes = None;
+        t.metadata
+            .as_mut()
+            .unwrap()
+            .annotations
+            .as_mut()
+            .unwrap()
+            .retain(|k, _| !k.starts_with("openbao.org/"));
+        t
+    };
+    check(
+        "placement-server-pod.json",
+        &pretty(&template(objects::statefulset(&c))),
+    );
+    check(
+        "placement-green-pod.json",
+        &pretty(&template(objects::revision_statefulset(
+            &c,
+            "v2-7-2",
+            &objects::Rollout::of_spec(&c),
+        ))),
+    );
+    check("placement-public-service.json", &pretty(&objects::public_service(&c)));
+    check("placement-service-account.json", &pretty(&objects::service_account(&c)));
+    let mut job = objects::jobs::backup_job(&c, spec.backup.as_ref().unwrap(), "openbao-backup-1", "op:1")
+        .spec
+        .unwrap()
+        .template;
+    job.spec.as_mut().unwrap().containers.clear();
+    job.spec.as_mut().unwrap().volumes = None;
+    check("placement-backup-job-pod.json", &pretty(&job));
+}

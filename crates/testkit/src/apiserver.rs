@@ -12,7 +12,10 @@ mod resources;
 
 pub use detached::{detached_is_ready, start_detached, stop_detached};
 pub use plan::Layout;
-pub use resources::{apply_cluster_scoped, create_namespace, install_crds, install_gateway_api_crds};
+pub use resources::{
+    POD_SECURITY_RESTRICTED, apply_cluster_scoped, create_namespace, create_restricted_namespace, install_crds,
+    install_gateway_api_crds,
+};
 
 use crate::cache::run_hack;
 use crate::process::ManagedProcess;

@@ -343,6 +343,35 @@ fn amz_dates(unix_secs: u64) -> (String, String) {
     (date, stamp)
 }
 
+/// The S3 server as a pod on the node (`node_backup`): `image` run with `args` and `env` as
+/// `user`, data in an emptyDir, serving `port` as port `s3`. Built here so that the apiserver
+/// test of Pod Security `restricted` (`crates/operator/tests/pods_apiserver.rs`) admits the
+/// very pod the node test runs in its restricted namespace.
+pub fn server_pod(
+    image: &str,
+    args: serde_json::Value,
+    env: serde_json::Value,
+    user: i64,
+    port: u16,
+) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {"name": "s3", "labels": {"app.kubernetes.io/name": "s3"}},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "runAsUser": user, "runAsGroup": user, "fsGroup": user,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "s3", "image": image, "imagePullPolicy": "Never", "args": args, "env": env,
+                "ports": [{"name": "s3", "containerPort": port}],
+                "readinessProbe": {"tcpSocket": {"port": "s3"}, "periodSeconds": 1},
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "logs", "mountPath": "/logs"}],
+            }],
+            "volumes": [{"name": "data", "emptyDir": {}}, {"name": "logs", "emptyDir": {}}],
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

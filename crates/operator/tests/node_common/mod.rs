@@ -23,7 +23,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use testkit::apiserver::{client_from_kubeconfig, create_namespace, install_crds};
+use testkit::apiserver::{client_from_kubeconfig, create_restricted_namespace, install_crds};
 
 /// A client operation is retried for at most this long before it counts as failed.
 pub const CLIENT_RETRY: Duration = Duration::from_secs(2);
@@ -237,8 +237,10 @@ pub async fn in_namespaces(name: &str, test: impl AsyncFnOnce(&Client, &str, &st
     // What the operator's install ships besides the CRDs: OpenBao pods label themselves with it.
     testkit::apiserver::apply_cluster_scoped(&client, &openbao_render::objects::service_registration_cluster_role())
         .await?;
-    let ns = create_namespace(&client, name).await?;
-    let op_ns = create_namespace(&client, &format!("{name}-operator")).await?;
+    // Pod Security `restricted` enforced: every pod the operator makes must meet it (proven
+    // for each pod template by tests/pods_apiserver.rs).
+    let ns = create_restricted_namespace(&client, name).await?;
+    let op_ns = create_restricted_namespace(&client, &format!("{name}-operator")).await?;
     let result = AssertUnwindSafe(test(&client, &ns, &op_ns)).catch_unwind().await;
     // The namespaces go either way (error or panic), so no pods are left running on the shared node.
     let namespaces = Api::<Namespace>::all(client.clone());

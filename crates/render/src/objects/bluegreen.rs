@@ -85,14 +85,18 @@ pub fn revision_statefulset(cluster: &Cluster, revision: &str, rollout: &Rollout
 /// Service `<c>-public` sending clients to the ready servers of one set (`traffic`; `None`:
 /// the original set). The HTTPRoute's backend is this Service, so it follows.
 pub fn public_service_to(cluster: &Cluster, traffic: Option<&str>) -> Service {
+    let service = cluster.spec.service.clone().unwrap_or_default();
     let mut svc: Service = typed(json!({
         "spec": {
-            "type": "ClusterIP",
+            "type": service.type_.as_str(),
             "selector": server_set_selector(cluster.name, traffic),
             "ports": [{"name": "api", "port": API_PORT, "targetPort": API_PORT, "appProtocol": "https"}],
         }
     }));
     svc.metadata = meta(cluster, names::public_service(cluster.name), "server");
+    if !service.annotations.is_empty() {
+        svc.metadata.annotations = Some(service.annotations);
+    }
     svc
 }
 

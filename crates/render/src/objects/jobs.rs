@@ -387,6 +387,9 @@ fn executor_job(cluster: &Cluster, inputs: JobInputs) -> Job {
     if let Some(openbao_image) = &inputs.drill_openbao_image {
         add_drill_server(&mut job, cluster, openbao_image);
     }
+    if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        super::placement::job_pod(pod, cluster.spec);
+    }
     job.metadata = ObjectMeta {
         name: Some(inputs.name.to_string()),
         namespace: Some(cluster.namespace.to_string()),

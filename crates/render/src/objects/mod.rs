@@ -6,6 +6,7 @@ mod gateway;
 pub mod jobs;
 mod metrics;
 mod network;
+pub mod placement;
 mod rbac;
 mod secrets;
 mod server_set;

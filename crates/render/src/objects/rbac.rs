@@ -9,8 +9,17 @@ use crate::Cluster;
 use openbao_api::names;
 
 pub fn service_account(cluster: &Cluster) -> ServiceAccount {
+    let mut metadata = meta(cluster, names::service_account(cluster.name), "server");
+    if let Some(sa) = cluster
+        .spec
+        .service_account
+        .as_ref()
+        .filter(|sa| !sa.annotations.is_empty())
+    {
+        metadata.annotations = Some(sa.annotations.clone());
+    }
     ServiceAccount {
-        metadata: meta(cluster, names::service_account(cluster.name), "server"),
+        metadata,
         ..Default::default()
     }
 }

@@ -316,6 +316,10 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
             "volumeClaimTemplates": claim_templates,
         }
     }));
+    let set_selector = super::server_set::server_set_selector(cluster.name, set.revision);
+    if let Some(s) = sts.spec.as_mut() {
+        super::placement::server_pod(&mut s.template, spec, &set_selector);
+    }
     sts.metadata = meta(cluster, names::server_set(cluster.name, set.revision), "server");
     sts
 }

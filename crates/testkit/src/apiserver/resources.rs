@@ -88,13 +88,30 @@ fn read_crd_dir(dir: PathBuf) -> Result<Vec<CustomResourceDefinition>> {
     Ok(crds)
 }
 
+/// Labels that make the apiserver's built-in PodSecurity admission refuse every pod that does
+/// not meet the `restricted` Pod Security Standard, at the newest version the server knows.
+pub const POD_SECURITY_RESTRICTED: [(&str, &str); 2] = [
+    ("pod-security.kubernetes.io/enforce", "restricted"),
+    ("pod-security.kubernetes.io/enforce-version", "latest"),
+];
+
 /// Creates a namespace named `<prefix>-<random>` (the server picks the suffix, so parallel tests
 /// never collide) and returns its name.
 pub async fn create_namespace(client: &kube::Client, prefix: &str) -> Result<String> {
+    create_namespace_labelled(client, prefix, &[]).await
+}
+
+/// [`create_namespace`] with Pod Security `restricted` enforced ([`POD_SECURITY_RESTRICTED`]).
+pub async fn create_restricted_namespace(client: &kube::Client, prefix: &str) -> Result<String> {
+    create_namespace_labelled(client, prefix, &POD_SECURITY_RESTRICTED).await
+}
+
+async fn create_namespace_labelled(client: &kube::Client, prefix: &str, labels: &[(&str, &str)]) -> Result<String> {
     let api: Api<Namespace> = Api::all(client.clone());
     let namespace = Namespace {
         metadata: ObjectMeta {
             generate_name: Some(format!("{prefix}-")),
+            labels: (!labels.is_empty()).then(|| labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..Default::default()
         },
         ..Default::default()

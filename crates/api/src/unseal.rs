@@ -111,54 +111,82 @@ pub fn seal_of(unseal: Option<&UnsealSpec>) -> Seal<'_> {
 }
 
 /// One Secret key a seal reads, for the `UnsealConfigurationReady` check: where the reference
-/// is in the spec, the stem of the condition reasons (`<stem>SecretMissing`,
-/// `<stem>SecretKeyMissing`) and what the key must hold. Never the value.
+/// is in the spec, the condition reasons when the Secret or its key is missing, and what the
+/// key must hold. Never the value.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SealSecretUse<'a> {
     pub field: String,
-    pub reason_stem: &'static str,
+    pub reasons: SealSecretReasons,
     pub holds: &'static str,
     pub secret: &'a SealSecretKeyRef,
 }
 
+/// `(Secret missing, key missing or empty)` condition reasons of one kind of seal Secret.
+pub type SealSecretReasons = (&'static str, &'static str);
+const TOKEN: SealSecretReasons = ("TokenSecretMissing", "TokenSecretKeyMissing");
+const CA: SealSecretReasons = ("CASecretMissing", "CASecretKeyMissing");
+const CLIENT_CERT: SealSecretReasons = ("ClientCertSecretMissing", "ClientCertSecretKeyMissing");
+const CLIENT_KEY: SealSecretReasons = ("ClientKeySecretMissing", "ClientKeySecretKeyMissing");
+const CREDENTIALS: SealSecretReasons = ("CredentialsSecretMissing", "CredentialsSecretKeyMissing");
+
 impl<'a> Seal<'a> {
     /// Every Secret key the seal needs, in spec order.
     pub fn secret_uses(&self) -> Vec<SealSecretUse<'a>> {
-        let use_ = |field: &str, reason_stem, holds, secret| SealSecretUse {
+        let use_ = |field: &str, reasons, holds, secret| SealSecretUse {
             field: format!("spec.unseal.{field}"),
-            reason_stem,
+            reasons,
             holds,
             secret,
         };
         match *self {
             Seal::Static | Seal::MissingBlock(_) => vec![],
             Seal::Transit(t) => {
-                let mut uses = vec![use_("transit.tokenSecretRef", "Token", "the transit token", &t.token_secret_ref)];
+                let mut uses = vec![use_(
+                    "transit.tokenSecretRef",
+                    TOKEN,
+                    "the transit token",
+                    &t.token_secret_ref,
+                )];
                 if let Some(ca) = &t.ca_secret_ref {
-                    uses.push(use_("transit.caSecretRef", "CA", "the transit server's CA bundle (PEM)", ca));
+                    uses.push(use_(
+                        "transit.caSecretRef",
+                        CA,
+                        "the transit server's CA bundle (PEM)",
+                        ca,
+                    ));
                 }
                 uses
             }
             Seal::Kmip(k) => {
                 let mut uses = vec![
-                    use_("kmip.clientCertSecretRef", "ClientCert", "the KMIP client certificate (PEM)", &k.client_cert_secret_ref),
-                    use_("kmip.clientKeySecretRef", "ClientKey", "the KMIP client private key (PEM)", &k.client_key_secret_ref),
+                    use_(
+                        "kmip.clientCertSecretRef",
+                        CLIENT_CERT,
+                        "the KMIP client certificate (PEM)",
+                        &k.client_cert_secret_ref,
+                    ),
+                    use_(
+                        "kmip.clientKeySecretRef",
+                        CLIENT_KEY,
+                        "the KMIP client private key (PEM)",
+                        &k.client_key_secret_ref,
+                    ),
                 ];
                 if let Some(ca) = &k.ca_secret_ref {
-                    uses.push(use_("kmip.caSecretRef", "CA", "the KMIP server's CA bundle (PEM)", ca));
+                    uses.push(use_("kmip.caSecretRef", CA, "the KMIP server's CA bundle (PEM)", ca));
                 }
                 uses
             }
             Seal::Kms(k) => {
                 let env = k.credentials_env.iter().enumerate().map(|(i, e)| SealSecretUse {
                     field: format!("spec.unseal.kms.credentialsEnv[{i}].secretKeyRef"),
-                    reason_stem: "Credentials",
+                    reasons: CREDENTIALS,
                     holds: "a credential of the KMS plugin",
                     secret: &e.secret_key_ref,
                 });
                 let files = k.credentials_files.iter().enumerate().map(|(i, f)| SealSecretUse {
                     field: format!("spec.unseal.kms.credentialsFiles[{i}].secretKeyRef"),
-                    reason_stem: "Credentials",
+                    reasons: CREDENTIALS,
                     holds: "a credentials file of the KMS plugin",
                     secret: &f.secret_key_ref,
                 });

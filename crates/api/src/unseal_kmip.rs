@@ -66,8 +66,7 @@ pub struct KmipSeal {
     /// TLS 1.2 cipher suites to allow, by Go name (e.g. `TLS_RSA_WITH_AES_128_CBC_SHA256`, which
     /// PyKMIP needs). Empty: Go's defaults.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
-    #[x_kube(validation = Rule::new(r"self.all(c, c.matches('^TLS_[A-Z0-9_]{1,64}$'))").message("spec.unseal.kmip.tls12Ciphers: every entry must be a Go TLS cipher suite name such as TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"))]
+    #[schemars(length(max = 16), inner(regex(pattern = r"^TLS_[A-Z0-9_]{1,64}$")))]
     pub tls12_ciphers: Vec<String>,
 }
 
@@ -103,7 +102,9 @@ pub fn kmip_problem(k: &KmipSeal) -> Option<String> {
         return Some(format!("{field}: must be host:port such as kmip.hsm.svc:5696"));
     };
     if host.is_empty() || host.contains('/') || host.contains('@') {
-        return Some(format!("{field}: must be host:port such as kmip.hsm.svc:5696, without a scheme"));
+        return Some(format!(
+            "{field}: must be host:port such as kmip.hsm.svc:5696, without a scheme"
+        ));
     }
     if !matches!(port.parse::<u32>(), Ok(1..=65535)) {
         return Some(format!("{field}: the port must be 1 to 65535"));
@@ -141,7 +142,10 @@ mod tests {
             ("0.0.0.0:5696", "unspecified"),
         ] {
             let problem = kmip_problem(&seal(bad)).unwrap_or_else(|| panic!("{bad} accepted"));
-            assert!(problem.starts_with("spec.unseal.kmip.address: ") && problem.contains(why), "{bad}: {problem}");
+            assert!(
+                problem.starts_with("spec.unseal.kmip.address: ") && problem.contains(why),
+                "{bad}: {problem}"
+            );
         }
     }
 }

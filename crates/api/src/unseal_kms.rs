@@ -48,7 +48,6 @@ pub struct KmsSeal {
         validation = Rule::new(r"self.all(k, k.matches('^[a-z][a-z0-9_]{0,63}$'))").message("spec.unseal.kms.settings: keys must be OpenBao seal parameter names such as kms_key_id (lowercase, digits, _)"),
         validation = Rule::new(r"self.all(k, !k.matches('secret|password|passphrase|token|private') && !(k in ['pin', 'access_key', 'client_key']))").message("spec.unseal.kms.settings: secret values (keys such as secret_key, session_token, client_secret, pin, access_key) are not allowed here; give them through credentialsEnv or credentialsFiles"),
         validation = Rule::new(r"self.all(k, !(k in ['disabled', 'name', 'priority', 'plugin']))").message("spec.unseal.kms.settings: disabled, name, priority and plugin are set by the operator"),
-        validation = Rule::new(r"self.all(k, self[k].size() <= 1024)").message("spec.unseal.kms.settings: values are at most 1024 characters"),
     )]
     pub settings: BTreeMap<String, String>,
 
@@ -156,6 +155,9 @@ pub fn major_minor(version: &str) -> Option<(u64, u64)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
+/// Longest value of one `settings` entry (a key ID, an endpoint, a path).
+pub const MAX_SETTING_CHARS: usize = 1024;
+
 /// Why this KMS seal cannot run on OpenBao `version`, or `None`: the CRD's rules again. Pure.
 pub fn kms_problem(k: &KmsSeal, version: &str) -> Option<String> {
     if major_minor(version).is_none_or(|v| v < KMS_PLUGIN_MIN_VERSION) {
@@ -173,9 +175,14 @@ pub fn kms_problem(k: &KmsSeal, version: &str) -> Option<String> {
     if p.sha256sum.len() != 64 || !p.sha256sum.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Some("spec.unseal.kms.plugin.sha256sum: must be 64 lowercase hex digits".into());
     }
-    for key in k.settings.keys() {
+    for (key, value) in &k.settings {
         if let Some(why) = setting_key_problem(key) {
             return Some(format!("spec.unseal.kms.settings.{key}: {why}"));
+        }
+        if value.len() > MAX_SETTING_CHARS {
+            return Some(format!(
+                "spec.unseal.kms.settings.{key}: at most {MAX_SETTING_CHARS} characters"
+            ));
         }
     }
     None
@@ -184,11 +191,15 @@ pub fn kms_problem(k: &KmsSeal, version: &str) -> Option<String> {
 fn setting_key_problem(key: &str) -> Option<&'static str> {
     let shaped = key.len() <= 64
         && key.starts_with(|c: char| c.is_ascii_lowercase())
-        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if !shaped {
         return Some("must be an OpenBao seal parameter name (lowercase, digits, _)");
     }
-    let secret = ["secret", "password", "passphrase", "token", "private"].iter().any(|s| key.contains(s))
+    let secret = ["secret", "password", "passphrase", "token", "private"]
+        .iter()
+        .any(|s| key.contains(s))
         || ["pin", "access_key", "client_key"].contains(&key);
     if secret {
         return Some("secret values are not allowed in settings; use credentialsEnv or credentialsFiles");
@@ -228,7 +239,10 @@ mod tests {
     #[test]
     fn plugin_and_settings_rules() {
         for (extra, field) in [
-            (serde_json::json!({"plugin": {"sha256sum": "a".repeat(64)}}), "spec.unseal.kms.plugin:"),
+            (
+                serde_json::json!({"plugin": {"sha256sum": "a".repeat(64)}}),
+                "spec.unseal.kms.plugin:",
+            ),
             (
                 serde_json::json!({"plugin": {"image": "ghcr.io/o/p", "sha256sum": "a".repeat(64)}}),
                 "spec.unseal.kms.plugin.image:",
@@ -237,10 +251,22 @@ mod tests {
                 serde_json::json!({"plugin": {"command": "p", "sha256sum": "A".repeat(64)}}),
                 "spec.unseal.kms.plugin.sha256sum:",
             ),
-            (serde_json::json!({"settings": {"secret_key": "x"}}), "spec.unseal.kms.settings.secret_key:"),
-            (serde_json::json!({"settings": {"pin": "1234"}}), "spec.unseal.kms.settings.pin:"),
-            (serde_json::json!({"settings": {"Region": "x"}}), "spec.unseal.kms.settings.Region:"),
-            (serde_json::json!({"settings": {"disabled": "true"}}), "spec.unseal.kms.settings.disabled:"),
+            (
+                serde_json::json!({"settings": {"secret_key": "x"}}),
+                "spec.unseal.kms.settings.secret_key:",
+            ),
+            (
+                serde_json::json!({"settings": {"pin": "1234"}}),
+                "spec.unseal.kms.settings.pin:",
+            ),
+            (
+                serde_json::json!({"settings": {"Region": "x"}}),
+                "spec.unseal.kms.settings.Region:",
+            ),
+            (
+                serde_json::json!({"settings": {"disabled": "true"}}),
+                "spec.unseal.kms.settings.disabled:",
+            ),
         ] {
             let p = kms_problem(&seal(extra.clone()), "2.7.2").unwrap_or_else(|| panic!("{extra} accepted"));
             assert!(p.starts_with(field), "{extra}: {p}");

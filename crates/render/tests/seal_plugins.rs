@@ -66,14 +66,33 @@ fn sha(c: char) -> String {
 fn kms_specs() -> Vec<serde_json::Value> {
     let command = |name: &str| json!({"command": name, "sha256sum": sha('a')});
     vec![
-        kms("awskms", command(PLUGIN), json!({"region": "eu-west-1", "kms_key_id": "alias/bao", "endpoint": "https://kms.eu-west-1.amazonaws.com"})),
-        kms("gcpckms", json!({"image": "ghcr.io/openbao/openbao-plugin-kms-gcpckms", "version": "v0.1.0",
+        kms(
+            "awskms",
+            command(PLUGIN),
+            json!({"region": "eu-west-1", "kms_key_id": "alias/bao", "endpoint": "https://kms.eu-west-1.amazonaws.com"}),
+        ),
+        kms(
+            "gcpckms",
+            json!({"image": "ghcr.io/openbao/openbao-plugin-kms-gcpckms", "version": "v0.1.0",
             "binaryName": "openbao-plugin-kms-gcpckms", "sha256sum": sha('b')}),
             json!({"project": "p", "region": "global", "key_ring": "bao", "crypto_key": "unseal",
-                "credentials": format!("{}/credentials.json", paths::SEAL_CREDENTIALS_DIR)})),
-        kms("azurekeyvault", command("openbao-plugin-kms-azurekeyvault"), json!({"tenant_id": "t", "vault_name": "v", "key_name": "k"})),
-        kms("ocikms", command("openbao-plugin-kms-ocikms"), json!({"key_id": "ocid1.key", "crypto_endpoint": "https://c", "management_endpoint": "https://m"})),
-        kms("pkcs11", command("openbao-plugin-kms-pkcs11"), json!({"lib": "/usr/lib/softhsm/libsofthsm2.so", "slot": "0", "key_label": "bao"})),
+                "credentials": format!("{}/credentials.json", paths::SEAL_CREDENTIALS_DIR)}),
+        ),
+        kms(
+            "azurekeyvault",
+            command("openbao-plugin-kms-azurekeyvault"),
+            json!({"tenant_id": "t", "vault_name": "v", "key_name": "k"}),
+        ),
+        kms(
+            "ocikms",
+            command("openbao-plugin-kms-ocikms"),
+            json!({"key_id": "ocid1.key", "crypto_endpoint": "https://c", "management_endpoint": "https://m"}),
+        ),
+        kms(
+            "pkcs11",
+            command("openbao-plugin-kms-pkcs11"),
+            json!({"lib": "/usr/lib/softhsm/libsofthsm2.so", "slot": "0", "key_label": "bao"}),
+        ),
     ]
 }
 
@@ -87,12 +106,18 @@ fn validate_config(bao: &Path, hcl: &str) -> Result<()> {
         .arg(dir.path())
         .output()
         .context("run bao operator validate-config")?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lower = text.to_lowercase();
     ensure!(
         out.status.success()
             && text.contains("[ success ]")
-            && !["warn", "unknown", "unused", "invalid", "failure", "error"].iter().any(|w| lower.contains(w)),
+            && !["warn", "unknown", "unused", "invalid", "failure", "error"]
+                .iter()
+                .any(|w| lower.contains(w)),
         "validate-config:\n{text}\n---\n{hcl}"
     );
     Ok(())
@@ -129,7 +154,10 @@ fn kms_plugin_seal_configs_validate_2_7_2() -> Result<()> {
     for unseal in kms_specs() {
         let wrapper = unseal["kms"]["wrapper"].as_str().context("wrapper")?.to_string();
         let hcl = server_hcl(&spec("2.7.2", unseal)?);
-        ensure!(hcl.contains(&format!("plugin_directory = \"{}\"\n", paths::PLUGIN_DIR)), "{hcl}");
+        ensure!(
+            hcl.contains(&format!("plugin_directory = \"{}\"\n", paths::PLUGIN_DIR)),
+            "{hcl}"
+        );
         ensure!(hcl.contains(&format!("plugin \"kms\" \"{wrapper}\" {{\n")), "{hcl}");
         ensure!(hcl.contains(&format!("seal \"{wrapper}\" {{\n")), "{hcl}");
         ensure!(hcl.contains("  sha256sum = \""), "{hcl}");
@@ -171,7 +199,11 @@ async fn server_output(bao: &Path, dir: &Path, hcl: &str) -> Result<String> {
         .await
         .context("bao server did not exit on a seal it cannot configure")??;
     ensure!(!out.status.success(), "bao server succeeded with a missing plugin");
-    Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
 }
 
 #[tokio::test]
@@ -197,8 +229,14 @@ async fn kms_plugin_seal_server_looks_for_the_declared_plugin_2_7_2() -> Result<
     std::fs::write(&missing, "#!/bin/sh\ntouch \"$0.ran\"\n")?;
     std::fs::set_permissions(&missing, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let out = server_output(&bao, dir.path(), &hcl).await?;
-    ensure!(out.contains("Error configuring seal \"awskms\"") && out.contains("checksums did not match"), "{out}");
-    ensure!(!dir.path().join("plugins").join(format!("{PLUGIN}.ran")).exists(), "the wrong binary ran");
+    ensure!(
+        out.contains("Error configuring seal \"awskms\"") && out.contains("checksums did not match"),
+        "{out}"
+    );
+    ensure!(
+        !dir.path().join("plugins").join(format!("{PLUGIN}.ran")).exists(),
+        "the wrong binary ran"
+    );
 
     // 3. Without our declaration, 2.7 has no such seal at all.
     let undeclared = hcl

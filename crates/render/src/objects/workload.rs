@@ -135,9 +135,7 @@ fn seal_inputs(
     // No seal key exists anywhere: nothing to mount.
     mounts.retain(|m| m["name"] != "unseal");
     volumes.retain(|v| v["name"] != "unseal");
-    let secret_file = |r: &openbao_api::SealSecretKeyRef, path: &str| {
-        json!({"secret": {"name": r.name, "items": [{"key": r.key, "path": path, "mode": 0o440}]}})
-    };
+    let secret_file = |r: &openbao_api::SealSecretKeyRef, path: &str| json!({"secret": {"name": r.name, "items": [{"key": r.key, "path": path, "mode": 0o440}]}});
     match seal {
         Seal::Static | Seal::MissingBlock(_) => {}
         Seal::Transit(transit) => {
@@ -173,7 +171,9 @@ fn seal_inputs(
                     .iter()
                     .map(|f| secret_file(&f.secret_key_ref, &f.name))
                     .collect();
-                mounts.push(json!({"name": "seal-credentials", "mountPath": paths::SEAL_CREDENTIALS_DIR, "readOnly": true}));
+                mounts.push(
+                    json!({"name": "seal-credentials", "mountPath": paths::SEAL_CREDENTIALS_DIR, "readOnly": true}),
+                );
                 volumes.push(json!({"name": "seal-credentials", "projected": {"sources": sources}}));
             }
             if kms.plugin.image.is_some() {

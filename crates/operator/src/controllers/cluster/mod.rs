@@ -420,9 +420,9 @@ async fn apply_all(
         .await
         .map_err(kube_err("applying the service-registration RoleBinding"))?;
 
-    observed.seal = match openbao_api::transit_seal(cluster.spec.unseal.as_ref()) {
-        // The static seal's key lives in the cluster; a transit seal's never exists here.
-        None => {
+    observed.seal = match openbao_api::seal_of(cluster.spec.unseal.as_ref()) {
+        // The static seal's key lives in the cluster; an auto-unseal seal's never exists here.
+        openbao_api::Seal::Static => {
             let unseal_key = ensure_unseal_key(cluster, &secrets, events).await?;
             applier
                 .apply(&objects::unseal_key_secret(cluster, &unseal_key))
@@ -430,13 +430,15 @@ async fn apply_all(
                 .map_err(kube_err("applying the seal key Secret"))?;
             SealState::Static
         }
-        Some(transit) => {
-            let token = get_secret(transit.token_secret_ref.name.clone()).await?;
-            let ca = match &transit.ca_secret_ref {
-                Some(r) => Some(get_secret(r.name.clone()).await?),
-                None => None,
-            };
-            status::transit_seal_state(transit, token.as_ref(), ca.as_ref().map(Option::as_ref))
+        seal => {
+            let mut found = std::collections::BTreeMap::new();
+            for u in seal.secret_uses() {
+                if !found.contains_key(&u.secret.name) {
+                    found.insert(u.secret.name.clone(), get_secret(u.secret.name.clone()).await?);
+                }
+            }
+            let lookup = |name: &str| found.get(name).and_then(Option::as_ref);
+            status::seal_state(cluster.spec.unseal.as_ref(), &cluster.spec.version, &lookup)
         }
     };
 

@@ -1111,4 +1111,61 @@ mod tests {
             ("True".into(), "TransitConfigured".into())
         );
     }
+
+    #[test]
+    fn kms_and_kmip_seal_states() {
+        let kms = |version: &str| {
+            spec(
+                serde_json::json!({"version": version, "unseal": {"type": "kms", "kms": {
+                    "wrapper": "pkcs11", "plugin": {"command": "p", "sha256sum": "0".repeat(64)},
+                    "credentialsEnv": [{"name": "BAO_HSM_PIN", "secretKeyRef": {"name": "hsm", "key": "pin"}}],
+                }}}),
+            )
+        };
+        let pin = secret(&[("pin", "1234-never-in-a-message")]);
+        let with_pin = |_: &str| Some(&pin);
+        let nothing = |_: &str| None;
+        // OpenBao 2.6 has no plugin seals the operator configures: refused before any Secret.
+        let old = kms("2.6.2");
+        let SealState::Problem { reason: why, message } = seal_state(old.unseal.as_ref(), &old.version, &with_pin)
+        else {
+            panic!("2.6.2 accepted")
+        };
+        assert_eq!(why, "InvalidKmsSeal");
+        assert!(
+            message.starts_with("spec.unseal.type: kms needs OpenBao 2.7"),
+            "{message}"
+        );
+        let new = kms("2.7.2");
+        let SealState::Problem { reason: why, message } = seal_state(new.unseal.as_ref(), "2.7.2", &nothing) else {
+            panic!("missing credentials accepted")
+        };
+        assert_eq!(why, "CredentialsSecretMissing");
+        assert!(
+            message.contains("Secret hsm (spec.unseal.kms.credentialsEnv[0].secretKeyRef)"),
+            "{message}"
+        );
+        let ready = seal_state(new.unseal.as_ref(), "2.7.2", &with_pin);
+        let SealState::Ready { reason: why, message } = &ready else {
+            panic!("{ready:?}")
+        };
+        assert_eq!(*why, "KmsPluginConfigured");
+        assert!(!message.contains("1234"), "{message}");
+        assert_eq!(
+            reason(
+                &derive(&new, &Default::default(), &observed(), Some(1), now()),
+                cond::SECURITY_RISK
+            ),
+            ("False".into(), "SealKeyOutsideCluster".into())
+        );
+        // A type without its block (stored before the rule): refused, never run.
+        let bare = spec(serde_json::json!({"unseal": {"type": "kmip"}}));
+        assert!(matches!(
+            seal_state(bare.unseal.as_ref(), "2.7.2", &nothing),
+            SealState::Problem {
+                reason: "SealBlockMissing",
+                ..
+            }
+        ));
+    }
 }

@@ -13,6 +13,8 @@ pub mod request_data;
 pub mod restore;
 pub mod status;
 pub mod unseal;
+pub mod unseal_kmip;
+pub mod unseal_kms;
 pub mod upgrade;
 
 pub use audit::*;
@@ -22,6 +24,8 @@ pub use placement::{PodMetadata, ServiceAccountSpec, ServiceSpec, ServiceType};
 pub use restore::*;
 pub use status::*;
 pub use unseal::*;
+pub use unseal_kmip::*;
+pub use unseal_kms::*;
 pub use upgrade::*;
 
 pub const GROUP: &str = "openbao.org";

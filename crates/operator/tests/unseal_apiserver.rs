@@ -183,3 +183,200 @@ async fn a_transit_cluster_waits_for_its_token_and_never_gets_a_seal_key() -> Re
     anyhow::ensure!(secrets.get_opt(&names::unseal_key_secret("keyed")).await?.is_some());
     Ok(())
 }
+
+fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    let mut s = token_secret(data);
+    s.metadata.name = Some(name.into());
+    s
+}
+
+/// The `UnsealConfigurationReady` message of `name` (it must name Secrets, never values).
+async fn seal_message(client: &Client, ns: &str, name: &str) -> Result<String> {
+    let status = Api::<OpenBaoCluster>::namespaced(client.clone(), ns)
+        .get(name)
+        .await?
+        .status
+        .context("status")?;
+    status
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == UNSEAL_CONFIGURATION_READY)
+        .map(|c| c.message)
+        .context("no UnsealConfigurationReady")
+}
+
+const CLIENT_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----kmip-client-key-that-must-stay-in-its-secret";
+const AWS_SECRET: &str = "aws-secret-access-key-that-must-stay-in-its-secret";
+
+#[tokio::test]
+async fn kmip_and_kms_clusters_wait_for_their_secrets_and_get_them_by_reference() -> Result<()> {
+    let (client, ctx) = setup().await?;
+    let ns = create_namespace(&client, "bao-kmip").await?;
+    let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), &ns);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    let kmip = serde_json::json!({"type": "kmip", "kmip": {
+        "address": "kmip.hsm.svc:5696", "keyId": "1",
+        "clientCertSecretRef": {"name": "kmip-client", "key": "tls.crt"},
+        "clientKeySecretRef": {"name": "kmip-client", "key": "tls.key"},
+        "caSecretRef": {"name": "kmip-ca", "key": "ca.crt"},
+    }});
+    clusters.create(&PostParams::default(), &manifest("hsm", kmip)?).await?;
+
+    // Nothing there: the first Secret the seal needs is named, no pods.
+    let c = reconcile(&client, &ctx, &ns, "hsm").await?;
+    is(&c, UNSEAL_CONFIGURATION_READY, "False", "ClientCertSecretMissing")?;
+    is(&c, conditions::SECURITY_RISK, "False", "SealKeyOutsideCluster")?;
+    let message = seal_message(&client, &ns, "hsm").await?;
+    anyhow::ensure!(
+        message.contains("Secret kmip-client") && message.contains("spec.unseal.kmip.clientCertSecretRef"),
+        "{message}"
+    );
+    anyhow::ensure!(
+        statefulsets.get_opt("hsm").await?.is_none(),
+        "pods without their certificate"
+    );
+
+    // The certificate without its key, then the key without the CA.
+    secrets
+        .create(&PostParams::default(), &secret("kmip-client", &[("tls.crt", "CERT")]))
+        .await?;
+    let c = reconcile(&client, &ctx, &ns, "hsm").await?;
+    is(&c, UNSEAL_CONFIGURATION_READY, "False", "ClientKeySecretKeyMissing")?;
+    secrets
+        .patch(
+            "kmip-client",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"tls.key": ByteString(CLIENT_KEY_PEM.as_bytes().to_vec())}})),
+        )
+        .await?;
+    let c = reconcile(&client, &ctx, &ns, "hsm").await?;
+    is(&c, UNSEAL_CONFIGURATION_READY, "False", "CASecretMissing")?;
+    let message = seal_message(&client, &ns, "hsm").await?;
+    anyhow::ensure!(
+        message.contains("Secret kmip-ca")
+            && message.contains("spec.unseal.kmip.caSecretRef")
+            && !message.contains(CLIENT_KEY_PEM),
+        "{message}"
+    );
+    secrets
+        .create(&PostParams::default(), &secret("kmip-ca", &[("ca.crt", "CA")]))
+        .await?;
+    let c = reconcile(&client, &ctx, &ns, "hsm").await?;
+    is(&c, UNSEAL_CONFIGURATION_READY, "True", "KmipConfigured")?;
+
+    // The pods mount the three files from their Secrets; the config only names them.
+    let pod = statefulsets
+        .get("hsm")
+        .await?
+        .spec
+        .context("spec")?
+        .template
+        .spec
+        .context("pod")?;
+    let volumes = pod.volumes.clone().unwrap_or_default();
+    anyhow::ensure!(volumes.iter().all(|v| v.name != "unseal"), "a seal key volume");
+    let kmip_volume = volumes.iter().find(|v| v.name == "kmip").context("kmip volume")?;
+    let sources = kmip_volume
+        .projected
+        .as_ref()
+        .and_then(|p| p.sources.clone())
+        .unwrap_or_default();
+    let files: Vec<(String, String, String)> = sources
+        .iter()
+        .filter_map(|s| s.secret.as_ref())
+        .flat_map(|s| {
+            s.items
+                .iter()
+                .flatten()
+                .map(|i| (s.name.clone(), i.key.clone(), i.path.clone()))
+        })
+        .collect();
+    anyhow::ensure!(
+        files
+            == [
+                ("kmip-client".into(), "tls.crt".into(), "client.crt".into()),
+                ("kmip-client".into(), "tls.key".into(), "client.key".into()),
+                ("kmip-ca".into(), "ca.crt".into(), "ca.crt".into()),
+            ],
+        "{files:?}"
+    );
+    let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
+    anyhow::ensure!(
+        mounts
+            .iter()
+            .any(|m| m.name == "kmip" && m.mount_path == paths::KMIP_DIR && m.read_only == Some(true))
+    );
+    let config = serde_json::to_string(
+        &Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get(&names::config_map("hsm"))
+            .await?,
+    )?;
+    anyhow::ensure!(
+        config.contains("seal \\\"kmip\\\"") && !config.contains(CLIENT_KEY_PEM),
+        "{config}"
+    );
+    anyhow::ensure!(
+        secrets.get_opt(&names::unseal_key_secret("hsm")).await?.is_none(),
+        "a KMIP cluster got a seal key"
+    );
+
+    // A KMS plugin seal: its credentials Secret is waited for, then read into the environment.
+    let kms = serde_json::json!({"type": "kms", "kms": {
+        "wrapper": "awskms",
+        "plugin": {"command": "openbao-plugin-kms-awskms", "sha256sum": "ab".repeat(32)},
+        "settings": {"region": "eu-west-1", "kms_key_id": "alias/bao"},
+        "credentialsEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "secretKeyRef": {"name": "aws-creds", "key": "secret"}}],
+    }});
+    clusters
+        .create(&PostParams::default(), &manifest("cloud", kms)?)
+        .await?;
+    let c = reconcile(&client, &ctx, &ns, "cloud").await?;
+    is(&c, UNSEAL_CONFIGURATION_READY, "False", "CredentialsSecretMissing")?;
+    let message = seal_message(&client, &ns, "cloud").await?;
+    anyhow::ensure!(
+        message.contains("Secret aws-creds") && message.contains("spec.unseal.kms.credentialsEnv[0].secretKeyRef"),
+        "{message}"
+    );
+    anyhow::ensure!(
+        statefulsets.get_opt("cloud").await?.is_none(),
+        "pods without their credentials"
+    );
+    secrets
+        .create(&PostParams::default(), &secret("aws-creds", &[("secret", AWS_SECRET)]))
+        .await?;
+    let c = reconcile(&client, &ctx, &ns, "cloud").await?;
+    is(&c, UNSEAL_CONFIGURATION_READY, "True", "KmsPluginConfigured")?;
+    is(&c, conditions::SECURITY_RISK, "False", "SealKeyOutsideCluster")?;
+    let pod = statefulsets
+        .get("cloud")
+        .await?
+        .spec
+        .context("spec")?
+        .template
+        .spec
+        .context("pod")?;
+    let env = pod.containers[0].env.clone().unwrap_or_default();
+    let aws = env
+        .iter()
+        .find(|e| e.name == "AWS_SECRET_ACCESS_KEY")
+        .context("credentials env")?;
+    let from = aws
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .context("secretKeyRef")?;
+    anyhow::ensure!(aws.value.is_none() && from.name == "aws-creds" && from.key == "secret");
+    let config = serde_json::to_string(
+        &Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get(&names::config_map("cloud"))
+            .await?,
+    )?;
+    anyhow::ensure!(
+        config.contains("plugin \\\"kms\\\" \\\"awskms\\\"")
+            && config.contains("seal \\\"awskms\\\"")
+            && !config.contains(AWS_SECRET),
+        "{config}"
+    );
+    Ok(())
+}

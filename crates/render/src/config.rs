@@ -7,13 +7,14 @@
 //! and on the first pod only, while the cluster has never been initialized, `zz-init.hcl` (the
 //! self-init requests).
 
-use openbao_api::{AuditDevice, AuditDeviceType, OpenBaoClusterSpec, Profile};
+use openbao_api::{AuditDevice, AuditDeviceType, KmipSeal, KmsSeal, OpenBaoClusterSpec, Profile, Seal};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::hcl::Body;
 use crate::paths::{
-    DATA_DIR, POD_NAME_PLACEHOLDER, TLS_DIR, TRANSIT_CA_DIR, TRANSIT_CA_FILE, TRANSIT_TOKEN_ENV, UNSEAL_DIR,
+    DATA_DIR, KMIP_CA_FILE, KMIP_CLIENT_CERT_FILE, KMIP_CLIENT_KEY_FILE, KMIP_DIR, PLUGIN_DIR, POD_NAME_PLACEHOLDER,
+    TLS_DIR, TRANSIT_CA_DIR, TRANSIT_CA_FILE, TRANSIT_TOKEN_ENV, UNSEAL_DIR,
 };
 use crate::{API_PORT, CLUSTER_PORT, Cluster};
 
@@ -104,17 +105,20 @@ pub fn server_hcl_joining(cluster: &Cluster, targets: &[JoinTarget], as_non_vote
     b.finish()
 }
 
-/// The `seal` stanza: the static key file, or the transit server. Every user string goes
-/// through the HCL writer; the transit token is only named (`env://`), never written here.
+/// The `seal` stanza (and for a KMS plugin seal, the plugin declaration): the static key
+/// file, the transit server, the KMIP server or the KMS plugin. Every user string goes through
+/// the HCL writer; secrets are only named (`env://`, mounted files), never written here.
 fn seal_block(b: &mut Body, cluster: &Cluster) {
-    match openbao_api::transit_seal(cluster.spec.unseal.as_ref()) {
-        None => {
+    match openbao_api::seal_of(cluster.spec.unseal.as_ref()) {
+        // A missing block is refused by admission and keeps UnsealConfigurationReady False,
+        // so no pod ever runs this configuration; render the static seal rather than nothing.
+        Seal::Static | Seal::MissingBlock(_) => {
             b.block("seal", &["static"], |s| {
                 s.attr("current_key_id", STATIC_SEAL_KEY_ID)
                     .attr("current_key", format!("file://{UNSEAL_DIR}/key"));
             });
         }
-        Some(t) => {
+        Seal::Transit(t) => {
             b.block("seal", &["transit"], |s| {
                 s.attr("address", t.address.as_str())
                     .attr("mount_path", t.mount_path.as_str())
@@ -131,7 +135,66 @@ fn seal_block(b: &mut Body, cluster: &Cluster) {
                 s.attr("token", format!("env://{TRANSIT_TOKEN_ENV}"));
             });
         }
+        Seal::Kmip(k) => kmip_seal_block(b, k),
+        Seal::Kms(k) => kms_seal_blocks(b, k),
     }
+}
+
+/// `seal "kmip"`: the client certificate, its key and the CA are files mounted from Secrets.
+fn kmip_seal_block(b: &mut Body, k: &KmipSeal) {
+    b.block("seal", &["kmip"], |s| {
+        s.attr("endpoint", k.address.as_str())
+            .attr("kms_key_id", k.key_id.as_str())
+            .attr("client_cert", format!("{KMIP_DIR}/{KMIP_CLIENT_CERT_FILE}"))
+            .attr("client_key", format!("{KMIP_DIR}/{KMIP_CLIENT_KEY_FILE}"));
+        if k.ca_secret_ref.is_some() {
+            s.attr("ca_cert", format!("{KMIP_DIR}/{KMIP_CA_FILE}"));
+        }
+        if let Some(name) = &k.tls_server_name {
+            s.attr("server_name", name.as_str());
+        }
+        if let Some(timeout) = k.timeout_seconds {
+            s.attr("timeout", timeout);
+        }
+        if let Some(alg) = k.encrypt_algorithm {
+            s.attr("encrypt_alg", alg.as_str());
+        }
+        if !k.tls12_ciphers.is_empty() {
+            s.attr("tls12_ciphers", k.tls12_ciphers.join(","));
+        }
+    });
+}
+
+/// `plugin "kms" "<wrapper>"` and `seal "<wrapper>"`: OpenBao 2.7 finds the wrapper in the
+/// declared plugin (same name), checks its SHA-256 and runs it from `plugin_directory`. With an
+/// OCI image, OpenBao downloads it there when it starts (an emptyDir in the pod).
+fn kms_seal_blocks(b: &mut Body, k: &KmsSeal) {
+    let wrapper = k.wrapper.as_str();
+    let p = &k.plugin;
+    b.attr("plugin_directory", PLUGIN_DIR);
+    if p.image.is_some() {
+        b.attr("plugin_auto_download", true);
+    }
+    b.block("plugin", &["kms", wrapper], |pl| {
+        if let Some(command) = &p.command {
+            pl.attr("command", command.as_str());
+        }
+        if let Some(image) = &p.image {
+            pl.attr("image", image.as_str());
+        }
+        if let Some(version) = &p.version {
+            pl.attr("version", version.as_str());
+        }
+        if let Some(binary) = &p.binary_name {
+            pl.attr("binary_name", binary.as_str());
+        }
+        pl.attr("sha256sum", p.sha256sum.as_str());
+    });
+    b.block("seal", &[wrapper], |s| {
+        for (key, value) in &k.settings {
+            s.attr(key, value.as_str());
+        }
+    });
 }
 
 /// `20-service-registration.hcl`: pod labels for active/sealed/initialized state.

@@ -70,6 +70,18 @@ pub mod paths {
     /// The transit server's CA bundle (`spec.unseal.transit.caSecretRef`), as [`TRANSIT_CA_FILE`].
     pub const TRANSIT_CA_DIR: &str = "/etc/bao/transit-ca";
     pub const TRANSIT_CA_FILE: &str = "ca.crt";
+    /// The KMIP seal's client certificate, key and server CA (`spec.unseal.kmip.*SecretRef`),
+    /// one projected volume.
+    pub const KMIP_DIR: &str = "/etc/bao/kmip";
+    pub const KMIP_CLIENT_CERT_FILE: &str = "client.crt";
+    pub const KMIP_CLIENT_KEY_FILE: &str = "client.key";
+    pub const KMIP_CA_FILE: &str = "ca.crt";
+    /// OpenBao's `plugin_directory` for a KMS plugin seal: where the plugin binary of
+    /// `spec.unseal.kms.plugin.command` must be in the image, or where OpenBao downloads
+    /// `plugin.image` (an emptyDir then).
+    pub const PLUGIN_DIR: &str = "/openbao/plugins";
+    /// `spec.unseal.kms.credentialsFiles`, one file per entry.
+    pub const SEAL_CREDENTIALS_DIR: &str = openbao_api::SEAL_CREDENTIALS_DIR;
     /// Environment variable carrying the transit seal's token (from
     /// `spec.unseal.transit.tokenSecretRef`); the config names it as `token = "env://..."`, so
     /// the token is in no file. Not `BAO_TOKEN`, which the `bao` CLI in the

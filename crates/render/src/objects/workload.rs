@@ -10,7 +10,7 @@ use crate::config::{self, ENTRYPOINT_FILE, SERVER_FILE};
 use crate::labels::{self, AUDIT_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION};
 use crate::paths::{self, DEMO_PASSWORD_ENV};
 use crate::{API_PORT, CLUSTER_PORT, Cluster};
-use openbao_api::{AUDIT_DIR, DeletionPolicy, names};
+use openbao_api::{AUDIT_DIR, DeletionPolicy, Seal, names};
 
 /// ConfigMap `<c>-config`: the server config template and the entrypoint.
 pub fn config_map(cluster: &Cluster) -> ConfigMap {
@@ -119,28 +119,69 @@ pub fn statefulset_with(cluster: &Cluster, rollout: &Rollout) -> StatefulSet {
     server_statefulset(cluster, rollout, &set)
 }
 
-/// What a transit seal needs in the pod instead of the static key's Secret: the token (through
-/// the environment, so it is in no file) and the transit server's CA.
+/// What an auto-unseal seal needs in the pod instead of the static key's Secret: secrets
+/// through the environment (so they are in no file) or as read-only files from their Secrets,
+/// and for a KMS plugin image a place to download it to.
 fn seal_inputs(
     spec: &openbao_api::OpenBaoClusterSpec,
     env: &mut Vec<serde_json::Value>,
     mounts: &mut Vec<serde_json::Value>,
     volumes: &mut Vec<serde_json::Value>,
 ) {
-    let Some(transit) = openbao_api::transit_seal(spec.unseal.as_ref()) else {
+    let seal = openbao_api::seal_of(spec.unseal.as_ref());
+    if seal.key_in_cluster() {
         return;
-    };
+    }
     // No seal key exists anywhere: nothing to mount.
     mounts.retain(|m| m["name"] != "unseal");
     volumes.retain(|v| v["name"] != "unseal");
-    let token = &transit.token_secret_ref;
-    env.push(json!({"name": paths::TRANSIT_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}));
-    if let Some(ca) = &transit.ca_secret_ref {
-        mounts.push(json!({"name": "transit-ca", "mountPath": paths::TRANSIT_CA_DIR, "readOnly": true}));
-        volumes.push(
-            json!({"name": "transit-ca", "secret": {"secretName": ca.name, "defaultMode": 0o440,
-            "items": [{"key": ca.key, "path": paths::TRANSIT_CA_FILE}]}}),
-        );
+    let secret_file = |r: &openbao_api::SealSecretKeyRef, path: &str| json!({"secret": {"name": r.name, "items": [{"key": r.key, "path": path, "mode": 0o440}]}});
+    match seal {
+        Seal::Static | Seal::MissingBlock(_) => {}
+        Seal::Transit(transit) => {
+            let token = &transit.token_secret_ref;
+            env.push(json!({"name": paths::TRANSIT_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}));
+            if let Some(ca) = &transit.ca_secret_ref {
+                mounts.push(json!({"name": "transit-ca", "mountPath": paths::TRANSIT_CA_DIR, "readOnly": true}));
+                volumes.push(
+                    json!({"name": "transit-ca", "secret": {"secretName": ca.name, "defaultMode": 0o440,
+                    "items": [{"key": ca.key, "path": paths::TRANSIT_CA_FILE}]}}),
+                );
+            }
+        }
+        Seal::Kmip(kmip) => {
+            let mut sources = vec![
+                secret_file(&kmip.client_cert_secret_ref, paths::KMIP_CLIENT_CERT_FILE),
+                secret_file(&kmip.client_key_secret_ref, paths::KMIP_CLIENT_KEY_FILE),
+            ];
+            if let Some(ca) = &kmip.ca_secret_ref {
+                sources.push(secret_file(ca, paths::KMIP_CA_FILE));
+            }
+            mounts.push(json!({"name": "kmip", "mountPath": paths::KMIP_DIR, "readOnly": true}));
+            volumes.push(json!({"name": "kmip", "projected": {"sources": sources}}));
+        }
+        Seal::Kms(kms) => {
+            for e in &kms.credentials_env {
+                env.push(json!({"name": e.name, "valueFrom": {"secretKeyRef": {
+                    "name": e.secret_key_ref.name, "key": e.secret_key_ref.key}}}));
+            }
+            if !kms.credentials_files.is_empty() {
+                let sources: Vec<_> = kms
+                    .credentials_files
+                    .iter()
+                    .map(|f| secret_file(&f.secret_key_ref, &f.name))
+                    .collect();
+                mounts.push(
+                    json!({"name": "seal-credentials", "mountPath": paths::SEAL_CREDENTIALS_DIR, "readOnly": true}),
+                );
+                volumes.push(json!({"name": "seal-credentials", "projected": {"sources": sources}}));
+            }
+            if kms.plugin.image.is_some() {
+                // OpenBao downloads the plugin image here when it starts.
+                mounts.push(json!({"name": "plugins", "mountPath": paths::PLUGIN_DIR}));
+                volumes.push(json!({"name": "plugins", "emptyDir": {"sizeLimit": "512Mi"}}));
+            }
+        }
     }
 }
 

@@ -421,20 +421,22 @@ async fn apply_all(
     }
     writer.apply(&objects::service_registration_binding(cluster)).await?;
 
-    observed.seal = match openbao_api::transit_seal(cluster.spec.unseal.as_ref()) {
-        // The static seal's key lives in the cluster; a transit seal's never exists here.
-        None => {
+    observed.seal = match openbao_api::seal_of(cluster.spec.unseal.as_ref()) {
+        // The static seal's key lives in the cluster; an auto-unseal seal's never exists here.
+        openbao_api::Seal::Static => {
             let unseal_key = ensure_unseal_key(cluster, writer, &secrets, events).await?;
             writer.apply(&objects::unseal_key_secret(cluster, &unseal_key)).await?;
             SealState::Static
         }
-        Some(transit) => {
-            let token = get_secret(transit.token_secret_ref.name.clone()).await?;
-            let ca = match &transit.ca_secret_ref {
-                Some(r) => Some(get_secret(r.name.clone()).await?),
-                None => None,
-            };
-            status::transit_seal_state(transit, token.as_ref(), ca.as_ref().map(Option::as_ref))
+        seal => {
+            let mut found = std::collections::BTreeMap::new();
+            for u in seal.secret_uses() {
+                if !found.contains_key(&u.secret.name) {
+                    found.insert(u.secret.name.clone(), get_secret(u.secret.name.clone()).await?);
+                }
+            }
+            let lookup = |name: &str| found.get(name).and_then(Option::as_ref);
+            status::seal_state(cluster.spec.unseal.as_ref(), &cluster.spec.version, &lookup)
         }
     };
 

@@ -78,6 +78,8 @@ pub enum SealState {
     Static,
     /// The transit seal's token (and CA) Secrets are in place.
     TransitReady,
+    /// Another auto-unseal seal (KMIP, KMS plugin) has its Secrets in place.
+    Ready { reason: &'static str, message: String },
     /// Something the transit seal needs is missing or unacceptable.
     Problem { reason: &'static str, message: String },
 }
@@ -94,56 +96,82 @@ impl SealState {
 /// the CA Secret with its key. `ca` is `None` when no CA Secret is referenced. Secret values
 /// are never read into the message.
 pub fn transit_seal_state(transit: &TransitSeal, token: Option<&Secret>, ca: Option<Option<&Secret>>) -> SealState {
-    if let Some(problem) = openbao_api::transit_address_problem(&transit.address) {
-        return SealState::Problem {
-            reason: "InvalidTransitAddress",
-            message: format!("spec.unseal.transit.address: {problem}"),
-        };
+    let unseal = openbao_api::UnsealSpec {
+        type_: openbao_api::UnsealType::Transit,
+        transit: Some(transit.clone()),
+        kmip: None,
+        kms: None,
+    };
+    let found = |name: &str| {
+        if name == transit.token_secret_ref.name {
+            token
+        } else {
+            ca.flatten()
+        }
+    };
+    seal_state(Some(&unseal), "2.7.2", &found)
+}
+
+/// Checks what an auto-unseal seal needs (pure): the spec's rules again (admission checked them
+/// already; objects stored before a rule existed are caught here), then every Secret key the
+/// seal reads, looked up by name through `secret`. Reasons and messages name the Secret and
+/// the spec field, never a value.
+pub fn seal_state<'a>(
+    unseal: Option<&openbao_api::UnsealSpec>,
+    version: &str,
+    secret: &dyn Fn(&str) -> Option<&'a Secret>,
+) -> SealState {
+    if let Some((reason, message)) = openbao_api::seal_problem(unseal, version) {
+        return SealState::Problem { reason, message };
     }
+    let seal = openbao_api::seal_of(unseal);
     let has_key = |s: &Secret, key: &str| {
         s.data
             .as_ref()
             .is_some_and(|d| d.get(key).is_some_and(|v| !v.0.is_empty()))
     };
-    let token_ref = &transit.token_secret_ref;
-    match token {
-        None => {
-            return SealState::Problem {
-                reason: "TokenSecretMissing",
-                message: format!(
-                    "Secret {} (spec.unseal.transit.tokenSecretRef) does not exist; create it with the transit token under key {}",
-                    token_ref.name, token_ref.key
-                ),
-            };
-        }
-        Some(s) if !has_key(s, &token_ref.key) => {
-            return SealState::Problem {
-                reason: "TokenSecretKeyMissing",
-                message: format!(
-                    "Secret {} (spec.unseal.transit.tokenSecretRef) has no non-empty key {}",
-                    token_ref.name, token_ref.key
-                ),
-            };
-        }
-        Some(_) => {}
-    }
-    if let (Some(ca), Some(ca_ref)) = (ca, transit.ca_secret_ref.as_ref()) {
-        let problem = match ca {
-            None => Some(("CASecretMissing", "does not exist")),
-            Some(s) if !has_key(s, &ca_ref.key) => Some(("CASecretKeyMissing", "lacks the key")),
-            Some(_) => None,
-        };
-        if let Some((reason, what)) = problem {
-            return SealState::Problem {
-                reason,
-                message: format!(
-                    "Secret {} (spec.unseal.transit.caSecretRef) {what} {}: the transit server's CA bundle (PEM)",
-                    ca_ref.name, ca_ref.key
-                ),
-            };
+    for u in seal.secret_uses() {
+        let (secret_missing, key_missing) = u.reasons;
+        match secret(&u.secret.name) {
+            None => {
+                return SealState::Problem {
+                    reason: secret_missing,
+                    message: format!(
+                        "Secret {} ({}) does not exist; create it with {} under key {}",
+                        u.secret.name, u.field, u.holds, u.secret.key
+                    ),
+                };
+            }
+            Some(s) if !has_key(s, &u.secret.key) => {
+                return SealState::Problem {
+                    reason: key_missing,
+                    message: format!(
+                        "Secret {} ({}) has no non-empty key {}: {}",
+                        u.secret.name, u.field, u.secret.key, u.holds
+                    ),
+                };
+            }
+            Some(_) => {}
         }
     }
-    SealState::TransitReady
+    match seal {
+        openbao_api::Seal::Static | openbao_api::Seal::MissingBlock(_) => SealState::Static,
+        openbao_api::Seal::Transit(_) => SealState::TransitReady,
+        openbao_api::Seal::Kmip(k) => SealState::Ready {
+            reason: "KmipConfigured",
+            message: format!(
+                "the KMIP client certificate, key (and CA) Secrets are in place; the KMIP server at {} wraps the seal key",
+                k.address
+            ),
+        },
+        openbao_api::Seal::Kms(k) => SealState::Ready {
+            reason: "KmsPluginConfigured",
+            message: format!(
+                "the {} KMS plugin is declared and its credentials Secrets are in place",
+                k.wrapper.as_str()
+            ),
+        },
+    }
 }
 
 /// Everything the status is derived from.
@@ -501,6 +529,12 @@ pub fn derive(
             "TransitConfigured",
             "the transit token Secret (and CA Secret) are in place",
         )),
+        SealState::Ready { reason, message } => Some(Desired::new(
+            UNSEAL_CONFIGURATION_READY,
+            Status::True,
+            *reason,
+            message.clone(),
+        )),
         SealState::Problem { reason, message } => Some(Desired::new(
             UNSEAL_CONFIGURATION_READY,
             Status::False,
@@ -603,12 +637,12 @@ fn audit_ready(spec: &OpenBaoClusterSpec, observed: &Observed) -> Desired {
 /// `SecurityRisk`: True exactly while something in the cluster alone opens the data: the static
 /// seal's key (a Kubernetes Secret) or the demo login's shared password.
 fn security_risk(spec: &OpenBaoClusterSpec, demo: bool) -> Desired {
-    let transit = openbao_api::transit_seal(spec.unseal.as_ref());
+    let seal = openbao_api::seal_of(spec.unseal.as_ref());
     if demo {
-        let seal = if transit.is_some() {
-            ""
-        } else {
+        let seal = if seal.key_in_cluster() {
             ", a seal key stored in Kubernetes"
+        } else {
+            ""
         };
         return Desired::new(
             cond::SECURITY_RISK,
@@ -617,19 +651,25 @@ fn security_risk(spec: &OpenBaoClusterSpec, demo: bool) -> Desired {
             format!("the demo userpass login is enabled (a shared password){seal}: never use this for real secrets"),
         );
     }
-    match transit {
-        None => Desired::new(
-            cond::SECURITY_RISK,
-            Status::True,
-            "StaticSealKeyInCluster",
-            "the seal key is stored in a Kubernetes Secret: whoever reads it and a volume or a snapshot reads every secret; use spec.unseal.type: transit",
-        ),
-        Some(t) => Desired::new(
+    let outside = |holder: String| {
+        Desired::new(
             cond::SECURITY_RISK,
             Status::False,
             "SealKeyOutsideCluster",
-            format!("the seal key is held by the transit server at {}", t.address),
+            format!("the seal key is held by {holder}"),
+        )
+    };
+    match seal {
+        // A missing block never runs (UnsealConfigurationReady stays False); reported as static.
+        openbao_api::Seal::Static | openbao_api::Seal::MissingBlock(_) => Desired::new(
+            cond::SECURITY_RISK,
+            Status::True,
+            "StaticSealKeyInCluster",
+            "the seal key is stored in a Kubernetes Secret: whoever reads it and a volume or a snapshot reads every secret; use spec.unseal.type: transit, kmip or kms",
         ),
+        openbao_api::Seal::Transit(t) => outside(format!("the transit server at {}", t.address)),
+        openbao_api::Seal::Kmip(k) => outside(format!("the KMIP server at {}", k.address)),
+        openbao_api::Seal::Kms(k) => outside(format!("the KMS behind the {} plugin", k.wrapper.as_str())),
     }
 }
 
@@ -1070,5 +1110,62 @@ mod tests {
             reason(&paused, UNSEAL_CONFIGURATION_READY),
             ("True".into(), "TransitConfigured".into())
         );
+    }
+
+    #[test]
+    fn kms_and_kmip_seal_states() {
+        let kms = |version: &str| {
+            spec(
+                serde_json::json!({"version": version, "unseal": {"type": "kms", "kms": {
+                    "wrapper": "pkcs11", "plugin": {"command": "p", "sha256sum": "0".repeat(64)},
+                    "credentialsEnv": [{"name": "BAO_HSM_PIN", "secretKeyRef": {"name": "hsm", "key": "pin"}}],
+                }}}),
+            )
+        };
+        let pin = secret(&[("pin", "1234-never-in-a-message")]);
+        let with_pin = |_: &str| Some(&pin);
+        let nothing = |_: &str| None;
+        // OpenBao 2.6 has no plugin seals the operator configures: refused before any Secret.
+        let old = kms("2.6.2");
+        let SealState::Problem { reason: why, message } = seal_state(old.unseal.as_ref(), &old.version, &with_pin)
+        else {
+            panic!("2.6.2 accepted")
+        };
+        assert_eq!(why, "InvalidKmsSeal");
+        assert!(
+            message.starts_with("spec.unseal.type: kms needs OpenBao 2.7"),
+            "{message}"
+        );
+        let new = kms("2.7.2");
+        let SealState::Problem { reason: why, message } = seal_state(new.unseal.as_ref(), "2.7.2", &nothing) else {
+            panic!("missing credentials accepted")
+        };
+        assert_eq!(why, "CredentialsSecretMissing");
+        assert!(
+            message.contains("Secret hsm (spec.unseal.kms.credentialsEnv[0].secretKeyRef)"),
+            "{message}"
+        );
+        let ready = seal_state(new.unseal.as_ref(), "2.7.2", &with_pin);
+        let SealState::Ready { reason: why, message } = &ready else {
+            panic!("{ready:?}")
+        };
+        assert_eq!(*why, "KmsPluginConfigured");
+        assert!(!message.contains("1234"), "{message}");
+        assert_eq!(
+            reason(
+                &derive(&new, &Default::default(), &observed(), Some(1), now()),
+                cond::SECURITY_RISK
+            ),
+            ("False".into(), "SealKeyOutsideCluster".into())
+        );
+        // A type without its block (stored before the rule): refused, never run.
+        let bare = spec(serde_json::json!({"unseal": {"type": "kmip"}}));
+        assert!(matches!(
+            seal_state(bare.unseal.as_ref(), "2.7.2", &nothing),
+            SealState::Problem {
+                reason: "SealBlockMissing",
+                ..
+            }
+        ));
     }
 }

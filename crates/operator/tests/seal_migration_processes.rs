@@ -601,7 +601,16 @@ async fn check_secrets(admin: &BaoClient) -> Result<()> {
     Ok(())
 }
 
-async fn static_to_transit(version: &str) -> Result<()> {
+/// Where the operator died while making the recovery key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecoveryKeyCrash {
+    /// After OpenBao answered, before the key was stored.
+    BeforeStoring,
+    /// After storing it, before verifying it.
+    AfterStoring,
+}
+
+async fn static_to_transit(version: &str, crash: RecoveryKeyCrash) -> Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
     let bao = testkit::cache::bao_binary(version)?;
     let tmp = tempfile::Builder::new().prefix("seal-migration-").tempdir()?;
@@ -614,6 +623,25 @@ async fn static_to_transit(version: &str) -> Result<()> {
                 .write(&format!("secret/data/s{i}"), &json!({"data": {"n": i}}))
                 .await?;
         }
+        // An operator that died in the middle of making the recovery key: OpenBao handed out a
+        // key that waits for verification, and the operator either lost it (the driver must
+        // cancel the rotation and start over) or stored it (the driver must verify it).
+        let pending = admin
+            .write(
+                "sys/rotate/recovery/init",
+                &json!({"secret_shares": 1, "secret_threshold": 1, "require_verification": true}),
+            )
+            .await?
+            .context("recovery key init answered nothing")?;
+        let nonce = pending["data"]["verification_nonce"].as_str().unwrap_or_default();
+        ensure!(!nonce.is_empty(), "{pending}");
+        let pending_key = RecoveryKey {
+            key: pending["data"]["keys_base64"][0].as_str().unwrap_or_default().into(),
+            verification_nonce: nonce.into(),
+        };
+        if crash == RecoveryKeyCrash::AfterStoring {
+            ProcessPlatform::new(&world).store_recovery_key(&pending_key).await?;
+        }
         let mut log = Vec::new();
         let target = SealTarget {
             to: UnsealType::Transit,
@@ -623,6 +651,16 @@ async fn static_to_transit(version: &str) -> Result<()> {
         eprintln!("{}", log.join("\n"));
         let status = status?;
         ensure!(status.last_error.is_none(), "{status:?}");
+        // The stored key was verified and used; a lost one was replaced by a new one.
+        let used = ProcessPlatform::new(&world)
+            .recovery_key()
+            .await?
+            .context("no recovery key")?;
+        ensure!(
+            (used == pending_key) == (crash == RecoveryKeyCrash::AfterStoring),
+            "{crash:?}: the pending key was {} used",
+            if used == pending_key { "" } else { "not" }
+        );
         // Order: the standbys (highest ordinal first), then the leader steps down.
         let order: Vec<&str> = log
             .iter()
@@ -716,10 +754,10 @@ async fn static_to_transit(version: &str) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_to_transit_and_back_2_7_2_with_the_operator_killed_after_every_step() -> Result<()> {
-    static_to_transit("2.7.2").await
+    static_to_transit("2.7.2", RecoveryKeyCrash::BeforeStoring).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_to_transit_and_back_2_6_2_with_the_operator_killed_after_every_step() -> Result<()> {
-    static_to_transit("2.6.2").await
+    static_to_transit("2.6.2", RecoveryKeyCrash::AfterStoring).await
 }

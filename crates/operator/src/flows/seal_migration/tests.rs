@@ -433,3 +433,17 @@ fn the_old_seal_goes_only_after_every_server_runs_the_new_one() {
         .unwrap();
     assert!(removal > last_restart && removal == actions.len() - 1);
 }
+
+#[test]
+fn a_leader_with_the_highest_ordinal_still_goes_last() {
+    let status = SealMigrationStatus {
+        phase: SealMigrationPhase::RecoveryKey,
+        from: Some(STATIC),
+        to: Some(TRANSIT),
+        ..Default::default()
+    };
+    let world = World::static_cluster().recovery_key().leader("bao-2");
+    let s = next(&status, &world);
+    assert_eq!(s.status.leader.as_deref(), Some("bao-2"));
+    assert_eq!(next(&s.status, &world).action, restart("bao-1", SealStage::Migration));
+}

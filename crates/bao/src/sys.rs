@@ -92,6 +92,10 @@ pub struct SealStatus {
     pub progress: u32,
     #[serde(default)]
     pub recovery_seal: bool,
+    /// The server was started with a disabled seal next to the configured one (seal migration
+    /// mode): it does not auto-unseal until the migration is done and it is restarted.
+    #[serde(default)]
+    pub migration: bool,
     #[serde(default)]
     pub storage_type: Option<String>,
     #[serde(default)]

@@ -197,6 +197,24 @@ fn kms_seal_blocks(b: &mut Body, k: &KmsSeal) {
     });
 }
 
+/// The `seal` stanza of `cluster` alone, as `10-server.hcl` carries it.
+pub fn seal_hcl(cluster: &Cluster) -> String {
+    let mut b = Body::new();
+    seal_block(&mut b, cluster);
+    b.finish()
+}
+
+/// The seal stanzas of a seal migration's middle stage (`docs/seal-migration.md`): the seal of
+/// `from` with `disabled = "true"`, then the seal of `to`. A server started with them stays
+/// sealed in migration mode until it is unsealed with the recovery key and `migrate`. For static
+/// and transit seals (one block each); the plugin-based seals carry more than one block.
+pub fn migration_seal_hcl(from: &Cluster, to: &Cluster) -> String {
+    let old = seal_hcl(from);
+    // The writer puts the block header alone on the first line.
+    let (header, body) = old.split_once('\n').unwrap_or((old.as_str(), ""));
+    format!("{header}\n  disabled = \"true\"\n{body}{}", seal_hcl(to))
+}
+
 /// `20-service-registration.hcl`: pod labels for active/sealed/initialized state.
 pub fn service_registration_hcl() -> String {
     let mut b = Body::new();
@@ -500,6 +518,25 @@ mod tests {
         for absent in ["namespace", "tls_server_name", "tls_ca_cert"] {
             assert!(!minimal.contains(absent), "{absent} in {minimal}");
         }
+    }
+
+    #[test]
+    fn the_migration_stage_disables_the_old_seal_next_to_the_new_one() {
+        let from = fixtures::spec(json!({}));
+        let to = transit(json!({}));
+        let hcl = migration_seal_hcl(&fixtures::cluster(&from), &fixtures::cluster(&to));
+        let expected = format!(
+            "seal \"static\" {{\n  disabled = \"true\"\n  current_key_id = \"operator-generated-v1\"\n  current_key = \"file:///etc/bao/unseal/key\"\n}}\n{}",
+            seal_hcl(&fixtures::cluster(&to))
+        );
+        assert_eq!(hcl, expected);
+        let back = migration_seal_hcl(&fixtures::cluster(&to), &fixtures::cluster(&from));
+        assert!(
+            back.starts_with("seal \"transit\" {\n  disabled = \"true\"\n  address = "),
+            "{back}"
+        );
+        assert!(back.ends_with(&seal_hcl(&fixtures::cluster(&from))), "{back}");
+        assert!(server_hcl(&fixtures::cluster(&to)).contains(&seal_hcl(&fixtures::cluster(&to))));
     }
 
     #[test]

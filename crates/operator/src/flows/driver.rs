@@ -124,7 +124,7 @@ pub struct StepReport {
 }
 
 /// Health probes must not hold a step up for long.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a snapshot taken in the background is looked at.
 const SNAPSHOT_POLL: Duration = Duration::from_secs(3);
 
@@ -256,44 +256,7 @@ impl<P: Platform> Driver<P> {
     /// leader by its own configuration (a server that just stepped down may still answer 200).
     async fn raft_view(&self, node_id: &str) -> Option<RaftView> {
         let client = self.platform.client(node_id).await.ok()?;
-        let config = tokio::time::timeout(PROBE_TIMEOUT, client.raft_configuration())
-            .await
-            .ok()?
-            .ok()?;
-        let leader = config.leader()?.node_id.clone();
-        if leader != node_id {
-            return None;
-        }
-        let autopilot = match tokio::time::timeout(PROBE_TIMEOUT, client.autopilot_state()).await {
-            Ok(Ok(state)) => Some(AutopilotView {
-                healthy: state.healthy,
-                servers: state
-                    .servers
-                    .into_iter()
-                    .map(|(id, s)| {
-                        let peer = AutopilotPeer {
-                            healthy: s.healthy,
-                            node_type: s.node_type,
-                            last_index: s.last_index,
-                        };
-                        (id, peer)
-                    })
-                    .collect::<BTreeMap<_, _>>(),
-            }),
-            _ => None,
-        };
-        Some(RaftView {
-            leader,
-            peers: config
-                .servers
-                .into_iter()
-                .map(|s| Peer {
-                    id: s.node_id,
-                    voter: s.voter,
-                })
-                .collect(),
-            autopilot,
-        })
+        raft_view(&client, node_id).await
     }
 
     /// Performs `action`; returns where the snapshot stands for [`Action::TakeSnapshot`].
@@ -387,6 +350,50 @@ impl<P: Platform> Driver<P> {
         let client = self.platform.client(&leader).await?;
         Ok((leader, client))
     }
+}
+
+/// The raft configuration and autopilot state as `client` (server `node_id`) reports them, if
+/// it is the leader by its own configuration (a server that just stepped down may still answer
+/// 200). Shared with the seal-migration driver.
+pub(super) async fn raft_view(client: &BaoClient, node_id: &str) -> Option<RaftView> {
+    let config = tokio::time::timeout(PROBE_TIMEOUT, client.raft_configuration())
+        .await
+        .ok()?
+        .ok()?;
+    let leader = config.leader()?.node_id.clone();
+    if leader != node_id {
+        return None;
+    }
+    let autopilot = match tokio::time::timeout(PROBE_TIMEOUT, client.autopilot_state()).await {
+        Ok(Ok(state)) => Some(AutopilotView {
+            healthy: state.healthy,
+            servers: state
+                .servers
+                .into_iter()
+                .map(|(id, s)| {
+                    let peer = AutopilotPeer {
+                        healthy: s.healthy,
+                        node_type: s.node_type,
+                        last_index: s.last_index,
+                    };
+                    (id, peer)
+                })
+                .collect::<BTreeMap<_, _>>(),
+        }),
+        _ => None,
+    };
+    Some(RaftView {
+        leader,
+        peers: config
+            .servers
+            .into_iter()
+            .map(|s| Peer {
+                id: s.node_id,
+                voter: s.voter,
+            })
+            .collect(),
+        autopilot,
+    })
 }
 
 /// A 500 whose text says the requested state already holds.

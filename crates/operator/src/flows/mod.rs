@@ -11,6 +11,8 @@
 //!   traffic, take a snapshot, reach a server's API) and the [`Driver`].
 //! - [`names`]: server and revision names shared by every platform.
 //! - [`upgrade`]: what a reconcile does about a changed `spec.version`, before any driver step.
+//! - [`seal_migration`]: moving a running cluster to another seal (`static` <-> `transit`), with
+//!   its own driver and platform contract.
 
 pub mod bluegreen;
 mod common;
@@ -18,6 +20,7 @@ pub mod driver;
 pub mod names;
 pub mod observed;
 pub mod rolling;
+pub mod seal_migration;
 pub mod step;
 pub mod upgrade;
 pub mod version;

@@ -32,14 +32,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::openbao::{
-    BaoServer, BaoServerSpec, NodeAddr, TestNodeConfig, TestTls, node_host, poll_until, write_config_dir,
-    write_static_seal_key,
+    BaoServer, BaoServerSpec, NodeAddr, TestNodeConfig, TestTls, poll_until, write_config_dir, write_static_seal_key,
 };
+use testkit::transit::TransitServer;
 
 const CLUSTER: &str = "bao";
 const NAMESPACE: &str = "sealtest";
-const TRANSIT_LABEL: &str = "transit";
-const TRANSIT_NAMESPACE: &str = "vault";
 const KEY_NAME: &str = "openbao-unseal";
 const ADMIN_PASSWORD: &str = "admin-password-for-the-seal-test";
 const MIGRATOR_PASSWORD: &str = "migrator-password-for-the-seal-test";
@@ -49,68 +47,6 @@ const MIGRATION_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// One cluster at a time: four `bao` processes on two shared cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-// ---------------------------------------------------------------------------------------------
-// The transit OpenBao (as in crates/render/tests/transit_unseal.rs).
-
-struct Transit {
-    server: BaoServer,
-    tls: TestTls,
-    addr: NodeAddr,
-    token: String,
-}
-
-async fn start_transit(bao: &Path, dir: &Path) -> Result<Transit> {
-    let tls = TestTls::generate(&dir.join("tls"), TRANSIT_NAMESPACE)?;
-    let addr = NodeAddr::allocate()?;
-    let key = write_static_seal_key(&dir.join("seal.key"))?;
-    let config_dir = TestNodeConfig::new(TRANSIT_LABEL, addr, &dir.join("data"), &tls)
-        .static_seal(&key)
-        .write_to(&dir.join("config"), &[])?;
-    let spec = BaoServerSpec::new(
-        TRANSIT_LABEL,
-        bao,
-        &config_dir,
-        tls.client_config_for(TRANSIT_LABEL, &addr),
-    );
-    let mut server = BaoServer::start(spec)?;
-    server.wait_answering(STARTUP).await?;
-    let init = server
-        .client()
-        .write("sys/init", &json!({"recovery_shares": 1, "recovery_threshold": 1}))
-        .await?
-        .context("sys/init returned nothing")?;
-    let root = init["root_token"].as_str().context("no root token")?.to_string();
-    server.wait_active(STARTUP).await?;
-    let admin = server.client().with_token(Token::new(root));
-    admin.write("sys/mounts/transit", &json!({"type": "transit"})).await?;
-    admin.write(&format!("transit/keys/{KEY_NAME}"), &json!({})).await?;
-    let policy = format!(
-        "path \"transit/encrypt/{KEY_NAME}\" {{ capabilities = [\"update\"] }}\n\
-         path \"transit/decrypt/{KEY_NAME}\" {{ capabilities = [\"update\"] }}\n"
-    );
-    admin
-        .write("sys/policies/acl/unseal", &json!({"policy": policy}))
-        .await?;
-    let created = admin
-        .write(
-            "auth/token/create-orphan",
-            &json!({"policies": ["unseal"], "no_default_policy": true, "period": "1h"}),
-        )
-        .await?
-        .context("token create returned nothing")?;
-    let token = created["auth"]["client_token"]
-        .as_str()
-        .context("no client token")?
-        .to_string();
-    admin.write("auth/token/revoke-self", &json!({})).await?;
-    Ok(Transit {
-        server,
-        tls,
-        addr,
-        token,
-    })
-}
 
 // ---------------------------------------------------------------------------------------------
 // The world: processes and their files. It outlives every driver.
@@ -254,7 +190,7 @@ impl World {
         Ok(())
     }
 
-    async fn bootstrap(bao: &Path, dir: &Path, transit: &Transit, version: &str) -> Result<Self> {
+    async fn bootstrap(bao: &Path, dir: &Path, transit: &TransitServer, version: &str) -> Result<Self> {
         let tls = TestTls::generate(&dir.join("tls"), NAMESPACE)?;
         let static_key = write_static_seal_key(&dir.join("unseal/key"))?;
         let transit_ca = write_config_dir(
@@ -265,9 +201,9 @@ impl World {
         let transit_spec = spec(
             version,
             json!({"type": "transit", "transit": {
-                "address": format!("https://{}:{}", transit.addr.ip, transit.addr.api_port),
+                "address": transit.address(),
                 "keyName": KEY_NAME,
-                "tlsServerName": node_host(TRANSIT_NAMESPACE, TRANSIT_LABEL),
+                "tlsServerName": transit.server_name(),
                 "caSecretRef": {"name": "transit-ca", "key": "bundle.pem"},
                 "tokenSecretRef": {"name": "transit-token", "key": "token"},
             }}),
@@ -614,7 +550,7 @@ async fn static_to_transit(version: &str, crash: RecoveryKeyCrash) -> Result<()>
     let _one = ONE_AT_A_TIME.lock().await;
     let bao = testkit::cache::bao_binary(version)?;
     let tmp = tempfile::Builder::new().prefix("seal-migration-").tempdir()?;
-    let mut transit = start_transit(&bao, &tmp.path().join("transit")).await?;
+    let mut transit = TransitServer::start(&bao, &tmp.path().join("transit"), KEY_NAME, STARTUP).await?;
     let world = Arc::new(World::bootstrap(&bao, &tmp.path().join("cluster"), &transit, version).await?);
     let result = async {
         let admin = world.admin().await?;

@@ -24,9 +24,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use testkit::openbao::{
-    BaoServer, BaoServerSpec, NodeAddr, TestJwtSigner, TestNodeConfig, TestTls, poll_until, wait_for_voters,
-    write_config_dir, write_static_seal_key,
+    BaoServer, BaoServerSpec, NodeAddr, TestJwtSigner, poll_until, wait_for_voters, write_config_dir,
 };
+use testkit::transit::TransitServer;
 
 const CLUSTER: &str = "sealed";
 const NAMESPACE: &str = "transit-test";
@@ -34,9 +34,6 @@ const REPLICAS: usize = 3;
 const DEMO_USER: &str = "demo";
 const DEMO_PASSWORD: &str = "demo-password-for-the-transit-test";
 const KEY_NAME: &str = "openbao-unseal";
-/// The transit server's node name; its certificate covers `<label>.openbao-internal.<ns>.svc`.
-const TRANSIT_LABEL: &str = "transit";
-const TRANSIT_NAMESPACE: &str = "vault";
 const STARTUP: Duration = Duration::from_secs(90);
 
 /// One cluster at a time: four `bao` processes on two shared cores already stretch raft timeouts.
@@ -56,69 +53,6 @@ fn pod_name(ordinal: usize) -> String {
     format!("{CLUSTER}-{ordinal}")
 }
 
-/// The transit OpenBao: a single node with its own static seal (it restarts unsealed), a
-/// transit key, and an orphan periodic token allowed exactly encrypt and decrypt with that key.
-struct TransitServer {
-    server: BaoServer,
-    tls: TestTls,
-    addr: NodeAddr,
-    /// The token the cluster's servers use.
-    token: String,
-}
-
-async fn start_transit_server(bao: &Path, dir: &Path) -> Result<TransitServer> {
-    let tls = TestTls::generate(&dir.join("tls"), TRANSIT_NAMESPACE)?;
-    let addr = NodeAddr::allocate()?;
-    let key = write_static_seal_key(&dir.join("seal.key"))?;
-    let config_dir = TestNodeConfig::new(TRANSIT_LABEL, addr, &dir.join("data"), &tls)
-        .static_seal(&key)
-        .write_to(&dir.join("config"), &[])?;
-    let spec = BaoServerSpec::new(
-        TRANSIT_LABEL,
-        bao,
-        &config_dir,
-        tls.client_config_for(TRANSIT_LABEL, &addr),
-    );
-    let mut server = BaoServer::start(spec)?;
-    server.wait_answering(STARTUP).await?;
-    let init = server
-        .client()
-        .write("sys/init", &json!({"recovery_shares": 1, "recovery_threshold": 1}))
-        .await?
-        .context("sys/init returned nothing")?;
-    let root = init["root_token"].as_str().context("no root token")?.to_string();
-    server.wait_active(STARTUP).await?;
-    let admin = server.client().with_token(Token::new(root));
-    admin.write("sys/mounts/transit", &json!({"type": "transit"})).await?;
-    admin.write(&format!("transit/keys/{KEY_NAME}"), &json!({})).await?;
-    let policy = format!(
-        "path \"transit/encrypt/{KEY_NAME}\" {{ capabilities = [\"update\"] }}\n\
-         path \"transit/decrypt/{KEY_NAME}\" {{ capabilities = [\"update\"] }}\n"
-    );
-    admin
-        .write("sys/policies/acl/unseal", &json!({"policy": policy}))
-        .await?;
-    let created = admin
-        .write(
-            "auth/token/create-orphan",
-            &json!({"policies": ["unseal"], "no_default_policy": true, "period": "1h"}),
-        )
-        .await?
-        .context("token create returned nothing")?;
-    let token = created["auth"]["client_token"]
-        .as_str()
-        .context("no client token")?
-        .to_string();
-    // Nothing but the seal token is left to open the transit server with.
-    admin.write("auth/token/revoke-self", &json!({})).await?;
-    Ok(TransitServer {
-        server,
-        tls,
-        addr,
-        token,
-    })
-}
-
 fn cluster_spec(version: &str, transit: &TransitServer) -> Result<OpenBaoClusterSpec> {
     Ok(serde_json::from_value(json!({
         "version": version,
@@ -126,9 +60,9 @@ fn cluster_spec(version: &str, transit: &TransitServer) -> Result<OpenBaoCluster
         "replicas": REPLICAS,
         "storage": {"size": "1Gi"},
         "unseal": {"type": "transit", "transit": {
-            "address": format!("https://{}:{}", transit.addr.ip, transit.addr.api_port),
+            "address": transit.address(),
             "keyName": KEY_NAME,
-            "tlsServerName": testkit::openbao::node_host(TRANSIT_NAMESPACE, TRANSIT_LABEL),
+            "tlsServerName": transit.server_name(),
             "caSecretRef": {"name": "transit-ca", "key": "bundle.pem"},
             "tokenSecretRef": {"name": "transit-token", "key": "token"},
         }},
@@ -230,7 +164,7 @@ async fn transit_unseal(version: &str) -> Result<()> {
     let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let bao = testkit::cache::bao_binary(version)?;
     let tmp = tempfile::Builder::new().prefix("openbao-transit-").tempdir()?;
-    let mut transit = start_transit_server(&bao, &tmp.path().join("transit")).await?;
+    let mut transit = TransitServer::start(&bao, &tmp.path().join("transit"), KEY_NAME, STARTUP).await?;
 
     let spec = cluster_spec(version, &transit)?;
     let cluster = Cluster {

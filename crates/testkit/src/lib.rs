@@ -18,3 +18,4 @@ pub mod pki;
 pub mod pods;
 pub mod process;
 pub mod s3;
+pub mod transit;

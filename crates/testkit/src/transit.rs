@@ -1,0 +1,82 @@
+//! The transit OpenBao of the seal tests: one real `bao` node with its own static seal (so it
+//! restarts unsealed), a transit key, and an orphan periodic token allowed exactly to encrypt and
+//! decrypt with that key. Its root token is revoked: nothing but the seal token opens it.
+
+use crate::openbao::{BaoServer, BaoServerSpec, NodeAddr, TestNodeConfig, TestTls, node_host, write_static_seal_key};
+use anyhow::{Context, Result};
+use openbao_client::Token;
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+const LABEL: &str = "transit";
+/// The namespace its certificate names, as if it ran in another Kubernetes namespace.
+const NAMESPACE: &str = "vault";
+
+pub struct TransitServer {
+    pub server: BaoServer,
+    pub tls: TestTls,
+    pub addr: NodeAddr,
+    /// The token the cluster's servers unseal with.
+    pub token: String,
+}
+
+impl TransitServer {
+    /// Starts it in `dir` with the transit key `key_name`, waiting at most `startup` for each state.
+    pub async fn start(bao: &Path, dir: &Path, key_name: &str, startup: Duration) -> Result<Self> {
+        let tls = TestTls::generate(&dir.join("tls"), NAMESPACE)?;
+        let addr = NodeAddr::allocate()?;
+        let key = write_static_seal_key(&dir.join("seal.key"))?;
+        let config_dir = TestNodeConfig::new(LABEL, addr, &dir.join("data"), &tls)
+            .static_seal(&key)
+            .write_to(&dir.join("config"), &[])?;
+        let spec = BaoServerSpec::new(LABEL, bao, &config_dir, tls.client_config_for(LABEL, &addr));
+        let mut server = BaoServer::start(spec)?;
+        server.wait_answering(startup).await?;
+        let init = server
+            .client()
+            .write("sys/init", &json!({"recovery_shares": 1, "recovery_threshold": 1}))
+            .await?
+            .context("sys/init returned nothing")?;
+        let root = init["root_token"].as_str().context("no root token")?.to_string();
+        server.wait_active(startup).await?;
+        let admin = server.client().with_token(Token::new(root));
+        admin.write("sys/mounts/transit", &json!({"type": "transit"})).await?;
+        admin.write(&format!("transit/keys/{key_name}"), &json!({})).await?;
+        let policy = format!(
+            "path \"transit/encrypt/{key_name}\" {{ capabilities = [\"update\"] }}\n\
+             path \"transit/decrypt/{key_name}\" {{ capabilities = [\"update\"] }}\n"
+        );
+        admin
+            .write("sys/policies/acl/unseal", &json!({"policy": policy}))
+            .await?;
+        let created = admin
+            .write(
+                "auth/token/create-orphan",
+                &json!({"policies": ["unseal"], "no_default_policy": true, "period": "1h"}),
+            )
+            .await?
+            .context("token create returned nothing")?;
+        let token = created["auth"]["client_token"]
+            .as_str()
+            .context("no client token")?
+            .to_string();
+        admin.write("auth/token/revoke-self", &json!({})).await?;
+        Ok(Self {
+            server,
+            tls,
+            addr,
+            token,
+        })
+    }
+
+    /// `spec.unseal.transit.address` of a cluster unsealed by it.
+    pub fn address(&self) -> String {
+        format!("https://{}:{}", self.addr.ip, self.addr.api_port)
+    }
+
+    /// `spec.unseal.transit.tlsServerName`: the DNS name its certificate carries.
+    pub fn server_name(&self) -> String {
+        node_host(NAMESPACE, LABEL)
+    }
+}

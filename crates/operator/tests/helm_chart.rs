@@ -199,6 +199,7 @@ fn helm_template_matches_the_kustomize_install() -> Result<()> {
                 assert_eq!(spec, want["spec"], "{key}: Service spec");
             }
             "ServiceAccount" => {}
+            "NetworkPolicy" => assert_eq!(have["spec"], want["spec"], "{key}: NetworkPolicy spec"),
             other => bail!("{key}: no comparison for kind {other}"),
         }
         // Helm adds its own labels (instance, version, managed-by, chart) to kustomize's.

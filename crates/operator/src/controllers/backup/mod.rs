@@ -262,6 +262,8 @@ pub async fn reconcile(cached: Arc<OpenBaoCluster>, bctx: Arc<BackupContext>) ->
     })
 }
 
+/// Which of the required keys the credentials Secret lacks. The values are only looked at for
+/// emptiness and dropped when this returns: the Jobs mount the Secret, the controller never uses it.
 async fn check_credentials(ctx: &Context, namespace: &str, name: &str) -> Result<CredentialsCheck, Error> {
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)

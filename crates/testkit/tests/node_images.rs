@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use testkit::apiserver::{client_from_kubeconfig, create_namespace};
+use testkit::apiserver::{client_from_kubeconfig, create_restricted_namespace};
 use testkit::cache::pinned;
 use testkit::node::NodeGuard;
 use testkit::pods;
@@ -160,7 +160,7 @@ async fn lane_images_run_on_the_node() -> Result<()> {
     }
 
     let client = client_from_kubeconfig(&node.kubeconfig()).await?;
-    let ns = create_namespace(&client, "node-images").await?;
+    let ns = create_restricted_namespace(&client, "node-images").await?;
     let result = exercise(&client, &ns, &lane, with_rustfs).await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces.delete(&ns, &DeleteParams::default()).await?;

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
-use testkit::apiserver::{client_from_kubeconfig, create_namespace};
+use testkit::apiserver::{client_from_kubeconfig, create_restricted_namespace};
 use testkit::node::NodeGuard;
 use testkit::pods;
 
@@ -44,9 +44,13 @@ fn openbao_objects() -> (Service, Service, StatefulSet) {
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "securityContext": {"runAsNonRoot": true, "runAsUser": 100, "runAsGroup": 1000, "fsGroup": 1000},
+                    "securityContext": {
+                        "runAsNonRoot": true, "runAsUser": 100, "runAsGroup": 1000, "fsGroup": 1000,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
                     "containers": [{
                         "name": "openbao",
+                        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
                         "image": OPENBAO_IMAGE,
                         "command": ["bao", "server", "-dev", "-dev-listen-address=0.0.0.0:8200"],
                         "ports": [{"name": "api", "containerPort": 8200}],
@@ -81,7 +85,15 @@ fn client_pod(namespace: &str) -> Pod {
         "metadata": {"name": "health-client"},
         "spec": {
             "restartPolicy": "Never",
-            "containers": [{"name": "client", "image": BUSYBOX_IMAGE, "command": ["sh", "-c", script]}],
+            // Pod Security `restricted`, like every pod of the node tests.
+            "securityContext": {
+                "runAsNonRoot": true, "runAsUser": 65534, "runAsGroup": 65534,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [{
+                "name": "client", "image": BUSYBOX_IMAGE, "command": ["sh", "-c", script],
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+            }],
         },
     }))
 }
@@ -90,7 +102,7 @@ fn client_pod(namespace: &str) -> Pod {
 async fn openbao_statefulset_with_a_bound_pvc_answers_through_its_service() -> Result<()> {
     let node = NodeGuard::up(Path::new(env!("CARGO_BIN_EXE_hermetic-k8s"))).await?;
     let client = client_from_kubeconfig(&node.kubeconfig()).await?;
-    let ns = create_namespace(&client, "node-smoke").await?;
+    let ns = create_restricted_namespace(&client, "node-smoke").await?;
     let result = exercise(&client, &ns).await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces.delete(&ns, &DeleteParams::default()).await?;

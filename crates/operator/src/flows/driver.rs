@@ -110,17 +110,44 @@ pub enum DriverError {
     Precondition(String),
 }
 
-/// What one call of [`Driver::step`] did.
+/// What one call of a flow driver's `step` did ([`Driver::step`], and the seal migration's
+/// driver with its own action and status types).
 #[derive(Clone, Debug, PartialEq)]
-pub struct StepReport {
+pub struct StepReport<A = Action, S = OpenBaoClusterStatus> {
     /// The action the flow chose (performed, or attempted when `error` is set).
-    pub action: Action,
+    pub action: A,
     /// The status to persist.
-    pub status: OpenBaoClusterStatus,
+    pub status: S,
     /// Why the action failed; the same step is tried again next time.
     pub error: Option<String>,
     /// When to call again; `None` when nothing is in progress.
     pub requeue_after: Option<Duration>,
+}
+
+/// After a failed action, the same step is tried again this much later.
+pub(super) const RETRY_FAILED_STEP: Duration = Duration::from_secs(5);
+
+impl<A, S> StepReport<A, S> {
+    /// `action` was performed (or is still waiting): persist `status`, call again after `requeue_after`.
+    pub fn performed(action: A, status: S, requeue_after: Option<Duration>) -> Self {
+        Self {
+            action,
+            status,
+            error: None,
+            requeue_after,
+        }
+    }
+
+    /// `action` failed with `error`: persist `status` (the failure recorded on the status the
+    /// step started from); the same step runs again after [`RETRY_FAILED_STEP`].
+    pub fn failed(action: A, status: S, error: String) -> Self {
+        Self {
+            action,
+            status,
+            error: Some(error),
+            requeue_after: Some(RETRY_FAILED_STEP),
+        }
+    }
 }
 
 /// Health probes must not hold a step up for long.
@@ -164,12 +191,7 @@ impl<P: Platform> Driver<P> {
                 if let Some(u) = waiting.upgrade.as_mut() {
                     u.message = Some(what);
                 }
-                Ok(StepReport {
-                    action: step.action,
-                    status: waiting,
-                    error: None,
-                    requeue_after: Some(SNAPSHOT_POLL),
-                })
+                Ok(StepReport::performed(step.action, waiting, Some(SNAPSHOT_POLL)))
             }
             Ok(snapshot) => {
                 let mut next = step.status;
@@ -182,22 +204,15 @@ impl<P: Platform> Driver<P> {
                     Action::Wait => Some(Duration::from_secs(2)),
                     _ => Some(Duration::from_millis(500)),
                 };
-                Ok(StepReport {
-                    action: step.action,
-                    status: next,
-                    error: None,
-                    requeue_after,
-                })
+                Ok(StepReport::performed(step.action, next, requeue_after))
             }
             Err(err) => {
                 let text = err.to_string();
                 tracing::warn!(cluster = %self.cluster, action = step.action.name(), error = %text, "upgrade step failed");
-                Ok(StepReport {
-                    status: super::record_failure(status, &step.action, &text, observed.now),
-                    action: step.action,
-                    error: Some(text),
-                    requeue_after: Some(Duration::from_secs(5)),
-                })
+                {
+                    let status = super::record_failure(status, &step.action, &text, observed.now);
+                    Ok(StepReport::failed(step.action, status, text))
+                }
             }
         }
     }

@@ -5,6 +5,7 @@
 //! A [`SealPlatform`] runs the servers (Kubernetes in the operator, processes in the tests) and
 //! keeps the recovery key; it never decides anything.
 
+use crate::flows::StepReport;
 use futures::future::join_all;
 use jiff::Timestamp;
 use openbao_api::{SealMigrationStatus, UnsealType};
@@ -100,13 +101,7 @@ pub enum SealDriverError {
 }
 
 /// What one call of [`SealDriver::step`] did.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SealStepReport {
-    pub action: SealAction,
-    pub status: SealMigrationStatus,
-    pub error: Option<String>,
-    pub requeue_after: Option<Duration>,
-}
+pub type SealStepReport = StepReport<SealAction, SealMigrationStatus>;
 
 pub struct SealDriver<P> {
     cluster: String,
@@ -157,12 +152,11 @@ impl<P: SealPlatform> SealDriver<P> {
             Ok(Some(Snapshot::Running(what))) => {
                 let mut waiting = status.clone();
                 waiting.message = Some(what);
-                Ok(SealStepReport {
-                    action: step.action,
-                    status: waiting,
-                    error: None,
-                    requeue_after: Some(Duration::from_secs(3)),
-                })
+                Ok(StepReport::performed(
+                    step.action,
+                    waiting,
+                    Some(Duration::from_secs(3)),
+                ))
             }
             Ok(snapshot) => {
                 let mut next = step.status;
@@ -176,22 +170,15 @@ impl<P: SealPlatform> SealDriver<P> {
                     SealAction::RemoveOldSeal { .. } => None,
                     _ => Some(Duration::from_millis(500)),
                 };
-                Ok(SealStepReport {
-                    action: step.action,
-                    status: next,
-                    error: None,
-                    requeue_after,
-                })
+                Ok(StepReport::performed(step.action, next, requeue_after))
             }
             Err(err) => {
                 let text = err.to_string();
                 tracing::warn!(cluster = %self.cluster, action = step.action.name(), error = %text, "seal migration step failed");
-                Ok(SealStepReport {
-                    status: super::record_failure(status, &step.action, &text, observed.now),
-                    action: step.action,
-                    error: Some(text),
-                    requeue_after: Some(Duration::from_secs(5)),
-                })
+                {
+                    let status = super::record_failure(status, &step.action, &text, observed.now);
+                    Ok(StepReport::failed(step.action, status, text))
+                }
             }
         }
     }

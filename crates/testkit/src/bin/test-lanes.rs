@@ -13,8 +13,10 @@
 //! cores to a process test's burst. A process test still gets every core the node lane leaves idle.
 //!
 //! Within a lane the binaries run longest first (durations of the previous run, kept in the build
-//! directory), so the lanes finish close together. Each binary's output goes to a log file; a
-//! failed binary's whole log is printed at the end, followed by a table of every binary's time.
+//! directory), so the lanes finish close together. Each binary's output goes to a log file; its
+//! libtest lines (`running N tests`, one line per test, `test result:`) are printed as `cargo test`
+//! prints them, one block per binary, and a total `test result:` line closes the run. A failed
+//! binary's whole log is printed at the end, followed by a table of every binary's time.
 //! The exit status is non-zero when any binary failed, so CI fails loudly.
 
 use anyhow::{Context, Result, bail};
@@ -57,6 +59,17 @@ struct Outcome {
     passed: bool,
     took: Duration,
     log: PathBuf,
+    /// The binary's own libtest lines (`running N tests`, `test x ... ok`, `test result: ...`).
+    libtest_lines: Vec<String>,
+    counts: TestCounts,
+}
+
+/// Test counts summed from libtest's `test result:` lines.
+#[derive(Default, Clone, Copy)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
 }
 
 /// Binaries whose target name starts with this share the hermetic node.
@@ -117,13 +130,7 @@ fn run(args: Args) -> Result<()> {
                     };
                     let nice = if binary.uses_node { 0 } else { process_nice };
                     let outcome = run_binary(&binary, &lane, nice, &logs);
-                    println!(
-                        "[{:>9}] {} {} ({:.1} s)",
-                        outcome.lane,
-                        if outcome.passed { "ok    " } else { "FAILED" },
-                        outcome.binary.name,
-                        outcome.took.as_secs_f64()
-                    );
+                    print_outcome(&outcome);
                     outcomes.lock().expect("outcomes").push(outcome);
                 }
             })
@@ -221,13 +228,72 @@ fn run_binary(binary: &TestBinary, lane: &str, nice: i32, logs: &Path) -> Outcom
             .map(|mut f| writeln!(f, "{e:#}"));
         false
     });
+    let took = started.elapsed();
+    let libtest_lines = libtest_lines(&fs::read_to_string(&log).unwrap_or_default());
+    let counts = count_tests(&libtest_lines);
     Outcome {
         binary: binary.clone(),
         lane: lane.to_string(),
         passed,
-        took: started.elapsed(),
+        took,
         log,
+        libtest_lines,
+        counts,
     }
+}
+
+/// The lines libtest itself prints, in the format `cargo test` shows, without the tests' own
+/// output (tracing, process logs), which stays in the binary's log file.
+fn libtest_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| {
+            let running = line.starts_with("running ") && (line.ends_with(" test") || line.ends_with(" tests"));
+            running || line.starts_with("test result: ") || line.starts_with("test ") && line.contains(" ... ")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn count_tests(lines: &[String]) -> TestCounts {
+    let mut counts = TestCounts::default();
+    for line in lines.iter().filter_map(|l| l.strip_prefix("test result: ")) {
+        for part in line.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => counts.passed += n,
+                "failed" => counts.failed += n,
+                "ignored" => counts.ignored += n,
+                _ => {}
+            }
+        }
+    }
+    counts
+}
+
+/// One binary's block, as `cargo test` prints it (its `Running` header, then libtest's lines),
+/// written at once so the lanes' blocks never interleave.
+fn print_outcome(outcome: &Outcome) {
+    let mut block = format!(
+        "\n     Running {} [{} lane, {:.1} s, {}]\n",
+        outcome.binary.name,
+        outcome.lane,
+        outcome.took.as_secs_f64(),
+        if outcome.passed { "ok" } else { "FAILED" }
+    );
+    for line in &outcome.libtest_lines {
+        block.push_str(line);
+        block.push('\n');
+    }
+    if outcome.libtest_lines.is_empty() {
+        block.push_str("(no libtest output; see the log below)\n");
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(block.as_bytes());
+    let _ = stdout.flush();
 }
 
 fn print_summary(outcomes: &[Outcome], wall: Duration) {
@@ -246,6 +312,21 @@ fn print_summary(outcomes: &[Outcome], wall: Duration) {
         }
     }
     let busy: Vec<_> = per_lane.iter().map(|(l, s)| format!("{l} {s:.0} s")).collect();
+    let total = outcomes.iter().fold(TestCounts::default(), |sum, o| TestCounts {
+        passed: sum.passed + o.counts.passed,
+        failed: sum.failed + o.counts.failed,
+        ignored: sum.ignored + o.counts.ignored,
+    });
+    let all_passed = outcomes.iter().all(|o| o.passed);
+    println!(
+        "test result: {}. {} passed; {} failed; {} ignored; 0 measured; 0 filtered out; finished in {:.2}s (all {} binaries)",
+        if all_passed { "ok" } else { "FAILED" },
+        total.passed,
+        total.failed,
+        total.ignored,
+        wall.as_secs_f64(),
+        outcomes.len()
+    );
     println!(
         "== {} binaries, {} failed; wall {:.0} s; busy per lane: {}",
         outcomes.len(),

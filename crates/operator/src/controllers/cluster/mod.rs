@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use self::status::{GatewayState, Observed, PodView, SealState, TlsState, UpgradeState};
 use self::upgrade::KubePlatform;
 use crate::context::Context;
+use crate::controllers::jobs::result::termination_message;
 use crate::flows::Driver;
 use crate::flows::upgrade::{self as upgrade_plan, UpgradePlan};
 use crate::kube_write::{Created, KubeError, Writer, kube_err};
@@ -359,16 +360,22 @@ async fn observe_pods(
             )
         })
         .collect();
-    Ok((pod_views(&pods.items), audit_hashes))
+    let seal = openbao_api::seal_of(cluster.spec.unseal.as_ref());
+    Ok((pod_views(&pods.items, &seal), audit_hashes))
 }
 
 /// What OpenBao's service registration says of each pod, leaving out pods on their way out: a
 /// pod being deleted (a removed blue server, a drained node) keeps its last labels, e.g.
 /// `openbao-sealed=true` once its server stopped, which describe no server of the cluster.
-fn pod_views(pods: &[Pod]) -> Vec<PodView> {
+/// A server that exits because its seal cannot be reached says so in its termination message.
+fn pod_views(pods: &[Pod], seal: &openbao_api::Seal<'_>) -> Vec<PodView> {
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| PodView::from_labels(&p.name_any(), p.labels()))
+        .map(|p| PodView {
+            seal_failure: termination_message(p, openbao_render::SERVER_CONTAINER)
+                .and_then(|m| status::seal_start_failure(&m, seal)),
+            ..PodView::from_labels(&p.name_any(), p.labels())
+        })
         .collect()
 }
 
@@ -893,7 +900,10 @@ mod tests {
             pod("openbao-v2-7-2-0", false, false),
             pod("openbao-v2-7-2-1", false, false),
         ];
-        let names: Vec<String> = pod_views(&pods).into_iter().map(|p| p.name).collect();
+        let names: Vec<String> = pod_views(&pods, &openbao_api::Seal::Static)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
         assert_eq!(names, ["openbao-v2-7-2-0", "openbao-v2-7-2-1"]);
     }
 }

@@ -240,6 +240,18 @@ pub(crate) trait Completed {
     fn result_line(&self, operation: &str) -> ExecutorResult;
 }
 
+/// The result line of a run of `operation` that succeeded with the backup object `bucket`/`key`
+/// of `size` bytes in `duration_ms`; the caller adds what else it did.
+pub(crate) fn object_line(operation: &str, bucket: &str, key: &str, size: u64, duration_ms: u64) -> ExecutorResult {
+    ExecutorResult {
+        bucket: Some(bucket.to_string()),
+        key: Some(key.to_string()),
+        size: Some(size),
+        duration_ms: Some(duration_ms),
+        ..ExecutorResult::succeeded_run(operation)
+    }
+}
+
 /// Runs one executor: process set-up, the run, one log line and the result line; returns the
 /// process exit code.
 pub(crate) async fn execute<T: Completed>(

@@ -13,7 +13,6 @@
 pub mod decide;
 pub mod drill;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
@@ -78,17 +77,12 @@ pub async fn run(bctx: Arc<BackupContext>, shutdown: impl std::future::Future<Ou
     let executor_jobs =
         watcher::Config::default().labels(&format!("app.kubernetes.io/name={}", job_objects::EXECUTOR_NAME));
     let guard = crate::runtime::panic_guard::PanicGuard::new("backup", bctx.ctx.metrics.clone());
-    Controller::new(clusters, watcher::Config::default().any_semantic())
+    let results = Controller::new(clusters, watcher::Config::default().any_semantic())
         // A Job's completion is what a running backup waits for.
         .owns(bctx.ctx.watched::<Job>(), executor_jobs)
         .graceful_shutdown_on(shutdown)
-        .run(guard.reconciler(reconcile), guard.error_policy(error_policy), bctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "backup reconcile did not complete");
-            }
-        })
-        .await;
+        .run(guard.reconciler(reconcile), guard.error_policy(error_policy), bctx);
+    guard.drive(results).await;
 }
 
 fn error_policy(obj: Arc<OpenBaoCluster>, err: &Error, _: Arc<BackupContext>) -> Action {

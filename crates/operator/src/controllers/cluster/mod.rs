@@ -14,7 +14,6 @@ mod step;
 mod tls;
 pub mod upgrade;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
@@ -63,7 +62,7 @@ const STEADY_REQUEUE: Duration = Duration::from_secs(300);
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", labels::MANAGED_BY));
+    let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY_LABEL, labels::MANAGED_BY));
     let pods = watcher::Config::default().labels(labels::CLUSTER_LABEL);
     let guard = crate::runtime::panic_guard::PanicGuard::new("cluster", ctx.metrics.clone());
     let mut controller = Controller::new(
@@ -93,17 +92,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     }
     ctx.metrics.watch_clusters(Some(controller.store()));
     let metrics = ctx.metrics.clone();
-    controller
+    let results = controller
         // Creating a cluster's children fires a burst of watch events; one reconcile serves them all.
         .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)))
         .graceful_shutdown_on(shutdown)
-        .run(guard.reconciler(reconcile), guard.error_policy(error_policy), ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile did not complete");
-            }
-        })
-        .await;
+        .run(guard.reconciler(reconcile), guard.error_policy(error_policy), ctx);
+    guard.drive(results).await;
     // A replica that no longer runs the controller reports no clusters (its cache goes stale).
     metrics.watch_clusters(None);
 }

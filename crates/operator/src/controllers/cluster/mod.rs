@@ -142,8 +142,8 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
     let previous = obj.status.clone().unwrap_or_default();
     let now = Timestamp::now();
 
+    // Observe, then validate: a spec that predates an admission rule is reported, and nothing is built from it.
     let mut observed = observe::observe(ctx, &cluster, &previous).await?;
-    // A spec that predates an admission rule is reported, and nothing is built from it.
     if let Err(violation) = obj.spec.check() {
         tracing::warn!(cluster = %name, namespace = %namespace, reason = violation.reason, "invalid spec: {}", violation.message);
         observed.tls = observe::previous_tls_state(&previous);
@@ -157,6 +157,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
         return Ok(Action::await_change());
     }
 
+    // Build and apply; then, on what was applied, OpenBao's access and an upgrade step.
     let writer = Writer::new(ctx, &namespace);
     let mut events = Vec::new();
     let outcome = apply::apply_all(ctx, &cluster, &previous, &writer, &mut observed, &mut events, now).await;
@@ -174,25 +175,42 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
                 step::upgrade(ctx, &cluster, &previous, applied.bundle.as_deref(), &mut observed).await;
         }
     }
+    // Report.
     let new_status = report::write_status(ctx, obj, &base, &observed).await?;
     report::publish_events(ctx, obj, &previous, &new_status, events).await;
     let next_cert_check = outcome?.next_cert_check;
+    let settled = new_status.initialized && new_status.ready_replicas >= obj.spec.replicas;
+    Ok(Action::requeue(requeue_after(
+        settled,
+        &observed,
+        next_cert_check.map(|at| at.duration_since(now)),
+        upgrade_requeue,
+    )))
+}
 
-    let mut requeue = if new_status.initialized && new_status.ready_replicas >= obj.spec.replicas {
+/// When to reconcile again: a settled cluster rarely, a bootstrapping one as its waits need
+/// (see the constants), sooner when a certificate is due (`cert_check_in`) or an upgrade steps.
+fn requeue_after(
+    settled: bool,
+    observed: &Observed,
+    cert_check_in: Option<jiff::SignedDuration>,
+    upgrade_requeue: Option<Duration>,
+) -> Duration {
+    let mut requeue = if settled {
         STEADY_REQUEUE
-    } else if waits_for_the_unwatched(&observed) {
+    } else if waits_for_the_unwatched(observed) {
         RETRY_REQUEUE
     } else {
         BOOTSTRAP_REQUEUE
     };
-    if let Some(at) = next_cert_check {
-        let until = at.duration_since(now).as_secs().max(1) as u64;
+    if let Some(until) = cert_check_in {
+        let until = until.as_secs().max(1) as u64;
         requeue = requeue.min(Duration::from_secs(until));
     }
     if let Some(after) = upgrade_requeue {
         requeue = requeue.min(after.max(step::UPGRADE_MIN_REQUEUE));
     }
-    Ok(Action::requeue(requeue))
+    requeue
 }
 
 /// Whether a bootstrapping cluster waits for something only polling notices (see
@@ -202,4 +220,24 @@ fn waits_for_the_unwatched(observed: &Observed) -> bool {
         || !matches!(observed.tls, TlsState::Ready { .. })
         || observed.trust_error.is_some()
         || matches!(observed.access, status::Access::Failed(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_settled_cluster_is_requeued_rarely_but_in_time_for_a_certificate_or_an_upgrade_step() {
+        let observed = Observed::before_apply(false, 3, Vec::new());
+        assert_eq!(requeue_after(true, &observed, None, None), STEADY_REQUEUE);
+        let soon = Some(jiff::SignedDuration::from_secs(42));
+        assert_eq!(requeue_after(true, &observed, soon, None), Duration::from_secs(42));
+        let overdue = Some(jiff::SignedDuration::from_secs(-5));
+        assert_eq!(requeue_after(true, &observed, overdue, None), Duration::from_secs(1));
+        let stepping = Some(Duration::from_millis(10));
+        assert_eq!(
+            requeue_after(true, &observed, None, stepping),
+            step::UPGRADE_MIN_REQUEUE
+        );
+    }
 }

@@ -30,6 +30,8 @@ pub struct Context {
     pub safe_audiences: crate::openbao::SafeAudiences,
     /// The Events published recently (see [`crate::kube_write::Writer::event`]).
     pub published_events: crate::kube_write::PublishedEvents,
+    /// What each prune kept last (see [`crate::kube_write::Writer::prune`]).
+    pub pruned: crate::kube_write::Pruned,
     /// The apiserver's service-account issuer and keys, with when they were read.
     jwt_trust: RwLock<Option<(JwtTrust, Instant)>>,
 }
@@ -55,6 +57,7 @@ impl Context {
             executor_image: crate::DEFAULT_EXECUTOR_IMAGE.to_string(),
             safe_audiences: Default::default(),
             published_events: Default::default(),
+            pruned: Default::default(),
             jwt_trust: RwLock::new(None),
         }
     }

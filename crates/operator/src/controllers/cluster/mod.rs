@@ -1,6 +1,7 @@
 //! The OpenBaoCluster controller: dereference → validate → build → apply → status.
 
 pub mod bluegreen;
+pub mod raft_membership;
 mod snapshot;
 pub mod status;
 mod tls;
@@ -199,7 +200,11 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
             let serving = observed.ready_replicas > 0
                 && (previous.initialized || observed.pods.iter().any(|p| p.initialized == Some(true)));
             if let (true, true, Some(bundle)) = (serving, obj.spec.self_init.oidc.enabled, applied.bundle.as_deref()) {
-                observed.access = sync_openbao_access(ctx, &cluster, &previous, bundle, &mut events).await;
+                let (access, client) = sync_openbao_access(ctx, &cluster, &previous, bundle, &mut events).await;
+                observed.access = access;
+                if let Some(client) = client {
+                    observed.raft = raft_membership::observe(&client).await;
+                }
             }
             match upgrade_plan::plan(&obj.spec, &previous) {
                 UpgradePlan::Idle => {}
@@ -237,9 +242,10 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
     publish_events(ctx, obj, &previous, &new_status, events).await;
     let next_cert_check = outcome?.next_cert_check;
 
-    let mut requeue = if new_status.initialized && new_status.ready_replicas >= obj.spec.replicas {
+    let settled = !raft_membership::settling(&observed.raft, obj.spec.replicas);
+    let mut requeue = if new_status.initialized && new_status.ready_replicas >= obj.spec.replicas && settled {
         STEADY_REQUEUE
-    } else if waits_for_the_unwatched(&observed) {
+    } else if waits_for_the_unwatched(&observed) || !settled {
         RETRY_REQUEUE
     } else {
         BOOTSTRAP_REQUEUE
@@ -588,22 +594,24 @@ fn job_account(cluster: &Cluster<'_>, account: &str) -> JobAccount {
 
 /// Logs in to OpenBao and keeps its trusted service-account keys equal to the apiserver's.
 /// Runs only on a serving cluster; failures are reported in status, not retried as errors.
+/// Also returns the logged-in client (when the login succeeded) for the reads that follow.
 async fn sync_openbao_access(
     ctx: &Context,
     cluster: &Cluster<'_>,
     previous: &OpenBaoClusterStatus,
     bundle: &str,
     events: &mut Vec<(String, String)>,
-) -> status::Access {
+) -> (status::Access, Option<openbao_client::BaoClient>) {
     use crate::openbao::AccessError;
     use status::Access;
     let oidc = &cluster.spec.self_init.oidc;
     let trust = match ctx.refreshed_jwt_trust().await {
         Ok(trust) => trust,
-        Err(e) => return Access::Failed(e.to_string()),
+        Err(e) => return (Access::Failed(e.to_string()), None),
     };
     let issuer = oidc.issuer.clone().unwrap_or(trust.issuer);
     let endpoint = (ctx.endpoints)(cluster.name, cluster.namespace);
+    let mut logged_in = None;
     let work = async {
         let jwt = crate::openbao::operator_token(
             &ctx.client,
@@ -614,9 +622,11 @@ async fn sync_openbao_access(
         )
         .await?;
         let client = crate::openbao::login(&endpoint, bundle, &jwt).await?;
-        crate::openbao::sync_jwt_keys(&client, &issuer, &trust.public_keys_pem).await
+        let synced = crate::openbao::sync_jwt_keys(&client, &issuer, &trust.public_keys_pem).await;
+        logged_in = Some(client);
+        synced
     };
-    match tokio::time::timeout(Duration::from_secs(20), work).await {
+    let access = match tokio::time::timeout(Duration::from_secs(20), work).await {
         Err(_) => Access::Failed(format!("OpenBao at {} did not answer within 20 s", endpoint.url)),
         Ok(Err(e @ AccessError::AudienceUnsafe { .. })) => Access::AudienceUnsafe(e.to_string()),
         Ok(Err(e)) if crate::openbao::is_audience_refusal(&e) => {
@@ -637,7 +647,8 @@ async fn sync_openbao_access(
             ));
             Access::Ok
         }
-    }
+    };
+    (access, logged_in)
 }
 
 /// The seal key is generated once and never changes: losing it loses the data. It is created

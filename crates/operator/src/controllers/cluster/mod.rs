@@ -2,6 +2,7 @@
 
 pub mod bluegreen;
 pub mod raft_membership;
+mod service_monitor;
 mod snapshot;
 pub mod status;
 mod tls;
@@ -546,6 +547,7 @@ async fn apply_all(
                 .await?,
         ),
     }
+    service_monitor::apply(ctx, cluster, writer).await?;
     apply_gateway(ctx, cluster, writer, observed, bundle.as_deref()).await?;
 
     // Pods start only once their TLS material, what their seal needs and (first time) the

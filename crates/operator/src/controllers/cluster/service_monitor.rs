@@ -1,0 +1,28 @@
+//! The optional ServiceMonitor `<c>-metrics` (Prometheus Operator) for OpenBao's metrics
+//! Service: applied through the one write layer, with owner reference and applied hash like
+//! every child, only while the apiserver serves `monitoring.coreos.com/v1` ServiceMonitor.
+//! Without that API nothing is sent, nothing fails and nothing is retried: the spec's switch
+//! waits for the API (discovery is asked again every `OPTIONAL_API_TTL`).
+
+use openbao_api::names;
+use openbao_render::Cluster;
+use openbao_render::objects::{self, ServiceMonitor};
+
+use crate::context::Context;
+use crate::kube_write::{KubeError, Writer};
+
+/// Applies the ServiceMonitor the spec wants, or prunes the cluster's own when it wants none.
+pub async fn apply(ctx: &Context, cluster: &Cluster<'_>, writer: &Writer<'_>) -> Result<(), KubeError> {
+    if !ctx.service_monitors.served(&ctx.client).await {
+        return Ok(());
+    }
+    match objects::service_monitor(cluster) {
+        Some(monitor) => drop(writer.apply(&monitor).await?),
+        None => drop(
+            writer
+                .delete_if_owned::<ServiceMonitor>(&names::metrics_service(cluster.name), cluster.uid)
+                .await?,
+        ),
+    }
+    Ok(())
+}

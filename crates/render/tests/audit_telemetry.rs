@@ -9,7 +9,9 @@
 //! a userpass login and a KV write and read, the audit file holds all three requests, with the
 //! secret and the password only HMAC'd (`hmac-sha256:`), never in clear; the metrics path answers
 //! in Prometheus format without a token and reports the seal state and raft, while every other
-//! path still needs one.
+//! path still needs one; every metric name the chart's OpenBao dashboard
+//! (`charts/openbao-operator/dashboards/openbao.json`) queries is in the server's Prometheus
+//! output (leader changes, raft commit time, request latency, seal status, autopilot health).
 
 use anyhow::{Context, Result, bail, ensure};
 use openbao_api::{AUDIT_DIR, OpenBaoClusterSpec};
@@ -17,6 +19,7 @@ use openbao_client::ClientConfig;
 use openbao_render::pki::{self, KeyedCert};
 use openbao_render::{API_PORT, CLUSTER_PORT, Cluster, JwtTrust, OperatorIdentity, config, paths, selfinit};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -327,8 +330,73 @@ async fn audit_and_telemetry(version: &str) -> Result<()> {
     let other = curl(&ca, &host, &addr, "/v1/sys/mounts").await?;
     ensure!(other.0 == 403, "sys/mounts without a token: HTTP {}", other.0);
 
+    // 5. Every metric the chart's OpenBao dashboard queries is one this (raft) server exports.
+    // Autopilot reports a moment after the server became active, hence the wait.
+    let wanted = dashboard_metric_names()?;
+    poll_until("every dashboard metric exported", Duration::from_secs(30), || async {
+        let (_, body) = curl(&ca, &host, &addr, "/v1/sys/metrics?format=prometheus").await?;
+        let exported: BTreeSet<&str> = body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let missing: Vec<&String> = wanted.iter().filter(|n| !exported.contains(n.as_str())).collect();
+        ensure!(missing.is_empty(), "{version} does not export {missing:?}");
+        Ok(Some(()))
+    })
+    .await?;
+    eprintln!(
+        "DASHBOARD {version}: all {} metric names exported: {wanted:?}",
+        wanted.len()
+    );
+
     node.stop().await;
     Ok(())
+}
+
+/// The metric names the chart's OpenBao dashboard queries (panels and variables): every
+/// `vault_*` name (OpenBao 2.6 and 2.7 keep the prefix). Each panel must query one, and the five
+/// themes of the dashboard must be there.
+fn dashboard_metric_names() -> Result<BTreeSet<String>> {
+    let path = testkit::cache::repo_root().join("charts/openbao-operator/dashboards/openbao.json");
+    let dashboard: Value =
+        serde_json::from_slice(&std::fs::read(&path)?).with_context(|| path.display().to_string())?;
+    let names_in = |expr: &str| -> Vec<String> {
+        expr.match_indices("vault_")
+            .map(|(at, _)| {
+                expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect()
+            })
+            .collect()
+    };
+    let mut all = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().context("panels")? {
+        let mut in_panel = Vec::new();
+        for target in panel["targets"].as_array().context("targets")? {
+            in_panel.extend(names_in(target["expr"].as_str().context("expr")?));
+        }
+        ensure!(
+            !in_panel.is_empty(),
+            "panel {} queries no OpenBao metric",
+            panel["title"]
+        );
+        all.extend(in_panel);
+    }
+    for variable in dashboard["templating"]["list"].as_array().context("variables")? {
+        all.extend(names_in(variable["query"].as_str().unwrap_or_default()));
+    }
+    for theme in [
+        "vault_raft_state_leader",
+        "vault_raft_commitTime",
+        "vault_core_handle_request",
+        "vault_core_unsealed",
+        "vault_autopilot_healthy",
+    ] {
+        ensure!(all.contains(theme), "the dashboard has no panel on {theme}");
+    }
+    Ok(all)
 }
 
 /// GET `path` on the node without a token, verifying its certificate; (status, body).

@@ -11,7 +11,9 @@
 //! in Prometheus format without a token and reports the seal state and raft, while every other
 //! path still needs one; every metric name the chart's OpenBao dashboard
 //! (`charts/openbao-operator/dashboards/openbao.json`) queries is in the server's Prometheus
-//! output (leader changes, raft commit time, request latency, seal status, autopilot health).
+//! output (leader changes, raft commit time, request latency, seal status, autopilot health),
+//! and every query of that dashboard answers with a number on a real Prometheus scraping the
+//! server the way the ServiceMonitor does.
 
 use anyhow::{Context, Result, bail, ensure};
 use openbao_api::{AUDIT_DIR, OpenBaoClusterSpec};
@@ -350,6 +352,12 @@ async fn audit_and_telemetry(version: &str) -> Result<()> {
         wanted.len()
     );
 
+    // 6. A real Prometheus scraping the server as the ServiceMonitor does (HTTPS verified with the
+    // CA, the metrics path with format=prometheus, the target labelled like a Service endpoint):
+    // every query of the dashboard runs and answers with a number.
+    let answered = dashboard_on_prometheus(root, &ca, &host, &addr).await?;
+    eprintln!("PROMETHEUS {version}: every dashboard query answered: {answered:?}");
+
     node.stop().await;
     Ok(())
 }
@@ -397,6 +405,120 @@ fn dashboard_metric_names() -> Result<BTreeSet<String>> {
         ensure!(all.contains(theme), "the dashboard has no panel on {theme}");
     }
     Ok(all)
+}
+
+/// Starts Prometheus (Debian's build of the pinned version, `hack/fetch-prometheus.sh`) on a
+/// loopback port, scraping the node every second, and runs every dashboard query on it until it
+/// answers with a number; (panel title, series with a number) per query.
+async fn dashboard_on_prometheus(
+    root: &Path,
+    ca: &KeyedCert,
+    host: &str,
+    addr: &NodeAddr,
+) -> Result<Vec<(String, usize)>> {
+    let line = testkit::cache::run_hack("fetch-prometheus.sh", &[])?;
+    let prometheus_root = line
+        .split_once(' ')
+        .map(|(_, r)| r)
+        .context("fetch-prometheus.sh output")?;
+    let binary = Path::new(prometheus_root).join("usr/bin/prometheus");
+    let dir = root.join("prometheus");
+    std::fs::create_dir_all(&dir)?;
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, &ca.cert_pem)?;
+    let config = json!({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [{
+            "job_name": "openbao",
+            "scheme": "https",
+            "metrics_path": openbao_render::objects::METRICS_PATH,
+            "params": {"format": ["prometheus"]},
+            "tls_config": {"ca_file": ca_file, "server_name": host},
+            "static_configs": [{
+                "targets": [format!("{}:{API_PORT}", addr.ip)],
+                "labels": {"namespace": NAMESPACE, "service": format!("{CLUSTER}-metrics"), "pod": POD},
+            }],
+        }],
+    });
+    // JSON is YAML.
+    std::fs::write(dir.join("prometheus.yml"), serde_json::to_string(&config)?)?;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        format!("--config.file={}", dir.join("prometheus.yml").display()),
+        format!("--storage.tsdb.path={}", dir.join("data").display()),
+        format!("--web.listen-address={listen}"),
+    ];
+    let mut server =
+        testkit::process::ManagedProcess::start("prometheus", &binary, &args, &[], &dir.join("prometheus.log"))?;
+    let queries = dashboard_queries()?;
+    let mut answered = Vec::new();
+    let result = async {
+        for (title, expr) in &queries {
+            let numbers = poll_until(&format!("panel {title:?} answers"), Duration::from_secs(60), || async {
+                let run = tokio::process::Command::new("curl")
+                    .args(["-sS", "--max-time", "5", "-G"])
+                    .arg(format!("http://{listen}/api/v1/query"))
+                    .arg("--data-urlencode")
+                    .arg(format!("query={expr}"))
+                    .kill_on_drop(true)
+                    .output()
+                    .await?;
+                let answer: Value = serde_json::from_slice(&run.stdout)
+                    .with_context(|| format!("{expr}: {}", String::from_utf8_lossy(&run.stderr)))?;
+                ensure!(answer["status"] == "success", "Prometheus refused {expr}: {answer}");
+                let numbers = answer["data"]["result"]
+                    .as_array()
+                    .map(|series| {
+                        series
+                            .iter()
+                            .filter(|s| {
+                                s["value"][1]
+                                    .as_str()
+                                    .and_then(|v| v.parse::<f64>().ok())
+                                    .is_some_and(f64::is_finite)
+                            })
+                            .count()
+                    })
+                    .unwrap_or(0);
+                ensure!(numbers > 0, "{expr} -> {answer}");
+                Ok(Some(numbers))
+            })
+            .await?;
+            answered.push((title.clone(), numbers));
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let log = server.log_tail(20);
+    server.stop();
+    result.with_context(|| format!("Prometheus log:\n{log}"))?;
+    Ok(answered)
+}
+
+/// (panel title, PromQL) of every target of the OpenBao dashboard, with Grafana's variables set
+/// to this test's cluster and a 1-minute rate window.
+fn dashboard_queries() -> Result<Vec<(String, String)>> {
+    let path = testkit::cache::repo_root().join("charts/openbao-operator/dashboards/openbao.json");
+    let dashboard: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().context("panels")? {
+        let title = panel["title"].as_str().context("title")?;
+        for target in panel["targets"].as_array().context("targets")? {
+            let expr = target["expr"]
+                .as_str()
+                .context("expr")?
+                .replace("$__rate_interval", "1m")
+                .replace("$namespace", NAMESPACE)
+                .replace("$service", &format!("{CLUSTER}-metrics"));
+            ensure!(!expr.contains('$'), "panel {title:?}: unknown variable in {expr}");
+            out.push((title.to_string(), expr));
+        }
+    }
+    Ok(out)
 }
 
 /// GET `path` on the node without a token, verifying its certificate; (status, body).

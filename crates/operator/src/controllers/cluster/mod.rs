@@ -243,14 +243,19 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
     publish_events(ctx, obj, &previous, &new_status, events).await;
     let next_cert_check = outcome?.next_cert_check;
 
-    let settled = !raft_membership::settling(&observed.raft, obj.spec.replicas);
-    let mut requeue = if new_status.initialized && new_status.ready_replicas >= obj.spec.replicas && settled {
-        STEADY_REQUEUE
-    } else if waits_for_the_unwatched(&observed) || !settled {
-        RETRY_REQUEUE
-    } else {
-        BOOTSTRAP_REQUEUE
-    };
+    let unready_since = raft_membership::unready_since(&new_status.conditions);
+    let raft_requeue = raft_membership::requeue_after(&observed.raft, obj.spec.replicas, unready_since, now);
+    let mut requeue =
+        if new_status.initialized && new_status.ready_replicas >= obj.spec.replicas && raft_requeue.is_none() {
+            STEADY_REQUEUE
+        } else if waits_for_the_unwatched(&observed) {
+            RETRY_REQUEUE
+        } else {
+            BOOTSTRAP_REQUEUE
+        };
+    if let Some(after) = raft_requeue {
+        requeue = requeue.min(after);
+    }
     if let Some(at) = next_cert_check {
         let until = at.duration_since(now).as_secs().max(1) as u64;
         requeue = requeue.min(Duration::from_secs(until));

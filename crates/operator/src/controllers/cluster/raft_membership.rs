@@ -153,14 +153,52 @@ pub fn quorum(observation: &RaftObservation, replicas: i32) -> Quorum {
     }
 }
 
-/// Whether the next reconcile should come soon: membership moves without any watch event
-/// (autopilot promotes joined servers after its stabilization time), so a cluster whose
-/// membership is not yet healthy is looked at again shortly.
+/// Look again this soon while membership was unready for less than [`SETTLING_FOR`].
+const SETTLING_REQUEUE: Duration = Duration::from_secs(5);
+/// How long membership usually takes to settle: autopilot promotes a joined server after its
+/// stabilization time (2 s Development, 10 s Hardened) plus its update intervals.
+const SETTLING_FOR: Duration = Duration::from_secs(60);
+/// Look again this soon once membership has been unready for longer (each look is a login).
+const UNREADY_REQUEUE: Duration = Duration::from_secs(30);
+
+/// Whether membership is read and not (yet) healthy.
 pub fn settling(observation: &RaftObservation, replicas: i32) -> bool {
     match observation {
         RaftObservation::NotRead => false,
         _ => condition(observation, replicas, true).status != Status::True,
     }
+}
+
+/// When to reconcile again for membership's sake (`None`: it is healthy or not read). It moves
+/// without any watch event, so an unready membership is looked at again soon, and less often
+/// once it stayed unready for a while. `unready_since`: the `RaftMembershipReady` condition's
+/// last transition, when it is not True.
+pub fn requeue_after(
+    observation: &RaftObservation,
+    replicas: i32,
+    unready_since: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+) -> Option<Duration> {
+    if !settling(observation, replicas) {
+        return None;
+    }
+    let unready_for = unready_since
+        .map(|t| now.duration_since(t).as_secs().max(0) as u64)
+        .unwrap_or(0);
+    Some(if unready_for < SETTLING_FOR.as_secs() {
+        SETTLING_REQUEUE
+    } else {
+        UNREADY_REQUEUE
+    })
+}
+
+/// The `RaftMembershipReady` condition's last transition in `conditions`, when it is not True.
+pub fn unready_since(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<jiff::Timestamp> {
+    cond::find(conditions, cond::RAFT_MEMBERSHIP_READY)
+        .filter(|c| c.status != Status::True.as_str())
+        .map(|c| c.last_transition_time.0)
 }
 
 #[cfg(test)]
@@ -272,6 +310,19 @@ mod tests {
             }
         ));
         assert!(settling(&o, 3));
+    }
+
+    #[test]
+    fn unready_membership_is_looked_at_soon_then_less_often() {
+        let now: jiff::Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let healthy = read(state("a", &[("a", true, true)]));
+        assert_eq!(requeue_after(&healthy, 1, None, now), None);
+        assert_eq!(requeue_after(&RaftObservation::NotRead, 1, None, now), None);
+        let unhealthy = read(state("a", &[("a", true, true), ("b", true, false), ("c", true, true)]));
+        let since = |secs: i64| Some(now - jiff::SignedDuration::from_secs(secs));
+        assert_eq!(requeue_after(&unhealthy, 3, None, now), Some(SETTLING_REQUEUE));
+        assert_eq!(requeue_after(&unhealthy, 3, since(10), now), Some(SETTLING_REQUEUE));
+        assert_eq!(requeue_after(&unhealthy, 3, since(120), now), Some(UNREADY_REQUEUE));
     }
 
     #[test]

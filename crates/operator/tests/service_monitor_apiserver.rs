@@ -1,12 +1,13 @@
 //! The optional ServiceMonitor through the OpenBaoCluster controller on a real kube-apiserver.
 //!
 //! Proven: without the Prometheus Operator's CRD a cluster asking for a ServiceMonitor
-//! converges (no error, the usual requeue, no write, no ServiceMonitor); once a
-//! ServiceMonitor CRD is installed (a minimal one carrying the Prometheus Operator's field names
-//! and duration pattern, so that anything else the operator sent would be pruned and show up as
-//! drift), the next discovery finds it and the reconcile applies `<c>-metrics` with the owner
-//! reference, the applied hash and the selector, port, path, scheme and TLS settings that match
-//! the metrics Service; a second reconcile writes nothing; switching it off prunes it.
+//! converges (no error, the usual requeue, no write, no ServiceMonitor). Once a ServiceMonitor
+//! CRD is installed (a minimal one with the Prometheus Operator's field names and duration
+//! pattern, so that anything else the operator sent would be pruned and show up as drift), an
+//! operator that asked discovery recently does nothing yet (it asks again only every
+//! `OPTIONAL_API_TTL`); the next discovery finds it and the reconcile applies `<c>-metrics` with
+//! the owner reference, the applied hash and the selector, port, path, scheme and TLS settings
+//! that match the metrics Service; a second reconcile writes nothing; switching it off prunes it.
 
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::core::v1::Service;
@@ -92,6 +93,8 @@ async fn the_service_monitor_follows_the_crd_and_the_spec() -> Result<()> {
         namespace: "openbao-operator-system".into(),
         service_account: "openbao-operator".into(),
     };
+    // An operator as shipped: discovery believed for OPTIONAL_API_TTL.
+    let cached = Arc::new(Context::new(client.clone(), operator.clone(), Metrics::default()).await);
     let mut ctx = Context::new(client.clone(), operator, Metrics::default()).await;
     // Discovery asked on every reconcile, so the CRD installed below is seen at once (the
     // operator asks every OPTIONAL_API_TTL).
@@ -112,6 +115,7 @@ async fn the_service_monitor_follows_the_crd_and_the_spec() -> Result<()> {
 
     // 1. No CRD: the cluster converges as any other, nothing about ServiceMonitors fails.
     let (_, first_requeue) = reconcile(&client, &ctx, &ns).await?;
+    reconcile(&client, &cached, &ns).await?;
     let before = writes(&ctx);
     let (c, requeue) = reconcile(&client, &ctx, &ns).await?;
     ensure!(
@@ -142,6 +146,12 @@ async fn the_service_monitor_follows_the_crd_and_the_spec() -> Result<()> {
     install_crds(&client, vec![service_monitor_crd()?]).await?;
     let monitors = Api::<ServiceMonitor>::namespaced(client.clone(), &ns);
     ensure!(monitors.list(&Default::default()).await?.items.is_empty());
+    // The shipped operator still believes its last discovery (no discovery per reconcile).
+    reconcile(&client, &cached, &ns).await?;
+    ensure!(
+        monitors.list(&Default::default()).await?.items.is_empty(),
+        "discovery was asked again before OPTIONAL_API_TTL"
+    );
     let (c, _) = reconcile(&client, &ctx, &ns).await?;
     let monitor = monitors
         .get(&names::metrics_service(NAME))

@@ -1,7 +1,8 @@
 //! The optional ServiceMonitor through the OpenBaoCluster controller on a real kube-apiserver.
 //!
 //! Proven: without the Prometheus Operator's CRD a cluster asking for a ServiceMonitor
-//! converges (no error, the usual requeue, no write, no ServiceMonitor). Once a ServiceMonitor
+//! converges (no error, the usual requeue, no ServiceMonitor, one Event `ServiceMonitorAPIMissing`
+//! saying why, and no write on the next reconcile). Once a ServiceMonitor
 //! CRD is installed (a minimal one with the Prometheus Operator's field names and duration
 //! pattern, so that anything else the operator sent would be pruned and show up as drift), an
 //! operator that asked discovery recently does nothing yet (it asks again only every
@@ -135,6 +136,21 @@ async fn the_service_monitor_follows_the_crd_and_the_spec() -> Result<()> {
             .any(|c| c.type_ == "Degraded" && c.status == "True"),
         "{:?}",
         status.conditions
+    );
+    // The cluster says why it has no ServiceMonitor: once per operator (two here, `ctx` and
+    // `cached`), not again on later reconciles (Events are not repeated within the hour).
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+    let said: Vec<String> = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ServiceMonitorAPIMissing"))
+        .filter_map(|e| e.note)
+        .collect();
+    ensure!(
+        said.len() == 2 && said[0].contains("monitoring.coreos.com/v1 ServiceMonitor"),
+        "{said:?}"
     );
     let services = Api::<Service>::namespaced(client.clone(), &ns);
     let svc = services

@@ -552,7 +552,7 @@ async fn apply_all(
                 .await?,
         ),
     }
-    service_monitor::apply(ctx, cluster, writer).await?;
+    service_monitor::apply(ctx, cluster, writer, events).await?;
     apply_gateway(ctx, cluster, writer, observed, bundle.as_deref()).await?;
 
     // Pods start only once their TLS material, what their seal needs and (first time) the

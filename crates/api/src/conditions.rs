@@ -16,6 +16,9 @@ pub const AUDIT_READY: &str = "AuditReady";
 /// Written by the backup controller: whether `spec.backup` can run (schedule, endpoint,
 /// credentials Secret) and how the last backup went.
 pub const BACKUP_CONFIGURATION_READY: &str = "BackupConfigurationReady";
+/// Whether raft has a leader and every expected server votes and is healthy, as the leader's
+/// autopilot reports it (`sys/storage/raft/autopilot/state`, read with the operator's login).
+pub const RAFT_MEMBERSHIP_READY: &str = "RaftMembershipReady";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {

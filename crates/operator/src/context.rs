@@ -20,6 +20,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// Whether the Gateway API (HTTPRoute, BackendTLSPolicy) is served by this apiserver.
     pub gateway_api: bool,
+    /// Whether the Prometheus Operator's ServiceMonitor is served (asked again every
+    /// [`discovery::OPTIONAL_API_TTL`]; tests may shorten it before sharing the context).
+    pub service_monitors: discovery::OptionalApi,
     /// Only reconcile clusters in this namespace (all namespaces when `None`).
     pub watch_namespace: Option<String>,
     /// How to reach a cluster's OpenBao API (the public Service unless a test says otherwise).
@@ -52,6 +55,7 @@ impl Context {
             },
             metrics,
             gateway_api,
+            service_monitors: discovery::OptionalApi::service_monitors(discovery::OPTIONAL_API_TTL),
             watch_namespace: None,
             endpoints: Arc::new(crate::openbao::in_cluster_endpoint),
             executor_image: crate::DEFAULT_EXECUTOR_IMAGE.to_string(),

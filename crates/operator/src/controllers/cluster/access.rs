@@ -10,22 +10,24 @@ use crate::context::Context;
 
 /// Logs in to OpenBao and keeps its trusted service-account keys equal to the apiserver's.
 /// Runs only on a serving cluster; failures are reported in status, not retried as errors.
+/// Also returns the logged-in client (when the login succeeded) for the reads that follow.
 pub(super) async fn sync_openbao_access(
     ctx: &Context,
     cluster: &Cluster<'_>,
     previous: &OpenBaoClusterStatus,
     bundle: &str,
     events: &mut Vec<(String, String)>,
-) -> status::Access {
+) -> (status::Access, Option<openbao_client::BaoClient>) {
     use crate::openbao::AccessError;
     use status::Access;
     let oidc = &cluster.spec.self_init.oidc;
     let trust = match ctx.refreshed_jwt_trust().await {
         Ok(trust) => trust,
-        Err(e) => return Access::Failed(e.to_string()),
+        Err(e) => return (Access::Failed(e.to_string()), None),
     };
     let issuer = oidc.issuer.clone().unwrap_or(trust.issuer);
     let endpoint = (ctx.endpoints)(cluster.name, cluster.namespace);
+    let mut logged_in = None;
     let work = async {
         let jwt = crate::openbao::operator_token(
             &ctx.client,
@@ -36,9 +38,11 @@ pub(super) async fn sync_openbao_access(
         )
         .await?;
         let client = crate::openbao::login(&endpoint, bundle, &jwt).await?;
-        crate::openbao::sync_jwt_keys(&client, &issuer, &trust.public_keys_pem).await
+        let synced = crate::openbao::sync_jwt_keys(&client, &issuer, &trust.public_keys_pem).await;
+        logged_in = Some(client);
+        synced
     };
-    match tokio::time::timeout(Duration::from_secs(20), work).await {
+    let access = match tokio::time::timeout(Duration::from_secs(20), work).await {
         Err(_) => Access::Failed(format!("OpenBao at {} did not answer within 20 s", endpoint.url)),
         Ok(Err(e @ AccessError::AudienceUnsafe { .. })) => Access::AudienceUnsafe(e.to_string()),
         Ok(Err(e)) if crate::openbao::is_audience_refusal(&e) => {
@@ -59,5 +63,6 @@ pub(super) async fn sync_openbao_access(
             ));
             Access::Ok
         }
-    }
+    };
+    (access, logged_in)
 }

@@ -173,6 +173,7 @@ pub(super) async fn apply_all(
     writer
         .prune::<Service>(&metrics_selector, cluster.uid, &metrics)
         .await?;
+    super::service_monitor::apply(ctx, cluster, writer, events).await?;
     apply_gateway(ctx, cluster, writer, observed, bundle.as_deref()).await?;
 
     // Pods start only once their TLS material, what their seal needs and (first time) the

@@ -7,7 +7,9 @@ mod access;
 mod apply;
 pub mod bluegreen;
 mod observe;
+pub mod raft_membership;
 mod report;
+mod service_monitor;
 mod snapshot;
 pub mod status;
 mod step;
@@ -169,7 +171,11 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
             let serving = observed.ready_replicas > 0
                 && (previous.initialized || observed.pods.iter().any(|p| p.initialized == Some(true)));
             if let (true, true, Some(bundle)) = (serving, obj.spec.self_init.oidc.enabled, applied.bundle.as_deref()) {
-                observed.access = access::sync_openbao_access(ctx, &cluster, &previous, bundle, &mut events).await;
+                let (access, client) = access::sync_openbao_access(ctx, &cluster, &previous, bundle, &mut events).await;
+                observed.access = access;
+                if let Some(client) = client {
+                    observed.raft = raft_membership::observe(&client).await;
+                }
             }
             (base, upgrade_requeue) =
                 step::upgrade(ctx, &cluster, &previous, applied.bundle.as_deref(), &mut observed).await;
@@ -179,12 +185,14 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
     let new_status = report::write_status(ctx, obj, &base, &observed).await?;
     report::publish_events(ctx, obj, &previous, &new_status, events).await;
     let next_cert_check = outcome?.next_cert_check;
-    let settled = new_status.initialized && new_status.ready_replicas >= obj.spec.replicas;
+    let unready_since = raft_membership::unready_since(&new_status.conditions);
+    let raft_requeue = raft_membership::requeue_after(&observed.raft, obj.spec.replicas, unready_since, now);
+    let settled = new_status.initialized && new_status.ready_replicas >= obj.spec.replicas && raft_requeue.is_none();
     Ok(Action::requeue(requeue_after(
         settled,
         &observed,
         next_cert_check.map(|at| at.duration_since(now)),
-        upgrade_requeue,
+        upgrade_requeue.into_iter().chain(raft_requeue).min(),
     )))
 }
 

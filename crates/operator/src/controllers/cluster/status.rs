@@ -229,6 +229,8 @@ pub struct Observed {
     /// Each pod's `openbao.org/audit-hash` (the audit configuration it was started with).
     pub pod_audit_hashes: Vec<(String, Option<String>)>,
     pub seal: SealState,
+    /// Raft membership as the leader's autopilot reports it (read with the operator's login).
+    pub raft: super::raft_membership::RaftObservation,
 }
 
 /// What logging in to OpenBao as the operator showed.
@@ -319,6 +321,7 @@ impl Observed {
             upgrade: UpgradeState::NotRun,
             pod_audit_hashes: Vec::new(),
             seal: SealState::NotChecked,
+            raft: Default::default(),
         }
     }
 }
@@ -336,6 +339,18 @@ pub fn derive(
     let replicas = spec.replicas;
     let ready = observed.ready_replicas;
 
+    // Once initialized, Available needs a leader and a majority of healthy voters as autopilot
+    // reports them (when the operator reads it), and all of them for AllReplicasReady.
+    use super::raft_membership::{self as raft, Quorum};
+    let quorum = if initialized {
+        raft::quorum(&observed.raft, replicas)
+    } else {
+        Quorum::NotRead
+    };
+    let (voters_full, voters) = match &quorum {
+        Quorum::Serving { full, message } => (*full, format!("; {message}")),
+        _ => (true, String::new()),
+    };
     set(if observed.paused {
         Desired::new(
             cond::AVAILABLE,
@@ -343,19 +358,21 @@ pub fn derive(
             "Paused",
             "spec.paused is true: the operator makes no changes",
         )
-    } else if ready >= replicas {
+    } else if let Quorum::Lost { reason, message } = &quorum {
+        Desired::new(cond::AVAILABLE, Status::False, *reason, message.clone())
+    } else if ready >= replicas && voters_full {
         Desired::new(
             cond::AVAILABLE,
             Status::True,
             "AllReplicasReady",
-            format!("{ready}/{replicas} servers unsealed and serving"),
+            format!("{ready}/{replicas} servers unsealed and serving{voters}"),
         )
     } else if ready > replicas / 2 {
         Desired::new(
             cond::AVAILABLE,
             Status::True,
             "QuorumReady",
-            format!("{ready}/{replicas} servers ready: a raft quorum serves"),
+            format!("{ready}/{replicas} servers ready: a raft quorum serves{voters}"),
         )
     } else if let Some((pod, failure)) = observed
         .pods
@@ -377,6 +394,10 @@ pub fn derive(
             format!("{ready}/{replicas} servers ready"),
         )
     });
+
+    if !observed.paused {
+        set(raft::condition(&observed.raft, replicas, spec.self_init.oidc.enabled));
+    }
 
     set(match &observed.tls {
         TlsState::Ready { .. } if spec.tls.mode == TlsMode::OperatorManaged => Desired::new(
@@ -870,6 +891,74 @@ mod tests {
             ("True".into(), "DemoLoginEnabled".into())
         );
         assert_eq!(reason(&s, cond::DEGRADED), ("False".into(), "Reconciled".into()));
+    }
+
+    #[test]
+    fn available_means_voters_once_membership_is_read() {
+        use super::super::raft_membership::{Membership, RaftObservation};
+        let mut o = observed();
+        o.ready_replicas = 3;
+        o.pods = (0..3)
+            .map(|i| PodView {
+                name: format!("b-{i}"),
+                initialized: Some(true),
+                sealed: Some(false),
+                active: i == 0,
+                seal_failure: None,
+            })
+            .collect();
+        let sp = spec(serde_json::json!({}));
+        let membership = |healthy_voters, voters, leader: bool| {
+            RaftObservation::Read(Membership {
+                leader: leader.then(|| "b-0".to_string()),
+                voters,
+                healthy_voters,
+                healthy: healthy_voters == 3,
+            })
+        };
+        let cases = [
+            // Ready pods alone while membership is not read.
+            (
+                RaftObservation::NotRead,
+                ("True", "AllReplicasReady"),
+                ("Unknown", "NotObserved"),
+            ),
+            (
+                membership(3, 3, true),
+                ("True", "AllReplicasReady"),
+                ("True", "Healthy"),
+            ),
+            // Pods ready, but one server joined as a non-voter: a quorum serves, not all of it.
+            (
+                membership(2, 2, true),
+                ("True", "QuorumReady"),
+                ("False", "VotersMissing"),
+            ),
+            (membership(2, 3, true), ("True", "QuorumReady"), ("False", "Unhealthy")),
+            (
+                membership(1, 3, true),
+                ("False", "NoRaftQuorum"),
+                ("False", "Unhealthy"),
+            ),
+            (membership(3, 3, false), ("False", "NoLeader"), ("False", "NoLeader")),
+            (
+                RaftObservation::Unreadable("reading the raft autopilot state: HTTP 500".into()),
+                ("False", "RaftMembershipUnknown"),
+                ("Unknown", "Unknown"),
+            ),
+        ];
+        for (raft, available, membership) in cases {
+            o.raft = raft.clone();
+            let s = derive(&sp, &Default::default(), &o, Some(1), now());
+            let pair = |(a, b): (&str, &str)| (a.to_string(), b.to_string());
+            assert_eq!(reason(&s, cond::AVAILABLE), pair(available), "{raft:?}");
+            assert_eq!(reason(&s, cond::RAFT_MEMBERSHIP_READY), pair(membership), "{raft:?}");
+        }
+        // Before initialization membership does not gate Available.
+        o.pods.iter_mut().for_each(|p| p.initialized = Some(false));
+        o.raft = RaftObservation::Unreadable("x".into());
+        let s = derive(&sp, &Default::default(), &o, Some(1), now());
+        assert_eq!(reason(&s, cond::AVAILABLE).1, "AllReplicasReady");
     }
 
     #[test]

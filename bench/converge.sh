@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): N OpenBaoClusters applied at once against the real hermetic apiserver.
-# Prints and records: time until every cluster has all its objects and a status, Kubernetes
-# writes per cluster, and the operator's peak RSS. Usage: bench/converge.sh [N] (default 100).
+# Prints and records: time until every cluster has all its objects and a status; the operator's
+# write requests counted from the apiserver's own audit log (to converge, and per minute once
+# converged); the operator's peak RSS and CPU; the apiserver's CPU.
+# Usage: bench/converge.sh [N] (default 1000).
 # Runs the operator as its own process (release build) so its memory is measured alone.
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 cd "$REPO_ROOT"
-N="${1:-100}"
+N="${1:-1000}"
 OUT="bench/converge.md"
+# The script's figures replace the part of $OUT between these markers; the rest stays.
+BEGIN_MARK="<!-- bench/converge.sh: begin -->"
+END_MARK="<!-- bench/converge.sh: end -->"
 KUBECTL="$(bash hack/build-kubernetes.sh apiserver)/kubectl"
 STATE="$(mktemp -d)"
 cleanup() {
@@ -18,7 +23,8 @@ trap cleanup EXIT
 
 cargo build -q --release -p openbao-operator
 OPERATOR="${CARGO_TARGET_DIR:-target}/release/openbao-operator"
-cargo run -q -p testkit --bin hermetic-k8s -- apiserver-up --state-dir "$STATE/k8s" >/dev/null
+AUDIT="$STATE/audit.log"
+cargo run -q -p testkit --bin hermetic-k8s -- apiserver-up --state-dir "$STATE/k8s" --audit-log "$AUDIT" >/dev/null
 export KUBECONFIG="$STATE/k8s/kubeconfig"
 "$KUBECTL" apply --server-side -f "$(bash hack/fetch-gateway-api-crds.sh)" >/dev/null
 "$KUBECTL" apply --server-side -f deploy/crds.yaml >/dev/null
@@ -30,6 +36,13 @@ export KUBECONFIG="$STATE/k8s/kubeconfig"
 OP_PID=$!
 for _ in $(seq 100); do curl -sf 127.0.0.1:18080/readyz >/dev/null && break; sleep 0.1; done
 writes() { curl -sf 127.0.0.1:18080/metrics | awk '/^openbao_operator_kube_writes_total/ {print $2}'; }
+# The operator's write requests in the namespace `bench`, as the apiserver's audit log records
+# them (kubectl's own requests, the CR applies, are told apart by their user agent).
+audited_writes() {
+  grep '"namespace":"bench"' "$AUDIT" | grep -vc '"userAgent":"kubectl' || true
+}
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+APISERVER_PID="$(cat "$STATE/k8s/pids/kube-apiserver.pid")"
 base_writes="$(writes)"
 
 manifests="$STATE/clusters.yaml"
@@ -56,19 +69,29 @@ while true; do
   sts=$("$KUBECTL" -n bench get statefulsets --no-headers 2>/dev/null | wc -l)
   observed=$("$KUBECTL" -n bench get openbaoclusters -o jsonpath='{range .items[*]}{.status.observedGeneration}{"\n"}{end}' | grep -c '^1$' || true)
   [[ "$sts" -ge "$N" && "$observed" -ge "$N" ]] && break
-  sleep 0.2
+  sleep 1
 done
 done_at=$(date +%s.%N)
+op_cpu=$(cpu_seconds "$OP_PID")
+api_cpu=$(cpu_seconds "$APISERVER_PID")
 sleep 5 # let in-flight requeues settle before counting writes
 total_writes=$(( $(writes) - base_writes ))
+converge_audited=$(audited_writes)
+rss_converged_kib=$(awk '/VmRSS/ {print $2}' "/proc/$OP_PID/status")
+# A minute in which nothing changes: what a converged fleet costs the apiserver.
+sleep 60
+idle_audited=$(( $(audited_writes) - converge_audited ))
+op_cpu_idle=$(echo "$(cpu_seconds "$OP_PID") - $op_cpu" | bc)
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$OP_PID/status")
 objects=$("$KUBECTL" -n bench get secrets,configmaps,services,statefulsets,serviceaccounts,roles,rolebindings,poddisruptionbudgets,networkpolicies,httproutes,backendtlspolicies --no-headers | wc -l)
 
 converge=$(printf "%.1f" "$(echo "$done_at - $start" | bc)")
 apply_t=$(printf "%.1f" "$(echo "$applied - $start" | bc)")
 per_cluster=$(echo "scale=1; $total_writes / $N" | bc)
+audited_per_cluster=$(echo "scale=1; $converge_audited / $N" | bc)
 {
-  echo "# Convergence benchmark ($(date -u +%Y-%m-%d), $(nproc) cores)"
+  echo "$BEGIN_MARK"
+  echo "## Fleet: $N clusters ($(date -u +%Y-%m-%d), $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg) at the end)"
   echo
   echo "\`bench/converge.sh $N\`: $N OpenBaoClusters (Development, gateway route, admin JWT role) applied at once"
   echo "with one \`kubectl apply\` against the hermetic etcd + kube-apiserver $KUBERNETES_VERSION; the operator"
@@ -81,6 +104,19 @@ per_cluster=$(echo "scale=1; $total_writes / $N" | bc)
   echo "| kubectl apply of all CRs | ${apply_t} s |"
   echo "| apply → all converged | ${converge} s |"
   echo "| managed objects created | $objects |"
-  echo "| Kubernetes write requests (applies, deletes, status patches), incl. 5 s of requeues | $total_writes ($per_cluster per cluster) |"
-  echo "| operator peak RSS (VmHWM) | $(( rss_kib / 1024 )) MiB |"
-} | tee "$OUT"
+  echo "| operator write requests to converge, apiserver audit log (incl. 5 s of requeues) | $converge_audited ($audited_per_cluster per cluster) |"
+  echo "| the same, operator's \`kube_writes\` metric | $total_writes ($per_cluster per cluster) |"
+  echo "| operator write requests in the following minute (nothing changed), audit log | $idle_audited |"
+  echo "| operator CPU to converge / in that minute | ${op_cpu} s / ${op_cpu_idle} s |"
+  echo "| apiserver CPU from start to converged | ${api_cpu} s |"
+  echo "| operator RSS converged / peak (VmHWM) | $(( rss_converged_kib / 1024 )) MiB / $(( rss_kib / 1024 )) MiB |"
+  echo "$END_MARK"
+} > "$STATE/figures.md"
+cat "$STATE/figures.md"
+awk -v begin="$BEGIN_MARK" -v end="$END_MARK" -v figures="$STATE/figures.md" '
+  $0 == begin { while ((getline line < figures) > 0) print line; skip = 1; next }
+  $0 == end { skip = 0; next }
+  !skip { print }
+' "$OUT" > "$STATE/out.md"
+grep -qF "$BEGIN_MARK" "$OUT" || cat "$STATE/figures.md" >> "$STATE/out.md"
+cp "$STATE/out.md" "$OUT"

@@ -434,6 +434,21 @@ wait_available() {
   die "the lane's OpenBaoCluster is not Available + TLSReady + GatewayIntegrationReady + BackupConfigurationReady after ${LANE_TIMEOUT:-600}s"
 }
 
+# Prometheus verifies OpenBao's servers with the cluster's CA: its certificate (never the key)
+# goes into the ConfigMap openbao-ca in the monitoring namespace. Prometheus reads it when it
+# starts, so it restarts when the certificate is new.
+share_openbao_ca() {
+  local ca current
+  ca="$(kc -n "$TENANT_NS" get secret "$CLUSTER-tls-ca" -o 'jsonpath={.data.ca\.crt}' | base64 -d)"
+  [[ -n "$ca" ]] || die "the cluster's CA Secret $TENANT_NS/$CLUSTER-tls-ca has no ca.crt"
+  current="$(kc -n "$MONITORING_NS" get configmap openbao-ca -o 'jsonpath={.data.ca\.crt}' 2>/dev/null || true)"
+  [[ "$current" == "$ca" ]] && return 0
+  kc -n "$MONITORING_NS" create configmap openbao-ca --from-literal=ca.crt="$ca" --dry-run=client -o yaml \
+    | kc apply -f - >/dev/null
+  kc -n "$MONITORING_NS" rollout restart deployment/prometheus >/dev/null
+  kc -n "$MONITORING_NS" rollout status deployment/prometheus --timeout=180s >/dev/null
+}
+
 # The address the host reaches the edge at: the node's IP on the hermetic node, localhost on k3d.
 edge_address() {
   if [[ "$(state_get backend)" == k3d ]]; then echo 127.0.0.1; else echo 198.19.255.2; fi
@@ -442,7 +457,7 @@ edge_address() {
 # One line per tool the lane put behind the edge.
 tools_behind_the_edge() {
   local base=".$LANE_DOMAIN:$EDGE_PORT"
-  echo "  https://prometheus$base   Prometheus with the operator's metrics"
+  echo "  https://prometheus$base   Prometheus with the operator's and OpenBao's metrics"
   [[ "$(state_get store)" == rustfs ]] \
     && echo "  https://rustfs$base/rustfs/console/   RustFS console (keys: .lane/s3-access-key, .lane/s3-secret-key)"
   [[ "$(state_get created_grafana)" == 1 ]] \
@@ -555,6 +570,8 @@ cmd_up() {
   state_set last_up_seconds "$total"
   state_set last_apply_to_available_seconds "$apply"
   state_set last_kube_writes "${writes:-unknown}"
+  step "Prometheus: OpenBao's metrics (the cluster's CA certificate into $MONITORING_NS/openbao-ca)"
+  share_openbao_ca
   step "lane up on $backend"
   log "cluster Available, TLSReady, GatewayIntegrationReady, BackupConfigurationReady: ${total}s after lane-up started," \
     "${apply}s after the CR was applied (${writes:-unknown} Kubernetes writes by the operator)"

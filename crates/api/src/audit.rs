@@ -224,6 +224,16 @@ pub struct TelemetrySpec {
     /// serves `monitoring.coreos.com/v1` ServiceMonitor; without that API nothing is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_monitor: Option<ServiceMonitorSpec>,
+
+    /// Namespaces whose pods may reach the servers to scrape them (e.g. `monitoring`): added to
+    /// the cluster's NetworkPolicy. A NetworkPolicy cannot tell paths apart, so they reach the
+    /// API port, where only the metrics path answers without a token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 8),
+        inner(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))
+    )]
+    pub scrape_namespaces: Vec<String>,
 }
 
 /// How Prometheus scrapes OpenBao through the ServiceMonitor `<c>-metrics`.
@@ -273,6 +283,7 @@ impl Default for TelemetrySpec {
             disable_hostname: true,
             unauthenticated_metrics_access: true,
             service_monitor: None,
+            scrape_namespaces: Vec::new(),
         }
     }
 }
@@ -336,6 +347,14 @@ pub fn problems(spec: &crate::OpenBaoClusterSpec) -> Vec<String> {
         && let Some(m) = t.service_monitor.as_ref().filter(|m| m.enabled)
     {
         out.extend(service_monitor_problems(t, m));
+    }
+    if let Some(t) = &spec.telemetry {
+        if t.scrape_namespaces.len() > 8 {
+            out.push("spec.telemetry.scrapeNamespaces: at most 8".to_string());
+        }
+        if t.scrape_namespaces.iter().any(|n| !is_dns_label(n)) {
+            out.push("spec.telemetry.scrapeNamespaces: each must be a namespace name (a DNS label)".to_string());
+        }
     }
     out
 }

@@ -213,6 +213,21 @@ async fn invalid_audit_and_telemetry_specs_are_rejected_naming_the_field() -> Re
             ],
         ),
         (
+            "scrape namespace not a namespace name",
+            json!({"telemetry": {"scrapeNamespaces": ["Monitoring"]}}),
+            &["spec.telemetry.scrapeNamespaces[0]", "should match"],
+        ),
+        (
+            "scrape namespace too long",
+            json!({"telemetry": {"scrapeNamespaces": ["m".repeat(64)]}}),
+            &["spec.telemetry.scrapeNamespaces[0]", "may not be more than 63"],
+        ),
+        (
+            "nine scrape namespaces",
+            json!({"telemetry": {"scrapeNamespaces": (0..9).map(|i| format!("m{i}")).collect::<Vec<_>>()}}),
+            &["spec.telemetry.scrapeNamespaces", "must have at most 8 items"],
+        ),
+        (
             "service monitor interval not a duration",
             json!({"telemetry": {"serviceMonitor": {"interval": "30"}}}),
             &["spec.telemetry.serviceMonitor.interval", "must be a non-zero duration"],

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use testkit::pods::wait_for;
 
 mod node_lane_common;
-use node_lane_common::metrics::{Expect, Prometheus};
+use node_lane_common::metrics::{Expect, Prometheus, Traffic};
 use node_lane_common::{
     CLUSTER, EDGE, HOST, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, lane, lane_dir, login,
     namespaces_gone, node_without_lane, policies, read, route_accepted, state,
@@ -83,7 +83,8 @@ async fn store_console_answers(ca: &[u8]) -> Result<()> {
 
 /// Prometheus behind the same Gateway scrapes the operator, its UI renders, and every query of
 /// the Grafana dashboard runs on it, the operator panels with data.
-async fn prometheus_serves_the_dashboard(ca: &[u8]) -> Result<()> {
+async fn prometheus_serves_the_dashboard(ca: &[u8], http: &reqwest::Client, token: String) -> Result<()> {
+    let _traffic = Traffic::start(http.clone(), token);
     let prometheus = Prometheus::through_edge(ca)?;
     prometheus.wait_operator_scraped(Duration::from_secs(60)).await?;
     prometheus.ui_serves().await?;
@@ -185,7 +186,8 @@ async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -
     );
     eprintln!("userpass and JWT admin logins passed through the Traefik Gateway ({EDGE}), lane CA verified");
     store_console_answers(&ca).await?;
-    prometheus_serves_the_dashboard(&ca).await?;
+    let token = admin["client_token"].as_str().unwrap_or_default().to_string();
+    prometheus_serves_the_dashboard(&ca, &http, token).await?;
 
     guard.down = true;
     lane("down")?;

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use testkit::pods::wait_for;
 
 mod node_lane_common;
-use node_lane_common::metrics::{Expect, Prometheus};
+use node_lane_common::metrics::{Expect, Prometheus, Traffic};
 use node_lane_common::{
     CLUSTER, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, edge_url, lane, lane_dir, lane_with, login,
     login_at, namespaces_gone, node_without_lane, read, route_accepted, state,
@@ -342,9 +342,11 @@ async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_be
         .with_context(|| format!("HEAD {key} in the store"))?;
     ensure!(object.size > 0, "{key} is empty in the store");
     eprintln!("the store lists {key}: {} bytes", object.size);
+    let traffic = Traffic::start(edge.clone(), token.clone());
     let panels = Prometheus::through_edge(&ca)?
         .dashboard_answers(Expect::BackupTaken, Duration::from_secs(60))
         .await?;
+    drop(traffic);
     eprintln!("after the backup, the dashboard's panels through the Gateway (series with a number): {panels:?}");
 
     // 3. A fresh cluster with the lane cluster's seal key.

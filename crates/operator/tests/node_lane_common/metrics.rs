@@ -1,8 +1,9 @@
 //! The lane's Prometheus, reached through the Gateway like a person would, and the Grafana
-//! dashboard (charts/openbao-operator/dashboards/openbao-operator.json) checked against it: every query of every
-//! panel runs on the real Prometheus scraping the real operator.
+//! dashboards (charts/openbao-operator/dashboards/: the operator's and OpenBao's servers') checked
+//! against it: every query of every panel runs on the real Prometheus scraping the real operator
+//! and the lane cluster's real OpenBao servers.
 
-use super::{EDGE, read};
+use super::{EDGE, edge_url, read};
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -124,10 +125,22 @@ fn has_number(series: &Value) -> bool {
         .is_some_and(f64::is_finite)
 }
 
-/// (panel title, PromQL) of every target of the dashboard, with Grafana's variables set the way
-/// the dashboard opens: all namespaces and clusters, and a 5-minute rate window.
+/// The chart's dashboards: the operator's, and OpenBao's servers (scraped through the lane
+/// cluster's metrics Service).
+const DASHBOARDS: [&str; 2] = ["openbao-operator.json", "openbao.json"];
+
+/// (panel title, PromQL) of every target of the dashboards, with Grafana's variables set the way
+/// a dashboard opens: all namespaces, clusters and services, and a 5-minute rate window.
 pub fn dashboard_queries() -> Result<Vec<(String, String)>> {
-    let path = repo_root().join("charts/openbao-operator/dashboards/openbao-operator.json");
+    let mut queries = Vec::new();
+    for file in DASHBOARDS {
+        queries.extend(queries_of(file)?);
+    }
+    Ok(queries)
+}
+
+fn queries_of(file: &str) -> Result<Vec<(String, String)>> {
+    let path = repo_root().join("charts/openbao-operator/dashboards").join(file);
     let dashboard: Value = serde_json::from_slice(&read(&path)?).with_context(|| format!("{}", path.display()))?;
     let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().context("dashboard panels")? {
@@ -137,11 +150,40 @@ pub fn dashboard_queries() -> Result<Vec<(String, String)>> {
             let expr = expr
                 .replace("$__rate_interval", "5m")
                 .replace("$namespace", ".*")
-                .replace("$cluster", ".*");
+                .replace("$cluster", ".*")
+                .replace("$service", ".*");
             ensure!(!expr.contains('$'), "panel {title:?}: unknown variable in {expr}");
             queries.push((title.clone(), expr));
         }
     }
-    ensure!(!queries.is_empty(), "the dashboard has no queries");
+    ensure!(!queries.is_empty(), "{file} has no queries");
     Ok(queries)
+}
+
+/// Requests to the lane's OpenBao through the edge, one KV write every 500 ms while it lives.
+/// OpenBao's latency panels (request handling, raft commit time) are summaries over the last
+/// seconds: an idle cluster answers them with NaN, a working one with numbers.
+pub struct Traffic {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    pub fn start(http: reqwest::Client, token: String) -> Self {
+        let url = format!("{}/v1/secret/data/dashboard-traffic", edge_url());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            for n in 0u64.. {
+                tick.tick().await;
+                let body = serde_json::json!({"data": {"n": n}});
+                let _ = http.post(&url).header("X-Vault-Token", &token).json(&body).send().await;
+            }
+        });
+        Self { task }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -21,7 +21,8 @@ pub fn pod_disruption_budget(cluster: &Cluster) -> Option<PodDisruptionBudget> {
 }
 
 /// Raft traffic only between the servers; the API from the cluster's namespace (clients and
-/// executor Jobs), the operator, and the Gateway's namespace when a route is attached.
+/// executor Jobs), the operator, the Gateway's namespace when a route is attached, and the
+/// namespaces `spec.telemetry.scrapeNamespaces` names.
 pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity) -> NetworkPolicy {
     let ns_selector = |ns: &str| json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}});
     let mut api_peers = vec![json!({"podSelector": {}}), ns_selector(&operator.namespace)];
@@ -29,6 +30,9 @@ pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity) -> Network
         api_peers.push(ns_selector(
             g.gateway_ref.namespace.as_deref().unwrap_or(cluster.namespace),
         ));
+    }
+    if let Some(t) = &cluster.spec.telemetry {
+        api_peers.extend(t.scrape_namespaces.iter().map(|n| ns_selector(n)));
     }
     let mut np: NetworkPolicy = typed(json!({
         "spec": {
@@ -43,4 +47,42 @@ pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity) -> Network
     }));
     np.metadata = meta(cluster, names::network_policy(cluster.name), "server");
     np
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::fixtures;
+
+    fn api_namespaces(np: &NetworkPolicy) -> Vec<String> {
+        let spec = serde_json::to_value(np.spec.as_ref().unwrap()).unwrap();
+        spec["ingress"][1]["from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_api_port_is_open_to_the_operator_the_gateway_and_the_scrapers_named() {
+        let operator = OperatorIdentity {
+            namespace: "openbao-operator-system".into(),
+            service_account: "openbao-operator".into(),
+        };
+        let plain = fixtures::spec(json!({}));
+        assert_eq!(
+            api_namespaces(&network_policy(&fixtures::cluster(&plain), &operator)),
+            ["openbao-operator-system"]
+        );
+        let scraped = fixtures::spec(json!({
+            "telemetry": {"scrapeNamespaces": ["monitoring", "observability"]},
+            "gateway": {"gatewayRef": {"name": "edge", "namespace": "lane-edge"}, "hostname": "b.example"},
+        }));
+        assert_eq!(
+            api_namespaces(&network_policy(&fixtures::cluster(&scraped), &operator)),
+            ["openbao-operator-system", "lane-edge", "monitoring", "observability"]
+        );
+    }
 }

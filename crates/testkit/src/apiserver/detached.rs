@@ -36,9 +36,10 @@ pub async fn detached_is_ready(root: &Path) -> bool {
 
 /// Starts etcd + kube-apiserver in their own sessions (no PDEATHSIG), state under `root`.
 /// On failure whatever was started is stopped again.
-pub async fn start_detached(root: &Path) -> Result<PathBuf> {
+pub async fn start_detached(root: &Path, extra_apiserver_args: &[String]) -> Result<PathBuf> {
     let bin = locate_binaries().await?;
-    let plan = LaunchPlan::prepare(Layout::new(root), bin)?;
+    let mut plan = LaunchPlan::prepare(Layout::new(root), bin)?;
+    plan.extra_apiserver_args = extra_apiserver_args.to_vec();
     if let Err(err) = boot_detached(&plan).await {
         stop_detached(root, true)?;
         return Err(err);

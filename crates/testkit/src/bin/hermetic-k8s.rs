@@ -20,7 +20,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start etcd + kube-apiserver detached; returns once /readyz answers. No-op when already up.
-    ApiserverUp,
+    ApiserverUp {
+        /// Record every write request (create, update, patch, delete) in this JSON audit log
+        /// (the benchmarks count requests from it).
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+    },
     /// Start a single-node cluster (kubelet, containerd, CoreDNS, local-path storage) in its own
     /// network namespace; returns once it is usable. No-op when already up.
     ClusterUp,
@@ -36,6 +41,16 @@ enum Cmd {
     #[command(hide = true)]
     NodeBoot,
 }
+
+/// Metadata of every write request; nothing else.
+const WRITES_AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: None
+"#;
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -54,14 +69,26 @@ async fn run(cli: Cli) -> Result<()> {
     // Absolute: pid files, mounts and the node's configs all name it.
     let dir = &std::path::absolute(&cli.state_dir).context("resolve --state-dir")?;
     match cli.command {
-        Cmd::ApiserverUp => {
+        Cmd::ApiserverUp { audit_log } => {
             if apiserver::detached_is_ready(dir).await {
                 eprintln!("apiserver already up");
             } else {
                 // Leftovers of a crashed or half-started run would hold ports or stale certs.
                 node::cluster_down(dir, true)?;
                 let started = std::time::Instant::now();
-                apiserver::start_detached(dir).await?;
+                let mut extra = Vec::new();
+                if let Some(log) = audit_log {
+                    let log = std::path::absolute(log).context("resolve --audit-log")?;
+                    let policy = dir.join("audit-policy.yaml");
+                    std::fs::create_dir_all(dir)?;
+                    std::fs::write(&policy, WRITES_AUDIT_POLICY).context("write the audit policy")?;
+                    extra = vec![
+                        format!("--audit-policy-file={}", policy.display()),
+                        format!("--audit-log-path={}", log.display()),
+                        "--audit-log-format=json".into(),
+                    ];
+                }
+                apiserver::start_detached(dir, &extra).await?;
                 eprintln!(
                     "apiserver up in {:.1?} (logs in {})",
                     started.elapsed(),

@@ -1,6 +1,7 @@
 //! The OpenBaoCluster controller: dereference → validate → build → apply → status.
 
 pub mod bluegreen;
+pub mod seal_migration;
 mod snapshot;
 pub mod status;
 mod tls;
@@ -133,7 +134,9 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
     // An upgrade is a state machine in status: every step must start from the status the last
     // step wrote, not from a watch cache that may not have seen it yet.
     let fresh;
-    let obj = if upgrade_plan::plan(&cached.spec, &cached.status.clone().unwrap_or_default()) == UpgradePlan::Idle {
+    let obj = if upgrade_plan::plan(&cached.spec, &cached.status.clone().unwrap_or_default()) == UpgradePlan::Idle
+        && !seal_migration::in_progress(cached.status.as_ref())
+    {
         cached
     } else {
         let api = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
@@ -190,7 +193,18 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
 
     let writer = Writer::new(ctx, &namespace);
     let mut events = Vec::new();
-    let outcome = apply_all(ctx, &cluster, &previous, &writer, &mut observed, &mut events, now).await;
+    let seal = seal_migration::SealWorkloads::read(&ctx.client, &cluster, &previous).await?;
+    let outcome = apply_all(
+        ctx,
+        &cluster,
+        &previous,
+        &seal,
+        &writer,
+        &mut observed,
+        &mut events,
+        now,
+    )
+    .await;
     let mut base = previous.clone();
     let mut upgrade_requeue = None;
     match &outcome {
@@ -209,6 +223,12 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
                 }
                 // An upgrade does not start while a backup or restore holds the cluster; one in
                 // progress is never interrupted (backups and restores wait for it instead).
+                UpgradePlan::Advance if seal.holds() => {
+                    observed.upgrade = UpgradeState::Refused {
+                        reason: "WaitingForSealMigration",
+                        message: "the upgrade starts once the seal migration is finished".into(),
+                    }
+                }
                 UpgradePlan::Advance if upgrade_waits_for_lock(&previous) => {
                     let holder = previous
                         .operation_lock
@@ -230,6 +250,14 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
                         upgrade_requeue = Some(requeue);
                     }
                 },
+            }
+            let seal_ready = observed.seal.is_ready();
+            let bundle = applied.bundle.as_deref();
+            if let Some(step) = seal_migration::step(ctx, &cluster, &base, bundle, seal_ready, &seal).await {
+                base = step.status;
+                events.extend(step.events);
+                let after = step.requeue.into_iter().chain(upgrade_requeue.flatten()).min();
+                upgrade_requeue = Some(after);
             }
         }
     }
@@ -393,6 +421,7 @@ async fn apply_all(
     ctx: &Context,
     cluster: &Cluster<'_>,
     previous: &OpenBaoClusterStatus,
+    seal: &seal_migration::SealWorkloads,
     writer: &Writer<'_>,
     observed: &mut Observed,
     events: &mut Vec<(String, String)>,
@@ -492,7 +521,9 @@ async fn apply_all(
         }
     };
 
-    writer.apply(&objects::config_map(cluster)).await?;
+    if let Some(cm) = seal.config_map(objects::config_map(cluster)) {
+        writer.apply(&cm).await?;
+    }
     let initialized = observed.pods.iter().any(|p| p.initialized == Some(true)) || previous.initialized;
     let bootstrap_ready = if initialized {
         // A re-created first pod must never found a second cluster: the requests go away for good.
@@ -547,11 +578,11 @@ async fn apply_all(
     if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) && observed.seal.is_ready() {
         let rollout = upgrade_plan::rollout(cluster.spec, previous);
         let workloads = bluegreen::workloads(cluster, previous, &rollout);
-        for cm in &workloads.config_maps {
-            writer.apply(cm).await?;
+        for cm in workloads.config_maps.into_iter().filter_map(|cm| seal.config_map(cm)) {
+            writer.apply(&cm).await?;
         }
-        for sts in &workloads.statefulsets {
-            writer.apply(sts).await?;
+        for sts in workloads.statefulsets.into_iter().filter_map(|s| seal.statefulset(s)) {
+            writer.apply(&sts).await?;
         }
     }
     Ok(Applied {

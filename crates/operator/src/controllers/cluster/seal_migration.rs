@@ -556,15 +556,20 @@ pub async fn step(
         return None;
     }
     if workloads.hold == Hold::None && m.phase == SealMigrationPhase::Idle {
-        // Settled on the spec's seal: clear what an aborted or blocked migration left.
-        if m.aborted_to.is_none() && m.last_error.is_none() {
-            return None;
-        }
+        // Settled on the spec's seal: clear what an aborted or blocked migration left, and
+        // keep the condition saying so (nothing when no migration was ever wanted).
+        let recorded = previous.seal_migration.as_ref()?;
         let cleared = SealMigrationStatus {
             message: m.message.clone().filter(|_| m.aborted_to.is_none()),
             ..SealMigrationStatus::default()
         };
-        return Some(outcome(previous, cleared, None, Vec::new()));
+        let shown = cond::find(&previous.conditions, cond::SEAL_MIGRATION);
+        let wanted = condition(&cleared);
+        let unchanged = *recorded == cleared
+            && shown.is_some_and(|c| {
+                c.status == wanted.status.as_str() && c.reason == wanted.reason && c.message == wanted.message
+            });
+        return (!unchanged).then(|| outcome(previous, cleared, None, Vec::new()));
     }
     let mut blocked = m.clone();
     let block = |blocked: &mut SealMigrationStatus, reason: &str, message: &str| {
@@ -582,9 +587,16 @@ pub async fn step(
     let Some(bundle) = bundle else {
         return block(&mut blocked, "NoCABundle", "no CA bundle to reach OpenBao with");
     };
+    // Boxed (here and the driver's step): their futures are large, and the reconcile's own
+    // future must stay small enough for the stack of whoever polls it.
     let login = tokio::time::timeout(
         LOGIN_TIMEOUT,
-        super::upgrade::operator_login_as(ctx, cluster, bundle, SEAL_MIGRATION_ROLE),
+        Box::pin(super::upgrade::operator_login_as(
+            ctx,
+            cluster,
+            bundle,
+            SEAL_MIGRATION_ROLE,
+        )),
     )
     .await;
     let token = match login {
@@ -607,7 +619,7 @@ pub async fn step(
         to: spec_seal(cluster.spec),
         snapshot_first: cluster.spec.backup.is_some(),
     };
-    match driver.step(target, &m).await {
+    match Box::pin(driver.step(target, &m)).await {
         Ok(report) => {
             let mut events = Vec::new();
             if report.status.phase != m.phase {

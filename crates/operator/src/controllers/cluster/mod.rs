@@ -193,7 +193,8 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
 
     let writer = Writer::new(ctx, &namespace);
     let mut events = Vec::new();
-    let seal = seal_migration::SealWorkloads::read(&ctx.client, &cluster, &previous).await?;
+    // Boxed, like the step below: the reconcile's future must stay small for the stack.
+    let seal = Box::new(seal_migration::SealWorkloads::read(&ctx.client, &cluster, &previous).await?);
     let outcome = apply_all(
         ctx,
         &cluster,
@@ -253,7 +254,7 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
             }
             let seal_ready = observed.seal.is_ready();
             let bundle = applied.bundle.as_deref();
-            if let Some(step) = seal_migration::step(ctx, &cluster, &base, bundle, seal_ready, &seal).await {
+            if let Some(step) = Box::pin(seal_migration::step(ctx, &cluster, &base, bundle, seal_ready, &seal)).await {
                 base = step.status;
                 events.extend(step.events);
                 let after = step.requeue.into_iter().chain(upgrade_requeue.flatten()).min();

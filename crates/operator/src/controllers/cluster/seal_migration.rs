@@ -42,7 +42,7 @@ use openbao_render::config::{self, SERVER_FILE};
 use openbao_render::labels::{CLUSTER_LABEL, CONFIG_HASH_ANNOTATION};
 use openbao_render::objects::{self, Joining};
 use openbao_render::selfinit::{JWT_MOUNT, SEAL_MIGRATION_ROLE};
-use openbao_render::{Cluster, paths};
+use openbao_render::{Cluster, OperatorIdentity, paths};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -527,18 +527,23 @@ pub fn condition(m: &SealMigrationStatus) -> Desired {
     }
 }
 
-/// What to write for a cluster initialized before self-init wrote the seal-migration login.
-fn role_missing_message() -> String {
+/// What to write for a cluster initialized before self-init wrote the seal-migration login:
+/// the policy (its text is `SEAL_MIGRATION_POLICY`, in docs/seal-migration.md) and the role as
+/// self-init writes it, bound to the operator's service account and this cluster's audience.
+pub fn role_missing_message(operator: &OperatorIdentity, audience: &str) -> String {
     format!(
-        "the cluster was initialized before the operator's self-init wrote the seal-migration login: \
-         with an admin token write the policy {SEAL_MIGRATION_ROLE} (docs/seal-migration.md) and the JWT \
-         role auth/{JWT_MOUNT}/role/{SEAL_MIGRATION_ROLE} (as the role openbao-operator, with \
-         token_policies={SEAL_MIGRATION_ROLE}); the migration starts by itself once the operator can log in"
+        "the cluster was initialized before the operator's self-init wrote its seal-migration login, so the \
+         migration cannot start. Log in as an admin and run: bao policy write {SEAL_MIGRATION_ROLE} \
+         seal-migration.hcl (the policy in docs/seal-migration.md); bao write auth/{JWT_MOUNT}/role/{SEAL_MIGRATION_ROLE} \
+         role_type=jwt user_claim=sub bound_subject=system:serviceaccount:{}:{} bound_audiences={audience} \
+         token_policies={SEAL_MIGRATION_ROLE} token_ttl=1h token_max_ttl=4h. The migration then starts by itself",
+        operator.namespace, operator.service_account
     )
 }
 
-/// Whether OpenBao refused a login because the role does not exist.
-fn is_role_missing(e: &openbao_client::BaoError) -> bool {
+/// Whether OpenBao refused a login because the role does not exist (`role "x" could not be
+/// found`, HTTP 400; seen on 2.7.2 in tests/openbao_access.rs).
+pub fn is_role_missing(e: &openbao_client::BaoError) -> bool {
     e.status() == Some(400) && e.api_errors().iter().any(|m| m.contains("could not be found"))
 }
 
@@ -608,7 +613,9 @@ pub async fn step(
             );
         }
         Ok(Err(e)) if e.refused.as_ref().is_some_and(is_role_missing) => {
-            return block(&mut blocked, "SealMigrationRoleMissing", &role_missing_message());
+            let audience = names::jwt_audience(cluster.namespace, cluster.name);
+            let message = role_missing_message(&ctx.operator, &audience);
+            return block(&mut blocked, "SealMigrationRoleMissing", &message);
         }
         Ok(Err(e)) => return block(&mut blocked, "LoginFailed", &e.message),
         Ok(Ok(token)) => token,

@@ -253,6 +253,9 @@ impl Access {
         };
         let writes: Vec<String> = roles
             .iter()
+            // An older operator never wrote the seal-migration role: rewriting its audience
+            // would fail (SealMigrationRoleMissing says how to create it).
+            .filter(|role| !(legacy && role.as_str() == openbao_render::selfinit::SEAL_MIGRATION_ROLE))
             // `role_type=jwt` again: OpenBao reads a role update without it as an OIDC role
             // and refuses it (allowed_redirect_uris missing); the other fields are kept.
             .map(|role| format!("bao write auth/{JWT_MOUNT}/role/{role} role_type=jwt bound_audiences={audience}"))
@@ -936,9 +939,14 @@ mod tests {
 
     #[test]
     fn a_refused_audience_says_what_the_admin_runs() {
-        let roles: Vec<String> = ["openbao-operator", "openbao-operator-backup", "admin"]
-            .map(String::from)
-            .to_vec();
+        let roles: Vec<String> = [
+            "openbao-operator",
+            "openbao-operator-seal-migration",
+            "openbao-operator-backup",
+            "admin",
+        ]
+        .map(String::from)
+        .to_vec();
         let audience = "openbao-operator.openbao.org/team-a/bao";
         let legacy = OpenBaoClusterStatus {
             initialized: true,
@@ -975,6 +983,10 @@ mod tests {
         assert!(
             matches!(&o.access, Access::AudienceRefused { legacy: false, message } if message.contains("restored"))
         );
+        // Restored data may come from a cluster that has the seal-migration role: it is moved too
+        // (an older operator's cluster never had it, so the legacy commands leave it out).
+        assert!(matches!(&o.access, Access::AudienceRefused { message, .. }
+                if message.contains("role/openbao-operator-seal-migration role_type=jwt")));
         let s = derive(&spec(serde_json::json!({})), &recorded, &o, Some(1), now());
         assert_eq!(
             reason(&s, cond::DEGRADED),

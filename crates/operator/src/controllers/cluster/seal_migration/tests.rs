@@ -265,7 +265,12 @@ fn the_condition_tells_the_phase_and_why_it_waits() {
     assert!(c.message.contains("bao-2"), "{}", c.message);
 
     let mut blocked = SealMigrationStatus::default();
-    note(&mut blocked, "SealMigrationRoleMissing", &role_missing_message());
+    let operator = OperatorIdentity {
+        namespace: "openbao-operator-system".into(),
+        service_account: "openbao-operator".into(),
+    };
+    let missing = role_missing_message(&operator, "aud");
+    note(&mut blocked, "SealMigrationRoleMissing", &missing);
     let c = condition(&blocked);
     assert_eq!(
         (c.status, c.reason.as_str()),
@@ -279,7 +284,7 @@ fn the_condition_tells_the_phase_and_why_it_waits() {
     );
     // The same note again changes nothing (no status write per reconcile).
     let before = blocked.clone();
-    note(&mut blocked, "SealMigrationRoleMissing", &role_missing_message());
+    note(&mut blocked, "SealMigrationRoleMissing", &missing);
     assert_eq!(blocked, before);
 
     let aborted = SealMigrationStatus {

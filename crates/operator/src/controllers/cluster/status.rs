@@ -555,7 +555,17 @@ pub fn derive(
         status.jwt_audience = Some(audience.clone());
     }
 
-    cond::set_condition(&mut status.conditions, security_risk(spec, demo), generation, now);
+    let mut risk = security_risk(spec, demo);
+    if risk.status == Status::False && migrating_from_static(previous) {
+        risk = Desired::new(
+            cond::SECURITY_RISK,
+            Status::True,
+            "StaticSealKeyInCluster",
+            "a seal migration away from the static seal runs: its key stays in a Kubernetes Secret until every \
+             server runs the new seal",
+        );
+    }
+    cond::set_condition(&mut status.conditions, risk, generation, now);
     status.initialized = initialized;
     status.ready_replicas = ready;
     status.observed_generation = generation;
@@ -635,6 +645,13 @@ fn audit_ready(spec: &OpenBaoClusterSpec, observed: &Observed) -> Desired {
             ),
         )
     }
+}
+
+/// A seal migration from the static seal has begun and not finished (the key Secret exists).
+fn migrating_from_static(status: &OpenBaoClusterStatus) -> bool {
+    status.seal_migration.as_ref().is_some_and(|m| {
+        m.phase != openbao_api::SealMigrationPhase::Idle && m.from == Some(openbao_api::UnsealType::Static)
+    })
 }
 
 /// `SecurityRisk`: True exactly while something in the cluster alone opens the data: the static
@@ -1061,6 +1078,25 @@ mod tests {
         let hardened = spec(serde_json::json!({"profile": "Hardened", "tls": {"mode": "External"},
             "unseal": transit_spec(false).unseal}));
         assert_eq!(risk(&hardened), ("False".into(), "SealKeyOutsideCluster".into()));
+        // Migrating from static to transit: the static key Secret is there until the end.
+        let mut migrating = OpenBaoClusterStatus {
+            seal_migration: Some(openbao_api::SealMigrationStatus {
+                phase: openbao_api::SealMigrationPhase::Standbys,
+                from: Some(openbao_api::UnsealType::Static),
+                to: Some(openbao_api::UnsealType::Transit),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let during = |status: &OpenBaoClusterStatus| {
+            reason(
+                &derive(&transit_spec(false), status, &observed(), Some(1), now()),
+                cond::SECURITY_RISK,
+            )
+        };
+        assert_eq!(during(&migrating), ("True".into(), "StaticSealKeyInCluster".into()));
+        migrating.seal_migration = Some(Default::default());
+        assert_eq!(during(&migrating), ("False".into(), "SealKeyOutsideCluster".into()));
     }
 
     #[test]

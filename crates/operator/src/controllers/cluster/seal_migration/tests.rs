@@ -310,3 +310,12 @@ fn the_recovery_key_secret_holds_the_key_and_never_shows_it() {
     assert!(secret.metadata.owner_references.is_none());
     assert!(!format!("{key:?}").contains(&key.key));
 }
+
+#[test]
+fn the_documented_policy_is_the_one_self_init_writes() {
+    // An admin of a cluster initialized before the role existed writes it from the docs.
+    let docs = include_str!("../../../../../../docs/seal-migration.md");
+    for line in openbao_render::selfinit::SEAL_MIGRATION_POLICY.lines() {
+        assert!(docs.contains(line), "docs/seal-migration.md lacks {line}");
+    }
+}

@@ -415,6 +415,11 @@ async fn changing_the_seal_starts_a_migration_whose_phases_write_their_stage_and
         "resumed from status: {:?}",
         status.seal_migration
     );
+    wait_for("SealMigration True StepDown", Duration::from_secs(30), || async {
+        let s = w.status().await?;
+        Ok(World::condition(&s).filter(|(cs, reason, _)| cs == "True" && reason == "StepDown"))
+    })
+    .await?;
 
     // Finalize: the new seal alone, still OnDelete, the static key volume no longer mounted.
     w.patch_status(json!({"sealMigration": {"phase": "Finalize", "message": "moving-1 migrated the seal to transit"}}))
@@ -427,9 +432,12 @@ async fn changing_the_seal_starts_a_migration_whose_phases_write_their_stage_and
     .await?;
     ensure!(finalizing.strategy().as_deref() == Some("OnDelete"));
     ensure!(!finalizing.volumes().contains(&"unseal".to_string()));
-    let status = w.status().await?;
-    let (cs, reason, _) = World::condition(&status).context("condition")?;
-    ensure!((cs.as_str(), reason.as_str()) == ("True", "Finalize"), "{cs} {reason}");
+    // Status is written after the objects: wait for the condition too.
+    wait_for("SealMigration True Finalize", Duration::from_secs(30), || async {
+        let s = w.status().await?;
+        Ok(World::condition(&s).filter(|(cs, reason, _)| cs == "True" && reason == "Finalize"))
+    })
+    .await?;
     drop(stop);
     task.await?;
 

@@ -120,7 +120,8 @@ fn error_policy(obj: Arc<OpenBaoCluster>, err: &Error, ctx: Arc<Context>) -> Act
 
 pub async fn reconcile(obj: Arc<OpenBaoCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&obj, &ctx).await;
+    // Boxed: its state is large, and callers (tests too) may poll it on a small stack.
+    let result = Box::pin(reconcile_inner(&obj, &ctx)).await;
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     let label = if result.is_ok() { "success" } else { "error" };
     ctx.metrics
@@ -191,21 +192,11 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
         return Ok(Action::await_change());
     }
 
-    let writer = Writer::new(ctx, &namespace);
     let mut events = Vec::new();
     // Boxed, like the step below: the reconcile's future must stay small for the stack.
-    let seal = Box::new(seal_migration::SealWorkloads::read(&ctx.client, &cluster, &previous).await?);
-    let outcome = apply_all(
-        ctx,
-        &cluster,
-        &previous,
-        &seal,
-        &writer,
-        &mut observed,
-        &mut events,
-        now,
-    )
-    .await;
+    let seal = Box::new(Box::pin(seal_migration::SealWorkloads::read(&ctx.client, &cluster, &previous)).await?);
+    let applied_to = seal.cluster(&cluster);
+    let outcome = apply_all(ctx, &applied_to, &previous, &seal, &mut observed, &mut events, now).await;
     let mut base = previous.clone();
     let mut upgrade_requeue = None;
     match &outcome {
@@ -222,14 +213,14 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
                 UpgradePlan::Refused { reason, message } => {
                     observed.upgrade = UpgradeState::Refused { reason, message }
                 }
-                // An upgrade does not start while a backup or restore holds the cluster; one in
-                // progress is never interrupted (backups and restores wait for it instead).
-                UpgradePlan::Advance if seal.holds() => {
+                UpgradePlan::Advance if seal.blocks_upgrade(&previous) => {
                     observed.upgrade = UpgradeState::Refused {
                         reason: "WaitingForSealMigration",
                         message: "the upgrade starts once the seal migration is finished".into(),
                     }
                 }
+                // An upgrade does not start while a backup or restore holds the cluster; one in
+                // progress is never interrupted (backups and restores wait for it instead).
                 UpgradePlan::Advance if upgrade_waits_for_lock(&previous) => {
                     let holder = previous
                         .operation_lock
@@ -423,12 +414,12 @@ async fn apply_all(
     cluster: &Cluster<'_>,
     previous: &OpenBaoClusterStatus,
     seal: &seal_migration::SealWorkloads,
-    writer: &Writer<'_>,
     observed: &mut Observed,
     events: &mut Vec<(String, String)>,
     now: Timestamp,
 ) -> Result<Applied, Error> {
     let name = cluster.name;
+    let writer = &Writer::new(ctx, cluster.namespace);
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), cluster.namespace);
     let get_secret = |n: String| {
         let secrets = secrets.clone();

@@ -70,7 +70,12 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub enum Hold {
     /// No migration: rendered from the spec as always.
     None,
-    /// Left as they are: the spec asks for another seal, no server has changed yet.
+    /// The spec asks for another seal, no server has changed yet, and the servers run the
+    /// static seal: everything is rendered from the spec with the static seal (what they run),
+    /// so other changes and an upgrade in progress go on.
+    Old,
+    /// Left as they are: the spec asks for another seal, no server has changed yet, and the
+    /// old seal (transit) is no longer in the spec to render it from.
     Freeze,
     /// The configuration of `stage`, under `OnDelete`.
     Stage(SealStage),
@@ -177,6 +182,11 @@ pub struct SealWorkloads {
     pub hold: Hold,
     /// The seal the servers ran before (status `from`, else what the live config has).
     pub from: Option<UnsealType>,
+    /// With [`Hold::Old`]: the spec with the static seal, which the reconcile renders from.
+    old_spec: Option<OpenBaoClusterSpec>,
+    /// Whether what the spec's seal needs (token and CA Secrets) is in place, when that is not
+    /// what the reconcile's own check looked at (with [`Hold::Old`] it checks the static seal).
+    pub new_seal: Option<super::status::SealState>,
     live: Revision,
     config_map_name: String,
     statefulset_name: String,
@@ -207,7 +217,28 @@ impl SealWorkloads {
             .get_opt(&statefulset_name)
             .await
             .map_err(kube_err(format!("reading StatefulSet {statefulset_name}")))?;
-        Ok(Self::new(cluster, status, live, live_hcl.as_deref(), live_statefulset))
+        let mut workloads = Self::new(cluster, status, live, live_hcl.as_deref(), live_statefulset);
+        if workloads.hold == Hold::Old {
+            let secrets = Api::<Secret>::namespaced(client.clone(), cluster.namespace);
+            let mut found = BTreeMap::new();
+            for u in openbao_api::seal_of(cluster.spec.unseal.as_ref()).secret_uses() {
+                let name = u.secret.name.clone();
+                if !found.contains_key(&name) {
+                    let secret = secrets
+                        .get_opt(&name)
+                        .await
+                        .map_err(kube_err(format!("reading Secret {name}")))?;
+                    found.insert(name, secret);
+                }
+            }
+            let lookup = |name: &str| found.get(name).and_then(Option::as_ref);
+            workloads.new_seal = Some(super::status::seal_state(
+                cluster.spec.unseal.as_ref(),
+                &cluster.spec.version,
+                &lookup,
+            ));
+        }
+        Ok(workloads)
     }
 
     /// From what [`Self::read`] read (pure).
@@ -221,12 +252,13 @@ impl SealWorkloads {
         let m = status.seal_migration.clone().unwrap_or_default();
         let spec_seal = spec_seal(cluster.spec);
         let configured = live_hcl.and_then(configured_seal);
-        let hold = if status.initialized {
-            hold(spec_seal, configured, &m)
-        } else {
-            Hold::None
-        };
         let from = m.from.or(configured.filter(|c| *c != spec_seal));
+        let hold = match hold(spec_seal, configured, &m) {
+            _ if !status.initialized => Hold::None,
+            Hold::Freeze if from == Some(UnsealType::Static) => Hold::Old,
+            other => other,
+        };
+        let old_spec = (hold == Hold::Old).then(|| static_cluster(cluster).spec);
         let rendered = match live.as_deref() {
             None => objects::config_map(cluster),
             Some(rev) => objects::revision_config_map(cluster, rev, &Joining::Own),
@@ -243,6 +275,8 @@ impl SealWorkloads {
         Self {
             hold,
             from,
+            old_spec,
+            new_seal: None,
             config_map_name: names::server_set_config_map(cluster.name, live.as_deref()),
             statefulset_name: names::server_set(cluster.name, live.as_deref()),
             live,
@@ -252,9 +286,31 @@ impl SealWorkloads {
         }
     }
 
-    /// Whether a seal migration is wanted or runs (upgrades wait for it).
+    /// Whether a seal migration is wanted or runs.
     pub fn holds(&self) -> bool {
         self.hold != Hold::None
+    }
+
+    /// Whether an upgrade must wait: one that has not started waits for any wanted migration;
+    /// one in progress goes on until the migration's first server restarts (which waits for
+    /// the upgrade to finish). With [`Hold::Freeze`] (the way back) its StatefulSet is not
+    /// written meanwhile, so it goes on only once the spec's seal is set back.
+    pub fn blocks_upgrade(&self, status: &OpenBaoClusterStatus) -> bool {
+        let upgrade_started = status.upgrade.as_ref().is_some_and(|u| u.phase != UpgradePhase::Idle);
+        match self.hold {
+            Hold::None => false,
+            Hold::Stage(_) => true,
+            Hold::Old | Hold::Freeze => !upgrade_started,
+        }
+    }
+
+    /// The cluster the reconcile renders and applies: with [`Hold::Old`], the spec with the
+    /// seal the servers run.
+    pub fn cluster<'a>(&'a self, cluster: &Cluster<'a>) -> Cluster<'a> {
+        Cluster {
+            spec: self.old_spec.as_ref().unwrap_or(cluster.spec),
+            ..*cluster
+        }
     }
 
     /// The config hash of `stage` (`None` for the old stage, and for the migration stage when
@@ -273,7 +329,7 @@ impl SealWorkloads {
             return Some(cm);
         }
         match self.hold {
-            Hold::None | Hold::Stage(SealStage::New) => Some(cm),
+            Hold::None | Hold::Old | Hold::Stage(SealStage::New) => Some(cm),
             Hold::Freeze | Hold::Stage(SealStage::Old) => None,
             Hold::Stage(SealStage::Migration) => {
                 cm.data = Some(self.migration_config.clone()?);
@@ -288,7 +344,7 @@ impl SealWorkloads {
             return Some(sts);
         }
         let stage = match self.hold {
-            Hold::None => return Some(sts),
+            Hold::None | Hold::Old => return Some(sts),
             Hold::Freeze | Hold::Stage(SealStage::Old) => return None,
             Hold::Stage(stage) => stage,
         };
@@ -586,7 +642,14 @@ pub async fn step(
             Vec::new(),
         ))
     };
-    if let Err(b) = may_step(cluster.spec, previous, workloads.from, new_seal_ready) {
+    let new_seal_ready = workloads
+        .new_seal
+        .as_ref()
+        .map_or(new_seal_ready, super::status::SealState::is_ready);
+    if let Err(mut b) = may_step(cluster.spec, previous, workloads.from, new_seal_ready) {
+        if let Some(super::status::SealState::Problem { message, .. }) = &workloads.new_seal {
+            b.message = format!("{}: {message}", b.message);
+        }
         return block(&mut blocked, b.reason, &b.message);
     }
     let Some(bundle) = bundle else {

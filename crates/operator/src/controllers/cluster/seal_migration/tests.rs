@@ -195,23 +195,52 @@ fn the_way_back_keeps_the_transit_inputs_from_the_live_statefulset() {
 }
 
 #[test]
-fn nothing_is_written_to_the_live_set_while_frozen_and_the_final_stage_is_the_settled_template() {
-    let t = transit_spec();
+fn until_a_server_restarts_the_servers_are_rendered_with_the_seal_they_run() {
+    let (s, t) = (static_spec(), transit_spec());
     let (live_hcl, live_sts) = live_static();
     let pending = initialized(SealMigrationStatus::default());
-    let w = SealWorkloads::new(&cluster(&t), &pending, None, Some(&live_hcl), Some(live_sts.clone()));
-    assert_eq!(w.hold, Hold::Freeze);
+    // From static: the whole spec is rendered with the static seal, so everything else (an
+    // upgrade in progress too) goes on.
+    let w = SealWorkloads::new(&cluster(&t), &pending, None, Some(&live_hcl), Some(live_sts));
+    assert_eq!(w.hold, Hold::Old);
     assert!(w.holds());
-    assert_eq!(w.config_map(objects::config_map(&cluster(&t))), None);
-    assert_eq!(w.statefulset(objects::statefulset(&cluster(&t))), None);
+    let c = cluster(&t);
+    let applied = w.cluster(&c);
+    assert_eq!(config::server_hcl(&applied), config::server_hcl(&cluster(&s)));
+    assert_eq!(objects::statefulset(&applied), objects::statefulset(&cluster(&s)));
+    let rendered = objects::config_map(&applied);
+    assert_eq!(w.config_map(rendered.clone()), Some(rendered));
+    let mut upgrading = pending.clone();
+    assert!(w.blocks_upgrade(&upgrading), "an upgrade does not start");
+    upgrading.upgrade = Some(openbao_api::UpgradeStatus {
+        phase: UpgradePhase::RollingUpdate,
+        ..Default::default()
+    });
+    assert!(!w.blocks_upgrade(&upgrading), "one in progress goes on");
+
+    // From transit (the way back): the transit settings are not in the spec any more; the
+    // servers' objects are left as they are.
+    let live_hcl = config::server_hcl(&cluster(&t));
+    let live_sts = objects::statefulset(&cluster(&t));
+    let w = SealWorkloads::new(&cluster(&s), &pending, None, Some(&live_hcl), Some(live_sts));
+    assert_eq!(w.hold, Hold::Freeze);
+    assert_eq!(w.cluster(&cluster(&s)).spec, &s);
+    assert_eq!(w.config_map(objects::config_map(&cluster(&s))), None);
+    assert_eq!(w.statefulset(objects::statefulset(&cluster(&s))), None);
     // Other objects pass (a ConfigMap of another set).
-    let mut other = objects::config_map(&cluster(&t));
+    let mut other = objects::config_map(&cluster(&s));
     other.metadata.name = Some("bao-config-v2-7-2".into());
     assert!(w.config_map(other).is_some());
+}
 
+#[test]
+fn the_final_stage_is_the_settled_template_under_on_delete() {
+    let t = transit_spec();
+    let (_, live_sts) = live_static();
     let finalize = initialized(at(SealMigrationPhase::Finalize));
     let live_hcl = config::server_hcl(&cluster(&t));
     let w = SealWorkloads::new(&cluster(&t), &finalize, None, Some(&live_hcl), Some(live_sts));
+    assert!(w.blocks_upgrade(&finalize));
     let rendered = objects::statefulset(&cluster(&t));
     let sts = w.statefulset(rendered.clone()).expect("written");
     assert_eq!(strategy(&sts).as_deref(), Some("OnDelete"));

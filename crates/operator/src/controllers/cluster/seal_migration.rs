@@ -223,12 +223,12 @@ impl SealWorkloads {
             let mut found = BTreeMap::new();
             for u in openbao_api::seal_of(cluster.spec.unseal.as_ref()).secret_uses() {
                 let name = u.secret.name.clone();
-                if !found.contains_key(&name) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = found.entry(name) {
                     let secret = secrets
-                        .get_opt(&name)
+                        .get_opt(slot.key())
                         .await
-                        .map_err(kube_err(format!("reading Secret {name}")))?;
-                    found.insert(name, secret);
+                        .map_err(kube_err(format!("reading Secret {}", slot.key())))?;
+                    slot.insert(secret);
                 }
             }
             let lookup = |name: &str| found.get(name).and_then(Option::as_ref);

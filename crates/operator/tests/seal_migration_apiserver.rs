@@ -475,5 +475,52 @@ async fn changing_the_seal_starts_a_migration_whose_phases_write_their_stage_and
         (cs.as_str(), reason.as_str()) == ("False", "Idle") && message.contains("migrated"),
         "{cs} {reason}: {message}"
     );
+
+    // The way back: transit -> static. The transit settings are gone from the spec; the
+    // servers' objects stay as they are until the standbys migrate, and the new static key is
+    // made for the new seal.
+    w.api::<OpenBaoCluster>()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"unseal": {"type": "static", "transit": null}}})),
+        )
+        .await
+        .context("admission lets transit -> static through")?;
+    let status = w.reconcile().await?;
+    let (_, reason, message) = World::condition(&status).context("condition")?;
+    ensure!(reason == "LoginFailed", "{reason}: {message}");
+    let waiting = w.servers().await?;
+    ensure!(
+        waiting.server_hcl == settled_transit.server_hcl,
+        "{}",
+        waiting.server_hcl
+    );
+    ensure!(waiting.sts.spec == settled_transit.sts.spec);
+    ensure!(
+        w.api::<Secret>().get_opt(&static_key).await?.is_some(),
+        "a new static key for the new seal"
+    );
+    let started = jiff::Timestamp::now().to_string();
+    w.patch_status(json!({"sealMigration": {
+        "phase": "Standbys", "from": "transit", "to": "static", "startedAt": started,
+        "phaseStartedAt": started, "leader": "moving-0", "message": "recovery key held; migrating the standbys",
+    }}))
+    .await?;
+    w.reconcile().await?;
+    let back = w.servers().await?;
+    ensure!(
+        back.server_hcl.contains("seal \"transit\" {\n  disabled = \"true\"\n")
+            && back.server_hcl.contains("seal \"static\" {\n  current_key_id"),
+        "{}",
+        back.server_hcl
+    );
+    ensure!(back.strategy().as_deref() == Some("OnDelete"));
+    ensure!(back.template_hash() == Some(back.config_hash()));
+    ensure!(
+        back.env().contains(&paths::TRANSIT_TOKEN_ENV.to_string()),
+        "the old seal's token"
+    );
+    ensure!(back.volumes().contains(&"unseal".to_string()), "the new static key");
     Ok(())
 }

@@ -362,6 +362,7 @@ impl SealWorkloads {
             .insert(CONFIG_HASH_ANNOTATION.to_string(), hash);
         if stage == SealStage::Migration {
             keep_old_seal_inputs(&mut sts, self.live_statefulset.as_ref());
+            tolerate_migration_mode(&mut sts);
         }
         Some(sts)
     }
@@ -407,6 +408,27 @@ fn static_cluster<'a>(cluster: &Cluster<'a>) -> StaticCluster<'a> {
         namespace: cluster.namespace,
         uid: cluster.uid,
         spec,
+    }
+}
+
+/// A standby unsealed in migration mode answers `sys/health` with HTTP 500 until the leader
+/// has migrated (docs/seal-migration.md, fact 5): the usual liveness probe would have the
+/// kubelet restart it, sealed again, in the middle of the migration. On the migration stage it
+/// only checks that the API port answers.
+fn tolerate_migration_mode(sts: &mut StatefulSet) {
+    let containers = sts
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .map(|p| p.containers.iter_mut());
+    for c in containers.into_iter().flatten().filter(|c| c.name == "openbao") {
+        if let Some(probe) = c.liveness_probe.as_mut() {
+            probe.http_get = None;
+            probe.tcp_socket = Some(k8s_openapi::api::core::v1::TCPSocketAction {
+                port: k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(openbao_render::API_PORT),
+                host: None,
+            });
+        }
     }
 }
 

@@ -163,6 +163,15 @@ fn the_migration_stage_is_the_rendered_one_from_the_new_spec_to_the_old_configur
         "{volumes:?}"
     );
     assert!(pod_env(&sts).contains(&paths::TRANSIT_TOKEN_ENV.to_string()));
+    // A migrated standby answers sys/health with 500 until the leader migrates: its liveness
+    // only checks the port.
+    let container = &sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    let liveness = container.liveness_probe.as_ref().expect("a liveness probe");
+    assert!(
+        liveness.http_get.is_none() && liveness.tcp_socket.is_some(),
+        "{liveness:?}"
+    );
+    assert!(container.readiness_probe.as_ref().unwrap().http_get.is_some());
     // The template's config hash names the migration stage, and differs from the others.
     let hash = template_hash(&sts).cloned();
     assert_eq!(hash, w.stage_hash(SealStage::Migration));

@@ -6,12 +6,15 @@
 //! The live set of servers shares one config ConfigMap; its seal stanza is chosen by the
 //! phase ([`hold`]):
 //! - from the moment the spec asks for another seal until the first server restarts
-//!   (`Idle`, `PreMigrationSnapshot`, `RecoveryKey`) the ConfigMap and StatefulSet are left
-//!   as they are: rendering the new seal alone would let pods restart into a seal that cannot
-//!   unseal them;
+//!   (`Idle`, `PreMigrationSnapshot`, `RecoveryKey`) the servers keep the seal they run
+//!   (rendering the new seal alone would let pods restart into a seal that cannot unseal
+//!   them): from `static` the whole spec is rendered with the static seal, from `transit` the
+//!   ConfigMap and StatefulSet are left as they are (the transit settings are gone from the
+//!   spec);
 //! - `Standbys` and `StepDown`: the migration stage (the old seal `disabled` next to the new
 //!   one), the StatefulSet on `OnDelete` with what both seals need mounted (the static key
-//!   volume stays until the old seal is removed);
+//!   volume stays until the old seal is removed) and a liveness probe that tolerates a
+//!   migrated standby's `sys/health` 500;
 //! - `Finalize`: the new seal alone, still `OnDelete`; this template is exactly the one of the
 //!   settled cluster, so going back to `RollingUpdate` afterwards restarts nothing.
 //!

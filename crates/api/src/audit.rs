@@ -199,6 +199,9 @@ fn default_audit_size() -> String {
 /// `/v1/sys/metrics?format=prometheus` on the API port, and the metrics Service `<c>-metrics`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.serviceMonitor) || !self.serviceMonitor.enabled || self.unauthenticatedMetricsAccess").message("spec.telemetry.serviceMonitor: needs unauthenticatedMetricsAccess: true (the operator wires no scrape token)").field_path(".serviceMonitor"),
+)]
 pub struct TelemetrySpec {
     /// How long OpenBao keeps metrics for Prometheus to scrape (Go duration, e.g. `24h`);
     /// must be longer than the scrape interval.
@@ -215,6 +218,52 @@ pub struct TelemetrySpec {
     /// `sys/metrics`.
     #[serde(default = "default_true")]
     pub unauthenticated_metrics_access: bool,
+
+    /// A Prometheus Operator `ServiceMonitor` for the metrics Service (spelled as the Go
+    /// operator's `observability.metrics.serviceMonitor`). Applied only while the apiserver
+    /// serves `monitoring.coreos.com/v1` ServiceMonitor; without that API nothing is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_monitor: Option<ServiceMonitorSpec>,
+}
+
+/// How Prometheus scrapes OpenBao through the ServiceMonitor `<c>-metrics`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("duration(self.scrapeTimeout) <= duration(self.interval)").message("spec.telemetry.serviceMonitor.scrapeTimeout: must not be longer than interval").field_path(".scrapeTimeout"),
+)]
+pub struct ServiceMonitorSpec {
+    /// Apply the ServiceMonitor (false removes it).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// How often Prometheus scrapes each server (a duration such as `30s` or `1m`).
+    #[serde(default = "default_scrape_interval")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self != '' && !self.matches('^(0+h)?(0+m)?(0+s)?$')").message("spec.telemetry.serviceMonitor.interval: must be a non-zero duration in h, m, s order such as 30s or 1m30s"))]
+    pub interval: String,
+
+    /// How long one scrape may take, at most `interval` (a duration such as `10s`).
+    #[serde(default = "default_scrape_timeout")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self != '' && !self.matches('^(0+h)?(0+m)?(0+s)?$')").message("spec.telemetry.serviceMonitor.scrapeTimeout: must be a non-zero duration in h, m, s order such as 10s"))]
+    pub scrape_timeout: String,
+}
+
+impl Default for ServiceMonitorSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: default_scrape_interval(),
+            scrape_timeout: default_scrape_timeout(),
+        }
+    }
+}
+
+fn default_scrape_interval() -> String {
+    "30s".to_string()
+}
+
+fn default_scrape_timeout() -> String {
+    "10s".to_string()
 }
 
 impl Default for TelemetrySpec {
@@ -223,6 +272,7 @@ impl Default for TelemetrySpec {
             prometheus_retention_time: default_retention(),
             disable_hostname: true,
             unauthenticated_metrics_access: true,
+            service_monitor: None,
         }
     }
 }
@@ -281,6 +331,45 @@ pub fn problems(spec: &crate::OpenBaoClusterSpec) -> Vec<String> {
                 "{at}.fileOptions.filePath: must be stdout or a file directly under {AUDIT_DIR}/"
             ));
         }
+    }
+    if let Some(t) = &spec.telemetry
+        && let Some(m) = t.service_monitor.as_ref().filter(|m| m.enabled)
+    {
+        out.extend(service_monitor_problems(t, m));
+    }
+    out
+}
+
+/// The `spec.telemetry.serviceMonitor` rules, as the CEL ones.
+fn service_monitor_problems(t: &TelemetrySpec, m: &ServiceMonitorSpec) -> Vec<String> {
+    let at = "spec.telemetry.serviceMonitor";
+    let mut out = Vec::new();
+    if !t.unauthenticated_metrics_access {
+        out.push(format!(
+            "{at}: needs unauthenticatedMetricsAccess: true (the operator wires no scrape token)"
+        ));
+    }
+    // Prometheus takes its units in order only (`1m30s`, never `30s1m`).
+    let ordered = |text: &str| {
+        let units: Vec<usize> = text.chars().filter_map(|c| "hms".find(c)).collect();
+        units.windows(2).all(|w| w[0] < w[1])
+    };
+    let nonzero = |text: &str| {
+        crate::duration::parse(text)
+            .ok()
+            .filter(|d| !d.is_zero() && ordered(text))
+    };
+    match (nonzero(&m.interval), nonzero(&m.scrape_timeout)) {
+        (None, _) => out.push(format!(
+            "{at}.interval: must be a non-zero duration in h, m, s order such as 30s or 1m30s"
+        )),
+        (_, None) => out.push(format!(
+            "{at}.scrapeTimeout: must be a non-zero duration in h, m, s order such as 10s"
+        )),
+        (Some(interval), Some(timeout)) if timeout > interval => {
+            out.push(format!("{at}.scrapeTimeout: must not be longer than interval"))
+        }
+        _ => {}
     }
     out
 }
@@ -361,6 +450,57 @@ mod tests {
     }
 
     #[test]
+    fn service_monitor_rules_are_checked_again_in_rust() {
+        let problems_of = |telemetry: serde_json::Value| {
+            let spec: crate::OpenBaoClusterSpec = serde_json::from_value(serde_json::json!({
+                "version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"},
+                "telemetry": telemetry,
+            }))
+            .unwrap();
+            problems(&spec)
+        };
+        assert!(problems_of(serde_json::json!({"serviceMonitor": {}})).is_empty());
+        assert!(
+            problems_of(serde_json::json!({"serviceMonitor": {"interval": "1m", "scrapeTimeout": "1m"}})).is_empty()
+        );
+        // Switched off: nothing is applied, so nothing to check.
+        assert!(
+            problems_of(
+                serde_json::json!({"unauthenticatedMetricsAccess": false, "serviceMonitor": {"enabled": false}})
+            )
+            .is_empty()
+        );
+        for (telemetry, expected) in [
+            (
+                serde_json::json!({"unauthenticatedMetricsAccess": false, "serviceMonitor": {}}),
+                "spec.telemetry.serviceMonitor: needs unauthenticatedMetricsAccess",
+            ),
+            (
+                serde_json::json!({"serviceMonitor": {"interval": "0s"}}),
+                "spec.telemetry.serviceMonitor.interval",
+            ),
+            (
+                serde_json::json!({"serviceMonitor": {"scrapeTimeout": "1d"}}),
+                "spec.telemetry.serviceMonitor.scrapeTimeout: must be a non-zero",
+            ),
+            (
+                serde_json::json!({"serviceMonitor": {"interval": "30s1m"}}),
+                "spec.telemetry.serviceMonitor.interval: must be a non-zero duration in h, m, s order",
+            ),
+            (
+                serde_json::json!({"serviceMonitor": {"interval": "10s", "scrapeTimeout": "1m"}}),
+                "spec.telemetry.serviceMonitor.scrapeTimeout: must not be longer",
+            ),
+        ] {
+            let found = problems_of(telemetry);
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "{expected} not in {found:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_file_device_defaults_to_hmac_and_json() {
         let d: AuditDevice = serde_json::from_value(serde_json::json!({
             "type": "file", "name": "file", "fileOptions": {"filePath": "/openbao/audit/audit.log"}
@@ -371,5 +511,8 @@ mod tests {
         assert!(d.file_options.unwrap().writes_to_volume());
         let t: TelemetrySpec = serde_json::from_value(serde_json::json!({})).unwrap();
         assert_eq!(t, TelemetrySpec::default());
+        let m: ServiceMonitorSpec = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(m, ServiceMonitorSpec::default());
+        assert!(m.enabled && m.interval == "30s" && m.scrape_timeout == "10s");
     }
 }

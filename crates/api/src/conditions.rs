@@ -19,6 +19,9 @@ pub const AUDIT_READY: &str = "AuditReady";
 /// `SealMigrationRoleMissing`); `False` with reason `Idle` otherwise.
 pub const SEAL_MIGRATION: &str = "SealMigration";
 pub const BACKUP_CONFIGURATION_READY: &str = "BackupConfigurationReady";
+/// Whether raft has a leader and every expected server votes and is healthy, as the leader's
+/// autopilot reports it (`sys/storage/raft/autopilot/state`, read with the operator's login).
+pub const RAFT_MEMBERSHIP_READY: &str = "RaftMembershipReady";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {

@@ -204,6 +204,55 @@ async fn invalid_audit_and_telemetry_specs_are_rejected_naming_the_field() -> Re
             json!({"telemetry": {"prometheusRetentionTime": "0s"}}),
             &["spec.telemetry.prometheusRetentionTime", "must be a non-zero duration"],
         ),
+        (
+            "service monitor without unauthenticated metrics",
+            json!({"telemetry": {"unauthenticatedMetricsAccess": false, "serviceMonitor": {}}}),
+            &[
+                "spec.telemetry.serviceMonitor",
+                "needs unauthenticatedMetricsAccess: true",
+            ],
+        ),
+        (
+            "service monitor interval not a duration",
+            json!({"telemetry": {"serviceMonitor": {"interval": "30"}}}),
+            &["spec.telemetry.serviceMonitor.interval", "must be a non-zero duration"],
+        ),
+        (
+            "service monitor interval zero",
+            json!({"telemetry": {"serviceMonitor": {"interval": "0m"}}}),
+            &["spec.telemetry.serviceMonitor.interval", "must be a non-zero duration"],
+        ),
+        (
+            "service monitor interval units out of order",
+            json!({"telemetry": {"serviceMonitor": {"interval": "30s1m"}}}),
+            &["spec.telemetry.serviceMonitor.interval", "in h, m, s order"],
+        ),
+        (
+            "service monitor interval empty",
+            json!({"telemetry": {"serviceMonitor": {"interval": ""}}}),
+            &["spec.telemetry.serviceMonitor.interval", "must be a non-zero duration"],
+        ),
+        (
+            "service monitor timeout in days",
+            json!({"telemetry": {"serviceMonitor": {"scrapeTimeout": "1d"}}}),
+            &[
+                "spec.telemetry.serviceMonitor.scrapeTimeout",
+                "must be a non-zero duration",
+            ],
+        ),
+        (
+            "service monitor timeout longer than the interval",
+            json!({"telemetry": {"serviceMonitor": {"interval": "15s", "scrapeTimeout": "1m"}}}),
+            &[
+                "spec.telemetry.serviceMonitor.scrapeTimeout",
+                "must not be longer than interval",
+            ],
+        ),
+        (
+            "service monitor unknown field",
+            json!({"telemetry": {"serviceMonitor": {"enabled": "yes"}}}),
+            &["spec.telemetry.serviceMonitor.enabled"],
+        ),
     ];
     let mut failures = Vec::new();
     for (i, (what, extra, expect)) in cases.iter().enumerate() {
@@ -233,7 +282,7 @@ async fn valid_audit_and_telemetry_are_accepted_and_defaulted() -> Result<()> {
             {"type": "syslog", "name": "syslog", "syslogOptions": {"facility": "LOCAL3", "tag": "openbao"}},
         ],
         "auditFileStorage": {"size": "2Gi", "storageClassName": "fast"},
-        "telemetry": {},
+        "telemetry": {"serviceMonitor": {}},
     });
     let stored = api.create(&PostParams::default(), &cluster("all", all_types)?).await?;
     let spec = &stored.data["spec"];
@@ -243,7 +292,8 @@ async fn valid_audit_and_telemetry_are_accepted_and_defaulted() -> Result<()> {
     ensure!(spec["audit"][2]["socketOptions"]["socketType"] == "tcp", "{spec}");
     ensure!(
         spec["telemetry"]
-            == json!({"prometheusRetentionTime": "24h", "disableHostname": true, "unauthenticatedMetricsAccess": true}),
+            == json!({"prometheusRetentionTime": "24h", "disableHostname": true, "unauthenticatedMetricsAccess": true,
+                      "serviceMonitor": {"enabled": true, "interval": "30s", "scrapeTimeout": "10s"}}),
         "{spec}"
     );
     let hardened = json!({"profile": "Hardened", "replicas": 3, "tls": {"mode": "External"},

@@ -20,6 +20,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// Whether the Gateway API (HTTPRoute, BackendTLSPolicy) is served by this apiserver.
     pub gateway_api: bool,
+    /// Whether the Prometheus Operator's ServiceMonitor is served (asked again every
+    /// [`discovery::OPTIONAL_API_TTL`]; tests may shorten it before sharing the context).
+    pub service_monitors: discovery::OptionalApi,
     /// Only reconcile clusters in this namespace (all namespaces when `None`).
     pub watch_namespace: Option<String>,
     /// How to reach a cluster's OpenBao API (the public Service unless a test says otherwise).
@@ -30,6 +33,8 @@ pub struct Context {
     pub safe_audiences: crate::openbao::SafeAudiences,
     /// The Events published recently (see [`crate::kube_write::Writer::event`]).
     pub published_events: crate::kube_write::PublishedEvents,
+    /// What each prune kept last (see [`crate::kube_write::Writer::prune`]).
+    pub pruned: crate::kube_write::Pruned,
     /// The apiserver's service-account issuer and keys, with when they were read.
     jwt_trust: RwLock<Option<(JwtTrust, Instant)>>,
 }
@@ -50,11 +55,13 @@ impl Context {
             },
             metrics,
             gateway_api,
+            service_monitors: discovery::OptionalApi::service_monitors(discovery::OPTIONAL_API_TTL),
             watch_namespace: None,
             endpoints: Arc::new(crate::openbao::in_cluster_endpoint),
             executor_image: crate::DEFAULT_EXECUTOR_IMAGE.to_string(),
             safe_audiences: Default::default(),
             published_events: Default::default(),
+            pruned: Default::default(),
             jwt_trust: RwLock::new(None),
         }
     }

@@ -6,6 +6,8 @@
 //!   forced), **only when it would change something** (see below);
 //! - [`Writer::create`]: create-once (an existing object is reported, never overwritten);
 //! - [`Writer::delete`] and [`Writer::delete_if_owned`]: a missing object is no error;
+//! - [`Writer::prune`]: deletes an owner's children of one kind and label selector that are not
+//!   wanted any more, whatever their names, listing only when the wanted set changed;
 //! - [`Writer::patch_status`]: the status as a JSON merge patch of what changed ([`merge_patch`]),
 //!   sent only when something did, optionally guarded by the resourceVersion;
 //! - [`Writer::event`]: an Event, not repeated while the same one was published recently.
@@ -29,14 +31,15 @@
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -202,14 +205,59 @@ impl<'a> Writer<'a> {
         else {
             return Ok(false);
         };
-        let owned = existing
-            .owner_references()
-            .iter()
-            .any(|o| o.uid == owner_uid && o.controller == Some(true));
-        if !owned {
+        if !controlled_by(existing.owner_references(), owner_uid) {
             return Ok(false);
         }
         self.delete::<K>(name, &DeleteParams::default()).await
+    }
+
+    /// Deletes the objects of kind `K` that carry the labels `selector`, are controlled by
+    /// `owner_uid` and are not named in `keep`: what the owner no longer wants, whatever its
+    /// name (a child an earlier version named differently goes too), never an object someone
+    /// else controls. Returns the names deleted.
+    ///
+    /// The list (metadata only: a Secret's data is never read) is sent only when `keep` differs
+    /// from what the last prune of the same kind, selector and owner kept ([`Pruned`]), so a
+    /// settled owner costs no request. That memory is the process's own: a restarted operator
+    /// lists each once more, which is when a child left behind by an earlier version is found.
+    pub async fn prune<K>(&self, selector: &str, owner_uid: &str, keep: &[String]) -> Result<Vec<String>, KubeError>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + DeserializeOwned + Clone + Debug,
+    {
+        let kind = K::kind(&());
+        let key = format!("{kind}\n{}\n{selector}\n{owner_uid}", self.namespace);
+        let keep: BTreeSet<String> = keep.iter().cloned().collect();
+        if self.ctx.pruned.unchanged(&key, &keep) {
+            return Ok(Vec::new());
+        }
+        let listed = self
+            .api::<K>()
+            .list_metadata(&ListParams::default().labels(selector))
+            .await
+            .map_err(kube_err(format!("listing {kind} {selector}")))?;
+        let mut deleted = Vec::new();
+        for object in listed.items {
+            let name = object.name_any();
+            if keep.contains(&name)
+                || object.metadata.deletion_timestamp.is_some()
+                || !controlled_by(object.owner_references(), owner_uid)
+            {
+                continue;
+            }
+            // Only the object seen as owned: one re-created under the name meanwhile stays.
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: object.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            if self.delete::<K>(&name, &params).await? {
+                deleted.push(name);
+            }
+        }
+        self.ctx.pruned.remember(key, keep);
+        Ok(deleted)
     }
 
     /// Patches the status of `name` from `stored` to `wanted` (a merge patch of what changed);
@@ -245,12 +293,7 @@ impl<'a> Writer<'a> {
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + DeserializeOwned + Clone + Debug,
     {
-        self.counted();
-        self.api::<K>()
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map_err(kube_err(format!("writing the status of {} {name}", K::kind(&()))))?;
-        Ok(())
+        self.send_merge::<K>(name, patch, true).await
     }
 
     /// Sends `patch` (a JSON merge patch, e.g. of finalizers) to `name`, as it is.
@@ -258,11 +301,23 @@ impl<'a> Writer<'a> {
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + DeserializeOwned + Clone + Debug,
     {
+        self.send_merge::<K>(name, patch, false).await
+    }
+
+    /// One merge patch request, to the `status` subresource or to the object itself.
+    async fn send_merge<K>(&self, name: &str, patch: &Value, status: bool) -> Result<(), KubeError>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + DeserializeOwned + Clone + Debug,
+    {
+        let (api, params, patch) = (self.api::<K>(), PatchParams::default(), Patch::Merge(patch));
+        let kind = K::kind(&());
         self.counted();
-        self.api::<K>()
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map_err(kube_err(format!("patching {} {name}", K::kind(&()))))?;
+        let (sent, action) = if status {
+            (api.patch_status(name, &params, &patch).await, "writing the status of")
+        } else {
+            (api.patch(name, &params, &patch).await, "patching")
+        };
+        sent.map_err(kube_err(format!("{action} {kind} {name}")))?;
         Ok(())
     }
 
@@ -322,6 +377,36 @@ impl PublishedEvents {
         }
         seen.insert(key, now);
         true
+    }
+}
+
+/// Whether an owner reference in `references` is the controller `owner_uid`.
+fn controlled_by(references: &[OwnerReference], owner_uid: &str) -> bool {
+    references
+        .iter()
+        .any(|o| o.uid == owner_uid && o.controller == Some(true))
+}
+
+/// Bound on remembered prunes (a few per cluster; forgetting one costs one list).
+const PRUNE_MEMORY: usize = 10_000;
+
+/// What each [`Writer::prune`] kept last time (by kind, namespace, selector and owner), so that
+/// it lists again only when the wanted set changed.
+#[derive(Default)]
+pub struct Pruned(Mutex<HashMap<String, BTreeSet<String>>>);
+
+impl Pruned {
+    fn unchanged(&self, key: &str, keep: &BTreeSet<String>) -> bool {
+        let pruned = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        pruned.get(key) == Some(keep)
+    }
+
+    fn remember(&self, key: String, keep: BTreeSet<String>) {
+        let mut pruned = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pruned.len() >= PRUNE_MEMORY {
+            pruned.clear();
+        }
+        pruned.insert(key, keep);
     }
 }
 
@@ -497,6 +582,17 @@ mod tests {
             violations.is_empty(),
             "write through kube_write::Writer: {violations:#?}"
         );
+    }
+
+    #[test]
+    fn a_prune_lists_again_only_when_the_wanted_set_changed() {
+        let pruned = Pruned::default();
+        let keep = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        assert!(!pruned.unchanged("Service\nns\nsel\nuid", &keep(&[])));
+        pruned.remember("Service\nns\nsel\nuid".into(), keep(&[]));
+        assert!(pruned.unchanged("Service\nns\nsel\nuid", &keep(&[])));
+        assert!(!pruned.unchanged("Service\nns\nsel\nuid", &keep(&["m"])));
+        assert!(!pruned.unchanged("Service\nns\nsel\nother-uid", &keep(&[])));
     }
 
     #[test]

@@ -255,16 +255,16 @@ fn the_grafana_dashboard_is_a_configmap_for_the_sidecar_when_asked() -> Result<(
     let rendered = objects(&helm_template(&["grafanaDashboard.enabled=true"])?)?;
     let config_map = rendered.get(&key).with_context(|| format!("{key} rendered"))?;
     assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
-    let shipped: Value = serde_json::from_str(
-        config_map["data"]["openbao-operator.json"]
-            .as_str()
-            .context("dashboard data")?,
-    )?;
-    let file: Value = serde_json::from_slice(&std::fs::read(chart_dir().join("dashboards/openbao-operator.json"))?)?;
-    assert_eq!(
-        shipped, file,
-        "the ConfigMap carries dashboards/openbao-operator.json unchanged"
-    );
-    assert_eq!(shipped["uid"], "openbao-operator");
+    // The operator's dashboard and OpenBao's own (its metric names are checked against real
+    // servers in crates/render/tests/audit_telemetry.rs).
+    for (file, uid) in [
+        ("openbao-operator.json", "openbao-operator"),
+        ("openbao.json", "openbao-servers"),
+    ] {
+        let shipped: Value = serde_json::from_str(config_map["data"][file].as_str().context("dashboard data")?)?;
+        let on_disk: Value = serde_json::from_slice(&std::fs::read(chart_dir().join("dashboards").join(file))?)?;
+        assert_eq!(shipped, on_disk, "the ConfigMap carries dashboards/{file} unchanged");
+        assert_eq!(shipped["uid"], uid);
+    }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! End to end on a real single-node cluster (kubelet, containerd, CNI, CoreDNS, local-path):
 //! the operator turns one Development OpenBaoCluster into 3 running OpenBao pods that initialize
 //! themselves, unseal, serve TLS from the operator's CA and accept the admin's service-account
-//! JWT and the demo login. Needs the node: `make test` starts it (`make cluster-up` by hand).
+//! JWT and the demo login. Its audit device writes to the servers' stdout: after the login and a
+//! secret write and read, the pods' logs hold those requests, with the secret and the password
+//! only HMAC'd. Needs the node: `make test` starts it (`make cluster-up` by hand).
 
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::authentication::v1::TokenRequest;
@@ -74,7 +76,8 @@ async fn bootstrap(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
                 "oidc": {"adminServiceAccount": {"name": "bao-admin"}},
                 "demoUserpass": {"passwordSecretRef": {"name": "demo-password"}},
                 "requests": [{"name": "kv", "operation": "update", "path": "sys/mounts/secret", "data": {"type": "kv", "options": {"version": "2"}}}]
-            }
+            },
+            "audit": [{"type": "file", "name": "stdout", "fileOptions": {"filePath": "stdout"}}],
         }
     }))
     .await?;
@@ -152,6 +155,8 @@ async fn bootstrap(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
     })
     .await?;
     assert_eq!(back["data"]["data"]["written"], "through the public Service");
+    audited_in_pod_logs(&client, &ns).await?;
+
     // Autopilot promotes joined servers to voters shortly after they are ready.
     poll("3 raft voters", || async {
         let raft = admin.raft_configuration().await?;
@@ -161,5 +166,51 @@ async fn bootstrap(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
 
     let _ = stop_tx.send(());
     controller.await?;
+    Ok(())
+}
+
+/// The audit entries (JSON lines) the servers wrote to stdout hold the demo login and the secret's
+/// write and read, the values only HMAC'd. Requests reach any server; the active one audits them.
+async fn audited_in_pod_logs(client: &Client, ns: &str) -> Result<()> {
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns);
+    let (entries, text) = poll("the audit entries in the pods' logs", || async {
+        let mut text = String::new();
+        for pod in pods.list(&Default::default()).await?.items {
+            text += &pods.logs(&pod.name_any(), &Default::default()).await?;
+        }
+        let entries: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|e: &serde_json::Value| e["type"] == "response" || e["type"] == "request")
+            .collect();
+        let read = entries.iter().any(|e| {
+            e["type"] == "response" && e["request"]["path"] == "secret/data/e2e" && e["request"]["operation"] == "read"
+        });
+        Ok(read.then_some((entries, text)))
+    })
+    .await?;
+    let requested = |path: &str| {
+        entries
+            .iter()
+            .any(|e| e["type"] == "request" && e["request"]["path"] == path)
+    };
+    assert!(requested("auth/userpass/login/demo"), "the demo login is not audited");
+    assert!(requested("secret/data/e2e"), "the secret write is not audited");
+    for clear in ["through the public Service", DEMO_PASSWORD] {
+        assert!(!text.contains(clear), "the audit log holds {clear:?} in clear");
+    }
+    let read = entries
+        .iter()
+        .find(|e| {
+            e["type"] == "response" && e["request"]["path"] == "secret/data/e2e" && e["request"]["operation"] == "read"
+        })
+        .context("the read's response entry")?;
+    let value = read["response"]["data"]["data"]["written"].as_str().unwrap_or_default();
+    assert!(
+        value.starts_with("hmac-sha256:"),
+        "the value read is not HMAC'd: {value}"
+    );
+    eprintln!("audit: {} entries in the pods' stdout; values HMAC'd", entries.len());
     Ok(())
 }

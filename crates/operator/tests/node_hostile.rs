@@ -7,13 +7,18 @@
 //! - a neighbouring, real OpenBao cluster refuses it at its `openbao-operator` role (its JWT
 //!   roles are bound to that cluster's audience only).
 //!
+//! The same tenant also tries objects that once stopped every cluster's reconciliation: request
+//! `data` nested 121 and 200 levels deep and a 1 MiB string. The node's apiserver refuses each with
+//! a message naming the field, and the neighbour still reaches `Available`. (`deep_data_apiserver`
+//! covers an object stored before the bound existed.)
+//!
 //! The pod's `openbao-initialized`/`openbao-sealed` labels are set by the test: a real server
 //! sets them itself through service registration, and the tenant's server holds the same rights.
 
 use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
-use kube::api::{Api, LogParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, LogParams, Patch, PatchParams, PostParams};
 use kube::{Client, Config};
 use openbao_api::{OpenBaoCluster, conditions, names};
 use openbao_client::{BaoClient, ClientConfig};
@@ -96,6 +101,8 @@ async fn hostile_tenant(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
         )
         .await?;
     }
+
+    refuse_hostile_request_data(client, ns).await?;
 
     let started = Instant::now();
     let services = Api::<Service>::namespaced(client.clone(), ns);
@@ -203,6 +210,41 @@ async fn hostile_tenant(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
 
     let _ = stop_tx.send(());
     controller.await?;
+    Ok(())
+}
+
+/// Request bodies too deep or too large for the operator: refused at admission, by field.
+async fn refuse_hostile_request_data(client: &Client, ns: &str) -> Result<()> {
+    let nested = |levels: usize| (0..levels).fold(serde_json::json!(1), |inner, _| serde_json::json!({ "a": inner }));
+    let raw = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ApiResource::erase::<OpenBaoCluster>(&()));
+    let cases = [
+        ("nested 121 levels", nested(121), "spec.selfInit.requests[0].data.a.a"),
+        ("nested 200 levels", nested(200), "spec.selfInit.requests[0].data.a.a"),
+        (
+            "a 1 MiB string",
+            serde_json::json!({ "pem": "x".repeat(1 << 20) }),
+            "spec.selfInit.requests[0].data.pem",
+        ),
+    ];
+    for (what, data, field) in cases {
+        let object = serde_json::json!({
+            "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
+            "metadata": {"name": "deep"},
+            "spec": {
+                "version": "2.7.2", "profile": "Development", "storage": {"size": "256Mi"},
+                "selfInit": {"requests": [{"name": "body", "operation": "update", "path": "sys/x", "data": data}]},
+            },
+        });
+        // Sent as the raw JSON a tenant would send, not through the operator's types.
+        let object: DynamicObject = serde_json::from_value(object)?;
+        match raw.create(&PostParams::default(), &object).await {
+            Err(kube::Error::Api(status)) if status.code == 422 && status.message.contains(field) => {
+                eprintln!("refused at admission, data {what}")
+            }
+            Err(e) => bail!("data {what}: not refused with a message naming {field}: {e}"),
+            Ok(_) => bail!("data {what}: the node's apiserver stored it"),
+        }
+    }
     Ok(())
 }
 

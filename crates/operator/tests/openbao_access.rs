@@ -3,7 +3,8 @@
 //! requests: it logs in with its service-account token and keeps OpenBao's trusted keys equal
 //! to the apiserver's. Its token carries the cluster's own audience, is never sent when the
 //! apiserver itself would accept that audience, and a cluster an older operator set up with
-//! the shared audience gets the commands that move its roles over (run here, they work).
+//! the shared audience gets the commands that move its roles over (run here, they work). The
+//! same login reads raft membership for `RaftMembershipReady` (the operator policy allows it).
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -112,6 +113,18 @@ async fn operator_logs_in_with_its_service_account_and_keeps_jwt_keys_in_step() 
     assert!(me.policies.iter().any(|p| p == "openbao-operator"));
     // Least privilege: raft state yes, mounts no.
     bao.raft_configuration().await?;
+    // The status's raft membership read, through this very login (one server: its own voter,
+    // healthy once autopilot's first update ran).
+    {
+        use openbao_operator::controllers::cluster::raft_membership as raft;
+        let healthy = testkit::openbao::poll_until("raft membership Healthy", Duration::from_secs(30), || async {
+            let c = raft::condition(&raft::observe(&bao).await, 1, true);
+            anyhow::ensure!(c.reason == "Healthy", "{}: {}", c.reason, c.message);
+            Ok(Some(c))
+        })
+        .await?;
+        eprintln!("raft membership through the operator's login: {}", healthy.message);
+    }
     let denied = bao
         .read("sys/mounts")
         .await

@@ -410,3 +410,98 @@ async fn transitions_are_reported_as_events() -> Result<()> {
     }
     Ok(())
 }
+
+/// A child of `component` named `name`, with the labels the operator puts on `cluster`'s
+/// children; controlled by `owner` (a uid) or by nobody.
+fn labelled<K: DeserializeOwned>(
+    cluster: &str,
+    component: &str,
+    name: &str,
+    owner: Option<&str>,
+    body: serde_json::Value,
+) -> Result<K> {
+    let mut object = body;
+    object["metadata"] = serde_json::json!({
+        "name": name,
+        "labels": openbao_render::labels::common(cluster, component),
+        "ownerReferences": owner.map(|uid| vec![serde_json::json!({
+            "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster", "name": cluster, "uid": uid,
+            "controller": true, "blockOwnerDeletion": true,
+        })]).unwrap_or_default(),
+    });
+    Ok(serde_json::from_value(object)?)
+}
+
+/// Children no longer wanted are pruned by owner and label, whatever their names (e.g. one an
+/// earlier version named differently); an object with the same labels that the cluster does not
+/// control is kept. A settled cluster lists nothing: a leftover appearing meanwhile is found
+/// when the wanted set changes or the operator restarts.
+#[tokio::test]
+async fn children_no_longer_wanted_are_pruned_by_owner_and_label_whatever_their_name() -> Result<()> {
+    let (client, ctx) = setup().await?;
+    let ns = create_namespace(&client, "bao-prune").await?;
+    let created = create(&client, &ns, &cluster_manifest("pr", serde_json::json!({}))?).await?;
+    let uid = created.uid().context("uid")?;
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let service = serde_json::json!({"spec": {"clusterIP": "None", "ports": [{"port": 8200}]}});
+    let post = PostParams::default();
+    // No telemetry in the spec: no metrics Service is wanted.
+    let leftover: Service = labelled("pr", "metrics", "pr-metrics-v0", Some(&uid), service.clone())?;
+    let foreign: Service = labelled("pr", "metrics", "pr-metrics-foreign", None, service.clone())?;
+    // The gateway is wanted: its CA ConfigMap under today's name, not under an old one.
+    let old_ca: ConfigMap = labelled("pr", "gateway", "pr-gateway-ca-v0", Some(&uid), serde_json::json!({}))?;
+    services.create(&post, &leftover).await?;
+    services.create(&post, &foreign).await?;
+    config_maps.create(&post, &old_ca).await?;
+
+    reconcile_once(&client, &ctx, &ns, "pr").await?;
+    let gone = |name: &'static str| {
+        let services = services.clone();
+        let config_maps = config_maps.clone();
+        async move {
+            let service = services.get_opt(name).await?;
+            let config_map = config_maps.get_opt(name).await?;
+            Ok((service.is_none() && config_map.is_none()).then_some(()))
+        }
+    };
+    wait_for("the owned leftover Service to go", Duration::from_secs(10), || {
+        gone("pr-metrics-v0")
+    })
+    .await?;
+    wait_for("the owned leftover ConfigMap to go", Duration::from_secs(10), || {
+        gone("pr-gateway-ca-v0")
+    })
+    .await?;
+    assert!(
+        services.get_opt("pr-metrics-foreign").await?.is_some(),
+        "an object the cluster does not control is never pruned"
+    );
+    let ca = openbao_api::names::gateway_ca_config_map("pr");
+    assert!(
+        config_maps.get_opt(&ca).await?.is_some(),
+        "the wanted CA ConfigMap stays"
+    );
+    assert!(
+        services
+            .get_opt(&openbao_api::names::headless_service("pr"))
+            .await?
+            .is_some()
+    );
+
+    // Settled: nothing is listed, so a leftover created now stays until the operator restarts.
+    let late: Service = labelled("pr", "metrics", "pr-metrics-v1", Some(&uid), service)?;
+    services.create(&post, &late).await?;
+    reconcile_once(&client, &ctx, &ns, "pr").await?;
+    assert!(services.get_opt("pr-metrics-v1").await?.is_some());
+    let restarted = Arc::new(Context::new(client.clone(), ctx.operator.clone(), Metrics::default()).await);
+    reconcile_once(&client, &restarted, &ns, "pr").await?;
+    wait_for(
+        "the late leftover to go after a restart",
+        Duration::from_secs(10),
+        || gone("pr-metrics-v1"),
+    )
+    .await?;
+    assert!(services.get_opt("pr-metrics-foreign").await?.is_some());
+    Ok(())
+}

@@ -38,7 +38,7 @@ kind: Policy
 omitStages: ["RequestReceived"]
 rules:
 - level: Metadata
-  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  verbs: ["create", "update", "patch", "delete", "deletecollection", "list"]
 - level: None
 "#;
 
@@ -58,12 +58,32 @@ fn cluster_manifest(name: &str) -> Result<OpenBaoCluster> {
 
 /// The operator's writes in `namespace` as the audit log records them: (verb, resource, name).
 fn audited_writes(log: &Path, namespace: &str) -> Result<Vec<String>> {
+    audited(
+        log,
+        namespace,
+        &["create", "update", "patch", "delete", "deletecollection"],
+    )
+}
+
+/// The operator's lists in `namespace` (reads that prune, unlike a GET, would repeat for every
+/// kind on every reconcile if it listed each time).
+fn audited_lists(log: &Path, namespace: &str) -> Result<Vec<String>> {
+    audited(log, namespace, &["list"])
+}
+
+/// The operator's requests of `verbs` in `namespace`: (verb, resource, name) -> code.
+fn audited(log: &Path, namespace: &str, verbs: &[&str]) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut writes = Vec::new();
     for line in text.lines() {
         let e: serde_json::Value = serde_json::from_str(line).context("an audit event")?;
         let by_operator = e["impersonatedUser"]["username"] == OPERATOR_USER;
-        if by_operator && e["stage"] == "ResponseComplete" && e["objectRef"]["namespace"] == namespace {
+        let verb = e["verb"].as_str().unwrap_or_default();
+        if by_operator
+            && verbs.contains(&verb)
+            && e["stage"] == "ResponseComplete"
+            && e["objectRef"]["namespace"] == namespace
+        {
             let r = &e["objectRef"];
             let sub = r["subresource"].as_str().map(|s| format!("/{s}")).unwrap_or_default();
             writes.push(format!(
@@ -229,6 +249,7 @@ async fn scenario(admin: &Client, ctx: &Context, ns: &str, log: &Path) -> Result
     // cluster is otherwise woken by its pods' watch events (none here: no kubelet) and a 60 s
     // safety net, so without the pokes this window would be minutes long.
     let idle_started = Instant::now();
+    let lists_before_idle = audited_lists(log, ns)?.len();
     for poke in 0..IDLE_RECONCILES {
         let before = successful_reconciles(&ctx.metrics);
         let annotation = serde_json::json!({"metadata": {"annotations": {"test.openbao.org/poke": poke.to_string()}}});
@@ -241,6 +262,7 @@ async fn scenario(admin: &Client, ctx: &Context, ns: &str, log: &Path) -> Result
     }
     let idle_metric = ctx.metrics.kube_writes.get() - converge_metric;
     let idle_audit: Vec<String> = audited_writes(log, ns)?.split_off(converge_audit.len());
+    let idle_lists: Vec<String> = audited_lists(log, ns)?.split_off(lists_before_idle);
     eprintln!(
         "idle: {IDLE_RECONCILES} reconciles in {:?}: {idle_metric} writes by the metric, {} in the audit log {:?}",
         idle_started.elapsed(),
@@ -296,6 +318,14 @@ async fn scenario(admin: &Client, ctx: &Context, ns: &str, log: &Path) -> Result
         (idle_metric, idle_audit.len()),
         (0, 0),
         "an idle cluster sends no writes"
+    );
+    // Pruning lists a kind only when the wanted set changed: idle, the only list is the pods'
+    // (what OpenBao's service registration says, read every reconcile).
+    let pruning_lists: Vec<&String> = idle_lists.iter().filter(|l| !l.starts_with("list pods ")).collect();
+    eprintln!("idle lists: {idle_lists:?}");
+    assert!(
+        pruning_lists.is_empty(),
+        "an idle cluster lists no children: {pruning_lists:?}"
     );
     Ok(())
 }

@@ -44,6 +44,8 @@ impl Cluster<'_> {
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "openbao/openbao";
 pub const API_PORT: i32 = 8200;
 pub const CLUSTER_PORT: i32 = 8201;
+/// The OpenBao container of every server pod (and of the drill Job's sidecar).
+pub const SERVER_CONTAINER: &str = "openbao";
 
 /// Where the operator itself runs: its service account is trusted by OpenBao's JWT auth.
 #[derive(Clone, Debug, PartialEq, Eq)]

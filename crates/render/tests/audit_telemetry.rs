@@ -9,7 +9,11 @@
 //! a userpass login and a KV write and read, the audit file holds all three requests, with the
 //! secret and the password only HMAC'd (`hmac-sha256:`), never in clear; the metrics path answers
 //! in Prometheus format without a token and reports the seal state and raft, while every other
-//! path still needs one.
+//! path still needs one; every metric name the chart's OpenBao dashboard
+//! (`charts/openbao-operator/dashboards/openbao.json`) queries is in the server's Prometheus
+//! output (leader changes, raft commit time, request latency, seal status, autopilot health),
+//! and every query of that dashboard answers with a number on a real Prometheus scraping the
+//! server the way the ServiceMonitor does.
 
 use anyhow::{Context, Result, bail, ensure};
 use openbao_api::{AUDIT_DIR, OpenBaoClusterSpec};
@@ -17,6 +21,7 @@ use openbao_client::ClientConfig;
 use openbao_render::pki::{self, KeyedCert};
 use openbao_render::{API_PORT, CLUSTER_PORT, Cluster, JwtTrust, OperatorIdentity, config, paths, selfinit};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -327,8 +332,193 @@ async fn audit_and_telemetry(version: &str) -> Result<()> {
     let other = curl(&ca, &host, &addr, "/v1/sys/mounts").await?;
     ensure!(other.0 == 403, "sys/mounts without a token: HTTP {}", other.0);
 
+    // 5. Every metric the chart's OpenBao dashboard queries is one this (raft) server exports.
+    // Autopilot reports a moment after the server became active, hence the wait.
+    let wanted = dashboard_metric_names()?;
+    poll_until("every dashboard metric exported", Duration::from_secs(30), || async {
+        let (_, body) = curl(&ca, &host, &addr, "/v1/sys/metrics?format=prometheus").await?;
+        let exported: BTreeSet<&str> = body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let missing: Vec<&String> = wanted.iter().filter(|n| !exported.contains(n.as_str())).collect();
+        ensure!(missing.is_empty(), "{version} does not export {missing:?}");
+        Ok(Some(()))
+    })
+    .await?;
+    eprintln!(
+        "DASHBOARD {version}: all {} metric names exported: {wanted:?}",
+        wanted.len()
+    );
+
+    // 6. A real Prometheus scraping the server as the ServiceMonitor does (HTTPS verified with the
+    // CA, the metrics path with format=prometheus, the target labelled like a Service endpoint):
+    // every query of the dashboard runs and answers with a number.
+    let answered = dashboard_on_prometheus(root, &ca, &host, &addr).await?;
+    eprintln!("PROMETHEUS {version}: every dashboard query answered: {answered:?}");
+
     node.stop().await;
     Ok(())
+}
+
+/// The metric names the chart's OpenBao dashboard queries (panels and variables): every
+/// `vault_*` name (OpenBao 2.6 and 2.7 keep the prefix). Each panel must query one, and the five
+/// themes of the dashboard must be there.
+fn dashboard_metric_names() -> Result<BTreeSet<String>> {
+    let path = testkit::cache::repo_root().join("charts/openbao-operator/dashboards/openbao.json");
+    let dashboard: Value =
+        serde_json::from_slice(&std::fs::read(&path)?).with_context(|| path.display().to_string())?;
+    let names_in = |expr: &str| -> Vec<String> {
+        expr.match_indices("vault_")
+            .map(|(at, _)| {
+                expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect()
+            })
+            .collect()
+    };
+    let mut all = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().context("panels")? {
+        let mut in_panel = Vec::new();
+        for target in panel["targets"].as_array().context("targets")? {
+            in_panel.extend(names_in(target["expr"].as_str().context("expr")?));
+        }
+        ensure!(
+            !in_panel.is_empty(),
+            "panel {} queries no OpenBao metric",
+            panel["title"]
+        );
+        all.extend(in_panel);
+    }
+    for variable in dashboard["templating"]["list"].as_array().context("variables")? {
+        all.extend(names_in(variable["query"].as_str().unwrap_or_default()));
+    }
+    for theme in [
+        "vault_raft_state_leader",
+        "vault_raft_commitTime",
+        "vault_core_handle_request",
+        "vault_core_unsealed",
+        "vault_autopilot_healthy",
+    ] {
+        ensure!(all.contains(theme), "the dashboard has no panel on {theme}");
+    }
+    Ok(all)
+}
+
+/// Starts Prometheus (Debian's build of the pinned version, `hack/fetch-prometheus.sh`) on a
+/// loopback port, scraping the node every second, and runs every dashboard query on it until it
+/// answers with a number; (panel title, series with a number) per query.
+async fn dashboard_on_prometheus(
+    root: &Path,
+    ca: &KeyedCert,
+    host: &str,
+    addr: &NodeAddr,
+) -> Result<Vec<(String, usize)>> {
+    let line = testkit::cache::run_hack("fetch-prometheus.sh", &[])?;
+    let prometheus_root = line
+        .split_once(' ')
+        .map(|(_, r)| r)
+        .context("fetch-prometheus.sh output")?;
+    let binary = Path::new(prometheus_root).join("usr/bin/prometheus");
+    let dir = root.join("prometheus");
+    std::fs::create_dir_all(&dir)?;
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, &ca.cert_pem)?;
+    let config = json!({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [{
+            "job_name": "openbao",
+            "scheme": "https",
+            "metrics_path": openbao_render::objects::METRICS_PATH,
+            "params": {"format": ["prometheus"]},
+            "tls_config": {"ca_file": ca_file, "server_name": host},
+            "static_configs": [{
+                "targets": [format!("{}:{API_PORT}", addr.ip)],
+                "labels": {"namespace": NAMESPACE, "service": format!("{CLUSTER}-metrics"), "pod": POD},
+            }],
+        }],
+    });
+    // JSON is YAML.
+    std::fs::write(dir.join("prometheus.yml"), serde_json::to_string(&config)?)?;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        format!("--config.file={}", dir.join("prometheus.yml").display()),
+        format!("--storage.tsdb.path={}", dir.join("data").display()),
+        format!("--web.listen-address={listen}"),
+    ];
+    let mut server =
+        testkit::process::ManagedProcess::start("prometheus", &binary, &args, &[], &dir.join("prometheus.log"))?;
+    let queries = dashboard_queries()?;
+    let mut answered = Vec::new();
+    let result = async {
+        for (title, expr) in &queries {
+            let numbers = poll_until(&format!("panel {title:?} answers"), Duration::from_secs(60), || async {
+                let run = tokio::process::Command::new("curl")
+                    .args(["-sS", "--max-time", "5", "-G"])
+                    .arg(format!("http://{listen}/api/v1/query"))
+                    .arg("--data-urlencode")
+                    .arg(format!("query={expr}"))
+                    .kill_on_drop(true)
+                    .output()
+                    .await?;
+                let answer: Value = serde_json::from_slice(&run.stdout)
+                    .with_context(|| format!("{expr}: {}", String::from_utf8_lossy(&run.stderr)))?;
+                ensure!(answer["status"] == "success", "Prometheus refused {expr}: {answer}");
+                let numbers = answer["data"]["result"]
+                    .as_array()
+                    .map(|series| {
+                        series
+                            .iter()
+                            .filter(|s| {
+                                s["value"][1]
+                                    .as_str()
+                                    .and_then(|v| v.parse::<f64>().ok())
+                                    .is_some_and(f64::is_finite)
+                            })
+                            .count()
+                    })
+                    .unwrap_or(0);
+                ensure!(numbers > 0, "{expr} -> {answer}");
+                Ok(Some(numbers))
+            })
+            .await?;
+            answered.push((title.clone(), numbers));
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let log = server.log_tail(20);
+    server.stop();
+    result.with_context(|| format!("Prometheus log:\n{log}"))?;
+    Ok(answered)
+}
+
+/// (panel title, PromQL) of every target of the OpenBao dashboard, with Grafana's variables set
+/// to this test's cluster and a 1-minute rate window.
+fn dashboard_queries() -> Result<Vec<(String, String)>> {
+    let path = testkit::cache::repo_root().join("charts/openbao-operator/dashboards/openbao.json");
+    let dashboard: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().context("panels")? {
+        let title = panel["title"].as_str().context("title")?;
+        for target in panel["targets"].as_array().context("targets")? {
+            let expr = target["expr"]
+                .as_str()
+                .context("expr")?
+                .replace("$__rate_interval", "1m")
+                .replace("$namespace", NAMESPACE)
+                .replace("$service", &format!("{CLUSTER}-metrics"));
+            ensure!(!expr.contains('$'), "panel {title:?}: unknown variable in {expr}");
+            out.push((title.to_string(), expr));
+        }
+    }
+    Ok(out)
 }
 
 /// GET `path` on the node without a token, verifying its certificate; (status, body).

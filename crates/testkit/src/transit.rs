@@ -4,7 +4,7 @@
 
 use crate::openbao::{BaoServer, BaoServerSpec, NodeAddr, TestNodeConfig, TestTls, node_host, write_static_seal_key};
 use anyhow::{Context, Result};
-use openbao_client::Token;
+use openbao_client::{BaoClient, Token};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -33,35 +33,9 @@ impl TransitServer {
         let spec = BaoServerSpec::new(LABEL, bao, &config_dir, tls.client_config_for(LABEL, &addr));
         let mut server = BaoServer::start(spec)?;
         server.wait_answering(startup).await?;
-        let init = server
-            .client()
-            .write("sys/init", &json!({"recovery_shares": 1, "recovery_threshold": 1}))
-            .await?
-            .context("sys/init returned nothing")?;
-        let root = init["root_token"].as_str().context("no root token")?.to_string();
+        let root = initialize(server.client()).await?;
         server.wait_active(startup).await?;
-        let admin = server.client().with_token(Token::new(root));
-        admin.write("sys/mounts/transit", &json!({"type": "transit"})).await?;
-        admin.write(&format!("transit/keys/{key_name}"), &json!({})).await?;
-        let policy = format!(
-            "path \"transit/encrypt/{key_name}\" {{ capabilities = [\"update\"] }}\n\
-             path \"transit/decrypt/{key_name}\" {{ capabilities = [\"update\"] }}\n"
-        );
-        admin
-            .write("sys/policies/acl/unseal", &json!({"policy": policy}))
-            .await?;
-        let created = admin
-            .write(
-                "auth/token/create-orphan",
-                &json!({"policies": ["unseal"], "no_default_policy": true, "period": "1h"}),
-            )
-            .await?
-            .context("token create returned nothing")?;
-        let token = created["auth"]["client_token"]
-            .as_str()
-            .context("no client token")?
-            .to_string();
-        admin.write("auth/token/revoke-self", &json!({})).await?;
+        let token = provision(&server.client().with_token(root), key_name).await?;
         Ok(Self {
             server,
             tls,
@@ -79,4 +53,44 @@ impl TransitServer {
     pub fn server_name(&self) -> String {
         node_host(NAMESPACE, LABEL)
     }
+}
+
+/// Initializes a fresh transit OpenBao (its own seal is static: one recovery share, which no
+/// test needs) and returns its root token.
+pub async fn initialize(client: &BaoClient) -> Result<Token> {
+    let init = client
+        .write("sys/init", &json!({"recovery_shares": 1, "recovery_threshold": 1}))
+        .await?
+        .context("sys/init returned nothing")?;
+    Ok(Token::new(
+        init["root_token"].as_str().context("no root token")?.to_string(),
+    ))
+}
+
+/// With the root token (`admin`, its server active): the transit engine, the key `key_name`, a
+/// policy allowing exactly encrypt and decrypt with it, and an orphan periodic token holding only
+/// that policy, which is returned. The root token is revoked.
+pub async fn provision(admin: &BaoClient, key_name: &str) -> Result<String> {
+    admin.write("sys/mounts/transit", &json!({"type": "transit"})).await?;
+    admin.write(&format!("transit/keys/{key_name}"), &json!({})).await?;
+    let policy = format!(
+        "path \"transit/encrypt/{key_name}\" {{ capabilities = [\"update\"] }}\n\
+         path \"transit/decrypt/{key_name}\" {{ capabilities = [\"update\"] }}\n"
+    );
+    admin
+        .write("sys/policies/acl/unseal", &json!({"policy": policy}))
+        .await?;
+    let created = admin
+        .write(
+            "auth/token/create-orphan",
+            &json!({"policies": ["unseal"], "no_default_policy": true, "period": "1h"}),
+        )
+        .await?
+        .context("token create returned nothing")?;
+    let token = created["auth"]["client_token"]
+        .as_str()
+        .context("no client token")?
+        .to_string();
+    admin.write("auth/token/revoke-self", &json!({})).await?;
+    Ok(token)
 }

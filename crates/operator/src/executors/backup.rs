@@ -67,16 +67,12 @@ pub struct BackupReport {
 impl Completed for BackupReport {
     fn result_line(&self, operation: &str) -> ExecutorResult {
         ExecutorResult {
-            bucket: Some(self.bucket.clone()),
-            key: Some(self.key.clone()),
-            size: Some(self.size),
             sha256: Some(self.sha256.clone()),
-            duration_ms: Some(self.duration_ms),
             transfer_ms: Some(self.transfer_ms),
             leader: Some(self.leader.clone()),
             deleted: Some(self.deleted.clone()),
             retention_error: self.retention_error.clone(),
-            ..ExecutorResult::succeeded_run(operation)
+            ..super::object_line(operation, &self.bucket, &self.key, self.size, self.duration_ms)
         }
     }
 }

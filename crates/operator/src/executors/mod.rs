@@ -240,6 +240,18 @@ pub(crate) trait Completed {
     fn result_line(&self, operation: &str) -> ExecutorResult;
 }
 
+/// The result line of a run of `operation` that succeeded with the backup object `bucket`/`key`
+/// of `size` bytes in `duration_ms`; the caller adds what else it did.
+pub(crate) fn object_line(operation: &str, bucket: &str, key: &str, size: u64, duration_ms: u64) -> ExecutorResult {
+    ExecutorResult {
+        bucket: Some(bucket.to_string()),
+        key: Some(key.to_string()),
+        size: Some(size),
+        duration_ms: Some(duration_ms),
+        ..ExecutorResult::succeeded_run(operation)
+    }
+}
+
 /// Runs one executor: process set-up, the run, one log line and the result line; returns the
 /// process exit code.
 pub(crate) async fn execute<T: Completed>(
@@ -477,6 +489,60 @@ fn openbao_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_report_names_the_object_it_stored_or_restored() {
+        let line = |r: &dyn Completed, op: &str| serde_json::to_value(r.result_line(op)).unwrap();
+        let object = serde_json::json!({"bucket": "b", "key": "k", "size": 7, "duration_ms": 9, "result": "Succeeded"});
+        let backup = backup::BackupReport {
+            bucket: "b".into(),
+            key: "k".into(),
+            size: 7,
+            sha256: "s".into(),
+            duration_ms: 9,
+            transfer_ms: 3,
+            leader: "l".into(),
+            deleted: vec!["old".into()],
+            retention_error: None,
+        };
+        let restore = restore::RestoreReport {
+            bucket: "b".into(),
+            key: "k".into(),
+            size: 7,
+            duration_ms: 9,
+            leader: "l".into(),
+        };
+        let verify = verify::VerifyReport {
+            bucket: "b".into(),
+            key: "k".into(),
+            size: 7,
+            duration_ms: 9,
+            restore_ms: 5,
+            restored_cluster_id: "c".into(),
+            policies: vec!["p".into()],
+        };
+        let lines = [
+            (
+                line(&backup, "backup"),
+                serde_json::json!({"operation": "backup", "sha256": "s", "transfer_ms": 3, "leader": "l", "deleted": ["old"]}),
+            ),
+            (
+                line(&restore, "restore"),
+                serde_json::json!({"operation": "restore", "leader": "l"}),
+            ),
+            (
+                line(&verify, "verify-backup"),
+                serde_json::json!({"operation": "verify-backup", "restore_ms": 5, "restored_cluster_id": "c", "policies": ["p"]}),
+            ),
+        ];
+        for (line, own) in lines {
+            let mut expected = object.clone();
+            for (k, v) in own.as_object().unwrap() {
+                expected[k] = v.clone();
+            }
+            assert_eq!(line, expected);
+        }
+    }
 
     #[test]
     fn reasons_are_stable() {

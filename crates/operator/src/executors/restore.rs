@@ -71,12 +71,8 @@ pub struct RestoreReport {
 impl Completed for RestoreReport {
     fn result_line(&self, operation: &str) -> ExecutorResult {
         ExecutorResult {
-            bucket: Some(self.bucket.clone()),
-            key: Some(self.key.clone()),
-            size: Some(self.size),
-            duration_ms: Some(self.duration_ms),
             leader: Some(self.leader.clone()),
-            ..ExecutorResult::succeeded_run(operation)
+            ..super::object_line(operation, &self.bucket, &self.key, self.size, self.duration_ms)
         }
     }
 }

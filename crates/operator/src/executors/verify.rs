@@ -80,14 +80,10 @@ pub struct VerifyReport {
 impl Completed for VerifyReport {
     fn result_line(&self, operation: &str) -> ExecutorResult {
         ExecutorResult {
-            bucket: Some(self.bucket.clone()),
-            key: Some(self.key.clone()),
-            size: Some(self.size),
-            duration_ms: Some(self.duration_ms),
             restore_ms: Some(self.restore_ms),
             restored_cluster_id: Some(self.restored_cluster_id.clone()),
             policies: Some(self.policies.clone()),
-            ..ExecutorResult::succeeded_run(operation)
+            ..super::object_line(operation, &self.bucket, &self.key, self.size, self.duration_ms)
         }
     }
 }

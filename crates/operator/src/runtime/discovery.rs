@@ -45,3 +45,52 @@ pub async fn gateway_api_served(client: &Client) -> bool {
         Err(_) => false,
     }
 }
+
+/// How long an optional API's presence is believed: one discovery request per API per this
+/// long, and an API installed later is used within it.
+pub const OPTIONAL_API_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether an optional API (a CRD another project installs, such as the Prometheus Operator's
+/// ServiceMonitor) is served, asked at most once per `ttl`. Reconciles run often: an absent API
+/// must cost neither an error nor a request each time, and is simply not used.
+pub struct OptionalApi {
+    group_version: &'static str,
+    kind: &'static str,
+    ttl: std::time::Duration,
+    cached: std::sync::Mutex<Option<(bool, std::time::Instant)>>,
+}
+
+impl OptionalApi {
+    pub fn new(group_version: &'static str, kind: &'static str, ttl: std::time::Duration) -> Self {
+        Self {
+            group_version,
+            kind,
+            ttl,
+            cached: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// `monitoring.coreos.com/v1` ServiceMonitor.
+    pub fn service_monitors(ttl: std::time::Duration) -> Self {
+        Self::new("monitoring.coreos.com/v1", "ServiceMonitor", ttl)
+    }
+
+    /// Whether the apiserver serves the kind, from the cache while it is fresh. A failed
+    /// discovery (the group is absent: 404) counts as not served until the next one.
+    pub async fn served(&self, client: &Client) -> bool {
+        if let Some((served, at)) = *self.cached.lock().expect("optional API cache poisoned")
+            && at.elapsed() < self.ttl
+        {
+            return served;
+        }
+        let served = match client.list_api_group_resources(self.group_version).await {
+            Ok(list) => list.resources.iter().any(|r| r.kind == self.kind),
+            Err(e) => {
+                tracing::debug!(group_version = self.group_version, error = %e, "optional API not served");
+                false
+            }
+        };
+        *self.cached.lock().expect("optional API cache poisoned") = Some((served, std::time::Instant::now()));
+        served
+    }
+}

@@ -3,8 +3,8 @@
 //! process; [`PanicGuard`] turns the panic into a failed reconcile of that one object instead
 //! (counted, logged, retried with a backoff that grows while it keeps panicking).
 
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use kube::Resource;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -41,6 +41,19 @@ impl<K> PanicGuard<K>
 where
     K: Resource<DynamicType = ()> + Send + Sync + 'static,
 {
+    /// Drives a controller's reconciles until its stream ends (at shutdown). A reconcile that
+    /// did not complete is logged at debug level only: the error policy reported it already.
+    pub async fn drive<T, E: std::fmt::Display>(&self, results: impl futures::Stream<Item = Result<T, E>>) {
+        let controller = self.controller;
+        results
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(controller, error = %e, "reconcile did not complete");
+                }
+            })
+            .await;
+    }
+
     pub fn new(controller: &'static str, metrics: Metrics) -> Self {
         Self {
             controller,

@@ -404,7 +404,7 @@ fn executor_job(cluster: &Cluster, inputs: JobInputs) -> Job {
 /// cluster's CA (the drill never talks to the cluster).
 fn add_drill_server(job: &mut Job, cluster: &Cluster, openbao_image: &str) {
     let sidecar: k8s_openapi::api::core::v1::Container = typed(json!({
-        "name": "openbao",
+        "name": crate::SERVER_CONTAINER,
         "image": openbao_image,
         "imagePullPolicy": "IfNotPresent",
         // A native sidecar: started before the executor, stopped once it has finished.

@@ -1,7 +1,10 @@
-//! Service `<c>-metrics`: OpenBao's own metrics for Prometheus.
+//! Service `<c>-metrics`: OpenBao's own metrics for Prometheus, and the Prometheus Operator's
+//! ServiceMonitor `<c>-metrics` that scrapes it.
 
 use k8s_openapi::api::core::v1::Service;
-use serde_json::json;
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use super::{meta, typed};
 use crate::{API_PORT, Cluster, labels};
@@ -21,7 +24,7 @@ pub fn metrics_service(cluster: &Cluster) -> Option<Service> {
         "spec": {
             "clusterIP": "None",
             "selector": labels::selector(cluster.name),
-            "ports": [{"name": "https-metrics", "port": API_PORT, "targetPort": API_PORT, "appProtocol": "https"}],
+            "ports": [{"name": METRICS_PORT_NAME, "port": API_PORT, "targetPort": API_PORT, "appProtocol": "https"}],
         }
     }));
     let mut metadata = meta(cluster, names::metrics_service(cluster.name), "metrics");
@@ -39,6 +42,56 @@ pub fn metrics_service(cluster: &Cluster) -> Option<Service> {
     );
     svc.metadata = metadata;
     Some(svc)
+}
+
+/// The port name of the metrics Service, which the ServiceMonitor scrapes.
+pub const METRICS_PORT_NAME: &str = "https-metrics";
+
+/// `monitoring.coreos.com/v1` ServiceMonitor, the part the operator writes. Its schema is the
+/// Prometheus Operator's CRD; the fields are kept as JSON here (no second copy of that schema).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "monitoring.coreos.com",
+    version = "v1",
+    kind = "ServiceMonitor",
+    namespaced,
+    schema = "disabled"
+)]
+pub struct ServiceMonitorBody {
+    pub selector: Value,
+    pub endpoints: Vec<Value>,
+}
+
+/// The ServiceMonitor, when `spec.telemetry.serviceMonitor` is enabled: every server behind the
+/// metrics Service, over HTTPS verified with the cluster's CA bundle (`ca.crt` of the server TLS
+/// Secret, which holds no CA key) against the headless Service's name, a SAN of the server
+/// certificate the operator issues (an External certificate must carry it too).
+pub fn service_monitor(cluster: &Cluster) -> Option<ServiceMonitor> {
+    let telemetry = cluster.spec.telemetry.as_ref()?;
+    let wanted = telemetry.service_monitor.as_ref().filter(|m| m.enabled)?;
+    let mut selector = labels::selector(cluster.name);
+    selector.insert(labels::COMPONENT_LABEL.to_string(), "metrics".to_string());
+    let server_name = format!("{}.{}.svc", names::headless_service(cluster.name), cluster.namespace);
+    let mut monitor = ServiceMonitor::new(
+        &names::metrics_service(cluster.name),
+        ServiceMonitorBody {
+            selector: json!({"matchLabels": selector}),
+            endpoints: vec![json!({
+                "port": METRICS_PORT_NAME,
+                "scheme": "https",
+                "path": METRICS_PATH,
+                "params": {"format": ["prometheus"]},
+                "interval": wanted.interval,
+                "scrapeTimeout": wanted.scrape_timeout,
+                "tlsConfig": {
+                    "ca": {"secret": {"name": names::tls_server_secret(cluster.name), "key": "ca.crt"}},
+                    "serverName": server_name,
+                },
+            })],
+        },
+    );
+    monitor.metadata = meta(cluster, names::metrics_service(cluster.name), "metrics");
+    Some(monitor)
 }
 
 #[cfg(test)]
@@ -64,5 +117,43 @@ mod tests {
             svc.metadata.annotations.unwrap()["prometheus.io/port"],
             API_PORT.to_string()
         );
+    }
+
+    #[test]
+    fn a_service_monitor_only_when_enabled_scraping_the_metrics_service() {
+        for telemetry in [
+            json!({}),
+            json!({"telemetry": {}}),
+            json!({"telemetry": {"serviceMonitor": {"enabled": false}}}),
+        ] {
+            assert!(
+                service_monitor(&fixtures::cluster(&fixtures::spec(telemetry.clone()))).is_none(),
+                "{telemetry}"
+            );
+        }
+        let spec = fixtures::spec(json!({"telemetry": {"serviceMonitor": {"interval": "1m"}}}));
+        let cluster = fixtures::cluster(&spec);
+        let monitor = service_monitor(&cluster).unwrap();
+        let svc = metrics_service(&cluster).unwrap();
+        assert_eq!(monitor.metadata.name, svc.metadata.name);
+        assert_eq!(monitor.metadata.owner_references, svc.metadata.owner_references);
+        // The selector picks the metrics Service by its labels, and nothing else of the cluster.
+        let selector = &monitor.spec.selector["matchLabels"];
+        for (k, v) in selector.as_object().unwrap() {
+            assert_eq!(svc.metadata.labels.as_ref().unwrap()[k], v.as_str().unwrap(), "{k}");
+        }
+        assert_eq!(selector[labels::COMPONENT_LABEL], "metrics");
+        let endpoint = &monitor.spec.endpoints[0];
+        assert_eq!(
+            endpoint["port"],
+            svc.spec.unwrap().ports.unwrap()[0].name.clone().unwrap()
+        );
+        assert_eq!(endpoint["path"], METRICS_PATH);
+        assert_eq!(endpoint["interval"], "1m");
+        assert_eq!(endpoint["scrapeTimeout"], "10s");
+        assert_eq!(endpoint["tlsConfig"]["ca"]["secret"]["name"], "vault-tls-server");
+        let json = serde_json::to_value(&monitor).unwrap();
+        assert_eq!(json["apiVersion"], "monitoring.coreos.com/v1");
+        assert_eq!(json["kind"], "ServiceMonitor");
     }
 }

@@ -16,7 +16,9 @@ pub use bluegreen::{
     Joining, public_service_to, revision_config_map, revision_server_hcl, revision_statefulset, traffic_of,
 };
 pub use gateway::{backend_tls_policy, gateway_ca_config_map, http_route};
-pub use metrics::{METRICS_PATH, metrics_service};
+pub use metrics::{
+    METRICS_PATH, METRICS_PORT_NAME, ServiceMonitor, ServiceMonitorBody, metrics_service, service_monitor,
+};
 pub use network::{network_policy, pod_disruption_budget};
 pub use rbac::{
     job_service_accounts, service_account, service_registration_binding, service_registration_cluster_role,

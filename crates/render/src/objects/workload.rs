@@ -321,7 +321,7 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
                     "securityContext": pod_security,
                     "terminationGracePeriodSeconds": 30,
                     "containers": [{
-                        "name": "openbao",
+                        "name": crate::SERVER_CONTAINER,
                         "image": image_for(cluster, &rollout.version),
                         "command": ["/bin/sh", paths::ENTRYPOINT],
                         "env": env,
@@ -350,6 +350,9 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
                             "capabilities": {"drop": ["ALL"]},
                         },
                         "volumeMounts": mounts,
+                        // A server that exits at start (its seal unreachable, a bad config) leaves
+                        // the end of its log where the operator reads it for the status.
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
                     }],
                     "volumes": volumes,
                 },

@@ -17,7 +17,7 @@ use openbao_api::{
 };
 use std::time::Duration;
 
-use crate::controllers::jobs::{ExecutorResult, JobOutcome, RunningJob, within_create_grace};
+use crate::controllers::jobs::{ExecutorResult, JobOutcome, RecordedJob, RunningJob, recorded_job};
 use crate::flows::upgrade::{self, UpgradePlan};
 
 /// How often a running Job is looked at without a watch event (its completion also wakes us).
@@ -152,33 +152,26 @@ pub fn decide(inputs: &Inputs) -> Decision {
 
     // A running Job is seen through to its end even if backups were switched off meanwhile.
     if let Some(job) = st.running_job.clone() {
-        match inputs.running.clone().unwrap_or(RunningJob::Missing) {
-            RunningJob::Active => {
+        let since = st.running_since.as_ref().map(|t| t.0).unwrap_or(now);
+        let wanted = inputs.spec.backup.is_some();
+        match recorded_job("backup", &job, inputs.running.clone(), since, now, wanted) {
+            RecordedJob::Running => {
                 decision.condition = inputs.spec.backup.as_ref().map(|_| config_condition(inputs, &st));
                 decision.backup = Some(st);
                 decision.requeue = Some(JOB_POLL);
                 return decision;
             }
-            RunningJob::Missing => {
-                let since = st.running_since.as_ref().map(|t| t.0).unwrap_or(now);
-                if within_create_grace(since, now) && inputs.spec.backup.is_some() {
-                    decision.condition = Some(config_condition(inputs, &st));
-                    decision.backup = Some(st);
-                    decision.job = JobAction::Create {
-                        name: job,
-                        why: Why::Scheduled,
-                    };
-                    decision.requeue = Some(JOB_POLL);
-                    return decision;
-                }
-                let outcome = JobOutcome::Failed {
-                    reason: "JobMissing".into(),
-                    message: format!("backup Job {job} disappeared before it reported a result"),
-                    result: None,
+            RecordedJob::Create => {
+                decision.condition = Some(config_condition(inputs, &st));
+                decision.backup = Some(st);
+                decision.job = JobAction::Create {
+                    name: job,
+                    why: Why::Scheduled,
                 };
-                decision.finished = Some(record(&mut st, &job, outcome, now));
+                decision.requeue = Some(JOB_POLL);
+                return decision;
             }
-            RunningJob::Finished(outcome) => {
+            RecordedJob::Ended(outcome) => {
                 decision.finished = Some(record(&mut st, &job, *outcome, now));
             }
         }

@@ -14,7 +14,7 @@ use openbao_api::{BACKUP_VERIFIED, BackupStatus, BackupVerify, VerificationStatu
 use std::time::Duration;
 
 use super::decide::{CONFIG_RETRY, JOB_POLL, MAX_REQUEUE, next_after, parse_schedule};
-use crate::controllers::jobs::{JobOutcome, RunningJob, within_create_grace};
+use crate::controllers::jobs::{JobOutcome, RecordedJob, RunningJob, recorded_job};
 
 /// Everything one drill decision needs.
 pub struct Inputs<'a> {
@@ -64,29 +64,22 @@ pub fn decide(inputs: &Inputs) -> Decision {
 
     // A running drill is seen through to its end even if drills were switched off meanwhile.
     if let Some(job) = v.running_job.clone() {
-        match inputs.running.clone().unwrap_or(RunningJob::Missing) {
-            RunningJob::Active => {
+        let since = v.running_since.as_ref().map(|t| t.0).unwrap_or(now);
+        let wanted = enabled.is_some() && v.running_key.is_some();
+        match recorded_job("drill", &job, inputs.running.clone(), since, now, wanted) {
+            RecordedJob::Running => {
                 decision.condition = enabled.map(|_| condition(&v));
                 decision.requeue = Some(JOB_POLL);
                 return decision;
             }
-            RunningJob::Missing => {
-                let since = v.running_since.as_ref().map(|t| t.0).unwrap_or(now);
-                if let (true, Some(_), Some(key)) = (within_create_grace(since, now), enabled, v.running_key.clone()) {
-                    // Recorded, but the operator stopped before it created the Job.
-                    decision.condition = Some(condition(&v));
-                    decision.create = Some((job, key));
-                    decision.requeue = Some(JOB_POLL);
-                    return decision;
-                }
-                let outcome = JobOutcome::Failed {
-                    reason: "JobMissing".into(),
-                    message: format!("drill Job {job} disappeared before it reported a result"),
-                    result: None,
-                };
-                decision.finished = Some(record(&mut v, &job, outcome, now));
+            RecordedJob::Create => {
+                // Recorded, but the operator stopped before it created the Job.
+                decision.condition = Some(condition(&v));
+                decision.create = v.running_key.clone().map(|key| (job, key));
+                decision.requeue = Some(JOB_POLL);
+                return decision;
             }
-            RunningJob::Finished(outcome) => {
+            RecordedJob::Ended(outcome) => {
                 decision.finished = Some(record(&mut v, &job, *outcome, now));
             }
         }

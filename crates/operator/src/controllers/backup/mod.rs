@@ -13,7 +13,6 @@
 pub mod decide;
 pub mod drill;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
@@ -78,17 +77,12 @@ pub async fn run(bctx: Arc<BackupContext>, shutdown: impl std::future::Future<Ou
     let executor_jobs =
         watcher::Config::default().labels(&format!("app.kubernetes.io/name={}", job_objects::EXECUTOR_NAME));
     let guard = crate::runtime::panic_guard::PanicGuard::new("backup", bctx.ctx.metrics.clone());
-    Controller::new(clusters, watcher::Config::default().any_semantic())
+    let results = Controller::new(clusters, watcher::Config::default().any_semantic())
         // A Job's completion is what a running backup waits for.
         .owns(bctx.ctx.watched::<Job>(), executor_jobs)
         .graceful_shutdown_on(shutdown)
-        .run(guard.reconciler(reconcile), guard.error_policy(error_policy), bctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "backup reconcile did not complete");
-            }
-        })
-        .await;
+        .run(guard.reconciler(reconcile), guard.error_policy(error_policy), bctx);
+    guard.drive(results).await;
 }
 
 fn error_policy(obj: Arc<OpenBaoCluster>, err: &Error, _: Arc<BackupContext>) -> Action {
@@ -171,17 +165,7 @@ pub async fn reconcile(cached: Arc<OpenBaoCluster>, bctx: Arc<BackupContext>) ->
     let mut events = Vec::new();
     if let JobAction::Create { name: job, why } = &decision.job {
         let uid = obj.uid().ok_or(Error::MissingMetadata)?;
-        let backup = obj
-            .spec
-            .backup
-            .as_ref()
-            .expect("a Job is only created with spec.backup");
-        let cluster = Cluster {
-            name: &name,
-            namespace: &namespace,
-            uid: &uid,
-            spec: &obj.spec,
-        };
+        let (cluster, backup) = job_inputs(&obj, &name, &namespace, &uid, "a Job");
         jobs::create(
             ctx,
             &namespace,
@@ -196,17 +180,7 @@ pub async fn reconcile(cached: Arc<OpenBaoCluster>, bctx: Arc<BackupContext>) ->
     }
     if let Some((job, key)) = &drill.create {
         let uid = obj.uid().ok_or(Error::MissingMetadata)?;
-        let backup = obj
-            .spec
-            .backup
-            .as_ref()
-            .expect("a drill is only created with spec.backup");
-        let cluster = Cluster {
-            name: &name,
-            namespace: &namespace,
-            uid: &uid,
-            spec: &obj.spec,
-        };
+        let (cluster, backup) = job_inputs(&obj, &name, &namespace, &uid, "a drill");
         // The version the cluster runs, so the drill proves the backup restores where it came from.
         let version = status.current_version.as_deref().unwrap_or(&obj.spec.version);
         let job_object = job_objects::verify_job(&cluster, backup, job, &bctx.image, version, Some(key));
@@ -264,6 +238,29 @@ pub async fn reconcile(cached: Arc<OpenBaoCluster>, bctx: Arc<BackupContext>) ->
 
 /// Which of the required keys the credentials Secret lacks. The values are only looked at for
 /// emptiness and dropped when this returns: the Jobs mount the Secret, the controller never uses it.
+/// The cluster as the Job builders take it, and its backup target (`job` names the Job kind
+/// for the message of what cannot happen: a Job is only decided with `spec.backup`).
+fn job_inputs<'a>(
+    obj: &'a OpenBaoCluster,
+    name: &'a str,
+    namespace: &'a str,
+    uid: &'a str,
+    job: &str,
+) -> (Cluster<'a>, &'a openbao_api::BackupSpec) {
+    let backup = obj
+        .spec
+        .backup
+        .as_ref()
+        .unwrap_or_else(|| panic!("{job} is only created with spec.backup"));
+    let cluster = Cluster {
+        name,
+        namespace,
+        uid,
+        spec: &obj.spec,
+    };
+    (cluster, backup)
+}
+
 async fn check_credentials(ctx: &Context, namespace: &str, name: &str) -> Result<CredentialsCheck, Error> {
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)

@@ -37,6 +37,8 @@ pub struct PodView {
     pub initialized: Option<bool>,
     pub sealed: Option<bool>,
     pub active: bool,
+    /// Why its server's last start failed at the seal (see [`seal_start_failure`]).
+    pub seal_failure: Option<String>,
 }
 
 impl PodView {
@@ -47,8 +49,37 @@ impl PodView {
             initialized: flag("openbao-initialized"),
             sealed: flag("openbao-sealed"),
             active: flag("openbao-active") == Some(true),
+            seal_failure: None,
         }
     }
+}
+
+/// OpenBao's own words when its seal cannot be reached as it starts; the server then exits.
+const SEAL_START_ERROR: &str = "Error configuring seal";
+/// At most this much of that line reaches the status.
+const SEAL_FAILURE_MAX_CHARS: usize = 300;
+
+/// Why a server's last start failed at its seal, from the end of its log that the kubelet keeps
+/// as the container's termination message (`FallbackToLogsOnError`): OpenBao's line
+/// (`Error configuring seal "transit": ...`, which names the server and the error, never a
+/// token), on one line, control characters dropped, at most [`SEAL_FAILURE_MAX_CHARS`]. `None`
+/// for any other exit. Only a `kms` plugin's error is left out (a cloud SDK may echo an access
+/// key id): the reason alone says it.
+pub fn seal_start_failure(termination_message: &str, seal: &openbao_api::Seal<'_>) -> Option<String> {
+    let line = termination_message
+        .lines()
+        .rev()
+        .find(|l| l.contains(SEAL_START_ERROR))?;
+    if matches!(seal, openbao_api::Seal::Kms(_)) {
+        return Some("its kms seal plugin failed at start (the pod's log says why)".into());
+    }
+    let start = line.find(SEAL_START_ERROR).unwrap_or(0);
+    let clean: String = line[start..]
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(SEAL_FAILURE_MAX_CHARS)
+        .collect();
+    Some(clean)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,6 +229,8 @@ pub struct Observed {
     /// Each pod's `openbao.org/audit-hash` (the audit configuration it was started with).
     pub pod_audit_hashes: Vec<(String, Option<String>)>,
     pub seal: SealState,
+    /// Raft membership as the leader's autopilot reports it (read with the operator's login).
+    pub raft: super::raft_membership::RaftObservation,
 }
 
 /// What logging in to OpenBao as the operator showed.
@@ -291,6 +324,7 @@ impl Observed {
             upgrade: UpgradeState::NotRun,
             pod_audit_hashes: Vec::new(),
             seal: SealState::NotChecked,
+            raft: Default::default(),
         }
     }
 }
@@ -308,6 +342,18 @@ pub fn derive(
     let replicas = spec.replicas;
     let ready = observed.ready_replicas;
 
+    // Once initialized, Available needs a leader and a majority of healthy voters as autopilot
+    // reports them (when the operator reads it), and all of them for AllReplicasReady.
+    use super::raft_membership::{self as raft, Quorum};
+    let quorum = if initialized {
+        raft::quorum(&observed.raft, replicas)
+    } else {
+        Quorum::NotRead
+    };
+    let (voters_full, voters) = match &quorum {
+        Quorum::Serving { full, message } => (*full, format!("; {message}")),
+        _ => (true, String::new()),
+    };
     set(if observed.paused {
         Desired::new(
             cond::AVAILABLE,
@@ -315,19 +361,33 @@ pub fn derive(
             "Paused",
             "spec.paused is true: the operator makes no changes",
         )
-    } else if ready >= replicas {
+    } else if let Quorum::Lost { reason, message } = &quorum {
+        Desired::new(cond::AVAILABLE, Status::False, *reason, message.clone())
+    } else if ready >= replicas && voters_full {
         Desired::new(
             cond::AVAILABLE,
             Status::True,
             "AllReplicasReady",
-            format!("{ready}/{replicas} servers unsealed and serving"),
+            format!("{ready}/{replicas} servers unsealed and serving{voters}"),
         )
     } else if ready > replicas / 2 {
         Desired::new(
             cond::AVAILABLE,
             Status::True,
             "QuorumReady",
-            format!("{ready}/{replicas} servers ready: a raft quorum serves"),
+            format!("{ready}/{replicas} servers ready: a raft quorum serves{voters}"),
+        )
+    } else if let Some((pod, failure)) = observed
+        .pods
+        .iter()
+        .filter(|p| p.sealed != Some(false))
+        .find_map(|p| Some((&p.name, p.seal_failure.as_ref()?)))
+    {
+        Desired::new(
+            cond::AVAILABLE,
+            Status::False,
+            "SealUnavailable",
+            format!("{ready}/{replicas} servers ready; {pod} cannot start: {failure}"),
         )
     } else {
         Desired::new(
@@ -337,6 +397,10 @@ pub fn derive(
             format!("{ready}/{replicas} servers ready"),
         )
     });
+
+    if !observed.paused {
+        set(raft::condition(&observed.raft, replicas, spec.self_init.oidc.enabled));
+    }
 
     set(match &observed.tls {
         TlsState::Ready { .. } if spec.tls.mode == TlsMode::OperatorManaged => Desired::new(
@@ -761,6 +825,61 @@ mod tests {
     }
 
     #[test]
+    fn a_server_that_cannot_reach_its_seal_says_so_in_available() {
+        let log = "==> OpenBao server configuration:\n\
+            Error configuring seal \"transit\": Put \"https://openbao.vault.svc:8200/v1/transit/encrypt/k\": dial tcp 10.43.0.9:8200: connect: connection refused\x1b[0m\n";
+        let transit = spec(serde_json::json!({"unseal": {"type": "transit", "transit": {
+            "address": "https://openbao.vault.svc:8200", "keyName": "k",
+            "tokenSecretRef": {"name": "t", "key": "token"}}}}));
+        let seal = openbao_api::seal_of(transit.unseal.as_ref());
+        let failure = seal_start_failure(log, &seal).expect("the seal line is found");
+        assert!(
+            failure.starts_with("Error configuring seal \"transit\": Put"),
+            "{failure}"
+        );
+        assert!(!failure.chars().any(char::is_control), "{failure:?}");
+        assert_eq!(seal_start_failure("panic: something else\n", &seal), None);
+        assert!(
+            seal_start_failure(&format!("Error configuring seal \"x\": {}", "y".repeat(5000)), &seal)
+                .is_some_and(|f| f.chars().count() == SEAL_FAILURE_MAX_CHARS)
+        );
+
+        let mut o = observed();
+        o.ready_replicas = 1;
+        o.pods = (0..3)
+            .map(|i| PodView {
+                name: format!("b-{i}"),
+                initialized: Some(true),
+                sealed: Some(i != 0),
+                active: i == 0,
+                // A pod serving now keeps its last failure in lastState: it must not be blamed.
+                seal_failure: Some(if i == 0 { "old".into() } else { failure.clone() }),
+            })
+            .collect();
+        let s = derive(&transit, &Default::default(), &o, Some(1), now());
+        assert_eq!(reason(&s, cond::AVAILABLE), ("False".into(), "SealUnavailable".into()));
+        let message = &cond::find(&s.conditions, cond::AVAILABLE).unwrap().message;
+        assert!(
+            message.starts_with("1/3 servers ready; b-1 cannot start: Error configuring seal"),
+            "{message}"
+        );
+
+        o.ready_replicas = 3;
+        let s = derive(&transit, &Default::default(), &o, Some(1), now());
+        assert_eq!(reason(&s, cond::AVAILABLE), ("True".into(), "AllReplicasReady".into()));
+    }
+
+    #[test]
+    fn a_kms_plugin_error_stays_in_the_pod_log() {
+        let kms = spec(serde_json::json!({"unseal": {"type": "kms", "kms": {
+            "wrapper": "awskms", "plugin": {"command": "p", "sha256sum": "0".repeat(64)}}}}));
+        let seal = openbao_api::seal_of(kms.unseal.as_ref());
+        assert!(matches!(seal, openbao_api::Seal::Kms(_)));
+        let f = seal_start_failure("Error configuring seal \"awskms\": AKIAEXAMPLE denied", &seal).unwrap();
+        assert!(!f.contains("AKIA"), "{f}");
+    }
+
+    #[test]
     fn a_healthy_cluster_runs_and_reports_its_leader() {
         let mut o = observed();
         o.ready_replicas = 3;
@@ -770,6 +889,7 @@ mod tests {
                 initialized: Some(true),
                 sealed: Some(false),
                 active: i == 1,
+                seal_failure: None,
             })
             .collect();
         o.gateway = GatewayState::Attached;
@@ -791,6 +911,74 @@ mod tests {
             ("True".into(), "DemoLoginEnabled".into())
         );
         assert_eq!(reason(&s, cond::DEGRADED), ("False".into(), "Reconciled".into()));
+    }
+
+    #[test]
+    fn available_means_voters_once_membership_is_read() {
+        use super::super::raft_membership::{Membership, RaftObservation};
+        let mut o = observed();
+        o.ready_replicas = 3;
+        o.pods = (0..3)
+            .map(|i| PodView {
+                name: format!("b-{i}"),
+                initialized: Some(true),
+                sealed: Some(false),
+                active: i == 0,
+                seal_failure: None,
+            })
+            .collect();
+        let sp = spec(serde_json::json!({}));
+        let membership = |healthy_voters, voters, leader: bool| {
+            RaftObservation::Read(Membership {
+                leader: leader.then(|| "b-0".to_string()),
+                voters,
+                healthy_voters,
+                healthy: healthy_voters == 3,
+            })
+        };
+        let cases = [
+            // Ready pods alone while membership is not read.
+            (
+                RaftObservation::NotRead,
+                ("True", "AllReplicasReady"),
+                ("Unknown", "NotObserved"),
+            ),
+            (
+                membership(3, 3, true),
+                ("True", "AllReplicasReady"),
+                ("True", "Healthy"),
+            ),
+            // Pods ready, but one server joined as a non-voter: a quorum serves, not all of it.
+            (
+                membership(2, 2, true),
+                ("True", "QuorumReady"),
+                ("False", "VotersMissing"),
+            ),
+            (membership(2, 3, true), ("True", "QuorumReady"), ("False", "Unhealthy")),
+            (
+                membership(1, 3, true),
+                ("False", "NoRaftQuorum"),
+                ("False", "Unhealthy"),
+            ),
+            (membership(3, 3, false), ("False", "NoLeader"), ("False", "NoLeader")),
+            (
+                RaftObservation::Unreadable("reading the raft autopilot state: HTTP 500".into()),
+                ("False", "RaftMembershipUnknown"),
+                ("Unknown", "Unknown"),
+            ),
+        ];
+        for (raft, available, membership) in cases {
+            o.raft = raft.clone();
+            let s = derive(&sp, &Default::default(), &o, Some(1), now());
+            let pair = |(a, b): (&str, &str)| (a.to_string(), b.to_string());
+            assert_eq!(reason(&s, cond::AVAILABLE), pair(available), "{raft:?}");
+            assert_eq!(reason(&s, cond::RAFT_MEMBERSHIP_READY), pair(membership), "{raft:?}");
+        }
+        // Before initialization membership does not gate Available.
+        o.pods.iter_mut().for_each(|p| p.initialized = Some(false));
+        o.raft = RaftObservation::Unreadable("x".into());
+        let s = derive(&sp, &Default::default(), &o, Some(1), now());
+        assert_eq!(reason(&s, cond::AVAILABLE).1, "AllReplicasReady");
     }
 
     #[test]
@@ -838,6 +1026,7 @@ mod tests {
                 initialized: Some(true),
                 sealed: Some(name.contains("v2-7-2")),
                 active: *name == "b-0",
+                seal_failure: None,
             })
             .collect();
         let sp = spec(serde_json::json!({}));
@@ -911,6 +1100,7 @@ mod tests {
                 initialized: Some(true),
                 sealed: Some(false),
                 active: i == 0,
+                seal_failure: None,
             })
             .collect();
         o.pod_audit_hashes = vec![("b-0".into(), want.clone()), ("b-1".into(), None)];

@@ -145,13 +145,19 @@ fn pod_version(image: Option<&str>, labels: &std::collections::BTreeMap<String, 
 
 fn container_image(pod: &Pod) -> Option<&str> {
     let spec = pod.spec.as_ref()?;
-    let c = spec.containers.iter().find(|c| c.name == "openbao")?;
+    let c = spec
+        .containers
+        .iter()
+        .find(|c| c.name == openbao_render::SERVER_CONTAINER)?;
     c.image.as_deref()
 }
 
 fn template_image(sts: &StatefulSet) -> Option<&str> {
     let spec = sts.spec.as_ref()?.template.spec.as_ref()?;
-    let c = spec.containers.iter().find(|c| c.name == "openbao")?;
+    let c = spec
+        .containers
+        .iter()
+        .find(|c| c.name == openbao_render::SERVER_CONTAINER)?;
     c.image.as_deref()
 }
 

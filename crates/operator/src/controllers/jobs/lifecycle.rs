@@ -40,6 +40,48 @@ pub enum JobOutcome {
     },
 }
 
+impl JobOutcome {
+    /// A `what` Job (backup, drill, …) named `job` that is gone without a result.
+    pub fn missing(what: &str, job: &str) -> Self {
+        JobOutcome::Failed {
+            reason: "JobMissing".into(),
+            message: format!("{what} Job {job} disappeared before it reported a result"),
+            result: None,
+        }
+    }
+}
+
+/// What a decision does about a Job its status records as running.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RecordedJob {
+    /// It runs: wait for it.
+    Running,
+    /// Not found within [`JOB_CREATE_GRACE`] of being recorded, and still wanted: the operator
+    /// stopped between recording and creating it, so it is created now.
+    Create,
+    /// It ended, or it is lost: record how.
+    Ended(Box<JobOutcome>),
+}
+
+/// Decides about the `what` Job (backup, drill, …) `job`, recorded as running at `since` and
+/// observed as `running` (not observed: missing); `still_wanted`: whether the feature that
+/// started it still asks for it (a lost Job is created again only then).
+pub fn recorded_job(
+    what: &str,
+    job: &str,
+    running: Option<RunningJob>,
+    since: Timestamp,
+    now: Timestamp,
+    still_wanted: bool,
+) -> RecordedJob {
+    match running.unwrap_or(RunningJob::Missing) {
+        RunningJob::Active => RecordedJob::Running,
+        RunningJob::Missing if still_wanted && within_create_grace(since, now) => RecordedJob::Create,
+        RunningJob::Missing => RecordedJob::Ended(Box::new(JobOutcome::missing(what, job))),
+        RunningJob::Finished(outcome) => RecordedJob::Ended(outcome),
+    }
+}
+
 /// The Job's state: `None` while it runs. `pods` are the Job's own ([`owned_by`]).
 pub fn job_outcome(job: &Job, pods: &[Pod], container: &str) -> Option<JobOutcome> {
     let status = job.status.as_ref()?;
@@ -137,6 +179,36 @@ fn tail(text: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_recorded_job_not_found_is_created_within_the_grace_only_while_wanted() {
+        let since: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let soon = since + SignedDuration::from_secs(30);
+        let late = since + JOB_CREATE_GRACE;
+        let missing = RecordedJob::Ended(Box::new(JobOutcome::missing("backup", "j")));
+        assert_eq!(
+            recorded_job("backup", "j", None, since, soon, true),
+            RecordedJob::Create
+        );
+        assert_eq!(recorded_job("backup", "j", None, since, soon, false), missing);
+        assert_eq!(recorded_job("backup", "j", None, since, late, true), missing);
+        let active = Some(RunningJob::Active);
+        assert_eq!(
+            recorded_job("backup", "j", active, since, late, false),
+            RecordedJob::Running
+        );
+        let done = JobOutcome::Succeeded { result: None };
+        let finished = Some(RunningJob::Finished(Box::new(done.clone())));
+        assert_eq!(
+            recorded_job("backup", "j", finished, since, soon, true),
+            RecordedJob::Ended(Box::new(done))
+        );
+        let RecordedJob::Ended(lost) = missing else {
+            unreachable!()
+        };
+        assert!(matches!(*lost, JobOutcome::Failed { ref reason, ref message, .. }
+            if reason == "JobMissing" && message == "backup Job j disappeared before it reported a result"));
+    }
 
     fn job(status: serde_json::Value) -> Job {
         serde_json::from_value(json!({"metadata": {"name": "j"}, "status": status})).unwrap()

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use openbao_render::objects::jobs::Executor;
 
-pub use lifecycle::{JOB_CREATE_GRACE, JobOutcome, RunningJob, within_create_grace};
+pub use lifecycle::{JOB_CREATE_GRACE, JobOutcome, RecordedJob, RunningJob, recorded_job, within_create_grace};
 pub use result::ExecutorResult;
 
 use crate::context::Context;

@@ -17,7 +17,6 @@
 pub mod decide;
 pub mod result;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -71,24 +70,20 @@ pub async fn run(
 ) {
     let (restores, job_watch) = (ctx.watched::<OpenBaoRestore>(), ctx.watched::<Job>());
     let managed = watcher::Config::default().labels(&format!(
-        "app.kubernetes.io/managed-by={}",
+        "{}={}",
+        openbao_render::labels::MANAGED_BY_LABEL,
         openbao_render::labels::MANAGED_BY
     ));
     let guard = crate::runtime::panic_guard::PanicGuard::new("restore", ctx.metrics.clone());
-    Controller::new(restores, watcher::Config::default().any_semantic())
+    let results = Controller::new(restores, watcher::Config::default().any_semantic())
         .owns(job_watch, managed)
         .graceful_shutdown_on(shutdown)
         .run(
             guard.reconciler(reconcile),
             guard.error_policy(error_policy),
             Arc::new(RestoreContext { ctx, image }),
-        )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "restore reconcile did not complete");
-            }
-        })
-        .await;
+        );
+    guard.drive(results).await;
 }
 
 fn error_policy(obj: Arc<OpenBaoRestore>, err: &Error, _ctx: Arc<RestoreContext>) -> Action {

@@ -1,0 +1,398 @@
+//! `spec.unseal.type: transit` end to end on the real node. A transit OpenBao runs in another
+//! namespace (a real `bao` server: raft storage on its own PVC, its own static seal, so it
+//! comes back unsealed after it was down; its transit engine, key and seal token made by the
+//! test as a platform team would). A 3-server cluster points at it, and:
+//! - it initializes and becomes `Available` with no seal key Secret anywhere;
+//! - all three pods deleted come back unsealed by themselves;
+//! - with the transit server down, restarted pods stay sealed and `Available` says why
+//!   (`SealUnavailable`, with OpenBao's own line from the pod's termination message);
+//! - once the transit server is back, the pods unseal by themselves (the kubelet restarts the
+//!   servers that exited) and the cluster is `Available` again.
+
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use openbao_api::{OpenBaoCluster, conditions, names};
+use openbao_client::{BaoClient, ClientConfig};
+use openbao_operator::controllers::cluster;
+use openbao_render::labels;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testkit::openbao::TestTls;
+
+mod node_common;
+use node_common::{condition, create, host_operator_context, in_namespaces};
+
+const CLUSTER: &str = "sealed";
+const KEY_NAME: &str = "openbao-unseal";
+/// The transit server's Service; its test certificate names `openbao.<namespace>.svc`.
+const TRANSIT_SERVICE: &str = "openbao";
+const TRANSIT_APP: &str = "transit";
+const LIMIT: Duration = Duration::from_secs(240);
+const POLL: Duration = Duration::from_millis(500);
+
+#[tokio::test]
+async fn a_transit_sealed_cluster_unseals_by_itself_and_says_why_when_it_cannot() -> Result<()> {
+    in_namespaces("bao-transit", transit_cluster).await
+}
+
+async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<()> {
+    // The transit server runs in the second namespace of the test (the operator's identity
+    // lives there too, as it would in a platform namespace).
+    let dir = tempfile::tempdir()?;
+    let tls = TestTls::generate(dir.path(), transit_ns)?;
+    let (transit, transit_ip) = start_transit_server(client, transit_ns, &tls).await?;
+    let started = Instant::now();
+    let root = testkit::transit::initialize(&transit).await?;
+    wait_for("the transit server active", || async {
+        Ok(transit
+            .health()
+            .await
+            .is_ok_and(|h| h.state == openbao_client::HealthState::Active))
+    })
+    .await?;
+    let seal_token = testkit::transit::provision(&transit.with_token(root), KEY_NAME).await?;
+    eprintln!(
+        "transit server initialized and provisioned after {:.1?} (ClusterIP {transit_ip})",
+        started.elapsed()
+    );
+
+    for (name, key, value) in [
+        ("transit-token", "token", seal_token.as_str()),
+        ("transit-ca", "ca.crt", tls.ca_pem()),
+    ] {
+        create::<Secret>(
+            client,
+            ns,
+            json!({"metadata": {"name": name}, "stringData": {key: value}}),
+        )
+        .await?;
+    }
+    create::<ServiceAccount>(client, transit_ns, json!({"metadata": {"name": "openbao-operator"}})).await?;
+    let (ctx, public_ip) = host_operator_context(client, ns, transit_ns).await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(cluster::run(Arc::new(ctx), async move {
+        let _ = stop_rx.await;
+    }));
+
+    create::<OpenBaoCluster>(
+        client,
+        ns,
+        json!({
+            "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster", "metadata": {"name": CLUSTER},
+            "spec": {
+                "version": "2.7.2", "profile": "Development", "replicas": 3, "storage": {"size": "256Mi"},
+                // The hermetic node has no AppArmor: a node limitation, stated where it is turned off.
+                "workloadHardening": {"appArmorEnabled": false},
+                "unseal": {"type": "transit", "transit": {
+                    "address": format!("https://{TRANSIT_SERVICE}.{transit_ns}.svc:8200"),
+                    "keyName": KEY_NAME,
+                    "tokenSecretRef": {"name": "transit-token", "key": "token"},
+                    "caSecretRef": {"name": "transit-ca", "key": "ca.crt"},
+                }},
+            },
+        }),
+    )
+    .await?;
+    let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), ns);
+    let services = Api::<Service>::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    wait_for("the cluster Available", || async {
+        if public_ip.lock().expect("ip").is_none()
+            && let Some(ip) = services
+                .get_opt(&names::public_service(CLUSTER))
+                .await?
+                .and_then(|s| s.spec?.cluster_ip)
+        {
+            *public_ip.lock().expect("ip") = ip.parse().ok();
+        }
+        all_ready(&clusters.get(CLUSTER).await?)
+    })
+    .await?;
+    eprintln!(
+        "CR applied -> Available under the transit seal: {:.1?}",
+        started.elapsed()
+    );
+    let status = clusters.get(CLUSTER).await?.status.context("status")?;
+    ensure!(status.initialized, "{status:?}");
+    for namespace in [ns, transit_ns] {
+        for s in Api::<Secret>::namespaced(client.clone(), namespace)
+            .list(&Default::default())
+            .await?
+            .items
+        {
+            ensure!(
+                !s.name_any().ends_with("-unseal-key"),
+                "a seal key Secret exists: {namespace}/{}",
+                s.name_any()
+            );
+        }
+    }
+
+    // 1. Every pod restarted comes back unsealed by itself.
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let restarted = Instant::now();
+    let old = delete_cluster_pods(&pods).await?;
+    wait_for("every pod replaced, the cluster Available", || async {
+        let now = cluster_pod_uids(&pods).await?;
+        Ok(now.len() == 3 && now.is_disjoint(&old) && all_ready(&clusters.get(CLUSTER).await?)?)
+    })
+    .await?;
+    eprintln!(
+        "all pods deleted -> back unsealed and Available: {:.1?}",
+        restarted.elapsed()
+    );
+
+    // 2. The transit server down: restarted pods stay sealed, and the condition says why.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), transit_ns);
+    scale(&deployments, 0).await?;
+    let transit_pods = Api::<Pod>::namespaced(client.clone(), transit_ns);
+    wait_for("the transit server gone", || async {
+        Ok(transit_pods
+            .list(&ListParams::default().labels(&format!("app={TRANSIT_APP}")))
+            .await?
+            .items
+            .is_empty())
+    })
+    .await?;
+    let down = Instant::now();
+    let old = delete_cluster_pods(&pods).await?;
+    let said = loop {
+        let c = clusters.get(CLUSTER).await?;
+        let available = c
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, conditions::AVAILABLE));
+        if let Some(a) = available.filter(|a| a.reason == "SealUnavailable") {
+            ensure!(a.status == "False", "{a:?}");
+            break a.message.clone();
+        }
+        if down.elapsed() > LIMIT {
+            bail!("no SealUnavailable after {LIMIT:?}: {:#?}", c.status);
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    eprintln!("transit down, pods restarted -> {said:?} after {:.1?}", down.elapsed());
+    ensure!(said.contains("Error configuring seal \"transit\""), "{said}");
+    ensure!(!said.contains(&seal_token), "the seal token reached the status");
+    for pod in pods.list(&cluster_pods()).await?.items {
+        ensure!(
+            !old.contains(&pod.uid().unwrap_or_default()),
+            "{} was not replaced",
+            pod.name_any()
+        );
+        let sealed = pod.labels().get("openbao-sealed").map(String::as_str);
+        ensure!(
+            sealed != Some("false"),
+            "{} unsealed without its transit server",
+            pod.name_any()
+        );
+    }
+
+    // 3. The transit server back: the pods unseal by themselves.
+    let back = Instant::now();
+    scale(&deployments, 1).await?;
+    wait_for("the cluster Available again", || async {
+        all_ready(&clusters.get(CLUSTER).await?)
+    })
+    .await?;
+    eprintln!("transit back -> Available again after {:.1?}", back.elapsed());
+
+    let _ = stop_tx.send(());
+    controller.await?;
+    Ok(())
+}
+
+/// The transit OpenBao: a Deployment (one replica, its data on a PVC, its seal key and TLS from a
+/// Secret) and its Service; returns a client for it and its ClusterIP.
+async fn start_transit_server(client: &Client, ns: &str, tls: &TestTls) -> Result<(BaoClient, IpAddr)> {
+    let seal_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, {
+        let mut key = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
+        key
+    });
+    create::<Secret>(
+        client,
+        ns,
+        json!({
+            "metadata": {"name": "transit-server"},
+            "stringData": {
+                "tls.crt": std::fs::read_to_string(&tls.cert_file)?,
+                "tls.key": std::fs::read_to_string(&tls.key_file)?,
+            },
+            "data": {"seal.key": seal_key},
+        }),
+    )
+    .await?;
+    let config = format!(
+        "ui = false\napi_addr = \"https://{TRANSIT_SERVICE}.{ns}.svc:8200\"\n\
+         cluster_addr = \"https://{TRANSIT_SERVICE}.{ns}.svc:8201\"\n\
+         storage \"raft\" {{\n  path = \"/bao/data\"\n  node_id = \"transit\"\n}}\n\
+         listener \"tcp\" {{\n  address = \"0.0.0.0:8200\"\n  tls_cert_file = \"/etc/transit/tls.crt\"\n  tls_key_file = \"/etc/transit/tls.key\"\n}}\n\
+         seal \"static\" {{\n  current_key_id = \"transit-1\"\n  current_key = \"file:///etc/transit/seal.key\"\n}}\n"
+    );
+    create::<k8s_openapi::api::core::v1::ConfigMap>(
+        client,
+        ns,
+        json!({"metadata": {"name": "transit-config"}, "data": {"config.hcl": config}}),
+    )
+    .await?;
+    create::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(
+        client,
+        ns,
+        json!({"metadata": {"name": "transit-data"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}}}),
+    )
+    .await?;
+    create::<Deployment>(
+        client,
+        ns,
+        json!({
+            "metadata": {"name": TRANSIT_APP},
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": {"app": TRANSIT_APP}},
+                "template": {
+                    "metadata": {"labels": {"app": TRANSIT_APP}},
+                    "spec": {
+                        "securityContext": {"runAsNonRoot": true, "runAsUser": 100, "runAsGroup": 1000, "fsGroup": 1000,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [{
+                            "name": "openbao",
+                            "image": "docker.io/openbao/openbao:2.7.2",
+                            "args": ["server", "-config=/etc/transit-config/config.hcl"],
+                            "ports": [{"containerPort": 8200}],
+                            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+                            "volumeMounts": [
+                                {"name": "config", "mountPath": "/etc/transit-config"},
+                                {"name": "keys", "mountPath": "/etc/transit"},
+                                {"name": "data", "mountPath": "/bao/data"},
+                            ],
+                        }],
+                        "volumes": [
+                            {"name": "config", "configMap": {"name": "transit-config"}},
+                            {"name": "keys", "secret": {"secretName": "transit-server"}},
+                            {"name": "data", "persistentVolumeClaim": {"claimName": "transit-data"}},
+                        ],
+                    },
+                },
+            },
+        }),
+    )
+    .await?;
+    create::<Service>(
+        client,
+        ns,
+        json!({
+            "metadata": {"name": TRANSIT_SERVICE},
+            "spec": {"selector": {"app": TRANSIT_APP}, "ports": [{"name": "api", "port": 8200, "targetPort": 8200}]},
+        }),
+    )
+    .await?;
+    let ip: IpAddr = Api::<Service>::namespaced(client.clone(), ns)
+        .get(TRANSIT_SERVICE)
+        .await?
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("the transit Service has a ClusterIP")?
+        .parse()?;
+    let transit = BaoClient::new(
+        ClientConfig::new(format!("https://{TRANSIT_SERVICE}.{ns}.svc:8200"))
+            .with_ca_pem(tls.ca_pem().as_bytes().to_vec())
+            .with_resolve_to(ip)
+            // sys/init bootstraps raft and writes the keyring: seconds on a busy node.
+            .with_timeout(Duration::from_secs(30)),
+    )?;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let answering = wait_for("the transit server answering", || async {
+        Ok(transit.health().await.is_ok())
+    })
+    .await;
+    if let Err(e) = answering {
+        let mut logs = String::new();
+        for p in pods
+            .list(&ListParams::default().labels(&format!("app={TRANSIT_APP}")))
+            .await?
+            .items
+        {
+            let previous = LogParams {
+                previous: true,
+                ..Default::default()
+            };
+            let log = pods.logs(&p.name_any(), &previous).await.unwrap_or_default();
+            logs += &format!(
+                "{}: {:?}\nlast log:\n{log}\n",
+                p.name_any(),
+                p.status.map(|s| s.container_statuses)
+            );
+        }
+        bail!("{e:#}\n{logs}");
+    }
+    Ok((transit, ip))
+}
+
+fn all_ready(c: &OpenBaoCluster) -> Result<bool> {
+    Ok(
+        condition(c, conditions::AVAILABLE).is_some_and(|(s, r)| s == "True" && r == "AllReplicasReady")
+            && condition(c, conditions::OPENBAO_SEALED).is_some_and(|(s, _)| s == "False")
+            && c.status
+                .as_ref()
+                .is_some_and(|s| s.initialized && s.ready_replicas == 3),
+    )
+}
+
+fn cluster_pods() -> ListParams {
+    ListParams::default().labels(&format!("{}={CLUSTER}", labels::CLUSTER_LABEL))
+}
+
+async fn cluster_pod_uids(pods: &Api<Pod>) -> Result<BTreeSet<String>> {
+    Ok(pods
+        .list(&cluster_pods())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.uid())
+        .collect())
+}
+
+/// Deletes every server pod of the cluster; returns the uids they had.
+async fn delete_cluster_pods(pods: &Api<Pod>) -> Result<BTreeSet<String>> {
+    let uids = cluster_pod_uids(pods).await?;
+    ensure!(uids.len() == 3, "expected 3 server pods, found {}", uids.len());
+    pods.delete_collection(&DeleteParams::default(), &cluster_pods())
+        .await?;
+    Ok(uids)
+}
+
+async fn scale(deployments: &Api<Deployment>, replicas: i32) -> Result<()> {
+    let patch = json!({"spec": {"replicas": replicas}});
+    deployments
+        .patch(TRANSIT_APP, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Polls `check` until it holds, for at most [`LIMIT`].
+async fn wait_for<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if started.elapsed() > LIMIT {
+            bail!("{what}: not reached after {LIMIT:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -6,32 +6,29 @@
 //! key Secret was there until the migration had succeeded. Needs the node (`make cluster-up`)
 //! with the 2.7.2 image loaded; every namespace is Pod Security `restricted`.
 //!
-//! The transit OpenBao is itself an `OpenBaoCluster` (one server, static seal) in a third
-//! namespace, driven by a controller of its own; the test logs in to it as its admin and makes
-//! the transit key and a token allowed only to encrypt and decrypt with it (as
-//! `testkit::transit` does for the process tests). Its NetworkPolicy admits the API from its
-//! own namespace only, so the test adds one admitting the migrating cluster's namespace.
+//! The transit OpenBao is the one of `node_transit.rs` (`node_common::transit`): a real `bao`
+//! server in the test's second namespace, its transit key and seal token made by the test as a
+//! platform team would (`testkit::transit`).
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, SealMigrationPhase, conditions, names};
-use openbao_client::{BaoClient, ClientConfig, Token};
+use openbao_client::{BaoClient, ClientConfig};
 use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::apiserver::create_restricted_namespace;
+use testkit::openbao::TestTls;
 
 mod node_common;
+use node_common::transit::{TRANSIT_SERVICE, start_transit_server, wait_for};
 use node_common::{CLIENT_RETRY, PublicIp, condition, create, host_operator_context, in_namespaces};
 
 const CLUSTER: &str = "moving";
-const TRANSIT: &str = "transit";
 const KEY_NAME: &str = "moving-unseal";
 const SECRETS: u32 = 25;
 const AVAILABLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -40,15 +37,11 @@ const MIGRATION_TIMEOUT: Duration = Duration::from_secs(900);
 #[tokio::test]
 async fn a_cluster_migrates_from_the_static_to_the_transit_seal_with_the_operator_killed_at_every_step() -> Result<()> {
     rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    // The transit server runs in the second namespace, with the operator's identity (as in
+    // node_transit.rs: a platform namespace).
     in_namespaces("bao-seal", async |client: &Client, ns: &str, op_ns: &str| {
         testkit::apiserver::install_gateway_api_crds(client).await?;
-        let transit_ns = create_restricted_namespace(client, "bao-seal-transit").await?;
-        let result = migrate(client, ns, op_ns, &transit_ns).await;
-        Api::<Namespace>::all(client.clone())
-            .delete(&transit_ns, &DeleteParams::default())
-            .await
-            .ok();
-        result
+        migrate(client, ns, op_ns).await
     })
     .await
 }
@@ -78,14 +71,19 @@ impl Controller {
     }
 }
 
-fn cluster_manifest(name: &str, replicas: i32, requests: serde_json::Value) -> serde_json::Value {
+fn cluster_manifest() -> serde_json::Value {
     json!({
-        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster", "metadata": {"name": name},
+        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster", "metadata": {"name": CLUSTER},
         "spec": {
-            "version": "2.7.2", "profile": "Development", "replicas": replicas, "storage": {"size": "256Mi"},
+            "version": "2.7.2", "profile": "Development", "replicas": 3, "storage": {"size": "256Mi"},
             "unseal": {"type": "static"},
+            // The hermetic node has no AppArmor: a node limitation, stated where it is turned off.
             "workloadHardening": {"appArmorEnabled": false},
-            "selfInit": {"oidc": {"adminServiceAccount": {"name": "bao-admin"}}, "requests": requests},
+            "selfInit": {
+                "oidc": {"adminServiceAccount": {"name": "bao-admin"}},
+                "requests": [{"name": "kv", "operation": "update", "path": "sys/mounts/secret",
+                              "data": {"type": "kv", "options": {"version": "2"}}}],
+            },
         }
     })
 }
@@ -176,105 +174,46 @@ async fn check_secrets(admin: &BaoClient) -> Result<()> {
     Ok(())
 }
 
-/// The transit OpenBao: one server in `transit_ns`, its transit key, and a token that may only
-/// encrypt and decrypt with it, stored (with the transit server's CA) in Secrets of `ns`.
-async fn transit_server(client: &Client, ns: &str, op_ns: &str, transit_ns: &str) -> Result<Controller> {
-    create::<ServiceAccount>(client, transit_ns, json!({"metadata": {"name": "bao-admin"}})).await?;
-    let (ctx, public_ip) = host_operator_context(client, transit_ns, op_ns).await;
-    let controller = Controller::start(ctx);
-    create::<OpenBaoCluster>(
-        client,
-        transit_ns,
-        cluster_manifest(
-            TRANSIT,
-            1,
-            json!([{"name": "transit", "operation": "update", "path": "sys/mounts/transit", "data": {"type": "transit"}}]),
-        ),
-    )
+/// The transit OpenBao in `transit_ns`, its key and a token that may only encrypt and decrypt
+/// with it, stored with the transit server's CA in Secrets of `ns`; returns its address.
+async fn transit_server(client: &Client, ns: &str, transit_ns: &str) -> Result<String> {
+    let dir = tempfile::tempdir()?;
+    let tls = TestTls::generate(dir.path(), transit_ns)?;
+    let (transit, _) = start_transit_server(client, transit_ns, &tls).await?;
+    let root = testkit::transit::initialize(&transit).await?;
+    wait_for("the transit server active", || async {
+        Ok(transit
+            .health()
+            .await
+            .is_ok_and(|h| h.state == openbao_client::HealthState::Active))
+    })
     .await?;
-    wait_available(client, transit_ns, TRANSIT, &public_ip).await?;
-    let admin = admin(client, transit_ns, TRANSIT, &public_ip).await?;
-    admin.write(&format!("transit/keys/{KEY_NAME}"), &json!({})).await?;
-    let policy = format!(
-        "path \"transit/encrypt/{KEY_NAME}\" {{ capabilities = [\"update\"] }}\n\
-         path \"transit/decrypt/{KEY_NAME}\" {{ capabilities = [\"update\"] }}\n"
-    );
-    admin
-        .write("sys/policies/acl/unseal-moving", &json!({"policy": policy}))
-        .await?;
-    let created = admin
-        .write(
-            "auth/token/create-orphan",
-            &json!({"policies": ["unseal-moving"], "no_default_policy": true, "period": "24h"}),
-        )
-        .await?
-        .context("token create returned nothing")?;
-    let token = Token::new(created["auth"]["client_token"].as_str().context("no client token")?);
-    let ca = Api::<Secret>::namespaced(client.clone(), transit_ns)
-        .get(&names::tls_ca_secret(TRANSIT))
-        .await?
-        .data
-        .context("transit ca")?["ca.crt"]
-        .0
-        .clone();
-    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let seal_token = testkit::transit::provision(&transit.with_token(root), KEY_NAME).await?;
     for (name, key, value) in [
-        ("transit-token", "token", token.expose().as_bytes().to_vec()),
-        ("transit-ca", "ca.crt", ca),
+        ("transit-token", "token", seal_token.as_str()),
+        ("transit-ca", "ca.crt", tls.ca_pem()),
     ] {
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            data: Some([(key.to_string(), k8s_openapi::ByteString(value))].into()),
-            ..Default::default()
-        };
-        secrets.create(&PostParams::default(), &secret).await?;
+        create::<Secret>(
+            client,
+            ns,
+            json!({"metadata": {"name": name}, "stringData": {key: value}}),
+        )
+        .await?;
     }
-    // The transit server's own policy admits its namespace only; this one admits the servers
-    // of the migrating cluster (NetworkPolicies add up).
-    create::<NetworkPolicy>(
-        client,
-        transit_ns,
-        json!({
-            "metadata": {"name": "transit-from-the-migrating-cluster"},
-            "spec": {
-                "podSelector": {"matchLabels": openbao_render::labels::selector(TRANSIT)},
-                "policyTypes": ["Ingress"],
-                "ingress": [{
-                    "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}],
-                    "ports": [{"port": 8200}],
-                }],
-            }
-        }),
-    )
-    .await?;
-    Ok(controller)
+    Ok(format!("https://{TRANSIT_SERVICE}.{transit_ns}.svc:8200"))
 }
 
-async fn migrate(client: &Client, ns: &str, op_ns: &str, transit_ns: &str) -> Result<()> {
+async fn migrate(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
     create::<ServiceAccount>(client, op_ns, json!({"metadata": {"name": "openbao-operator"}})).await?;
     create::<ServiceAccount>(client, ns, json!({"metadata": {"name": "bao-admin"}})).await?;
-    let transit = transit_server(client, ns, op_ns, transit_ns).await?;
-    let result = migrate_with_transit(client, ns, op_ns, transit_ns).await;
-    transit.kill().await?;
-    result
+    let transit_address = transit_server(client, ns, op_ns).await?;
+    migrate_with_transit(client, ns, op_ns, &transit_address).await
 }
 
-async fn migrate_with_transit(client: &Client, ns: &str, op_ns: &str, transit_ns: &str) -> Result<()> {
+async fn migrate_with_transit(client: &Client, ns: &str, op_ns: &str, transit_address: &str) -> Result<()> {
     let (ctx, public_ip) = host_operator_context(client, ns, op_ns).await;
     let mut controller = Controller::start(ctx);
-    create::<OpenBaoCluster>(
-        client,
-        ns,
-        cluster_manifest(
-            CLUSTER,
-            3,
-            json!([{"name": "kv", "operation": "update", "path": "sys/mounts/secret", "data": {"type": "kv", "options": {"version": "2"}}}]),
-        ),
-    )
-    .await?;
+    create::<OpenBaoCluster>(client, ns, cluster_manifest()).await?;
     wait_available(client, ns, CLUSTER, &public_ip).await?;
     let bao = admin(client, ns, CLUSTER, &public_ip).await?;
     // Autopilot makes joined servers voters shortly after they are ready; the migration
@@ -301,7 +240,7 @@ async fn migrate_with_transit(client: &Client, ns: &str, op_ns: &str, transit_ns
             CLUSTER,
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"unseal": {"type": "transit", "transit": {
-                "address": format!("https://{}.{transit_ns}.svc:8200", names::public_service(TRANSIT)),
+                "address": transit_address,
                 "keyName": KEY_NAME,
                 "caSecretRef": {"name": "transit-ca", "key": "ca.crt"},
                 "tokenSecretRef": {"name": "transit-token", "key": "token"},

@@ -15,6 +15,9 @@ pub const SECURITY_RISK: &str = "SecurityRisk";
 pub const AUDIT_READY: &str = "AuditReady";
 /// Written by the backup controller: whether `spec.backup` can run (schedule, endpoint,
 /// credentials Secret) and how the last backup went.
+/// Whether a seal migration runs (`True`, reason the phase) or why one cannot (`False`, e.g.
+/// `SealMigrationRoleMissing`); `False` with reason `Idle` otherwise.
+pub const SEAL_MIGRATION: &str = "SealMigration";
 pub const BACKUP_CONFIGURATION_READY: &str = "BackupConfigurationReady";
 /// Whether raft has a leader and every expected server votes and is healthy, as the leader's
 /// autopilot reports it (`sys/storage/raft/autopilot/state`, read with the operator's login).

@@ -21,6 +21,11 @@ pub fn init_secret(cluster: &str) -> String {
 pub fn unseal_key_secret(cluster: &str) -> String {
     format!("{cluster}-unseal-key")
 }
+/// The recovery key the operator made for a seal migration (OpenBao unseals a server in
+/// migration mode only with it).
+pub fn recovery_key_secret(cluster: &str) -> String {
+    format!("{cluster}-recovery-key")
+}
 pub fn tls_ca_secret(cluster: &str) -> String {
     format!("{cluster}-tls-ca")
 }

@@ -54,6 +54,10 @@ pub struct OpenBaoClusterStatus {
     /// The backup, restore or upgrade that holds the cluster now; the others wait for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation_lock: Option<crate::backup::OperationLock>,
+    /// The seal migration in progress after `spec.unseal.type` changed (`static` <-> `transit`),
+    /// everything needed to resume it, and how the last one ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_migration: Option<crate::seal_migration::SealMigrationStatus>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]

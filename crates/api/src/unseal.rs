@@ -39,7 +39,8 @@ pub struct UnsealSpec {
     /// (Development only). `transit`: the transit engine of another OpenBao wraps the root key
     /// (see `transit`). `kmip`: a KMIP server wraps it (see `kmip`). `kms`: an external KMS
     /// plugin (OpenBao 2.7 or later) wraps it with a cloud KMS or an HSM (see `kms`). Cannot
-    /// change on an existing cluster: moving data to another seal is a seal migration.
+    /// change on an existing cluster, except `static` <-> `transit`: the operator then migrates
+    /// the seal (`status.sealMigration`, docs/seal-migration.md).
     #[serde(rename = "type", default)]
     pub type_: UnsealType,
 
@@ -273,7 +274,7 @@ fn default_mount_path() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("!self.name.endsWith('-unseal-key') && !self.name.endsWith('-root-token') && !self.name.endsWith('-tls-ca') && !self.name.endsWith('-tls-server') && !self.name.endsWith('-config-init')").message("name: must not name one of the operator's own Secrets (-unseal-key, -root-token, -tls-ca, -tls-server, -config-init)").field_path(".name"),
+    validation = Rule::new("!self.name.endsWith('-unseal-key') && !self.name.endsWith('-root-token') && !self.name.endsWith('-tls-ca') && !self.name.endsWith('-tls-server') && !self.name.endsWith('-config-init') && !self.name.endsWith('-recovery-key')").message("name: must not name one of the operator's own Secrets (-unseal-key, -root-token, -tls-ca, -tls-server, -config-init, -recovery-key)").field_path(".name"),
 )]
 pub struct SealSecretKeyRef {
     /// Name of the Secret.

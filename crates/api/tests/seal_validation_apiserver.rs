@@ -414,3 +414,83 @@ async fn valid_kmip_and_kms_seals_are_accepted_and_the_wrapper_is_fixed() -> Res
         .context("plugin checksum change")?;
     Ok(())
 }
+
+/// A seal migration is `static` <-> `transit`: those changes of `spec.unseal.type` are admitted
+/// (the operator migrates the seal), every other one is refused naming the field.
+#[tokio::test]
+async fn the_seal_type_changes_only_between_static_and_transit() -> Result<()> {
+    let api = clusters_in_new_namespace("seal-change").await?;
+    let transit = json!({"type": "transit", "transit": {
+        "address": "https://transit.vault.svc:8200", "keyName": "unseal",
+        "tokenSecretRef": {"name": "transit-token", "key": "token"},
+    }});
+    let to_static = json!({"spec": {"unseal": {"type": "static", "transit": null}}});
+    let to_transit = json!({"spec": {"unseal": transit}});
+    let patch = |name: &'static str, body: Value| {
+        let api = api.clone();
+        async move { api.patch(name, &PatchParams::default(), &Patch::Merge(&body)).await }
+    };
+    let refused = |result: Result<DynamicObject, kube::Error>, what: &str| -> Result<()> {
+        match result {
+            Err(kube::Error::Api(s))
+                if s.code == 422
+                    && s.message
+                        .contains("spec.unseal.type: on an existing cluster only static <-> transit can change") =>
+            {
+                Ok(())
+            }
+            other => bail!("{what}: expected a refusal naming spec.unseal.type, got {other:?}"),
+        }
+    };
+    api.create(
+        &PostParams::default(),
+        &object("moves", "2.7.2", json!({"type": "static"}))?,
+    )
+    .await?;
+    patch("moves", to_transit.clone()).await.context("static -> transit")?;
+    patch("moves", to_static.clone()).await.context("transit -> static")?;
+    // `unseal` absent is the static seal: to transit and back.
+    api.create(&PostParams::default(), &{
+        let mut o = object("implicit", "2.7.2", json!({"type": "static"}))?;
+        o.data["spec"].as_object_mut().context("spec")?.remove("unseal");
+        o
+    })
+    .await?;
+    patch("implicit", to_transit.clone())
+        .await
+        .context("(absent) -> transit")?;
+
+    refused(
+        patch("moves", json!({"spec": {"unseal": kmip(json!({}))}})).await,
+        "static -> kmip",
+    )?;
+    refused(
+        patch("moves", json!({"spec": {"unseal": kms(json!({}))}})).await,
+        "static -> kms",
+    )?;
+    api.create(&PostParams::default(), &object("hsm", "2.7.2", kmip(json!({})))?)
+        .await?;
+    refused(
+        patch(
+            "hsm",
+            json!({"spec": {"unseal": {"type": "transit", "kmip": null, "transit": transit["transit"]}}}),
+        )
+        .await,
+        "kmip -> transit",
+    )?;
+    refused(
+        patch("hsm", json!({"spec": {"unseal": {"type": "static", "kmip": null}}})).await,
+        "kmip -> static",
+    )?;
+    api.create(&PostParams::default(), &object("cloud", "2.7.2", kms(json!({})))?)
+        .await?;
+    refused(
+        patch(
+            "cloud",
+            json!({"spec": {"unseal": {"type": "kmip", "kms": null, "kmip": kmip(json!({}))["kmip"]}}}),
+        )
+        .await,
+        "kms -> kmip",
+    )?;
+    Ok(())
+}

@@ -162,6 +162,17 @@ async fn service_account_token(
 
 /// Logs in to OpenBao as role `openbao-operator`.
 pub async fn login(endpoint: &Endpoint, ca_bundle_pem: &str, jwt: &str) -> Result<BaoClient, AccessError> {
+    login_as(endpoint, ca_bundle_pem, jwt, "openbao-operator").await
+}
+
+/// Logs in to OpenBao as JWT role `role` (the operator's own service account is bound to
+/// `openbao-operator` and, for seal migrations, `openbao-operator-seal-migration`).
+pub async fn login_as(
+    endpoint: &Endpoint,
+    ca_bundle_pem: &str,
+    jwt: &str,
+    role: &str,
+) -> Result<BaoClient, AccessError> {
     let wrap = |source| AccessError::OpenBao {
         url: endpoint.url.clone(),
         source,
@@ -173,10 +184,7 @@ pub async fn login(endpoint: &Endpoint, ca_bundle_pem: &str, jwt: &str) -> Resul
         config = config.with_resolve_to(ip);
     }
     let client = BaoClient::new(config).map_err(wrap)?;
-    let login = client
-        .login_jwt(JWT_MOUNT, "openbao-operator", jwt)
-        .await
-        .map_err(wrap)?;
+    let login = client.login_jwt(JWT_MOUNT, role, jwt).await.map_err(wrap)?;
     Ok(client.with_token(login.token))
 }
 

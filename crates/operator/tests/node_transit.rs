@@ -12,29 +12,23 @@
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions, names};
-use openbao_client::{BaoClient, ClientConfig};
 use openbao_operator::controllers::cluster;
 use openbao_render::labels;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use testkit::openbao::TestTls;
 
 mod node_common;
+use node_common::transit::{LIMIT, POLL, TRANSIT_APP, TRANSIT_SERVICE, start_transit_server, wait_for};
 use node_common::{condition, create, host_operator_context, in_namespaces};
 
 const CLUSTER: &str = "sealed";
 const KEY_NAME: &str = "openbao-unseal";
-/// The transit server's Service; its test certificate names `openbao.<namespace>.svc`.
-const TRANSIT_SERVICE: &str = "openbao";
-const TRANSIT_APP: &str = "transit";
-const LIMIT: Duration = Duration::from_secs(240);
-const POLL: Duration = Duration::from_millis(500);
 
 #[tokio::test]
 async fn a_transit_sealed_cluster_unseals_by_itself_and_says_why_when_it_cannot() -> Result<()> {
@@ -208,135 +202,6 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
     Ok(())
 }
 
-/// The transit OpenBao: a Deployment (one replica, its data on a PVC, its seal key and TLS from a
-/// Secret) and its Service; returns a client for it and its ClusterIP.
-async fn start_transit_server(client: &Client, ns: &str, tls: &TestTls) -> Result<(BaoClient, IpAddr)> {
-    let seal_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, {
-        let mut key = [0u8; 32];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
-        key
-    });
-    create::<Secret>(
-        client,
-        ns,
-        json!({
-            "metadata": {"name": "transit-server"},
-            "stringData": {
-                "tls.crt": std::fs::read_to_string(&tls.cert_file)?,
-                "tls.key": std::fs::read_to_string(&tls.key_file)?,
-            },
-            "data": {"seal.key": seal_key},
-        }),
-    )
-    .await?;
-    let config = format!(
-        "ui = false\napi_addr = \"https://{TRANSIT_SERVICE}.{ns}.svc:8200\"\n\
-         cluster_addr = \"https://{TRANSIT_SERVICE}.{ns}.svc:8201\"\n\
-         storage \"raft\" {{\n  path = \"/bao/data\"\n  node_id = \"transit\"\n}}\n\
-         listener \"tcp\" {{\n  address = \"0.0.0.0:8200\"\n  tls_cert_file = \"/etc/transit/tls.crt\"\n  tls_key_file = \"/etc/transit/tls.key\"\n}}\n\
-         seal \"static\" {{\n  current_key_id = \"transit-1\"\n  current_key = \"file:///etc/transit/seal.key\"\n}}\n"
-    );
-    create::<k8s_openapi::api::core::v1::ConfigMap>(
-        client,
-        ns,
-        json!({"metadata": {"name": "transit-config"}, "data": {"config.hcl": config}}),
-    )
-    .await?;
-    create::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(
-        client,
-        ns,
-        json!({"metadata": {"name": "transit-data"}, "spec": {
-            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}}}),
-    )
-    .await?;
-    create::<Deployment>(
-        client,
-        ns,
-        json!({
-            "metadata": {"name": TRANSIT_APP},
-            "spec": {
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": {"app": TRANSIT_APP}},
-                "template": {
-                    "metadata": {"labels": {"app": TRANSIT_APP}},
-                    "spec": {
-                        "securityContext": {"runAsNonRoot": true, "runAsUser": 100, "runAsGroup": 1000, "fsGroup": 1000,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-                        "containers": [{
-                            "name": "openbao",
-                            "image": "docker.io/openbao/openbao:2.7.2",
-                            "args": ["server", "-config=/etc/transit-config/config.hcl"],
-                            "ports": [{"containerPort": 8200}],
-                            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
-                            "volumeMounts": [
-                                {"name": "config", "mountPath": "/etc/transit-config"},
-                                {"name": "keys", "mountPath": "/etc/transit"},
-                                {"name": "data", "mountPath": "/bao/data"},
-                            ],
-                        }],
-                        "volumes": [
-                            {"name": "config", "configMap": {"name": "transit-config"}},
-                            {"name": "keys", "secret": {"secretName": "transit-server"}},
-                            {"name": "data", "persistentVolumeClaim": {"claimName": "transit-data"}},
-                        ],
-                    },
-                },
-            },
-        }),
-    )
-    .await?;
-    create::<Service>(
-        client,
-        ns,
-        json!({
-            "metadata": {"name": TRANSIT_SERVICE},
-            "spec": {"selector": {"app": TRANSIT_APP}, "ports": [{"name": "api", "port": 8200, "targetPort": 8200}]},
-        }),
-    )
-    .await?;
-    let ip: IpAddr = Api::<Service>::namespaced(client.clone(), ns)
-        .get(TRANSIT_SERVICE)
-        .await?
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .context("the transit Service has a ClusterIP")?
-        .parse()?;
-    let transit = BaoClient::new(
-        ClientConfig::new(format!("https://{TRANSIT_SERVICE}.{ns}.svc:8200"))
-            .with_ca_pem(tls.ca_pem().as_bytes().to_vec())
-            .with_resolve_to(ip)
-            // sys/init bootstraps raft and writes the keyring: seconds on a busy node.
-            .with_timeout(Duration::from_secs(30)),
-    )?;
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    let answering = wait_for("the transit server answering", || async {
-        Ok(transit.health().await.is_ok())
-    })
-    .await;
-    if let Err(e) = answering {
-        let mut logs = String::new();
-        for p in pods
-            .list(&ListParams::default().labels(&format!("app={TRANSIT_APP}")))
-            .await?
-            .items
-        {
-            let previous = LogParams {
-                previous: true,
-                ..Default::default()
-            };
-            let log = pods.logs(&p.name_any(), &previous).await.unwrap_or_default();
-            logs += &format!(
-                "{}: {:?}\nlast log:\n{log}\n",
-                p.name_any(),
-                p.status.map(|s| s.container_statuses)
-            );
-        }
-        bail!("{e:#}\n{logs}");
-    }
-    Ok((transit, ip))
-}
-
 fn all_ready(c: &OpenBaoCluster) -> Result<bool> {
     Ok(
         condition(c, conditions::AVAILABLE).is_some_and(|(s, r)| s == "True" && r == "AllReplicasReady")
@@ -377,22 +242,4 @@ async fn scale(deployments: &Api<Deployment>, replicas: i32) -> Result<()> {
         .patch(TRANSIT_APP, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
-}
-
-/// Polls `check` until it holds, for at most [`LIMIT`].
-async fn wait_for<F, Fut>(what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if started.elapsed() > LIMIT {
-            bail!("{what}: not reached after {LIMIT:?}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
 }

@@ -275,7 +275,9 @@ async fn a_legacy_cluster_is_moved_to_its_own_audience_by_the_commands_of_its_co
         .context("the message names commands")?
         .split("; ")
         .collect();
-    assert_eq!(commands.len(), roles.len(), "one command per role: {commands:?}");
+    // An older operator never wrote the seal-migration role: no command for it.
+    assert_eq!(commands.len(), roles.len() - 1, "one command per role: {commands:?}");
+    assert!(!message.contains(selfinit::SEAL_MIGRATION_ROLE), "{message}");
     for command in commands {
         // `bao write <path> k1=v1 k2=v2` is a write of {"k1": "v1", "k2": "v2"}.
         let mut words = command.strip_prefix("bao write ").context("a bao write")?.split(' ');
@@ -311,6 +313,124 @@ async fn a_legacy_cluster_is_moved_to_its_own_audience_by_the_commands_of_its_co
         gone.expect_err("the shared audience no longer logs in").status(),
         Some(400)
     );
+    drop(node.server);
+    Ok(())
+}
+
+/// The seal-migration login: self-init writes its role and policy, and the token it gives may
+/// do what a seal migration does (make a recovery key pending verification, cancel it, read raft)
+/// and no more. A cluster whose self-init predates it (role and policy removed here) refuses the
+/// login in a way the operator recognizes (`SealMigrationRoleMissing`), and the commands of that
+/// message, run by the admin, make it work.
+#[tokio::test]
+async fn the_seal_migration_login_comes_from_self_init_and_an_older_cluster_is_told_how_to_add_it() -> Result<()> {
+    use openbao_operator::controllers::cluster::seal_migration::{is_role_missing, role_missing_message};
+    use openbao_operator::controllers::cluster::upgrade::operator_login_as;
+    use openbao_operator::openbao::login_as;
+    use selfinit::{SEAL_MIGRATION_POLICY, SEAL_MIGRATION_ROLE};
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let client = ApiServer::shared().await?.client().await?;
+    let ns = create_namespace(&client, "bao-seal-login").await?;
+    for name in ["openbao-operator", "bao-admin"] {
+        let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &sa)
+            .await?;
+    }
+    let operator = OperatorIdentity {
+        namespace: ns.clone(),
+        service_account: "openbao-operator".into(),
+    };
+    let mut ctx = Context::new(client.clone(), operator.clone(), Metrics::default()).await;
+    let trust = ctx.jwt_trust().await?;
+    let mut spec = spec();
+    spec.self_init.oidc.admin_service_account = Some(serde_json::from_value(serde_json::json!({"name": "bao-admin"}))?);
+    let cluster = Cluster {
+        name: "openbao",
+        namespace: &ns,
+        uid: "u",
+        spec: &spec,
+    };
+    let node = start_node(&selfinit::init_hcl(&cluster, &operator, &trust)).await?;
+    let endpoint = node.endpoint.clone();
+    ctx.endpoints = std::sync::Arc::new(move |_: &str, _: &str| endpoint.clone());
+    let ca = node.tls.ca_pem();
+
+    let jwt = operator_token(&client, &operator, &ctx.safe_audiences, &ns, "openbao").await?;
+    let bao = login_as(&node.endpoint, ca, &jwt, SEAL_MIGRATION_ROLE).await?;
+    let policies = bao.token_lookup_self().await?.policies;
+    assert!(policies.iter().any(|p| p == SEAL_MIGRATION_ROLE), "{policies:?}");
+    assert!(!policies.iter().any(|p| p == "openbao-operator"), "{policies:?}");
+    bao.raft_configuration().await?;
+    let pending = bao
+        .write(
+            "sys/rotate/recovery/init",
+            &serde_json::json!({"secret_shares": 1, "secret_threshold": 1, "require_verification": true}),
+        )
+        .await?
+        .context("recovery key init answered nothing")?;
+    assert!(
+        pending["data"]["verification_nonce"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+    );
+    bao.delete("sys/rotate/recovery/init").await?;
+    let denied = bao.read("sys/mounts").await.expect_err("no more than the migration");
+    assert_eq!(denied.status(), Some(403));
+
+    // As on a cluster initialized before the role existed.
+    let audience = names::jwt_audience(&ns, "openbao");
+    let admin_jwt = kube_token(&client, &ns, "bao-admin", &audience).await?;
+    let admin = openbao_client::BaoClient::new(
+        openbao_client::ClientConfig::new(node.endpoint.url.clone())
+            .with_ca_pem(ca.as_bytes().to_vec())
+            .with_resolve_to(node.endpoint.resolve_to.context("resolved")?),
+    )?;
+    let token = admin.login_jwt(selfinit::JWT_MOUNT, "admin", &admin_jwt).await?.token;
+    let admin = admin.with_token(token);
+    admin
+        .delete(&format!("auth/{}/role/{SEAL_MIGRATION_ROLE}", selfinit::JWT_MOUNT))
+        .await?;
+    admin.delete(&format!("sys/policies/acl/{SEAL_MIGRATION_ROLE}")).await?;
+    // The reconcile's own login (through the endpoint, as the seal-migration step does it).
+    let refused = operator_login_as(&ctx, &cluster, ca, SEAL_MIGRATION_ROLE)
+        .await
+        .expect_err("the role is gone");
+    eprintln!("login refused: {refused}");
+    let answer = refused.refused.as_ref().context("OpenBao's answer is kept")?;
+    assert!(is_role_missing(answer), "{refused}");
+    assert!(!refused.message.contains(&jwt), "the token must never appear in errors");
+
+    // The message's commands: the policy (its text from docs/seal-migration.md), then the role.
+    let message = role_missing_message(&operator, &audience);
+    eprintln!("SealMigrationRoleMissing: {message}");
+    assert!(message.contains(&format!("bao policy write {SEAL_MIGRATION_ROLE}")));
+    admin
+        .write(
+            &format!("sys/policies/acl/{SEAL_MIGRATION_ROLE}"),
+            &serde_json::json!({"policy": SEAL_MIGRATION_POLICY}),
+        )
+        .await?;
+    let command = message
+        .split("; bao write ")
+        .nth(1)
+        .and_then(|c| c.split(". The migration").next())
+        .context("the message names the role command")?;
+    let mut words = command.split(' ');
+    let path = words.next().context("a path")?;
+    let mut data = serde_json::Map::new();
+    for pair in words {
+        let (key, value) = pair.split_once('=').context("key=value")?;
+        data.insert(key.to_string(), value.into());
+    }
+    admin.write(path, &serde_json::Value::Object(data)).await?;
+    let token = operator_login_as(&ctx, &cluster, ca, SEAL_MIGRATION_ROLE)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bao = bao.with_token(token);
+    let policies = bao.token_lookup_self().await?.policies;
+    assert!(policies.iter().any(|p| p == SEAL_MIGRATION_ROLE), "{policies:?}");
+    bao.raft_configuration().await?;
     drop(node.server);
     Ok(())
 }

@@ -185,11 +185,12 @@ async fn one_cluster_yields_every_object_owned_and_a_second_reconcile_writes_not
     );
     assert!(hcl.contains("BEGIN PUBLIC KEY"));
     assert!(hcl.contains(&format!("system:serviceaccount:{ns}:bao-admin")));
-    // Every role accepts this cluster's own audience, the one published in status.
+    // Every role accepts this cluster's own audience, the one published in status (the
+    // operator, its seal migration, three executor Jobs, the admin).
     let audience = openbao_api::names::jwt_audience(&ns, "lane");
     assert_eq!(
         hcl.matches(&format!("\"bound_audiences\" = [\"{audience}\"]")).count(),
-        5,
+        6,
         "{hcl}"
     );
 

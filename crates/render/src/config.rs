@@ -209,11 +209,20 @@ pub fn seal_hcl(cluster: &Cluster) -> String {
 /// sealed in migration mode until it is unsealed with the recovery key and `migrate`. For static
 /// and transit seals (one block each); the plugin-based seals carry more than one block.
 pub fn migration_seal_hcl(from: &Cluster, to: &Cluster) -> String {
-    let old = seal_hcl(from);
-    // The writer puts the block header alone on the first line.
-    let (header, body) = old.split_once('\n').unwrap_or((old.as_str(), ""));
-    format!("{header}\n  disabled = \"true\"\n{body}{}", seal_hcl(to))
+    migration_stanzas(&seal_hcl(from), &seal_hcl(to))
 }
+
+/// [`migration_seal_hcl`] from the stanzas themselves: `old` (one `seal` block, as
+/// [`seal_hcl`] writes it) disabled, then `new`. The operator uses it when the old seal is no
+/// longer in the spec (it is read back from the servers' configuration).
+pub fn migration_stanzas(old: &str, new: &str) -> String {
+    // The writer puts the block header alone on the first line.
+    let (header, body) = old.split_once('\n').unwrap_or((old, ""));
+    format!("{header}\n  {DISABLED_LINE}\n{body}{new}")
+}
+
+/// The attribute that turns a seal block into the old seal of a migration.
+pub const DISABLED_LINE: &str = "disabled = \"true\"";
 
 /// `20-service-registration.hcl`: pod labels for active/sealed/initialized state.
 pub fn service_registration_hcl() -> String {

@@ -57,6 +57,21 @@ path "sys/storage/raft/remove-peer" { capabilities = ["update"] }
 path "sys/step-down" { capabilities = ["update", "sudo"] }
 "#;
 
+/// The operator's seal-migration token (role [`SEAL_MIGRATION_ROLE`]): make and verify the
+/// recovery key, step down, read the raft view, snapshot. Proven enough by the operator's
+/// `tests/seal_migration_processes.rs`. A role of its own: the operator's everyday token never
+/// holds `sys/rotate/recovery`.
+pub const SEAL_MIGRATION_POLICY: &str = r#"path "sys/rotate/recovery/init" { capabilities = ["read", "update", "delete", "sudo"] }
+path "sys/rotate/recovery/verify" { capabilities = ["read", "update", "delete", "sudo"] }
+path "sys/step-down" { capabilities = ["update", "sudo"] }
+path "sys/storage/raft/configuration" { capabilities = ["read"] }
+path "sys/storage/raft/autopilot/state" { capabilities = ["read"] }
+path "sys/storage/raft/snapshot" { capabilities = ["read"] }
+"#;
+
+/// The JWT role (and policy name) the operator logs in as for seal-migration steps.
+pub const SEAL_MIGRATION_ROLE: &str = "openbao-operator-seal-migration";
+
 /// Everything except root-only operations (tokens cannot be root through a login anyway).
 pub const ADMIN_POLICY: &str = r#"path "*" { capabilities = ["create", "read", "update", "patch", "delete", "list", "sudo"] }
 "#;
@@ -73,6 +88,12 @@ pub fn jwt_roles(cluster: &Cluster, operator: &OperatorIdentity) -> Vec<JwtRole>
         JwtRole {
             role: "openbao-operator",
             policy: "openbao-operator",
+            namespace: operator.namespace.clone(),
+            service_account: operator.service_account.clone(),
+        },
+        JwtRole {
+            role: SEAL_MIGRATION_ROLE,
+            policy: SEAL_MIGRATION_ROLE,
             namespace: operator.namespace.clone(),
             service_account: operator.service_account.clone(),
         },
@@ -94,6 +115,7 @@ pub fn jwt_roles(cluster: &Cluster, operator: &OperatorIdentity) -> Vec<JwtRole>
 fn policies(spec: &OpenBaoClusterSpec) -> Vec<(&'static str, &'static str)> {
     let mut list = vec![
         ("openbao-operator", OPERATOR_POLICY),
+        (SEAL_MIGRATION_ROLE, SEAL_MIGRATION_POLICY),
         ("openbao-operator-backup", BACKUP_POLICY),
         ("openbao-operator-upgrade", UPGRADE_POLICY),
         ("openbao-operator-restore", RESTORE_POLICY),
@@ -308,6 +330,7 @@ mod tests {
             names,
             [
                 "openbao-operator",
+                "openbao-operator-seal-migration",
                 "openbao-operator-backup",
                 "openbao-operator-upgrade",
                 "openbao-operator-restore",

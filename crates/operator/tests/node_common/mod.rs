@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 pub mod bluegreen;
+pub mod transit;
 
 use anyhow::{Result, bail, ensure};
 use futures::FutureExt as _;

@@ -6,6 +6,13 @@ initialize "operator-policies" {
       "policy" = "path \"sys/storage/raft/configuration\" { capabilities = [\"read\"] }\npath \"sys/storage/raft/autopilot/*\" { capabilities = [\"read\", \"update\"] }\npath \"sys/storage/raft/remove-peer\" { capabilities = [\"update\"] }\npath \"sys/storage/raft/promote\" { capabilities = [\"update\"] }\npath \"sys/storage/raft/demote\" { capabilities = [\"update\"] }\npath \"sys/step-down\" { capabilities = [\"update\", \"sudo\"] }\npath \"auth/jwt-operator/config\" { capabilities = [\"read\", \"update\"] }\n"
     }
   }
+  request "openbao-operator-seal-migration" {
+    operation = "update"
+    path = "sys/policies/acl/openbao-operator-seal-migration"
+    data = {
+      "policy" = "path \"sys/rotate/recovery/init\" { capabilities = [\"read\", \"update\", \"delete\", \"sudo\"] }\npath \"sys/rotate/recovery/verify\" { capabilities = [\"read\", \"update\", \"delete\", \"sudo\"] }\npath \"sys/step-down\" { capabilities = [\"update\", \"sudo\"] }\npath \"sys/storage/raft/configuration\" { capabilities = [\"read\"] }\npath \"sys/storage/raft/autopilot/state\" { capabilities = [\"read\"] }\npath \"sys/storage/raft/snapshot\" { capabilities = [\"read\"] }\n"
+    }
+  }
   request "openbao-operator-backup" {
     operation = "update"
     path = "sys/policies/acl/openbao-operator-backup"

@@ -18,6 +18,13 @@ initialize "operator-policies" {
       "policy" = "path \"sys/storage/raft/configuration\" { capabilities = [\"read\"] }\npath \"sys/storage/raft/autopilot/*\" { capabilities = [\"read\", \"update\"] }\npath \"sys/storage/raft/remove-peer\" { capabilities = [\"update\"] }\npath \"sys/storage/raft/promote\" { capabilities = [\"update\"] }\npath \"sys/storage/raft/demote\" { capabilities = [\"update\"] }\npath \"sys/step-down\" { capabilities = [\"update\", \"sudo\"] }\npath \"auth/jwt-operator/config\" { capabilities = [\"read\", \"update\"] }\n"
     }
   }
+  request "openbao-operator-seal-migration" {
+    operation = "update"
+    path = "sys/policies/acl/openbao-operator-seal-migration"
+    data = {
+      "policy" = "path \"sys/rotate/recovery/init\" { capabilities = [\"read\", \"update\", \"delete\", \"sudo\"] }\npath \"sys/rotate/recovery/verify\" { capabilities = [\"read\", \"update\", \"delete\", \"sudo\"] }\npath \"sys/step-down\" { capabilities = [\"update\", \"sudo\"] }\npath \"sys/storage/raft/configuration\" { capabilities = [\"read\"] }\npath \"sys/storage/raft/autopilot/state\" { capabilities = [\"read\"] }\npath \"sys/storage/raft/snapshot\" { capabilities = [\"read\"] }\n"
+    }
+  }
   request "openbao-operator-backup" {
     operation = "update"
     path = "sys/policies/acl/openbao-operator-backup"
@@ -73,6 +80,19 @@ initialize "operator-auth" {
       "role_type" = "jwt"
       "token_max_ttl" = "4h"
       "token_policies" = ["openbao-operator"]
+      "token_ttl" = "1h"
+      "user_claim" = "sub"
+    }
+  }
+  request "role-openbao-operator-seal-migration" {
+    operation = "update"
+    path = "auth/jwt-operator/role/openbao-operator-seal-migration"
+    data = {
+      "bound_audiences" = ["openbao-operator.openbao.org/lane/openbao"]
+      "bound_subject" = "system:serviceaccount:openbao-operator-system:openbao-operator"
+      "role_type" = "jwt"
+      "token_max_ttl" = "4h"
+      "token_policies" = ["openbao-operator-seal-migration"]
       "token_ttl" = "1h"
       "user_claim" = "sub"
     }

@@ -28,12 +28,13 @@ pub(super) async fn apply_all(
     ctx: &Context,
     cluster: &Cluster<'_>,
     previous: &OpenBaoClusterStatus,
-    writer: &Writer<'_>,
+    seal: &super::seal_migration::SealWorkloads,
     observed: &mut Observed,
     events: &mut Vec<(String, String)>,
     now: Timestamp,
 ) -> Result<Applied, Error> {
     let name = cluster.name;
+    let writer = &Writer::new(ctx, cluster.namespace);
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), cluster.namespace);
     let get_secret = |n: String| {
         let secrets = secrets.clone();
@@ -134,7 +135,9 @@ pub(super) async fn apply_all(
         }
     };
 
-    writer.apply(&objects::config_map(cluster)).await?;
+    if let Some(cm) = seal.config_map(objects::config_map(cluster)) {
+        writer.apply(&cm).await?;
+    }
     let initialized = observed.pods.iter().any(|p| p.initialized == Some(true)) || previous.initialized;
     let bootstrap_ready = if initialized {
         // A re-created first pod must never found a second cluster: the requests go away for good.
@@ -181,11 +184,11 @@ pub(super) async fn apply_all(
     if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) && observed.seal.is_ready() {
         let rollout = upgrade_plan::rollout(cluster.spec, previous);
         let workloads = bluegreen::workloads(cluster, previous, &rollout);
-        for cm in &workloads.config_maps {
-            writer.apply(cm).await?;
+        for cm in workloads.config_maps.into_iter().filter_map(|cm| seal.config_map(cm)) {
+            writer.apply(&cm).await?;
         }
-        for sts in &workloads.statefulsets {
-            writer.apply(sts).await?;
+        for sts in workloads.statefulsets.into_iter().filter_map(|s| seal.statefulset(s)) {
+            writer.apply(&sts).await?;
         }
     }
     Ok(Applied {

@@ -9,6 +9,7 @@ pub mod bluegreen;
 mod observe;
 pub mod raft_membership;
 mod report;
+pub mod seal_migration;
 mod service_monitor;
 mod snapshot;
 pub mod status;
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use self::status::{Observed, TlsState};
 use crate::context::Context;
-use crate::kube_write::{KubeError, Writer};
+use crate::kube_write::KubeError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -117,7 +118,8 @@ fn error_policy(obj: Arc<OpenBaoCluster>, err: &Error, ctx: Arc<Context>) -> Act
 
 pub async fn reconcile(obj: Arc<OpenBaoCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&obj, &ctx).await;
+    // Boxed: its state is large, and callers (tests too) may poll it on a small stack.
+    let result = Box::pin(reconcile_inner(&obj, &ctx)).await;
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     let label = if result.is_ok() { "success" } else { "error" };
     ctx.metrics
@@ -160,9 +162,11 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
     }
 
     // Build and apply; then, on what was applied, OpenBao's access and an upgrade step.
-    let writer = Writer::new(ctx, &namespace);
     let mut events = Vec::new();
-    let outcome = apply::apply_all(ctx, &cluster, &previous, &writer, &mut observed, &mut events, now).await;
+    // A seal migration decides what the servers' objects are (boxed: the future stays small).
+    let seal = Box::new(Box::pin(seal_migration::SealWorkloads::read(&ctx.client, &cluster, &previous)).await?);
+    let applied_to = seal.cluster(&cluster);
+    let outcome = apply::apply_all(ctx, &applied_to, &previous, &seal, &mut observed, &mut events, now).await;
     let mut base = previous.clone();
     let mut upgrade_requeue = None;
     match &outcome {
@@ -177,8 +181,22 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
                     observed.raft = raft_membership::observe(&client).await;
                 }
             }
-            (base, upgrade_requeue) =
-                step::upgrade(ctx, &cluster, &previous, applied.bundle.as_deref(), &mut observed).await;
+            let seal_blocks = seal.blocks_upgrade(&previous);
+            (base, upgrade_requeue) = step::upgrade(
+                ctx,
+                &cluster,
+                &previous,
+                applied.bundle.as_deref(),
+                seal_blocks,
+                &mut observed,
+            )
+            .await;
+            let (bundle, seal_ready) = (applied.bundle.as_deref(), observed.seal.is_ready());
+            if let Some(step) = Box::pin(seal_migration::step(ctx, &cluster, &base, bundle, seal_ready, &seal)).await {
+                base = step.status;
+                events.extend(step.events);
+                upgrade_requeue = step.requeue.into_iter().chain(upgrade_requeue).min();
+            }
         }
     }
     // Report.

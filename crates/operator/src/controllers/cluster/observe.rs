@@ -24,7 +24,9 @@ pub(super) async fn fresh<'a>(
     cached: &'a OpenBaoCluster,
     ctx: &Context,
 ) -> Result<Option<Cow<'a, OpenBaoCluster>>, Error> {
-    if upgrade_plan::plan(&cached.spec, &cached.status.clone().unwrap_or_default()) == UpgradePlan::Idle {
+    if upgrade_plan::plan(&cached.spec, &cached.status.clone().unwrap_or_default()) == UpgradePlan::Idle
+        && !super::seal_migration::in_progress(cached.status.as_ref())
+    {
         return Ok(Some(Cow::Borrowed(cached)));
     }
     let api = Api::<OpenBaoCluster>::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());

@@ -286,6 +286,9 @@ impl Access {
         };
         let writes: Vec<String> = roles
             .iter()
+            // An older operator never wrote the seal-migration role: rewriting its audience
+            // would fail (SealMigrationRoleMissing says how to create it).
+            .filter(|role| !(legacy && role.as_str() == openbao_render::selfinit::SEAL_MIGRATION_ROLE))
             // `role_type=jwt` again: OpenBao reads a role update without it as an OIDC role
             // and refuses it (allowed_redirect_uris missing); the other fields are kept.
             .map(|role| format!("bao write auth/{JWT_MOUNT}/role/{role} role_type=jwt bound_audiences={audience}"))
@@ -616,7 +619,17 @@ pub fn derive(
         status.jwt_audience = Some(audience.clone());
     }
 
-    cond::set_condition(&mut status.conditions, security_risk(spec, demo), generation, now);
+    let mut risk = security_risk(spec, demo);
+    if risk.status == Status::False && migrating_from_static(previous) {
+        risk = Desired::new(
+            cond::SECURITY_RISK,
+            Status::True,
+            "StaticSealKeyInCluster",
+            "a seal migration away from the static seal runs: its key stays in a Kubernetes Secret until every \
+             server runs the new seal",
+        );
+    }
+    cond::set_condition(&mut status.conditions, risk, generation, now);
     status.initialized = initialized;
     status.ready_replicas = ready;
     status.observed_generation = generation;
@@ -696,6 +709,13 @@ fn audit_ready(spec: &OpenBaoClusterSpec, observed: &Observed) -> Desired {
             ),
         )
     }
+}
+
+/// A seal migration from the static seal has begun and not finished (the key Secret exists).
+fn migrating_from_static(status: &OpenBaoClusterStatus) -> bool {
+    status.seal_migration.as_ref().is_some_and(|m| {
+        m.phase != openbao_api::SealMigrationPhase::Idle && m.from == Some(openbao_api::UnsealType::Static)
+    })
 }
 
 /// `SecurityRisk`: True exactly while something in the cluster alone opens the data: the static
@@ -1126,9 +1146,14 @@ mod tests {
 
     #[test]
     fn a_refused_audience_says_what_the_admin_runs() {
-        let roles: Vec<String> = ["openbao-operator", "openbao-operator-backup", "admin"]
-            .map(String::from)
-            .to_vec();
+        let roles: Vec<String> = [
+            "openbao-operator",
+            "openbao-operator-seal-migration",
+            "openbao-operator-backup",
+            "admin",
+        ]
+        .map(String::from)
+        .to_vec();
         let audience = "openbao-operator.openbao.org/team-a/bao";
         let legacy = OpenBaoClusterStatus {
             initialized: true,
@@ -1165,6 +1190,10 @@ mod tests {
         assert!(
             matches!(&o.access, Access::AudienceRefused { legacy: false, message } if message.contains("restored"))
         );
+        // Restored data may come from a cluster that has the seal-migration role: it is moved too
+        // (an older operator's cluster never had it, so the legacy commands leave it out).
+        assert!(matches!(&o.access, Access::AudienceRefused { message, .. }
+                if message.contains("role/openbao-operator-seal-migration role_type=jwt")));
         let s = derive(&spec(serde_json::json!({})), &recorded, &o, Some(1), now());
         assert_eq!(
             reason(&s, cond::DEGRADED),
@@ -1239,6 +1268,25 @@ mod tests {
         let hardened = spec(serde_json::json!({"profile": "Hardened", "tls": {"mode": "External"},
             "unseal": transit_spec(false).unseal}));
         assert_eq!(risk(&hardened), ("False".into(), "SealKeyOutsideCluster".into()));
+        // Migrating from static to transit: the static key Secret is there until the end.
+        let mut migrating = OpenBaoClusterStatus {
+            seal_migration: Some(openbao_api::SealMigrationStatus {
+                phase: openbao_api::SealMigrationPhase::Standbys,
+                from: Some(openbao_api::UnsealType::Static),
+                to: Some(openbao_api::UnsealType::Transit),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let during = |status: &OpenBaoClusterStatus| {
+            reason(
+                &derive(&transit_spec(false), status, &observed(), Some(1), now()),
+                cond::SECURITY_RISK,
+            )
+        };
+        assert_eq!(during(&migrating), ("True".into(), "StaticSealKeyInCluster".into()));
+        migrating.seal_migration = Some(Default::default());
+        assert_eq!(during(&migrating), ("False".into(), "SealKeyOutsideCluster".into()));
     }
 
     #[test]

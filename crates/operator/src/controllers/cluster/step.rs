@@ -19,6 +19,7 @@ pub(super) async fn upgrade(
     cluster: &Cluster<'_>,
     previous: &OpenBaoClusterStatus,
     bundle: Option<&str>,
+    seal_migration_blocks: bool,
     observed: &mut Observed,
 ) -> (OpenBaoClusterStatus, Option<Duration>) {
     match upgrade_plan::plan(cluster.spec, previous) {
@@ -26,6 +27,13 @@ pub(super) async fn upgrade(
         UpgradePlan::Clear => (upgrade_plan::cleared(previous), None),
         UpgradePlan::Refused { reason, message } => {
             observed.upgrade = UpgradeState::Refused { reason, message };
+            (previous.clone(), None)
+        }
+        UpgradePlan::Advance if seal_migration_blocks => {
+            observed.upgrade = UpgradeState::Refused {
+                reason: "WaitingForSealMigration",
+                message: "the upgrade starts once the seal migration is finished".into(),
+            };
             (previous.clone(), None)
         }
         // An upgrade does not start while a backup or restore holds the cluster; one in

@@ -31,6 +31,48 @@ use crate::openbao::AccessError;
 /// that reaches a standby which redirects to the active server (traffic may already select
 /// green while blue still leads), the login goes to that server's pod directly.
 pub async fn operator_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) -> Result<Token, String> {
+    operator_login_as(ctx, cluster, bundle, "openbao-operator")
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Why [`operator_login_as`] failed; `refused` keeps OpenBao's answer to the login itself (a
+/// missing role shows there).
+#[derive(Debug)]
+pub struct LoginFailure {
+    pub message: String,
+    pub refused: Option<openbao_client::BaoError>,
+}
+
+impl std::fmt::Display for LoginFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// [`operator_login`] as JWT role `role`.
+pub async fn operator_login_as(
+    ctx: &Context,
+    cluster: &Cluster<'_>,
+    bundle: &str,
+    role: &str,
+) -> Result<Token, LoginFailure> {
+    let purpose = if role == openbao_render::selfinit::SEAL_MIGRATION_ROLE {
+        "the seal migration"
+    } else {
+        "the upgrade"
+    };
+    let plain = |message: String| LoginFailure { message, refused: None };
+    let refused = |what: String, e: AccessError| {
+        let message = format!("{what}: {e}");
+        match e {
+            AccessError::OpenBao { source, .. } => LoginFailure {
+                message,
+                refused: Some(source),
+            },
+            _ => LoginFailure { message, refused: None },
+        }
+    };
     let jwt = crate::openbao::operator_token(
         &ctx.client,
         &ctx.operator,
@@ -39,9 +81,9 @@ pub async fn operator_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) 
         cluster.name,
     )
     .await
-    .map_err(|e| format!("logging in for the upgrade: {e}"))?;
+    .map_err(|e| plain(format!("logging in for {purpose}: {e}")))?;
     let endpoint = (ctx.endpoints)(cluster.name, cluster.namespace);
-    let client = match crate::openbao::login(&endpoint, bundle, &jwt).await {
+    let client = match crate::openbao::login_as(&endpoint, bundle, &jwt, role).await {
         Ok(client) => client,
         Err(AccessError::OpenBao { source, .. })
             if let Some(pod) = source
@@ -51,30 +93,38 @@ pub async fn operator_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) 
             let ip = Api::<Pod>::namespaced(ctx.client.clone(), cluster.namespace)
                 .get_opt(&pod)
                 .await
-                .map_err(|e| format!("logging in for the upgrade: reading pod {pod} (the active server): {e}"))?
+                .map_err(|e| {
+                    plain(format!(
+                        "logging in for {purpose}: reading pod {pod} (the active server): {e}"
+                    ))
+                })?
                 .as_ref()
                 .and_then(KubePlatform::pod_ip)
-                .ok_or_else(|| format!("logging in for the upgrade: the active server {pod} has no pod IP"))?;
+                .ok_or_else(|| {
+                    plain(format!(
+                        "logging in for {purpose}: the active server {pod} has no pod IP"
+                    ))
+                })?;
             let at_leader = crate::openbao::Endpoint {
                 url: server_url(cluster.name, cluster.namespace, &pod),
                 resolve_to: Some(ip),
             };
-            crate::openbao::login(&at_leader, bundle, &jwt)
+            crate::openbao::login_as(&at_leader, bundle, &jwt, role)
                 .await
-                .map_err(|e| format!("logging in for the upgrade at the active server {pod}: {e}"))?
+                .map_err(|e| refused(format!("logging in for {purpose} at the active server {pod}"), e))?
         }
-        Err(e) => return Err(format!("logging in for the upgrade: {e}")),
+        Err(e) => return Err(refused(format!("logging in for {purpose}"), e)),
     };
     client
         .token()
         .cloned()
-        .ok_or_else(|| "the login for the upgrade returned no token".to_string())
+        .ok_or_else(|| plain(format!("the login for {purpose} returned no token")))
 }
 
 /// The URL a client reaches server `node_id` of `cluster` at, with a name its certificate holds:
 /// the pod's `<pod>.<cluster>.<ns>.svc` for the original servers, the headless Service's
 /// `<cluster>.<ns>.svc` for revision servers (whose pod names the certificate does not list).
-fn server_url(cluster: &str, namespace: &str, node_id: &str) -> String {
+pub(super) fn server_url(cluster: &str, namespace: &str, node_id: &str) -> String {
     let host = match names::parse_pod(cluster, node_id) {
         Some((None, _)) => format!("{node_id}.{}.{namespace}.svc", names::headless_service(cluster)),
         _ => format!("{}.{namespace}.svc", names::headless_service(cluster)),
@@ -208,7 +258,7 @@ impl<'a> KubePlatform<'a> {
         image_for(&self.cluster(), version)
     }
 
-    fn pod_ip(pod: &Pod) -> Option<IpAddr> {
+    pub(super) fn pod_ip(pod: &Pod) -> Option<IpAddr> {
         pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
     }
 }

@@ -19,15 +19,9 @@ use crate::flows::driver::{PROBE_TIMEOUT, raft_view};
 use crate::flows::{PlatformError, Snapshot};
 
 /// What the token of [`SealPlatform::client`] needs: make and verify the recovery key, step
-/// down, read the raft view (and snapshot, for the pre-migration snapshot). Proven enough by
-/// `tests/seal_migration_processes.rs`.
-pub const SEAL_MIGRATION_POLICY: &str = r#"path "sys/rotate/recovery/init" { capabilities = ["read", "update", "delete", "sudo"] }
-path "sys/rotate/recovery/verify" { capabilities = ["read", "update", "delete", "sudo"] }
-path "sys/step-down" { capabilities = ["update", "sudo"] }
-path "sys/storage/raft/configuration" { capabilities = ["read"] }
-path "sys/storage/raft/autopilot/state" { capabilities = ["read"] }
-path "sys/storage/raft/snapshot" { capabilities = ["read"] }
-"#;
+/// down, read the raft view (and snapshot, for the pre-migration snapshot). Self-init writes it
+/// for new clusters; proven enough by `tests/seal_migration_processes.rs`.
+pub use openbao_render::selfinit::SEAL_MIGRATION_POLICY;
 
 /// One server as the platform knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// After the controllers stopped (or were cut short), this long to give the leader Lease back.
+const LEASE_RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 /// The Lease the replicas elect their leader with, in the operator's namespace.
 const LEADER_LEASE: &str = "openbao-operator-leader";
 
@@ -124,8 +126,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let _ = stop_tx.send(true);
             // Shutdown is bounded: in-flight reconciles get a few seconds, then the process ends
             // (every step is idempotent, so the next leader redoes whatever was cut short).
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-            tracing::warn!("graceful shutdown did not finish in {SHUTDOWN_GRACE:?}; exiting");
+            tokio::time::sleep(SHUTDOWN_GRACE + LEASE_RELEASE_GRACE).await;
+            tracing::warn!(
+                "graceful shutdown did not finish in {:?}; exiting",
+                SHUTDOWN_GRACE + LEASE_RELEASE_GRACE
+            );
             std::process::exit(0);
         }
     });
@@ -187,8 +192,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     match leading {
         Some(mut leading) => {
+            let grace_over = {
+                let stopped = stopped();
+                async move {
+                    stopped.await;
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                }
+            };
             tokio::select! {
                 _ = controller => {}
+                // Reconciles still running are cut short (each step is idempotent: the next
+                // leader redoes it); the Lease is still given back below.
+                _ = grace_over => {
+                    tracing::warn!("controllers did not stop within {SHUTDOWN_GRACE:?} of the signal; stopping them");
+                }
                 ended = &mut leading => {
                     let why = match ended {
                         Ok(Ended::Lost(why)) => why,

@@ -55,9 +55,8 @@ pub(super) async fn apply_all(
         }
     }
     // The restore account is the restore controller's: its component is not listed here.
-    // Listing needs no new right (the operator watches ServiceAccounts); deleting one does, and
-    // deploy/operator/rbac.yaml grants no `delete` on ServiceAccounts yet (as for the by-name
-    // delete before): an owned account of a feature switched off is refused until it does.
+    // The operator watches ServiceAccounts and may delete them (deploy/operator/rbac.yaml): an
+    // owned account of a feature switched off goes, never one someone else controls.
     let job_accounts = labels::children_selector(name, &["backup", "upgrade"]);
     writer
         .prune::<ServiceAccount>(&job_accounts, cluster.uid, &wanted_accounts)

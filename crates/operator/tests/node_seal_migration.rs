@@ -342,21 +342,29 @@ async fn migrate_with_transit(client: &Client, ns: &str, op_ns: &str, transit_ad
     );
     let (s, r) = condition(&c, conditions::SEAL_MIGRATION).context("SealMigration condition")?;
     ensure!((s.as_str(), r.as_str()) == ("False", "Idle"), "{s} {r}");
-    let sts = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), ns)
-        .get(CLUSTER)
-        .await?;
-    let spec = sts.spec.context("sts spec")?;
-    ensure!(spec.update_strategy.and_then(|u| u.type_).as_deref() == Some("RollingUpdate"));
-    let volumes: Vec<String> = spec
-        .template
-        .spec
-        .context("template")?
-        .volumes
-        .unwrap_or_default()
-        .into_iter()
-        .map(|v| v.name)
-        .collect();
-    ensure!(!volumes.contains(&"unseal".to_string()), "{volumes:?}");
+    // The next reconcile puts back the settled StatefulSet: RollingUpdate, no static key volume.
+    let settled = Instant::now();
+    let statefulsets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), ns);
+    loop {
+        let spec = statefulsets.get(CLUSTER).await?.spec.context("sts spec")?;
+        let rolling = spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()) == Some("RollingUpdate");
+        let volumes: Vec<String> = spec
+            .template
+            .spec
+            .map(|p| p.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect())
+            .unwrap_or_default();
+        if rolling && !volumes.contains(&"unseal".to_string()) {
+            break;
+        }
+        if settled.elapsed() > Duration::from_secs(60) {
+            bail!("the StatefulSet is not settled 60 s after the migration: rolling {rolling}, volumes {volumes:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "StatefulSet settled (RollingUpdate, no static key volume) {:.1?} after Idle",
+        settled.elapsed()
+    );
 
     // Every server stopped and started again: they unseal through transit, no static key
     // anywhere.

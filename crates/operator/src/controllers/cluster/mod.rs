@@ -62,6 +62,8 @@ const BOOTSTRAP_REQUEUE: Duration = Duration::from_secs(60);
 const RETRY_REQUEUE: Duration = Duration::from_secs(5);
 /// Requeue of a settled cluster (certificate checks set an earlier one when due).
 const STEADY_REQUEUE: Duration = Duration::from_secs(300);
+/// After a seal-migration step that set no requeue of its own (see the reconcile).
+const SEAL_STEP_FOLLOW_UP: Duration = Duration::from_secs(1);
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
@@ -195,7 +197,11 @@ async fn reconcile_inner(cached: &OpenBaoCluster, ctx: &Context) -> Result<Actio
             if let Some(step) = Box::pin(seal_migration::step(ctx, &cluster, &base, bundle, seal_ready, &seal)).await {
                 base = step.status;
                 events.extend(step.events);
-                upgrade_requeue = step.requeue.into_iter().chain(upgrade_requeue).min();
+                // A step changed the status: the next reconcile applies what the new phase
+                // renders (after the last one, the settled StatefulSet with RollingUpdate) now,
+                // not at the steady requeue: a status write wakes no watch of this controller.
+                let follow_up = step.requeue.unwrap_or(SEAL_STEP_FOLLOW_UP);
+                upgrade_requeue = Some(follow_up).into_iter().chain(upgrade_requeue).min();
             }
         }
     }

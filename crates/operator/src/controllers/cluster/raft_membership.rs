@@ -155,8 +155,8 @@ pub fn quorum(observation: &RaftObservation, replicas: i32) -> Quorum {
 
 /// Look again this soon while membership was unready for less than [`SETTLING_FOR`]: a new
 /// cluster's servers become voters a few seconds after their pods are ready, and `Available`
-/// (`AllReplicasReady`) waits for that look.
-const SETTLING_REQUEUE: Duration = Duration::from_secs(2);
+/// (`AllReplicasReady`) waits for that look (each look is a login and one read).
+const SETTLING_REQUEUE: Duration = Duration::from_secs(1);
 /// How long membership usually takes to settle: autopilot promotes a joined server after its
 /// stabilization time (2 s Development, 10 s Hardened) plus its update intervals.
 const SETTLING_FOR: Duration = Duration::from_secs(60);

@@ -161,7 +161,8 @@ fn template_image(sts: &StatefulSet) -> Option<&str> {
     c.image.as_deref()
 }
 
-fn kube_error(context: String) -> impl FnOnce(kube::Error) -> PlatformError {
+/// A failed Kubernetes call of a platform step, with what it was doing.
+pub(super) fn kube_error(context: String) -> impl FnOnce(kube::Error) -> PlatformError {
     move |e| PlatformError::new(context, e)
 }
 

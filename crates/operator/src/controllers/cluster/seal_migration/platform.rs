@@ -2,10 +2,7 @@
 //! config hash, the recovery key in the Secret `<cluster>-recovery-key`.
 
 use super::*;
-
-fn kube_error(context: String) -> impl FnOnce(kube::Error) -> PlatformError {
-    move |e| PlatformError::new(context, e)
-}
+use crate::controllers::cluster::upgrade::kube_error;
 
 /// The servers of the live set as pods, the recovery key as the Secret `<c>-recovery-key`.
 pub struct KubeSealPlatform<'a> {

@@ -383,9 +383,14 @@ async fn migrate_with_transit(client: &Client, ns: &str, op_ns: &str, transit_ad
     loop {
         let listed = pods.list(&ListParams::default().labels(&selector)).await?.items;
         let fresh = listed.len() == 3 && listed.iter().all(|p| p.uid().is_some_and(|u| !before.contains(&u)));
+        // What the new servers say of themselves (service registration), not a status that may
+        // still describe the servers before the restart.
+        let label = |p: &Pod, k: &str| p.labels().get(k).cloned().unwrap_or_default();
+        let serving = listed.iter().all(|p| label(p, "openbao-sealed") == "false")
+            && listed.iter().filter(|p| label(p, "openbao-active") == "true").count() == 1;
         let c = clusters.get(CLUSTER).await?;
         let ready = condition(&c, conditions::AVAILABLE).is_some_and(|(s, r)| s == "True" && r == "AllReplicasReady");
-        if fresh && ready {
+        if fresh && serving && ready {
             break;
         }
         ensure!(
@@ -400,7 +405,9 @@ async fn migrate_with_transit(client: &Client, ns: &str, op_ns: &str, transit_ad
         admin(client, ns, CLUSTER, &public_ip)
     })
     .await?;
-    check_secrets(&bao).await?;
+    // A standby may answer 500 until it has heard from the new leader: retried, and a secret
+    // really gone still fails once the retries end.
+    retrying("every secret after the restart", || check_secrets(&bao)).await?;
     let seal = bao.seal_status().await?;
     ensure!(seal.seal_type == "transit" && !seal.sealed, "{seal:?}");
     eprintln!(

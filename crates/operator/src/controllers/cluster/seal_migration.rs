@@ -40,7 +40,7 @@ use openbao_api::{
     DeletionPolicy, OpenBaoClusterSpec, OpenBaoClusterStatus, SealMigrationPhase, SealMigrationStatus, UnsealType,
     UpgradeError, UpgradePhase, names,
 };
-use openbao_client::{BaoClient, ClientConfig, Token};
+use openbao_client::{BaoClient, Token};
 use openbao_render::config::{self, SERVER_FILE};
 use openbao_render::labels::{CLUSTER_LABEL, CONFIG_HASH_ANNOTATION};
 use openbao_render::objects::{self, Joining};
@@ -51,7 +51,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::upgrade::{KubePlatform, server_url};
+use super::upgrade::KubePlatform;
 use crate::context::Context;
 use crate::flows::seal_migration::driver::{RecoveryKey, SealDriver, SealNode, SealPlatform};
 use crate::flows::seal_migration::{SealStage, SealTarget};

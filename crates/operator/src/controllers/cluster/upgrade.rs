@@ -132,6 +132,48 @@ pub(super) fn server_url(cluster: &str, namespace: &str, node_id: &str) -> Strin
     format!("https://{host}:{API_PORT}")
 }
 
+/// A pod whose server runs: not being deleted, phase `Running`.
+pub(super) fn is_running(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none() && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// How a platform reaches one server of a cluster: by its pod IP, verifying the name
+/// [`server_url`] gives against the cluster's CA, with the platform's token.
+pub(super) struct ServerAccess<'a> {
+    pub cluster: &'a str,
+    pub namespace: &'a str,
+    pub ca_pem: &'a str,
+    pub token: &'a Token,
+}
+
+impl ServerAccess<'_> {
+    /// A client for server `node_id`, at `known` (the pod IP last listed) or the IP read now.
+    pub async fn client(
+        &self,
+        pods: &Api<Pod>,
+        node_id: &str,
+        known: Option<IpAddr>,
+    ) -> Result<BaoClient, PlatformError> {
+        let ip = match known {
+            Some(ip) => ip,
+            None => pods
+                .get_opt(node_id)
+                .await
+                .map_err(kube_error(format!("reading pod {node_id}")))?
+                .as_ref()
+                .and_then(KubePlatform::pod_ip)
+                .ok_or_else(|| PlatformError::new(format!("pod {node_id}"), "has no IP".to_string()))?,
+        };
+        let url = server_url(self.cluster, self.namespace, node_id);
+        let config = ClientConfig::new(url.clone())
+            .with_ca_pem(self.ca_pem.as_bytes().to_vec())
+            .with_resolve_to(ip)
+            .with_timeout(Duration::from_secs(5));
+        let client = BaoClient::new(config).map_err(|e| PlatformError::new(format!("client for {url}"), e))?;
+        Ok(client.with_token(self.token.clone()))
+    }
+}
+
 /// The version a pod runs: the tag of its image, or (with `spec.image` naming an image without
 /// a version tag) the version OpenBao's service registration reports.
 fn pod_version(image: Option<&str>, labels: &std::collections::BTreeMap<String, String>) -> Option<String> {
@@ -337,10 +379,7 @@ impl Platform for KubePlatform<'_> {
                 if let Some(ip) = pod.and_then(|p| Self::pod_ip(p)) {
                     ips.insert(id.clone(), ip);
                 }
-                let running = pod.is_some_and(|p| {
-                    p.metadata.deletion_timestamp.is_none()
-                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                });
+                let running = pod.is_some_and(|p| is_running(p));
                 let version = pod
                     .and_then(|p| pod_version(container_image(p), p.labels()))
                     .unwrap_or_else(|| template_version.clone());
@@ -359,26 +398,13 @@ impl Platform for KubePlatform<'_> {
 
     async fn client(&self, node_id: &str) -> Result<BaoClient, PlatformError> {
         let known = self.pod_ips.lock().expect("pod ip lock").get(node_id).copied();
-        let ip = match known {
-            Some(ip) => ip,
-            None => {
-                let pod = self
-                    .pods()
-                    .get_opt(node_id)
-                    .await
-                    .map_err(kube_error(format!("reading pod {node_id}")))?;
-                pod.as_ref()
-                    .and_then(Self::pod_ip)
-                    .ok_or_else(|| PlatformError::new(format!("pod {node_id}"), "has no IP".to_string()))?
-            }
+        let server = ServerAccess {
+            cluster: &self.name,
+            namespace: &self.namespace,
+            ca_pem: &self.ca_pem,
+            token: &self.token,
         };
-        let url = server_url(&self.name, &self.namespace, node_id);
-        let config = ClientConfig::new(url.clone())
-            .with_ca_pem(self.ca_pem.as_bytes().to_vec())
-            .with_resolve_to(ip)
-            .with_timeout(Duration::from_secs(5));
-        let client = BaoClient::new(config).map_err(|e| PlatformError::new(format!("client for {url}"), e))?;
-        Ok(client.with_token(self.token.clone()))
+        server.client(&self.pods(), node_id, known).await
     }
 
     async fn traffic(&self) -> Result<Revision, PlatformError> {

@@ -2,7 +2,7 @@
 //! config hash, the recovery key in the Secret `<cluster>-recovery-key`.
 
 use super::*;
-use crate::controllers::cluster::upgrade::kube_error;
+use crate::controllers::cluster::upgrade::{ServerAccess, is_running, kube_error};
 
 /// The servers of the live set as pods, the recovery key as the Secret `<c>-recovery-key`.
 pub struct KubeSealPlatform<'a> {
@@ -128,10 +128,7 @@ impl SealPlatform for KubeSealPlatform<'_> {
             if let Some(ip) = pod.and_then(KubePlatform::pod_ip) {
                 ips.insert(id.clone(), ip);
             }
-            let running = pod.is_some_and(|p| {
-                p.metadata.deletion_timestamp.is_none()
-                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-            });
+            let running = pod.is_some_and(is_running);
             nodes.push(SealNode {
                 stage: pod.map_or(SealStage::Old, |p| self.stage_of(p)),
                 id,
@@ -145,24 +142,13 @@ impl SealPlatform for KubeSealPlatform<'_> {
 
     async fn client(&self, node_id: &str) -> Result<BaoClient, PlatformError> {
         let known = self.pod_ips.lock().expect("pod ip lock").get(node_id).copied();
-        let ip = match known {
-            Some(ip) => ip,
-            None => self
-                .api::<Pod>()
-                .get_opt(node_id)
-                .await
-                .map_err(kube_error(format!("reading pod {node_id}")))?
-                .as_ref()
-                .and_then(KubePlatform::pod_ip)
-                .ok_or_else(|| PlatformError::new(format!("pod {node_id}"), "has no IP".to_string()))?,
+        let server = ServerAccess {
+            cluster: &self.name,
+            namespace: &self.namespace,
+            ca_pem: &self.ca_pem,
+            token: &self.token,
         };
-        let url = server_url(&self.name, &self.namespace, node_id);
-        let config = ClientConfig::new(url.clone())
-            .with_ca_pem(self.ca_pem.as_bytes().to_vec())
-            .with_resolve_to(ip)
-            .with_timeout(Duration::from_secs(5));
-        let client = BaoClient::new(config).map_err(|e| PlatformError::new(format!("client for {url}"), e))?;
-        Ok(client.with_token(self.token.clone()))
+        server.client(&self.api::<Pod>(), node_id, known).await
     }
 
     async fn restart_node(&self, node_id: &str, stage: SealStage) -> Result<(), PlatformError> {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod node_common;
-use node_common::{condition, create, host_operator_context, in_namespaces};
+use node_common::{condition, create, host_operator_context, in_namespaces, retrying};
 
 const DEMO_PASSWORD: &str = "lane-demo-password";
 
@@ -28,11 +28,15 @@ where
 {
     let start = Instant::now();
     loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
+        // An error counts as "not yet" (a standby may answer 500 for a moment); the last one is
+        // in the time-out message.
+        let last = match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => String::from("not yet"),
+            Err(e) => format!("{e:#}"),
+        };
         if start.elapsed() > Duration::from_secs(30) {
-            bail!("timed out waiting for {what}");
+            bail!("timed out waiting for {what}; last: {last}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -129,7 +133,12 @@ async fn bootstrap(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
             .with_ca_pem(ca)
             .with_resolve_to(ip),
     )?;
-    let demo = bao.login_userpass("userpass", "demo", DEMO_PASSWORD).await?;
+    // The public Service may pick the server that became ready last: a standby can answer 500
+    // for a moment until it has heard from the active server.
+    let demo = retrying("the demo login", || async {
+        Ok(bao.login_userpass("userpass", "demo", DEMO_PASSWORD).await?)
+    })
+    .await?;
     assert!(demo.policies.iter().any(|p| p == "admin"));
     let request: TokenRequest = serde_json::from_value(
         serde_json::json!({"spec": {"audiences": [openbao_api::names::jwt_audience(&ns, "lane")], "expirationSeconds": 600}}),
@@ -140,15 +149,21 @@ async fn bootstrap(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
         .status
         .context("token")?
         .token;
-    let admin = bao.login_jwt("jwt-operator", "admin", &admin_jwt).await?;
+    let admin = retrying("the admin login", || async {
+        Ok(bao.login_jwt("jwt-operator", "admin", &admin_jwt).await?)
+    })
+    .await?;
     assert!(admin.policies.iter().any(|p| p == "admin"), "{:?}", admin.policies);
     let admin = bao.with_token(admin.token);
-    admin
-        .write(
-            "secret/data/e2e",
-            &serde_json::json!({"data": {"written": "through the public Service"}}),
-        )
-        .await?;
+    retrying("the secret write", || async {
+        Ok(admin
+            .write(
+                "secret/data/e2e",
+                &serde_json::json!({"data": {"written": "through the public Service"}}),
+            )
+            .await?)
+    })
+    .await?;
     // The public Service spreads requests over all servers; give a standby a moment to apply.
     let back = poll("the written secret", || async {
         admin.read("secret/data/e2e").await.map_err(Into::into)
@@ -184,9 +199,7 @@ async fn audited_in_pod_logs(client: &Client, ns: &str) -> Result<()> {
             .filter_map(|l| serde_json::from_str(l).ok())
             .filter(|e: &serde_json::Value| e["type"] == "response" || e["type"] == "request")
             .collect();
-        let read = entries.iter().any(|e| {
-            e["type"] == "response" && e["request"]["path"] == "secret/data/e2e" && e["request"]["operation"] == "read"
-        });
+        let read = entries.iter().any(|e| read_value(e).is_some());
         Ok(read.then_some((entries, text)))
     })
     .await?;
@@ -200,17 +213,23 @@ async fn audited_in_pod_logs(client: &Client, ns: &str) -> Result<()> {
     for clear in ["through the public Service", DEMO_PASSWORD] {
         assert!(!text.contains(clear), "the audit log holds {clear:?} in clear");
     }
-    let read = entries
-        .iter()
-        .find(|e| {
-            e["type"] == "response" && e["request"]["path"] == "secret/data/e2e" && e["request"]["operation"] == "read"
-        })
-        .context("the read's response entry")?;
-    let value = read["response"]["data"]["data"]["written"].as_str().unwrap_or_default();
-    assert!(
-        value.starts_with("hmac-sha256:"),
-        "the value read is not HMAC'd: {value}"
-    );
+    // Earlier reads may have found nothing yet (the poll above retries); every read that returned
+    // the value has it HMAC'd.
+    for value in entries.iter().filter_map(read_value) {
+        assert!(
+            value.starts_with("hmac-sha256:"),
+            "the value read is not HMAC'd: {value}"
+        );
+    }
     eprintln!("audit: {} entries in the pods' stdout; values HMAC'd", entries.len());
     Ok(())
+}
+
+/// The secret's value in an audit entry of a read's response that returned it.
+fn read_value(entry: &serde_json::Value) -> Option<&str> {
+    let read = entry["type"] == "response"
+        && entry["request"]["path"] == "secret/data/e2e"
+        && entry["request"]["operation"] == "read";
+    read.then(|| entry["response"]["data"]["data"]["written"].as_str())
+        .flatten()
 }

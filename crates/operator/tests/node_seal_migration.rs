@@ -26,7 +26,7 @@ use testkit::openbao::TestTls;
 
 mod node_common;
 use node_common::transit::{TRANSIT_SERVICE, start_transit_server, wait_for};
-use node_common::{CLIENT_RETRY, PublicIp, condition, create, host_operator_context, in_namespaces};
+use node_common::{CLIENT_RETRY, PublicIp, condition, create, host_operator_context, in_namespaces, retrying};
 
 const CLUSTER: &str = "moving";
 const KEY_NAME: &str = "moving-unseal";
@@ -143,24 +143,6 @@ async fn admin(client: &Client, ns: &str, name: &str, public_ip: &PublicIp) -> R
         .token;
     let login = bao.login_jwt("jwt-operator", "admin", &jwt).await?;
     Ok(bao.with_token(login.token))
-}
-
-/// Retries `f` for a while: a request may meet a server restarting.
-async fn retrying<T, Fut>(what: &str, mut f: impl FnMut() -> Fut) -> Result<T>
-where
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let started = Instant::now();
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if started.elapsed() < Duration::from_secs(60) => {
-                eprintln!("{what}: {e:#}; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(e.context(what.to_string())),
-        }
-    }
 }
 
 async fn check_secrets(admin: &BaoClient) -> Result<()> {

@@ -250,3 +250,23 @@ pub async fn in_namespaces(name: &str, test: impl AsyncFnOnce(&Client, &str, &st
     }
     result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
+
+/// Retries `f` for up to a minute, printing each error: a request may meet a server restarting,
+/// or a standby that has not yet heard from the active server (HTTP 500 `active cluster node not
+/// found`) and so cannot forward.
+pub async fn retrying<T, Fut>(what: &str, mut f: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let started = Instant::now();
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("{what}: {e:#}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.context(what.to_string())),
+        }
+    }
+}

@@ -152,6 +152,9 @@ fn run(args: Args) -> Result<()> {
         print!("{}", fs::read_to_string(&outcome.log).unwrap_or_default());
     }
     print_summary(&outcomes, tests_started.elapsed());
+    for outcome in &failed {
+        print_failure_reason(outcome);
+    }
     write_durations(&durations_file, &previous, &outcomes)?;
     if !failed.is_empty() {
         let names: Vec<_> = failed.iter().map(|o| o.binary.name.as_str()).collect();
@@ -334,6 +337,37 @@ fn print_summary(outcomes: &[Outcome], wall: Duration) {
         wall.as_secs_f64(),
         busy.join(", ")
     );
+}
+
+/// The panic lines of a failed binary, repeated after the summary: a CI record that keeps only the
+/// run's beginning and end still says why it failed.
+fn print_failure_reason(outcome: &Outcome) {
+    let log = fs::read_to_string(&outcome.log).unwrap_or_default();
+    let mut reason = Vec::new();
+    let mut lines = log.lines();
+    while let Some(line) = lines.next() {
+        if line.contains("panicked at") || line.starts_with("Error: ") {
+            reason.push(line);
+            reason.extend(lines.by_ref().take(FAILURE_REASON_LINES));
+        }
+    }
+    println!("== why {} failed:", outcome.binary.name);
+    if reason.is_empty() {
+        println!("(no panic line; the log is printed above)");
+    }
+    for line in reason.iter().take(4 * FAILURE_REASON_LINES) {
+        println!("   {}", truncate(line, 400));
+    }
+}
+
+/// Lines kept after each panic line (the message, usually on the next lines).
+const FAILURE_REASON_LINES: usize = 12;
+
+fn truncate(line: &str, max: usize) -> &str {
+    match line.char_indices().nth(max) {
+        Some((at, _)) => &line[..at],
+        None => line,
+    }
 }
 
 fn target_dir() -> PathBuf {

@@ -8,6 +8,7 @@ wanted=(
   conntrack:/usr/sbin/conntrack socat:/usr/bin/socat iproute2:/usr/sbin/ip
   busybox-static:/bin/busybox ca-certificates:/etc/ssl/certs/ca-certificates.crt
   gcc:/usr/bin/gcc libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a util-linux:/usr/bin/nsenter
+  ipset:/usr/sbin/ipset
 )
 need=()
 for entry in "${wanted[@]}"; do

@@ -1,6 +1,7 @@
 //! Node mode: a real single-node Kubernetes cluster without Docker. The apiserver mode's etcd and
 //! kube-apiserver plus kube-controller-manager, kube-scheduler, kubelet (containerd CRI, runc, a
-//! bridge CNI), kube-proxy (iptables), CoreDNS and the local-path provisioner.
+//! bridge CNI), kube-proxy (iptables), a NetworkPolicy engine (kube-router, firewall mode), CoreDNS
+//! and the local-path provisioner.
 //!
 //! Network safety: the whole node runs inside a network namespace of its own (`openbao-node`).
 //! Its only link is a veth pair to the host (`198.19.255.1/30` host side, `198.19.255.2/30` node
@@ -59,6 +60,8 @@ pub const STORAGE_CLASS: &str = "local-path";
 #[derive(Clone)]
 pub(crate) struct Inputs {
     pub(crate) bin: PathBuf,
+    /// kube-router, built by `hack/build-kube-router.sh`.
+    pub(crate) network_policy_engine: PathBuf,
     /// `(image name, OCI archive)` pairs from `hack/images.sh`.
     pub(crate) images: Vec<(String, PathBuf)>,
 }
@@ -74,7 +77,9 @@ impl Inputs {
             .iter()
             .map(|(n, p)| json!({"name": n, "archive": p}))
             .collect();
-        let text = serde_json::to_string_pretty(&json!({"bin": self.bin, "images": images}))?;
+        let text = serde_json::to_string_pretty(
+            &json!({"bin": self.bin, "network_policy_engine": self.network_policy_engine, "images": images}),
+        )?;
         std::fs::write(Self::path(root), text).context("write node-inputs.json")
     }
 
@@ -83,6 +88,10 @@ impl Inputs {
         let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
         let value: serde_json::Value = serde_json::from_str(&text).context("parse node-inputs.json")?;
         let bin = value["bin"].as_str().context("node-inputs.json: bin")?.into();
+        let network_policy_engine = value["network_policy_engine"]
+            .as_str()
+            .context("node-inputs.json: network_policy_engine")?
+            .into();
         let images = value["images"]
             .as_array()
             .context("node-inputs.json: images")?
@@ -93,7 +102,11 @@ impl Inputs {
                 Ok((name, archive))
             })
             .collect::<Result<_>>()?;
-        Ok(Self { bin, images })
+        Ok(Self {
+            bin,
+            network_policy_engine,
+            images,
+        })
     }
 }
 
@@ -158,8 +171,17 @@ fn prepare_inputs() -> Result<Inputs> {
         .last()
         .map(PathBuf::from)
         .context("build-kubernetes.sh printed no bin dir")?;
+    let network_policy_engine = run_hack("build-kube-router.sh", &[])?
+        .lines()
+        .last()
+        .map(PathBuf::from)
+        .context("build-kube-router.sh printed no path")?;
     let images = image_list()?;
-    Ok(Inputs { bin, images })
+    Ok(Inputs {
+        bin,
+        network_policy_engine,
+        images,
+    })
 }
 
 /// The images the node runs, as `(name, OCI archive)` pairs: assembles them with

@@ -1,7 +1,8 @@
-//! Cluster add-ons every node has: CoreDNS and the local-path provisioner (default StorageClass).
+//! Cluster add-ons every node has: CoreDNS, the local-path provisioner (default StorageClass) and
+//! what the NetworkPolicy engine may read.
 //! Applied with the real kubectl (server-side apply), so re-applying is a no-op.
 
-use super::config::NodePaths;
+use super::config::{NETWORK_POLICY_ENGINE_USER, NodePaths};
 use super::{CLUSTER_DNS_IP, CLUSTER_DOMAIN, Inputs};
 use crate::apiserver::Layout;
 use anyhow::{Context, Result, bail};
@@ -10,6 +11,7 @@ use std::process::{Command, Stdio};
 
 const COREDNS: &str = include_str!("manifests/coredns.yaml");
 const LOCAL_PATH: &str = include_str!("manifests/local-path.yaml");
+const NETWORK_POLICY: &str = include_str!("manifests/network-policy.yaml");
 
 /// The name of the image whose repository is `repository` (the tag comes from hack/images.sh).
 fn image(inputs: &Inputs, repository: &str) -> Result<String> {
@@ -61,7 +63,8 @@ pub(super) fn manifests(inputs: &Inputs, paths: &NodePaths) -> Result<String> {
             ("STORAGE_DIR", paths.storage().display().to_string()),
         ],
     )?;
-    Ok(format!("{coredns}\n---\n{local_path}"))
+    let network_policy = render(NETWORK_POLICY, &[("ENGINE_USER", NETWORK_POLICY_ENGINE_USER.into())])?;
+    Ok(format!("{coredns}\n---\n{local_path}\n---\n{network_policy}"))
 }
 
 /// `kubectl apply --server-side` of the add-ons with the admin kubeconfig.
@@ -108,6 +111,7 @@ mod tests {
     fn every_placeholder_is_replaced() {
         let inputs = Inputs {
             bin: "/bin".into(),
+            network_policy_engine: "/kube-router".into(),
             images: [
                 "registry.k8s.io/coredns/coredns:v1",
                 "docker.io/rancher/local-path-provisioner:v2",

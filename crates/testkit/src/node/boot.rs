@@ -12,7 +12,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// Every long-running process of the node, by pid-file name.
-pub(super) const COMPONENTS: [&str; 7] = [
+pub(super) const COMPONENTS: [&str; 8] = [
     "etcd",
     "kube-apiserver",
     "containerd",
@@ -20,6 +20,7 @@ pub(super) const COMPONENTS: [&str; 7] = [
     "kube-scheduler",
     "kubelet",
     "kube-proxy",
+    config::NETWORK_POLICY_ENGINE,
 ];
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 const CONTAINERD: &str = "/usr/bin/containerd";
@@ -94,11 +95,42 @@ pub async fn boot_inside(root: &Path) -> Result<()> {
     started.spawn("kube-proxy", &bin("kube-proxy"), &config::kube_proxy_args(&paths))?;
     let (add_on_inputs, add_on_paths, layout) = (inputs.clone(), NodePaths::new(root), Layout::new(root));
     tokio::task::spawn_blocking(move || addons::apply(&add_on_inputs, &add_on_paths, &layout)).await??;
+    // After the add-ons: the engine exits if it cannot read its Node, which its RBAC allows.
+    started.spawn(
+        config::NETWORK_POLICY_ENGINE,
+        &inputs.network_policy_engine,
+        &config::network_policy_engine_args(&paths),
+    )?;
+    wait_for_network_policy_engine(&mut started).await?;
     let client = client_from_kubeconfig(&plan.layout.kubeconfig()).await?;
     readiness::wait_until_ready(&client, READY_TIMEOUT, &mut || started.check_alive()).await?;
     eprintln!("node: ready inside its namespace after {:.1?}", began.elapsed());
     Ok(())
 }
+
+/// Waits until the NetworkPolicy engine has installed its top-level chain: from then on a policy
+/// applied is enforced (within the engine's sync of the change).
+async fn wait_for_network_policy_engine(started: &mut Started) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = tokio::process::Command::new("iptables")
+            .args(["-w", "-t", "filter", "-n", "-L", NETWORK_POLICY_CHAIN])
+            .output()
+            .await
+            .context("run iptables")?;
+        if listed.status.success() {
+            return Ok(());
+        }
+        started.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("the NetworkPolicy engine installed no {NETWORK_POLICY_CHAIN} chain within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// kube-router's chain that the FORWARD chain jumps to for pod traffic.
+const NETWORK_POLICY_CHAIN: &str = "KUBE-ROUTER-FORWARD";
 
 /// Waits for containerd's socket, then imports every image archive into the `k8s.io` namespace
 /// (the one the CRI plugin serves to kubelet), unpacked for the overlayfs snapshotter.

@@ -64,6 +64,7 @@ pub(super) fn write_all(plan: &LaunchPlan, paths: &NodePaths) -> Result<()> {
         ("kube-controller-manager", "system:kube-controller-manager".into(), None),
         ("kube-scheduler", "system:kube-scheduler".into(), None),
         ("kube-proxy", "system:kube-proxy".into(), None),
+        (NETWORK_POLICY_ENGINE, NETWORK_POLICY_ENGINE_USER.into(), None),
     ];
     for (name, common_name, org) in &identities {
         plan.write_leaf(name, common_name, *org, &[])?;
@@ -316,6 +317,30 @@ pub(super) fn kubelet_args(paths: &NodePaths) -> Vec<String> {
         format!("--volume-plugin-dir={}", kubelet.join("volume-plugins").display()),
         format!("--hostname-override={NODE_NAME}"),
         format!("--node-ip={NODE_IP}"),
+        "--v=1".into(),
+    ]
+}
+
+/// The NetworkPolicy engine's process name, and the user its client certificate names (bound to
+/// what it may read by `manifests/network-policy.yaml`).
+pub(super) const NETWORK_POLICY_ENGINE: &str = "kube-router";
+pub(super) const NETWORK_POLICY_ENGINE_USER: &str = "system:hermetic-node:kube-router";
+
+/// kube-router as a NetworkPolicy engine only: no routing (the bridge CNI does it), no service
+/// proxy (kube-proxy does it). It reads the node's pods and policies and programs iptables and
+/// ipsets in the node's namespace; traffic a policy refuses is rejected, so a refused connection
+/// fails at once instead of timing out.
+pub(super) fn network_policy_engine_args(paths: &NodePaths) -> Vec<String> {
+    vec![
+        format!("--kubeconfig={}", paths.kubeconfig_of(NETWORK_POLICY_ENGINE).display()),
+        format!("--hostname-override={NODE_NAME}"),
+        "--run-firewall=true".into(),
+        "--run-router=false".into(),
+        "--run-service-proxy=false".into(),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        // No health endpoint (it would listen on every address); boot waits for its chains.
+        "--health-port=0".into(),
+        "--metrics-port=0".into(),
         "--v=1".into(),
     ]
 }

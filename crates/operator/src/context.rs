@@ -95,20 +95,6 @@ pub const APISERVER_REFRESH: Duration = Duration::from_secs(180);
 /// rotations publish the new key long before it signs, so minutes are plenty.
 const TRUST_REFRESH: Duration = Duration::from_secs(120);
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cidrs_are_checked() {
-        assert_eq!(super::parse_cidr("192.0.2.10/32").as_deref(), Ok("192.0.2.10/32"));
-        assert_eq!(super::parse_cidr(" 2001:db8::1/64").as_deref(), Ok("2001:db8::/64"));
-        assert_eq!(super::parse_cidr("192.0.2.77/24").as_deref(), Ok("192.0.2.0/24"));
-        assert_eq!(super::parse_cidr("10.1.2.3/0").as_deref(), Ok("0.0.0.0/0"));
-        for bad in ["192.0.2.10", "192.0.2.10/33", "host/32", "2001:db8::/129", "10.0.0.0/x"] {
-            assert!(super::parse_cidr(bad).is_err(), "{bad}");
-        }
-    }
-}
-
 impl Context {
     pub async fn new(client: Client, operator: OperatorIdentity, metrics: Metrics) -> Self {
         let gateway_api = discovery::gateway_api_served(&client).await;
@@ -192,5 +178,19 @@ impl Context {
         let trust = discovery::service_account_trust(&self.client).await?;
         *self.jwt_trust.write().await = Some((trust.clone(), Instant::now()));
         Ok(trust)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cidrs_are_checked() {
+        assert_eq!(super::parse_cidr("192.0.2.10/32").as_deref(), Ok("192.0.2.10/32"));
+        assert_eq!(super::parse_cidr(" 2001:db8::1/64").as_deref(), Ok("2001:db8::/64"));
+        assert_eq!(super::parse_cidr("192.0.2.77/24").as_deref(), Ok("192.0.2.0/24"));
+        assert_eq!(super::parse_cidr("10.1.2.3/0").as_deref(), Ok("0.0.0.0/0"));
+        for bad in ["192.0.2.10", "192.0.2.10/33", "host/32", "2001:db8::/129", "10.0.0.0/x"] {
+            assert!(super::parse_cidr(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Disruption budget and network policy of the OpenBao pods.
 
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyEgressRule};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::json;
 
@@ -84,8 +84,9 @@ pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity, network: &
         let to: Vec<_> = cidrs.iter().map(|c| json!({"ipBlock": {"cidr": c}})).collect();
         json!({"to": to, "ports": [{"protocol": "TCP", "port": port}]})
     }));
-    if let Some(service) = transit_service(cluster) {
-        egress.push(json!({"to": [namespace_peer(service.namespace)], "ports": [{"port": service.port}]}));
+    if let Some(rule) = openbao_api::transit_seal(cluster.spec.unseal.as_ref()).and_then(|t| transit_egress(&t.address))
+    {
+        egress.push(json!(rule));
     }
     egress.extend(user.egress_rules.iter().map(|r| json!(r)));
 
@@ -106,9 +107,13 @@ fn namespace_peer(ns: &str) -> serde_json::Value {
     json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}})
 }
 
-/// The in-cluster Service a transit seal is addressed at, if it is one.
-fn transit_service<'a>(cluster: &Cluster<'a>) -> Option<openbao_api::network::InClusterService<'a>> {
-    openbao_api::transit_seal(cluster.spec.unseal.as_ref()).and_then(|t| openbao_api::in_cluster_service(&t.address))
+/// The egress rule to a transit server addressed as an in-cluster Service (its namespace, on
+/// its port), or `None` for any other address (the user's `egressRules` must reach it).
+pub fn transit_egress(address: &str) -> Option<NetworkPolicyEgressRule> {
+    let service = openbao_api::in_cluster_service(address)?;
+    Some(typed(
+        json!({"to": [namespace_peer(service.namespace)], "ports": [{"port": service.port}]}),
+    ))
 }
 
 #[cfg(test)]

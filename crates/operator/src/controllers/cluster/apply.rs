@@ -170,9 +170,16 @@ pub(super) async fn apply_all(
     // (a wrong egress would cut service registration) and no pod is started or changed.
     let network_ready = match ctx.cluster_network().await {
         Ok(network) => {
-            writer
-                .apply(&objects::network_policy(cluster, &ctx.operator, &network))
-                .await?;
+            let mut policy = objects::network_policy(cluster, &ctx.operator, &network);
+            // Moving away from transit: the servers need the old transit server until they leave it.
+            let previous = seal.previous_transit_address().and_then(objects::transit_egress);
+            if let (Some(rule), Some(spec)) = (previous, policy.spec.as_mut()) {
+                let egress = spec.egress.get_or_insert_with(Vec::new);
+                if !egress.contains(&rule) {
+                    egress.push(rule);
+                }
+            }
+            writer.apply(&policy).await?;
             true
         }
         Err(e) => {

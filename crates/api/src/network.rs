@@ -27,9 +27,11 @@ pub const MAX_RULES: usize = 16;
 pub(crate) const SEAL_EGRESS_RULE: &str = concat!(
     "!has(self.unseal) || self.unseal.type == 'static'",
     " || (has(self.network) && has(self.network.egressRules) && size(self.network.egressRules) > 0)",
-    " || (self.unseal.type == 'transit' && has(self.unseal.transit) && self.unseal.transit.address.matches(",
+    // A missing seal block is refused by its own rule, not reported twice.
+    " || (self.unseal.type == 'kmip' && !has(self.unseal.kmip)) || (self.unseal.type == 'kms' && !has(self.unseal.kms))",
+    " || (self.unseal.type == 'transit' && (!has(self.unseal.transit) || self.unseal.transit.address.matches(",
     r"'^https://[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.svc(\\.cluster\\.local)?",
-    r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/.*)?$'))",
+    r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/.*)?$')))",
 );
 
 /// Rules appended to the servers' NetworkPolicy.

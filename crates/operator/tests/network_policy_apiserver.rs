@@ -362,6 +362,40 @@ async fn admission_refuses_hardened_ingress_rules_and_an_outside_seal_without_eg
             .await
             .with_context(|| format!("{name} with an egress rule"))?;
     }
+    // Admission and the operator agree on what an in-cluster transit address is.
+    let addresses = [
+        "https://t.vault.svc",
+        "https://t.vault.svc:8200/",
+        "https://t.vault.svc.cluster.local:65535/x",
+        "https://t.vault.svc:65536",
+        "https://t.vault.svc:0",
+        "https://T.vault.svc",
+        "https://t-.vault.svc",
+        "https://t.vault.svc.example.com",
+        "https://a.t.vault.svc",
+        "https://10.0.0.1:8200",
+    ];
+    for (i, address) in addresses.iter().enumerate() {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
+            "metadata": {"name": format!("parity-{i}")},
+            "spec": {"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"},
+                     "unseal": transit(address)},
+        }))?;
+        let inside = openbao_api::in_cluster_service(address).is_some();
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => ensure!(
+                inside,
+                "{address}: admitted without an egress rule, but outside for the operator"
+            ),
+            Err(kube::Error::Api(status)) if status.code == 422 => ensure!(
+                !inside && status.message.contains("spec.network.egressRules"),
+                "{address} (in-cluster for the operator: {inside}): {}",
+                status.message
+            ),
+            Err(other) => bail!("{address}: {other:?}"),
+        }
+    }
     // An in-cluster transit seal (the operator derives its rule) needs none.
     let obj: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",

@@ -38,6 +38,8 @@ use crate::status::OpenBaoClusterStatus;
     validation = Rule::new("self.profile != 'Hardened' || (has(self.audit) && self.audit.size() > 0)").message("spec.audit: the Hardened profile requires at least one audit device").field_path(".audit"),
     validation = Rule::new("self.profile != 'Hardened' || !has(self.audit) || self.audit.all(a, !a.logRaw)").message("spec.audit[].logRaw: not allowed with the Hardened profile (the audit trail would hold every secret in clear)").field_path(".audit"),
     validation = Rule::new("self.profile != 'Hardened' || !has(self.audit) || self.audit.all(a, a.hmacAccessor)").message("spec.audit[].hmacAccessor: must stay true with the Hardened profile (token accessors in clear let log readers act on tokens)").field_path(".audit"),
+    validation = Rule::new("self.profile != 'Hardened' || !has(self.network) || !has(self.network.ingressRules) || size(self.network.ingressRules) == 0").message(crate::network::INGRESS_HARDENED_MESSAGE).field_path(".network.ingressRules"),
+    validation = Rule::new(crate::network::SEAL_EGRESS_RULE).message(crate::network::SEAL_EGRESS_MESSAGE).field_path(".network.egressRules"),
     validation = Rule::new("has(self.auditFileStorage) == has(oldSelf.auditFileStorage) && (!has(self.auditFileStorage) || self.auditFileStorage == oldSelf.auditFileStorage)").message("spec.auditFileStorage: is immutable (a StatefulSet's volume claim templates cannot change); set it when creating the cluster").field_path(".auditFileStorage"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -123,6 +125,11 @@ pub struct OpenBaoClusterSpec {
     /// OpenBao's own metrics for Prometheus, and the metrics Service `<name>-metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<crate::audit::TelemetrySpec>,
+
+    /// Rules appended to the servers' NetworkPolicy (`<name>-network-policy`), which otherwise
+    /// admits and reaches only what the cluster needs (docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkSpec>,
 
     /// Scheduling constraints of the OpenBao pods (every set of servers). The node affinity
     /// part also applies to the backup, restore and drill Jobs.
@@ -374,6 +381,7 @@ impl OpenBaoClusterSpec {
             });
         }
         crate::placement::check(self)?;
+        crate::network::check(self)?;
         for (i, request) in self.self_init.requests.iter().enumerate() {
             if let Some(data) = &request.data {
                 crate::request_data::check(data).map_err(|v| SpecViolation {

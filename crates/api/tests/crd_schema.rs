@@ -13,7 +13,8 @@ fn undocumented(path: &str, schema: &Value, out: &mut Vec<String>) {
                 out.push(here.clone());
             }
             // Kubernetes core types carry their own documentation (the pod-spec ones are kept
-            // compact in the CRD: `kubectl explain pod.spec.affinity` has their texts).
+            // compact in the CRD: `kubectl explain pod.spec.affinity` and
+            // `kubectl explain networkpolicy.spec.ingress` have their texts).
             let core = [
                 "resources",
                 "conditions",
@@ -21,6 +22,8 @@ fn undocumented(path: &str, schema: &Value, out: &mut Vec<String>) {
                 "tolerations",
                 "topologySpreadConstraints",
                 "imagePullSecrets",
+                "ingressRules",
+                "egressRules",
             ];
             if !core.contains(&name.as_str()) {
                 undocumented(&here, prop, out);

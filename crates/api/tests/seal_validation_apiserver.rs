@@ -21,7 +21,9 @@ fn object(name: &str, version: &str, unseal: Value) -> Result<DynamicObject> {
     serde_json::from_value(json!({
         "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
         "metadata": {"name": name},
-        "spec": {"version": version, "profile": "Development", "storage": {"size": "1Gi"}, "unseal": unseal},
+        // KMIP and KMS servers are outside the cluster: the seal needs an egress rule to them.
+        "spec": {"version": version, "profile": "Development", "storage": {"size": "1Gi"}, "unseal": unseal,
+                 "network": {"egressRules": [{"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]}]}},
     }))
     .context("test object is a DynamicObject")
 }

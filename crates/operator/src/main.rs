@@ -60,6 +60,15 @@ struct RunArgs {
     /// Image of the executor Jobs (backup, restore): the operator's own image.
     #[arg(long, env = "OPERATOR_IMAGE", default_value = openbao_operator::DEFAULT_EXECUTOR_IMAGE)]
     executor_image: String,
+    /// Namespace of the cluster DNS pods: OpenBao servers may reach it on port 53.
+    #[arg(long, env = "OPERATOR_DNS_NAMESPACE", default_value = openbao_render::DEFAULT_DNS_NAMESPACE,
+          value_parser = dns_label)]
+    dns_namespace: String,
+    /// Comma-separated CIDRs the operator's connections come from when it runs outside the pod
+    /// network (its host's address, say): admitted to OpenBao's API next to its namespace.
+    #[arg(long, env = "OPERATOR_EXTERNAL_SOURCE_CIDRS", value_delimiter = ',',
+          value_parser = openbao_operator::context::parse_cidr)]
+    external_source_cidrs: Vec<String>,
     /// Elect a leader through a Lease so that only one replica reconciles.
     #[arg(long, env = "OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
@@ -180,6 +189,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut ctx = Context::new(client, operator, metrics.clone()).await;
     ctx.watch_namespace = args.watch_namespace.clone();
     ctx.executor_image = args.executor_image.clone();
+    ctx.network = openbao_operator::context::NetworkSettings {
+        dns_namespace: args.dns_namespace.clone(),
+        external_source_cidrs: args.external_source_cidrs.clone(),
+    };
+    // Read once now; a failure is reported on each cluster (its policy waits), not fatal here.
+    match ctx.discover_apiserver().await {
+        Ok(addresses) => tracing::info!(?addresses, "where pods reach the apiserver"),
+        Err(e) => tracing::warn!(error = %e, "cannot read where pods reach the apiserver yet"),
+    }
     let ctx = Arc::new(ctx);
     tracing::info!(gateway_api = ctx.gateway_api, "starting the OpenBaoCluster controller");
     ready.store(true, Ordering::Relaxed);
@@ -230,6 +248,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     server.await??;
     Ok(())
+}
+
+/// A namespace name (RFC 1123 label).
+fn dns_label(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    ok.then(|| s.to_string())
+        .ok_or_else(|| format!("{s:?} is not a namespace name"))
 }
 
 async fn shutdown_signal() {

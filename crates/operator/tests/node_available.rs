@@ -222,6 +222,8 @@ async fn measure(client: Client, ns: String, op_ns: String) -> Result<()> {
     )
     .await;
     ctx.watch_namespace = Some(ns.clone());
+    // The operator runs on the host: its connections reach the pods from the host's address.
+    ctx.network.external_source_cidrs = vec![format!("{}/32", testkit::node::HOST_IP)];
     let ip = public_ip.clone();
     ctx.endpoints = Arc::new(move |c: &str, n: &str| Endpoint {
         url: format!("https://{c}-public.{n}.svc:8200"),

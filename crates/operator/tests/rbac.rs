@@ -165,7 +165,8 @@ async fn what_the_operator_may_do_is_exactly_the_snapshot() -> Result<()> {
     );
     for install in [&CLUSTER_WIDE, &NAMESPACED] {
         install_rbac(&client, install).await?;
-        for namespace in [install.namespace, TENANT, UNRELATED] {
+        // `default`: where it reads the apiserver's addresses (Service and EndpointSlices).
+        for namespace in [install.namespace, TENANT, UNRELATED, "default"] {
             snapshot.push_str(&format!("\n## {}: in namespace {namespace}\n", install.label));
             for line in can_i_list(server, install, namespace)? {
                 snapshot.push_str(&line);

@@ -522,5 +522,18 @@ async fn changing_the_seal_starts_a_migration_whose_phases_write_their_stage_and
         "the old seal's token"
     );
     ensure!(back.volumes().contains(&"unseal".to_string()), "the new static key");
+    // The spec names no transit server any more, but the servers still unseal through it: the
+    // NetworkPolicy keeps the way there until they leave it.
+    let policy = w
+        .api::<k8s_openapi::api::networking::v1::NetworkPolicy>()
+        .get(&names::network_policy(NAME))
+        .await?;
+    let egress = serde_json::to_value(policy.spec.context("policy spec")?.egress)?;
+    let to_transit = json!({"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "vault"}}}],
+                            "ports": [{"port": 8200, "protocol": "TCP"}]});
+    ensure!(
+        egress.as_array().is_some_and(|e| e.contains(&to_transit)),
+        "no way to the old transit server: {egress}"
+    );
     Ok(())
 }

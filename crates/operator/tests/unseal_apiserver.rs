@@ -37,7 +37,9 @@ fn manifest(name: &str, unseal: serde_json::Value) -> Result<OpenBaoCluster> {
     Ok(serde_json::from_value(serde_json::json!({
         "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
         "metadata": {"name": name},
-        "spec": {"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}, "unseal": unseal},
+        "spec": {"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}, "unseal": unseal,
+                 // A KMIP or KMS server is outside the cluster: such a seal needs an egress rule.
+                 "network": {"egressRules": [{"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]}]}},
     }))?)
 }
 

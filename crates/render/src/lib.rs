@@ -54,6 +54,24 @@ pub struct OperatorIdentity {
     pub service_account: String,
 }
 
+/// What the servers' NetworkPolicy needs besides the spec: the operator's settings and what it
+/// discovered about the apiserver (never the tenant's word).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterNetwork {
+    /// Namespace of the cluster DNS pods: the servers may reach it on 53 (UDP and TCP).
+    pub dns_namespace: String,
+    /// Addresses (CIDRs) the operator reaches the servers from when it runs outside the pod
+    /// network: its packets arrive from them, not from a pod of its namespace.
+    pub external_source_cidrs: Vec<String>,
+    /// Where the servers reach the apiserver (service registration, JWT login checks): the
+    /// `kubernetes` Service's ClusterIP and port, and each of its endpoints, since a policy
+    /// engine may see the packet before or after the Service's address translation.
+    pub apiserver: Vec<std::net::SocketAddr>,
+}
+
+/// The DNS namespace of most distributions.
+pub const DEFAULT_DNS_NAMESPACE: &str = "kube-system";
+
 /// The Kubernetes service-account token issuer OpenBao's JWT auth trusts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JwtTrust {

@@ -1,5 +1,6 @@
 //! What the operator learns from the apiserver: the service-account issuer with its signing
-//! keys (so OpenBao can verify Kubernetes JWTs) and whether the Gateway API is installed.
+//! keys (so OpenBao can verify Kubernetes JWTs), where pods reach the apiserver (for the
+//! servers' NetworkPolicy) and whether the Gateway API is installed.
 
 use kube::Client;
 use openbao_render::JwtTrust;
@@ -12,6 +13,10 @@ pub enum DiscoveryError {
     NoIssuer(String),
     #[error("the apiserver's service-account JWKS is unusable: {0}")]
     Jwks(#[from] openbao_render::jwks::JwksError),
+    #[error("reading {what} (where pods reach the apiserver) failed: {source}")]
+    ApiServerAddress { what: &'static str, source: kube::Error },
+    #[error("Service default/kubernetes has no cluster IP or no port: pods cannot reach the apiserver through it")]
+    ApiServerServiceUnusable,
 }
 
 async fn get_text(client: &Client, path: &'static str) -> Result<String, DiscoveryError> {
@@ -33,6 +38,74 @@ pub async fn service_account_trust(client: &Client) -> Result<JwtTrust, Discover
         issuer,
         public_keys_pem: openbao_render::jwks::public_keys_pem(&jwks)?,
     })
+}
+
+/// Where pods reach the apiserver: the `default/kubernetes` Service's cluster IPs on its ports,
+/// and every ready endpoint of its EndpointSlices on theirs. A NetworkPolicy engine that sees
+/// packets after kube-proxy's translation matches the endpoints, one that sees them before
+/// matches the Service. No endpoint at all (an apiserver that publishes none) leaves the
+/// Service's address only: nothing behind it could be reached anyway.
+pub async fn apiserver_addresses(client: &Client) -> Result<Vec<std::net::SocketAddr>, DiscoveryError> {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let service = kube::Api::<Service>::namespaced(client.clone(), "default")
+        .get(KUBERNETES_SERVICE)
+        .await
+        .map_err(|source| DiscoveryError::ApiServerAddress {
+            what: "Service default/kubernetes",
+            source,
+        })?;
+    let slices = kube::Api::<EndpointSlice>::namespaced(client.clone(), "default")
+        .list(&kube::api::ListParams::default().labels(&format!("kubernetes.io/service-name={KUBERNETES_SERVICE}")))
+        .await
+        .map_err(|source| DiscoveryError::ApiServerAddress {
+            what: "the EndpointSlices of Service default/kubernetes",
+            source,
+        })?;
+    let spec = service.spec.unwrap_or_default();
+    let ips = spec
+        .cluster_ips
+        .or(spec.cluster_ip.map(|ip| vec![ip]))
+        .unwrap_or_default();
+    let ports = spec.ports.unwrap_or_default();
+    let mut addresses = socket_addrs(ips.iter(), ports.iter().map(|p| p.port));
+    if addresses.is_empty() {
+        return Err(DiscoveryError::ApiServerServiceUnusable);
+    }
+    for slice in slices.items {
+        if slice.address_type == "FQDN" {
+            continue;
+        }
+        let ports: Vec<i32> = slice.ports.iter().flatten().filter_map(|p| p.port).collect();
+        let ready = slice
+            .endpoints
+            .iter()
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+        let ips = ready.flat_map(|e| e.addresses.iter());
+        for a in socket_addrs(ips, ports.iter().copied()) {
+            if !addresses.contains(&a) {
+                addresses.push(a);
+            }
+        }
+    }
+    Ok(addresses)
+}
+
+/// The Service every cluster has in `default` for its apiserver.
+const KUBERNETES_SERVICE: &str = "kubernetes";
+
+/// Every parseable IP on every valid port (a headless `None` IP and port 0 are skipped).
+fn socket_addrs<'a>(
+    ips: impl Iterator<Item = &'a String> + Clone,
+    ports: impl Iterator<Item = i32>,
+) -> Vec<std::net::SocketAddr> {
+    let ports: Vec<u16> = ports
+        .filter_map(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .collect();
+    ips.filter_map(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .flat_map(|ip| ports.iter().map(move |p| std::net::SocketAddr::new(ip, *p)))
+        .collect()
 }
 
 /// True when `gateway.networking.k8s.io/v1` serves both HTTPRoute and BackendTLSPolicy.

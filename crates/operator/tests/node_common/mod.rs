@@ -51,6 +51,8 @@ pub async fn host_operator_context(client: &Client, ns: &str, op_ns: &str) -> (C
     )
     .await;
     ctx.watch_namespace = Some(ns.to_string());
+    // The operator runs on the host: its connections reach the pods from the host's address.
+    ctx.network.external_source_cidrs = vec![format!("{}/32", testkit::node::HOST_IP)];
     let ip = public_ip.clone();
     ctx.endpoints = Arc::new(move |c: &str, n: &str| Endpoint {
         url: format!("https://{c}-public.{n}.svc:8200"),

@@ -82,16 +82,25 @@ impl Executor {
 
 /// Labels of every executor Job of `cluster` for `executor`: a label selector for listing them.
 pub fn executor_labels(cluster: &str, executor: Executor) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), EXECUTOR_NAME.to_string()),
-        ("app.kubernetes.io/instance".to_string(), cluster.to_string()),
+    let mut labels = executor_pods(cluster);
+    labels.extend([
         (
             "app.kubernetes.io/managed-by".to_string(),
             labels::MANAGED_BY.to_string(),
         ),
         (labels::COMPONENT_LABEL.to_string(), executor.as_str().to_string()),
-        (EXECUTOR_CLUSTER_LABEL.to_string(), cluster.to_string()),
         (OPERATION_LABEL.to_string(), executor.as_str().to_string()),
+    ]);
+    labels
+}
+
+/// The labels every executor Job pod of `cluster` carries, whatever its operation: what the
+/// servers' NetworkPolicy admits the executors by.
+pub fn executor_pods(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), EXECUTOR_NAME.to_string()),
+        ("app.kubernetes.io/instance".to_string(), cluster.to_string()),
+        (EXECUTOR_CLUSTER_LABEL.to_string(), cluster.to_string()),
     ])
 }
 

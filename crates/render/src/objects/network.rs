@@ -1,12 +1,14 @@
 //! Disruption budget and network policy of the OpenBao pods.
 
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyEgressRule};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::json;
 
+use std::collections::BTreeMap;
+
 use super::{meta, typed};
-use crate::{API_PORT, CLUSTER_PORT, Cluster, OperatorIdentity, labels};
-use openbao_api::names;
+use crate::{API_PORT, CLUSTER_PORT, Cluster, ClusterNetwork, OperatorIdentity, labels};
+use openbao_api::{Profile, names};
 
 /// Keeps a raft quorum through voluntary disruptions (drains): one server at a time.
 pub fn pod_disruption_budget(cluster: &Cluster) -> Option<PodDisruptionBudget> {
@@ -20,69 +22,246 @@ pub fn pod_disruption_budget(cluster: &Cluster) -> Option<PodDisruptionBudget> {
     Some(pdb)
 }
 
-/// Raft traffic only between the servers; the API from the cluster's namespace (clients and
-/// executor Jobs), the operator, the Gateway's namespace when a route is attached, and the
-/// namespaces `spec.telemetry.scrapeNamespaces` names.
-pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity) -> NetworkPolicy {
-    let ns_selector = |ns: &str| json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}});
-    let mut api_peers = vec![json!({"podSelector": {}}), ns_selector(&operator.namespace)];
+/// The servers' NetworkPolicy, least privilege for every profile (docs/security.md).
+///
+/// Ingress: 8200 and 8201 from the cluster's own servers (every server set's pods carry
+/// [`labels::selector`]); 8200 only from the operator's namespace, the operator's external
+/// source CIDRs, the cluster's executor Job pods, the Gateway's namespace and
+/// `spec.telemetry.scrapeNamespaces`; then `spec.network.ingressRules` (never under `Hardened`,
+/// whose spec check refuses them: they are dropped here too).
+///
+/// Egress: DNS in `network.dns_namespace`; 8200 and 8201 to the own servers; the apiserver's
+/// Service address and every endpoint (`network.apiserver`); the namespace and port of a
+/// transit seal addressed as an in-cluster Service; then `spec.network.egressRules` (a seal
+/// reaching outside the cluster must come with them, see `openbao_api::network`).
+pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity, network: &ClusterNetwork) -> NetworkPolicy {
+    let user = cluster.spec.network.clone().unwrap_or_default();
+    let servers = json!({"podSelector": {"matchLabels": labels::selector(cluster.name)}});
+    let server_ports = json!([{"port": API_PORT}, {"port": CLUSTER_PORT}]);
+
+    let mut api_peers = vec![
+        namespace_peer(&operator.namespace),
+        json!({"podSelector": {"matchLabels": super::jobs::executor_pods(cluster.name)}}),
+    ];
+    api_peers.extend(
+        network
+            .external_source_cidrs
+            .iter()
+            .map(|c| json!({"ipBlock": {"cidr": c}})),
+    );
     if let Some(g) = cluster.spec.gateway.as_ref().filter(|g| g.enabled) {
-        api_peers.push(ns_selector(
+        api_peers.push(namespace_peer(
             g.gateway_ref.namespace.as_deref().unwrap_or(cluster.namespace),
         ));
     }
     if let Some(t) = &cluster.spec.telemetry {
-        api_peers.extend(t.scrape_namespaces.iter().map(|n| ns_selector(n)));
+        api_peers.extend(t.scrape_namespaces.iter().map(|n| namespace_peer(n)));
     }
+    let mut ingress = vec![
+        json!({"from": [servers.clone()], "ports": server_ports.clone()}),
+        json!({"from": api_peers, "ports": [{"port": API_PORT}]}),
+    ];
+    if cluster.spec.profile != Profile::Hardened {
+        ingress.extend(user.ingress_rules.iter().map(|r| json!(r)));
+    }
+
+    let mut egress = vec![
+        json!({"to": [namespace_peer(&network.dns_namespace)],
+               "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}),
+        json!({"to": [servers], "ports": server_ports}),
+    ];
+    // One rule per port, each address a single-host block.
+    let mut by_port: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    for a in &network.apiserver {
+        let bits = if a.is_ipv4() { 32 } else { 128 };
+        let cidr = format!("{}/{bits}", a.ip());
+        let cidrs = by_port.entry(a.port()).or_default();
+        if !cidrs.contains(&cidr) {
+            cidrs.push(cidr);
+        }
+    }
+    egress.extend(by_port.into_iter().map(|(port, cidrs)| {
+        let to: Vec<_> = cidrs.iter().map(|c| json!({"ipBlock": {"cidr": c}})).collect();
+        json!({"to": to, "ports": [{"protocol": "TCP", "port": port}]})
+    }));
+    if let Some(rule) = openbao_api::transit_seal(cluster.spec.unseal.as_ref()).and_then(|t| transit_egress(&t.address))
+    {
+        egress.push(json!(rule));
+    }
+    egress.extend(user.egress_rules.iter().map(|r| json!(r)));
+
     let mut np: NetworkPolicy = typed(json!({
         "spec": {
             "podSelector": {"matchLabels": labels::selector(cluster.name)},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {"from": [{"podSelector": {"matchLabels": labels::selector(cluster.name)}}],
-                 "ports": [{"port": API_PORT}, {"port": CLUSTER_PORT}]},
-                {"from": api_peers, "ports": [{"port": API_PORT}]},
-            ],
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress,
+            "egress": egress,
         }
     }));
     np.metadata = meta(cluster, names::network_policy(cluster.name), "server");
     np
 }
 
+/// Every pod of namespace `ns`.
+fn namespace_peer(ns: &str) -> serde_json::Value {
+    json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}})
+}
+
+/// The egress rule to a transit server addressed as an in-cluster Service (its namespace, on
+/// its port), or `None` for any other address (the user's `egressRules` must reach it).
+pub fn transit_egress(address: &str) -> Option<NetworkPolicyEgressRule> {
+    let service = openbao_api::in_cluster_service(address)?;
+    Some(typed(
+        json!({"to": [namespace_peer(service.namespace)], "ports": [{"port": service.port}]}),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::objects::fixtures;
+    use crate::objects::jobs::{Executor, executor_labels};
+    use crate::objects::server_set_pod_labels;
+    use serde_json::Value;
 
-    fn api_namespaces(np: &NetworkPolicy) -> Vec<String> {
-        let spec = serde_json::to_value(np.spec.as_ref().unwrap()).unwrap();
-        spec["ingress"][1]["from"]
-            .as_array()
-            .unwrap()
+    fn operator() -> OperatorIdentity {
+        OperatorIdentity {
+            namespace: "openbao-operator-system".into(),
+            service_account: "openbao-operator".into(),
+        }
+    }
+
+    fn network() -> ClusterNetwork {
+        ClusterNetwork {
+            dns_namespace: "kube-system".into(),
+            external_source_cidrs: vec!["192.0.2.10/32".into()],
+            apiserver: [
+                "10.96.0.1:443",
+                "192.0.2.1:6443",
+                "[2001:db8::1]:6443",
+                "192.0.2.1:6443",
+            ]
             .iter()
-            .filter_map(|p| p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str())
-            .map(str::to_string)
-            .collect()
+            .map(|a| a.parse().unwrap())
+            .collect(),
+        }
+    }
+
+    fn policy(extra: Value) -> Value {
+        let spec = fixtures::spec(extra);
+        let np = network_policy(&fixtures::cluster(&spec), &operator(), &network());
+        serde_json::to_value(np.spec.unwrap()).unwrap()
+    }
+
+    fn ns(name: &str) -> Value {
+        json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}})
+    }
+
+    fn executors() -> Value {
+        json!({"podSelector": {"matchLabels": {
+            "app.kubernetes.io/name": "openbao-executor",
+            "app.kubernetes.io/instance": "vault",
+            "openbao.org/executor-for": "vault",
+        }}})
+    }
+
+    fn servers() -> Value {
+        json!({"podSelector": {"matchLabels": labels::selector("vault")}})
     }
 
     #[test]
-    fn the_api_port_is_open_to_the_operator_the_gateway_and_the_scrapers_named() {
-        let operator = OperatorIdentity {
-            namespace: "openbao-operator-system".into(),
-            service_account: "openbao-operator".into(),
-        };
-        let plain = fixtures::spec(json!({}));
-        assert_eq!(
-            api_namespaces(&network_policy(&fixtures::cluster(&plain), &operator)),
-            ["openbao-operator-system"]
-        );
-        let scraped = fixtures::spec(json!({
-            "telemetry": {"scrapeNamespaces": ["monitoring", "observability"]},
+    fn raft_is_between_the_servers_and_the_api_only_from_the_named_peers() {
+        let p = policy(json!({
+            "telemetry": {"scrapeNamespaces": ["monitoring"]},
             "gateway": {"gatewayRef": {"name": "edge", "namespace": "lane-edge"}, "hostname": "b.example"},
         }));
+        assert_eq!(p["policyTypes"], json!(["Ingress", "Egress"]));
+        assert_eq!(p["podSelector"], servers()["podSelector"]);
         assert_eq!(
-            api_namespaces(&network_policy(&fixtures::cluster(&scraped), &operator)),
-            ["openbao-operator-system", "lane-edge", "monitoring", "observability"]
+            p["ingress"],
+            json!([
+                {"from": [servers()], "ports": [{"port": 8200}, {"port": 8201}]},
+                {"from": [ns("openbao-operator-system"), executors(), {"ipBlock": {"cidr": "192.0.2.10/32"}},
+                          ns("lane-edge"), ns("monitoring")],
+                 "ports": [{"port": 8200}]},
+            ])
         );
+        // The namespace as a whole is no peer any more.
+        assert!(!p.to_string().contains(r#""podSelector":{}"#), "{p}");
+        // A gateway in the cluster's namespace admits that namespace only with a gateway.
+        let own = policy(json!({"gateway": {"gatewayRef": {"name": "edge"}, "hostname": "b.example"}}));
+        assert_eq!(own["ingress"][1]["from"][3], ns("team-a"));
+        assert_eq!(policy(json!({}))["ingress"][1]["from"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn every_server_set_and_every_executor_is_selected() {
+        let selects = |selector: &Value, labels: &BTreeMap<String, String>| {
+            selector["podSelector"]["matchLabels"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+        };
+        for revision in [None, Some("v2-7-2")] {
+            assert!(selects(&servers(), &server_set_pod_labels("vault", revision)));
+        }
+        for e in [Executor::Backup, Executor::Restore, Executor::Verify] {
+            assert!(selects(&executors(), &executor_labels("vault", e)), "{e:?}");
+            // No executor is taken for a server (it gets no raft port).
+            assert!(!selects(&servers(), &executor_labels("vault", e)));
+        }
+        assert!(!selects(&executors(), &executor_labels("other", Executor::Backup)));
+    }
+
+    #[test]
+    fn egress_is_dns_the_peers_and_every_apiserver_address() {
+        let p = policy(json!({}));
+        assert_eq!(
+            p["egress"],
+            json!([
+                {"to": [ns("kube-system")], "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                {"to": [servers()], "ports": [{"port": 8200}, {"port": 8201}]},
+                {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}], "ports": [{"protocol": "TCP", "port": 443}]},
+                {"to": [{"ipBlock": {"cidr": "192.0.2.1/32"}}, {"ipBlock": {"cidr": "2001:db8::1/128"}}],
+                 "ports": [{"protocol": "TCP", "port": 6443}]},
+            ])
+        );
+    }
+
+    fn transit(address: &str) -> Value {
+        json!({"type": "transit", "transit": {"address": address, "keyName": "k",
+               "tokenSecretRef": {"name": "t", "key": "token"}}})
+    }
+
+    #[test]
+    fn an_in_cluster_transit_seal_is_reached_in_its_namespace_and_user_rules_come_last() {
+        let p = policy(json!({"unseal": transit("https://transit.vault-transit.svc.cluster.local:8300")}));
+        let egress = p["egress"].as_array().unwrap();
+        assert_eq!(
+            egress.last().unwrap(),
+            &json!({"to": [ns("vault-transit")], "ports": [{"port": 8300}]})
+        );
+        let rule =
+            json!({"to": [{"ipBlock": {"cidr": "203.0.113.7/32"}}], "ports": [{"protocol": "TCP", "port": 8200}]});
+        let p = policy(json!({"unseal": transit("https://vault.example.com"), "network": {"egressRules": [rule]}}));
+        let egress = p["egress"].as_array().unwrap();
+        // Nothing derived for an outside address: only the user's rule reaches it.
+        assert_eq!(egress.len(), 5);
+        assert_eq!(egress.last().unwrap(), &rule);
+    }
+
+    #[test]
+    fn user_ingress_rules_are_appended_but_never_under_hardened() {
+        let hostile = json!({"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]});
+        let dev = policy(json!({"network": {"ingressRules": [hostile]}}));
+        assert_eq!(dev["ingress"].as_array().unwrap().last().unwrap(), &hostile);
+        let hardened = policy(json!({"profile": "Hardened", "network": {"ingressRules": [hostile]}}));
+        assert_eq!(hardened["ingress"].as_array().unwrap().len(), 2);
+        assert!(!hardened.to_string().contains("0.0.0.0/0"), "{hardened}");
+        // The spec check refuses the same spec, naming the field.
+        let spec = fixtures::spec(json!({"profile": "Hardened", "network": {"ingressRules": [hostile]}}));
+        let err = spec.check().unwrap_err();
+        assert!(err.message.starts_with("spec.network.ingressRules"), "{}", err.message);
     }
 }

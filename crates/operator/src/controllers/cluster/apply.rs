@@ -166,7 +166,27 @@ pub(super) async fn apply_all(
 
     writer.apply(&objects::headless_service(cluster)).await?;
     writer.apply(&bluegreen::public_service(cluster, previous)).await?;
-    writer.apply(&objects::network_policy(cluster, &ctx.operator)).await?;
+    // The servers' policy needs the apiserver's addresses: without them no policy is written
+    // (a wrong egress would cut service registration) and no pod is started or changed.
+    let network_ready = match ctx.cluster_network().await {
+        Ok(network) => {
+            let mut policy = objects::network_policy(cluster, &ctx.operator, &network);
+            // Moving away from transit: the servers need the old transit server until they leave it.
+            let previous = seal.previous_transit_address().and_then(objects::transit_egress);
+            if let (Some(rule), Some(spec)) = (previous, policy.spec.as_mut()) {
+                let egress = spec.egress.get_or_insert_with(Vec::new);
+                if !egress.contains(&rule) {
+                    egress.push(rule);
+                }
+            }
+            writer.apply(&policy).await?;
+            true
+        }
+        Err(e) => {
+            observed.network_error = Some(e.to_string());
+            false
+        }
+    };
     let pdb = applied(writer, objects::pod_disruption_budget(cluster)).await?;
     let server = labels::children_selector(name, &["server"]);
     writer.prune::<PodDisruptionBudget>(&server, cluster.uid, &pdb).await?;
@@ -178,9 +198,10 @@ pub(super) async fn apply_all(
     super::service_monitor::apply(ctx, cluster, writer, events).await?;
     apply_gateway(ctx, cluster, writer, observed, bundle.as_deref()).await?;
 
-    // Pods start only once their TLS material, what their seal needs and (first time) the
-    // self-init file exist: a pod without its seal token would only wait in an error state.
-    if bootstrap_ready && matches!(observed.tls, TlsState::Ready { .. }) && observed.seal.is_ready() {
+    // Pods start only once their TLS material, what their seal needs, their NetworkPolicy and
+    // (first time) the self-init file exist: a pod without its seal token would only wait in
+    // an error state.
+    if bootstrap_ready && network_ready && matches!(observed.tls, TlsState::Ready { .. }) && observed.seal.is_ready() {
         let rollout = upgrade_plan::rollout(cluster.spec, previous);
         let workloads = bluegreen::workloads(cluster, previous, &rollout);
         for cm in workloads.config_maps.into_iter().filter_map(|cm| seal.config_map(cm)) {

@@ -251,6 +251,7 @@ fn waits_for_the_unwatched(observed: &Observed) -> bool {
     !observed.seal.is_ready()
         || !matches!(observed.tls, TlsState::Ready { .. })
         || observed.trust_error.is_some()
+        || observed.network_error.is_some()
         || matches!(observed.access, status::Access::Failed(_))
 }
 

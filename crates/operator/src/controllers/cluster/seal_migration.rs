@@ -198,6 +198,8 @@ pub struct SealWorkloads {
     new_config: BTreeMap<String, String>,
     /// The migration stage's config, when the old seal's stanza is known.
     migration_config: Option<BTreeMap<String, String>>,
+    /// The old seal's stanza, as the live configuration has it.
+    old_stanza: Option<String>,
 }
 
 impl SealWorkloads {
@@ -274,7 +276,9 @@ impl SealWorkloads {
                 .or_else(|| (f == UnsealType::Static).then(|| config::seal_hcl(&static_cluster(cluster).as_cluster())))
         });
         let new_stanza = config::seal_hcl(cluster);
-        let migration_config = old_stanza.and_then(|old| migration_config(&new_config, &new_stanza, &old));
+        let migration_config = old_stanza
+            .as_ref()
+            .and_then(|old| migration_config(&new_config, &new_stanza, old));
         Self {
             hold,
             from,
@@ -286,7 +290,23 @@ impl SealWorkloads {
             live_statefulset,
             new_config,
             migration_config,
+            old_stanza,
         }
+    }
+
+    /// The transit server the servers still need while they move away from it (the live
+    /// configuration has its stanza): the spec no longer names it, so the NetworkPolicy gets
+    /// its rule from here. An address written with escapes is no in-cluster Service anyway.
+    pub fn previous_transit_address(&self) -> Option<&str> {
+        if self.from != Some(UnsealType::Transit) {
+            return None;
+        }
+        self.old_stanza.as_deref()?.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("address = \"")?
+                .strip_suffix('"')
+                .filter(|a| !a.contains(['\\', '"']))
+        })
     }
 
     /// Whether a seal migration is wanted or runs.

@@ -215,6 +215,9 @@ pub struct Observed {
     pub gateway: GatewayState,
     /// Set when the JWT issuer could not be discovered (bootstrap is blocked).
     pub trust_error: Option<String>,
+    /// Set when the apiserver's addresses could not be read: the NetworkPolicy and the
+    /// workloads were left as they are.
+    pub network_error: Option<String>,
     /// Set when the spec breaks a rule admission should have enforced: nothing was applied.
     pub invalid_spec: Option<openbao_api::SpecViolation>,
     /// Set when applying objects failed.
@@ -248,6 +251,10 @@ pub enum Access {
     /// OpenBao's roles accept another audience; the message says what an admin runs.
     AudienceRefused { legacy: bool, message: String },
 }
+
+/// Reason of `Degraded` when where pods reach the apiserver could not be read (the operator's
+/// Role in `default` is missing, say): the servers' NetworkPolicy cannot be written.
+pub const APISERVER_DISCOVERY_FAILED: &str = "APIServerDiscoveryFailed";
 
 /// Reason of `Degraded` when the apiserver accepts the cluster's token audience.
 pub const TOKEN_AUDIENCE_UNSAFE: &str = "TokenAudienceUnsafe";
@@ -317,6 +324,7 @@ impl Observed {
             },
             gateway: GatewayState::Disabled,
             trust_error: None,
+            network_error: None,
             invalid_spec: None,
             apply_error: None,
             access: Access::NotTried,
@@ -548,6 +556,12 @@ pub fn derive(
                 .trust_error
                 .as_ref()
                 .map(|m| ("IssuerDiscoveryFailed", m.clone()))
+        })
+        .or_else(|| {
+            observed
+                .network_error
+                .as_ref()
+                .map(|m| (APISERVER_DISCOVERY_FAILED, m.clone()))
         })
         .or_else(|| match &observed.seal {
             SealState::Problem { reason, message } => Some((*reason, message.clone())),

@@ -201,6 +201,17 @@ fn the_way_back_keeps_the_transit_inputs_from_the_live_statefulset() {
     assert!(pod_env(&sts).contains(&paths::TRANSIT_TOKEN_ENV.to_string()));
     assert!(pod_volumes(&sts).contains(&"transit-ca".to_string()));
     assert!(pod_volumes(&sts).contains(&"unseal".to_string()), "the new static key");
+    // The policy keeps the way to the old transit server until the servers leave it.
+    assert_eq!(w.previous_transit_address(), Some("https://transit.vault.svc:8200"));
+    let (static_hcl, static_sts) = live_static();
+    let settled = SealWorkloads::new(
+        &cluster(&s),
+        &initialized(at(SealMigrationPhase::Idle)),
+        None,
+        Some(&static_hcl),
+        Some(static_sts),
+    );
+    assert_eq!(settled.previous_transit_address(), None);
 }
 
 #[test]

@@ -1,0 +1,409 @@
+//! The servers' NetworkPolicy through the OpenBaoCluster controller on a real kube-apiserver.
+//!
+//! Proven:
+//! - the operator reads where pods reach the apiserver from the apiserver itself: the
+//!   `default/kubernetes` Service's ClusterIP on its port, and every ready endpoint of its
+//!   EndpointSlices (this loopback apiserver publishes none, `--endpoint-reconciler-type=none`,
+//!   so the test writes one as a real control plane's reconciler would); the applied policy lets
+//!   the servers reach exactly those, admits the API from the operator's namespace, its external
+//!   source CIDR and the cluster's executor Jobs, and no longer from the whole namespace;
+//! - an operator that may not read them (no Role in `default`) writes no policy and starts no
+//!   pod: the cluster is `Degraded` with reason `APIServerDiscoveryFailed`; once the shipped Role
+//!   (deploy/operator/rbac.yaml) is bound, the next reconcile writes both;
+//! - admission refuses `spec.network.ingressRules` under `Hardened`, and a seal reaching outside
+//!   the cluster (a transit server outside it, KMIP) without `spec.network.egressRules`, each
+//!   message naming the field; an in-cluster transit seal needs no rule.
+
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use openbao_api::{OpenBaoCluster, conditions, names};
+use openbao_operator::context::{Context, NetworkSettings};
+use openbao_operator::controllers::cluster;
+use openbao_operator::runtime::metrics::Metrics;
+use openbao_render::OperatorIdentity;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use testkit::apiserver::{ApiServer, create_namespace, install_crds};
+use testkit::cache::repo_root;
+
+const OPERATOR_NS: &str = "openbao-operator-system";
+const EXTERNAL: &str = "198.19.255.1/32";
+
+fn operator() -> OperatorIdentity {
+    OperatorIdentity {
+        namespace: OPERATOR_NS.into(),
+        service_account: "openbao-operator".into(),
+    }
+}
+
+async fn context(client: Client) -> Arc<Context> {
+    let mut ctx = Context::new(client, operator(), Metrics::default()).await;
+    ctx.network = NetworkSettings {
+        dns_namespace: "kube-system".into(),
+        external_source_cidrs: vec![EXTERNAL.into()],
+    };
+    Arc::new(ctx)
+}
+
+fn manifest(name: &str) -> Result<OpenBaoCluster> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
+        "metadata": {"name": name},
+        "spec": {"version": "2.7.2", "profile": "Development", "replicas": 1, "storage": {"size": "1Gi"},
+                 "selfInit": {"oidc": {"enabled": false}}},
+    }))?)
+}
+
+async fn reconcile(client: &Client, ctx: &Arc<Context>, ns: &str, name: &str) -> Result<OpenBaoCluster> {
+    let api = Api::<OpenBaoCluster>::namespaced(client.clone(), ns);
+    cluster::reconcile(Arc::new(api.get(name).await?), ctx.clone()).await?;
+    Ok(api.get(name).await?)
+}
+
+/// The `kubernetes` EndpointSlice a control plane's endpoint reconciler writes: one ready
+/// apiserver and one that is not (documentation addresses: the apiserver refuses loopback ones).
+async fn publish_apiserver_endpoints(client: &Client) -> Result<()> {
+    let slice: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": ["192.0.2.1"], "conditions": {"ready": true}},
+            {"addresses": ["192.0.2.9"], "conditions": {"ready": false}},
+        ],
+        "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+    }))?;
+    let resource = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+    ));
+    Api::<DynamicObject>::namespaced_with(client.clone(), "default", &resource)
+        .patch("kubernetes", &PatchParams::apply("test").force(), &Patch::Apply(&slice))
+        .await?;
+    Ok(())
+}
+
+fn namespace_peer(ns: &str) -> Value {
+    json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}})
+}
+
+#[tokio::test]
+async fn the_policy_holds_the_discovered_apiserver_and_only_the_named_peers() -> Result<()> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let server = ApiServer::shared().await?;
+    let client = server.client().await?;
+    install_crds(&client, openbao_api::crd::all()).await?;
+    publish_apiserver_endpoints(&client).await?;
+    let kubernetes = Api::<Service>::namespaced(client.clone(), "default")
+        .get("kubernetes")
+        .await?;
+    let cluster_ip = kubernetes
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .context("kubernetes ClusterIP")?;
+    let port = kubernetes
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .context("ports")?[0]
+        .port;
+
+    let ctx = context(client.clone()).await;
+    let ns = create_namespace(&client, "bao-netpol").await?;
+    let name = "fenced";
+    Api::<OpenBaoCluster>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &manifest(name)?)
+        .await?;
+    reconcile(&client, &ctx, &ns, name).await?;
+
+    let np = Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+        .get(&names::network_policy(name))
+        .await
+        .context("the NetworkPolicy")?;
+    let spec = serde_json::to_value(np.spec.context("spec")?)?;
+    ensure!(spec["policyTypes"] == json!(["Ingress", "Egress"]), "{spec}");
+    let egress = spec["egress"].as_array().context("egress")?;
+    let reaches = |cidr: &str, port: i32| {
+        egress.iter().any(|r| {
+            r["to"]
+                .as_array()
+                .is_some_and(|to| to.iter().any(|p| p["ipBlock"]["cidr"] == cidr))
+                && r["ports"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["port"] == port))
+        })
+    };
+    ensure!(
+        reaches(&format!("{cluster_ip}/32"), port),
+        "the Service address: {spec}"
+    );
+    ensure!(reaches("192.0.2.1/32", 6443), "the ready endpoint: {spec}");
+    ensure!(
+        !spec.to_string().contains("192.0.2.9"),
+        "an endpoint that is not ready: {spec}"
+    );
+    ensure!(egress[0]["to"] == json!([namespace_peer("kube-system")]), "DNS: {spec}");
+
+    let api_peers = &spec["ingress"][1]["from"];
+    ensure!(
+        *api_peers
+            == json!([
+                namespace_peer(OPERATOR_NS),
+                {"podSelector": {"matchLabels": {
+                    "app.kubernetes.io/name": "openbao-executor",
+                    "app.kubernetes.io/instance": name,
+                    "openbao.org/executor-for": name,
+                }}},
+                {"ipBlock": {"cidr": EXTERNAL}},
+            ]),
+        "the API's peers: {api_peers}"
+    );
+    ensure!(
+        !spec.to_string().contains(r#""podSelector":{}"#),
+        "the whole namespace is still admitted: {spec}"
+    );
+    ensure!(
+        Api::<StatefulSet>::namespaced(client.clone(), &ns)
+            .get_opt(name)
+            .await?
+            .is_some(),
+        "the servers were not applied"
+    );
+    Ok(())
+}
+
+/// A client acting as a service account that holds every right in `ns` and none in `default`.
+async fn confined_client(server: &ApiServer, client: &Client, ns: &str, account: &str) -> Result<Client> {
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "confined-operator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": OPERATOR_NS}],
+    }))?;
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig_path())?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{OPERATOR_NS}:{account}"));
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{OPERATOR_NS}"),
+        "system:authenticated".into(),
+    ]);
+    Ok(Client::try_from(config)?)
+}
+
+/// The shipped Role and RoleBinding in `default` (deploy/operator/rbac.yaml), bound to `account`.
+async fn bind_shipped_discovery_role(client: &Client, account: &str) -> Result<()> {
+    let text = std::fs::read_to_string(repo_root().join("deploy/operator/rbac.yaml"))?;
+    let docs: Vec<Option<Value>> = serde_saphyr::from_multiple(&text)?;
+    let mut found = 0;
+    for mut doc in docs.into_iter().flatten() {
+        if doc["metadata"]["namespace"] != "default" {
+            continue;
+        }
+        let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        match kind.as_str() {
+            "Role" => {
+                let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(doc)?;
+                Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), "default")
+                    .patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&role))
+                    .await?;
+            }
+            "RoleBinding" => {
+                doc["metadata"]["name"] = json!(format!("{name}-{account}"));
+                doc["subjects"][0]["name"] = json!(account);
+                let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(doc)?;
+                Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), "default")
+                    .patch(
+                        &binding.name_any(),
+                        &PatchParams::apply("test").force(),
+                        &Patch::Apply(&binding),
+                    )
+                    .await?;
+            }
+            other => bail!("unexpected {other} in namespace default"),
+        }
+        found += 1;
+    }
+    ensure!(found == 2, "deploy/operator/rbac.yaml has {found} objects in default");
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_the_apiserver_addresses_no_policy_and_no_pods_then_both() -> Result<()> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let server = ApiServer::shared().await?;
+    let client = server.client().await?;
+    install_crds(&client, openbao_api::crd::all()).await?;
+    let ns = create_namespace(&client, "bao-netpol-rbac").await?;
+    let account = format!("operator-{ns}");
+    let confined = confined_client(server, &client, &ns, &account).await?;
+    let ctx = context(confined).await;
+    let name = "undiscovered";
+    Api::<OpenBaoCluster>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &manifest(name)?)
+        .await?;
+
+    let c = reconcile(&client, &ctx, &ns, name).await?;
+    let status = c.status.context("status")?;
+    let degraded = conditions::find(&status.conditions, conditions::DEGRADED).context("Degraded")?;
+    ensure!(
+        degraded.status == "True"
+            && degraded.reason == "APIServerDiscoveryFailed"
+            && degraded.message.contains("Service default/kubernetes"),
+        "{degraded:?}"
+    );
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    ensure!(
+        policies.get_opt(&names::network_policy(name)).await?.is_none(),
+        "a policy without the apiserver"
+    );
+    ensure!(
+        statefulsets.get_opt(name).await?.is_none(),
+        "servers without their policy"
+    );
+
+    bind_shipped_discovery_role(&client, &account).await?;
+    // RBAC changes reach the authorizer through an informer: wait for the state, not a time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let c = reconcile(&client, &ctx, &ns, name).await?;
+        if policies.get_opt(&names::network_policy(name)).await?.is_some() {
+            let status = c.status.context("status")?;
+            let degraded = conditions::find(&status.conditions, conditions::DEGRADED).context("Degraded")?;
+            ensure!(degraded.reason != "APIServerDiscoveryFailed", "{degraded:?}");
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no policy 30 s after the Role was bound"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    ensure!(
+        statefulsets.get_opt(name).await?.is_some(),
+        "no servers once the policy exists"
+    );
+    Ok(())
+}
+
+async fn rejection(api: &Api<DynamicObject>, name: &str, spec: Value) -> Result<String> {
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
+        "metadata": {"name": name}, "spec": spec,
+    }))?;
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(created) => bail!("{name} accepted: {}", serde_json::to_string(&created.data)?),
+        Err(kube::Error::Api(status)) if status.code == 422 => Ok(status.message),
+        Err(other) => bail!("{name}: expected 422, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn admission_refuses_hardened_ingress_rules_and_an_outside_seal_without_egress() -> Result<()> {
+    let server = ApiServer::shared().await?;
+    let client = server.client().await?;
+    install_crds(&client, openbao_api::crd::all()).await?;
+    let ns = create_namespace(&client, "bao-netpol-cel").await?;
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client, &ns, &kube::api::ApiResource::erase::<OpenBaoCluster>(&()));
+    let transit = |address: &str| {
+        json!({"type": "transit", "transit": {"address": address, "keyName": "k",
+               "tokenSecretRef": {"name": "t", "key": "token"}}})
+    };
+    let spec = |extra: Value| {
+        let mut s = json!({"version": "2.7.2", "profile": "Hardened", "replicas": 3, "storage": {"size": "1Gi"},
+            "tls": {"mode": "External"}, "unseal": transit("https://transit.vault.svc:8200"),
+            "audit": [{"type": "file", "name": "file", "fileOptions": {"filePath": "stdout"}}]});
+        s.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        s
+    };
+    let egress = json!({"egressRules": [{"to": [{"ipBlock": {"cidr": "203.0.113.7/32"}}], "ports": [{"port": 5696}]}]});
+
+    let message = rejection(
+        &api,
+        "hostile-ingress",
+        spec(json!({"network": {"ingressRules": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}})),
+    )
+    .await?;
+    ensure!(
+        message.contains("spec.network.ingressRules: not allowed with the Hardened profile"),
+        "{message}"
+    );
+    for (name, unseal) in [
+        ("outside-transit", transit("https://vault.example.com:8200")),
+        (
+            "kmip",
+            json!({"type": "kmip", "kmip": {"address": "kmip.example.com:5696", "keyId": "1",
+                "clientCertSecretRef": {"name": "c", "key": "tls.crt"}, "clientKeySecretRef": {"name": "c", "key": "tls.key"}}}),
+        ),
+    ] {
+        let message = rejection(&api, name, spec(json!({"unseal": unseal}))).await?;
+        ensure!(
+            message.contains("spec.network.egressRules: required when the seal reaches outside the cluster"),
+            "{name}: {message}"
+        );
+        // With a rule to it, the same seal is admitted.
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
+            "metadata": {"name": name}, "spec": spec(json!({"unseal": unseal, "network": egress})),
+        }))?;
+        api.create(&PostParams::default(), &obj)
+            .await
+            .with_context(|| format!("{name} with an egress rule"))?;
+    }
+    // Admission and the operator agree on what an in-cluster transit address is.
+    let addresses = [
+        "https://t.vault.svc",
+        "https://t.vault.svc:8200/",
+        "https://t.vault.svc.cluster.local:65535/x",
+        "https://t.vault.svc:65536",
+        "https://t.vault.svc:0",
+        "https://T.vault.svc",
+        "https://t-.vault.svc",
+        "https://t.vault.svc.example.com",
+        "https://a.t.vault.svc",
+        "https://10.0.0.1:8200",
+    ];
+    for (i, address) in addresses.iter().enumerate() {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
+            "metadata": {"name": format!("parity-{i}")},
+            "spec": {"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"},
+                     "unseal": transit(address)},
+        }))?;
+        let inside = openbao_api::in_cluster_service(address).is_some();
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => ensure!(
+                inside,
+                "{address}: admitted without an egress rule, but outside for the operator"
+            ),
+            Err(kube::Error::Api(status)) if status.code == 422 => ensure!(
+                !inside && status.message.contains("spec.network.egressRules"),
+                "{address} (in-cluster for the operator: {inside}): {}",
+                status.message
+            ),
+            Err(other) => bail!("{address}: {other:?}"),
+        }
+    }
+    // An in-cluster transit seal (the operator derives its rule) needs none.
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
+        "metadata": {"name": "inside"},
+        "spec": spec(json!({"unseal": transit("https://transit.vault.svc.cluster.local:8300/")})),
+    }))?;
+    api.create(&PostParams::default(), &obj)
+        .await
+        .context("in-cluster transit")?;
+    Ok(())
+}

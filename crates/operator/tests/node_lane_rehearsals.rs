@@ -176,7 +176,9 @@ async fn downgrade_is_refused(
 }
 
 /// The fresh cluster: the lane cluster's version and AppArmor setting, one server, operator TLS,
-/// the same JWT admin subject, no gateway, no backups.
+/// the same JWT admin subject, no gateway, no backups. Without a route, the test reaches it from
+/// the host: an ingress rule (Development only) lets the host's address in on the API port, as a
+/// platform engineer would for a cluster with no route (the node enforces NetworkPolicy).
 fn fresh_cluster(lane: &OpenBaoCluster) -> Result<OpenBaoCluster> {
     let apparmor = lane.spec.workload_hardening.app_armor_enabled;
     Ok(serde_json::from_value(json!({
@@ -191,6 +193,10 @@ fn fresh_cluster(lane: &OpenBaoCluster) -> Result<OpenBaoCluster> {
             "tls": {"mode": "OperatorManaged"},
             "selfInit": {"oidc": {"adminServiceAccount": {"name": "bao-admin"}}},
             "workloadHardening": {"appArmorEnabled": apparmor},
+            "network": {"ingressRules": [{
+                "from": [{"ipBlock": {"cidr": format!("{}/32", testkit::node::HOST_IP)}}],
+                "ports": [{"port": 8200}],
+            }]},
         }
     }))?)
 }

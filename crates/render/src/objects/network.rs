@@ -107,18 +107,18 @@ pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity, network: &
 /// The executor Jobs' NetworkPolicy (backup, restore, restore drill), written while
 /// `spec.backup` is set (a restore into a cluster without one is not covered: docs/security.md).
 ///
-/// No ingress at all: nothing connects to an executor. Egress: DNS in `network.dns_namespace`;
+/// No ingress at all: nothing connects to an executor. Egress: DNS in `dns_namespace`;
 /// 8200 of the cluster's own servers (the executors log in with their projected token against
 /// OpenBao's static JWT keys and never call the apiserver); the namespace and port of a backup
 /// store addressed as an in-cluster Service; then `spec.network.egressRules`, the same list as the
 /// servers' (as the Go operator merges it into both), which must reach a store outside the cluster
 /// (`openbao_api::network`). The restore drill's own OpenBao listens on the pod's loopback,
 /// which no policy filters.
-pub fn jobs_network_policy(cluster: &Cluster, network: &ClusterNetwork) -> Option<NetworkPolicy> {
+pub fn jobs_network_policy(cluster: &Cluster, dns_namespace: &str) -> Option<NetworkPolicy> {
     let backup = cluster.spec.backup.as_ref()?;
     let user = cluster.spec.network.clone().unwrap_or_default();
     let mut egress = vec![
-        dns_egress(&network.dns_namespace),
+        dns_egress(dns_namespace),
         json!({"to": [{"podSelector": {"matchLabels": labels::selector(cluster.name)}}],
                "ports": [{"port": API_PORT}]}),
     ];
@@ -329,7 +329,7 @@ mod tests {
 
     fn jobs_policy(extra: Value) -> Option<Value> {
         let spec = fixtures::spec(extra);
-        let np = jobs_network_policy(&fixtures::cluster(&spec), &network())?;
+        let np = jobs_network_policy(&fixtures::cluster(&spec), "kube-system")?;
         assert_eq!(np.metadata.name.as_deref(), Some("vault-jobs-network-policy"));
         assert_eq!(np.metadata.owner_references.as_ref().map(Vec::len), Some(1));
         Some(serde_json::to_value(np.spec.unwrap()).unwrap())

@@ -105,7 +105,7 @@ pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity, network: &
 }
 
 /// The executor Jobs' NetworkPolicy (backup, restore, restore drill), written while
-/// `spec.backup` is set (a restore into a cluster without one is not covered: docs/security.md).
+/// `spec.backup` is set; a restore's Job also gets [`restore_network_policy`] for its own store.
 ///
 /// No ingress at all: nothing connects to an executor. Egress: DNS in `dns_namespace`;
 /// 8200 of the cluster's own servers (the executors log in with their projected token against
@@ -116,27 +116,55 @@ pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity, network: &
 /// which no policy filters.
 pub fn jobs_network_policy(cluster: &Cluster, dns_namespace: &str) -> Option<NetworkPolicy> {
     let backup = cluster.spec.backup.as_ref()?;
+    let mut np = executor_policy(
+        cluster,
+        super::jobs::executor_pods(cluster.name),
+        &backup.target.endpoint,
+        dns_namespace,
+    );
+    np.metadata = meta(cluster, names::jobs_network_policy(cluster.name), "executor");
+    Some(np)
+}
+
+/// The NetworkPolicy of an OpenBaoRestore's Job (`restore` is its name): the same rules as
+/// [`jobs_network_policy`] with the restore's store (`endpoint`) in place of the backups',
+/// selecting the cluster's restore executors only (one at a time: the operation lock). Complete
+/// in itself, so a restore into a cluster without backups reaches DNS and the servers too; the
+/// caller sets the restore as its owner, so it goes with the restore.
+pub fn restore_network_policy(cluster: &Cluster, restore: &str, endpoint: &str, dns_namespace: &str) -> NetworkPolicy {
+    let selector = super::jobs::executor_labels(cluster.name, super::jobs::Executor::Restore);
+    let mut np = executor_policy(cluster, selector, endpoint, dns_namespace);
+    np.metadata = meta(cluster, names::restore_network_policy(restore), "restore");
+    np
+}
+
+/// An executor policy selecting `pods`: no ingress; DNS, the servers' API, the store at
+/// `endpoint` when it is an in-cluster Service, then the user's `egressRules`.
+fn executor_policy(
+    cluster: &Cluster,
+    pods: BTreeMap<String, String>,
+    endpoint: &str,
+    dns_namespace: &str,
+) -> NetworkPolicy {
     let user = cluster.spec.network.clone().unwrap_or_default();
     let mut egress = vec![
         dns_egress(dns_namespace),
         json!({"to": [{"podSelector": {"matchLabels": labels::selector(cluster.name)}}],
                "ports": [{"port": API_PORT}]}),
     ];
-    if let Some(store) = openbao_api::in_cluster_url(&backup.target.endpoint) {
+    if let Some(store) = openbao_api::in_cluster_url(endpoint) {
         egress
             .push(json!({"to": [namespace_peer(store.namespace)], "ports": [{"protocol": "TCP", "port": store.port}]}));
     }
     egress.extend(user.egress_rules.iter().map(|r| json!(r)));
-    let mut np: NetworkPolicy = typed(json!({
+    typed(json!({
         "spec": {
-            "podSelector": {"matchLabels": super::jobs::executor_pods(cluster.name)},
+            "podSelector": {"matchLabels": pods},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
             "egress": egress,
         }
-    }));
-    np.metadata = meta(cluster, names::jobs_network_policy(cluster.name), "executor");
-    Some(np)
+    }))
 }
 
 /// DNS (UDP and TCP 53) to every pod of namespace `ns`.
@@ -394,5 +422,39 @@ mod tests {
             json!({"to": [ns("logs")], "ports": [{"protocol": "UDP", "port": 514}]})
         );
         assert_eq!(egress[6]["to"][0]["ipBlock"]["cidr"], "203.0.113.8/32");
+    }
+
+    #[test]
+    fn a_restore_reaches_its_own_store_and_everything_else_a_job_may() {
+        let spec = fixtures::spec(json!({}));
+        let cluster = fixtures::cluster(&spec);
+        let np = restore_network_policy(&cluster, "r1", "https://minio.archive.svc:9443", "kube-system");
+        assert_eq!(np.metadata.name.as_deref(), Some("r1-restore-network-policy"));
+        let p = serde_json::to_value(np.spec.unwrap()).unwrap();
+        let selector = &p["podSelector"]["matchLabels"];
+        let selects = |labels: &BTreeMap<String, String>| {
+            selector
+                .as_object()
+                .unwrap()
+                .iter()
+                .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+        };
+        assert!(selects(&executor_labels("vault", Executor::Restore)));
+        assert!(!selects(&executor_labels("vault", Executor::Backup)));
+        assert!(!selects(&executor_labels("vault", Executor::Verify)));
+        assert_eq!(p["ingress"], json!([]));
+        assert_eq!(p["egress"][1], json!({"to": [servers()], "ports": [{"port": 8200}]}));
+        assert_eq!(
+            p["egress"][2],
+            json!({"to": [ns("archive")], "ports": [{"protocol": "TCP", "port": 9443}]})
+        );
+        let outside = restore_network_policy(&cluster, "r1", "https://s3.example.com", "kube-system");
+        assert_eq!(
+            serde_json::to_value(outside.spec.unwrap()).unwrap()["egress"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

@@ -236,6 +236,12 @@ async fn the_jobs_policy_comes_and_goes_with_the_backups() -> Result<()> {
         "egress: {spec}"
     );
 
+    // Nothing changed: the next reconcile leaves the policy alone.
+    let version = np.metadata.resource_version.clone();
+    reconcile(&client, &ctx, &ns, name).await?;
+    let again = policies.get(&names::jobs_network_policy(name)).await?;
+    ensure!(again.metadata.resource_version == version, "rewritten without a change");
+
     // Backups off: the policy goes with them.
     clusters
         .patch(

@@ -160,8 +160,9 @@ fn executor_policy(
     typed(json!({
         "spec": {
             "podSelector": {"matchLabels": pods},
+            // Ingress isolated with no rule: nothing may connect. (An empty list is left out: the
+            // apiserver drops it, and the applied object would differ on every reconcile.)
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [],
             "egress": egress,
         }
     }))
@@ -373,7 +374,7 @@ mod tests {
         let p = jobs_policy(json!({"backup": backup("http://s3.storage.svc:9000")})).unwrap();
         assert_eq!(p["podSelector"], executors()["podSelector"]);
         assert_eq!(p["policyTypes"], json!(["Ingress", "Egress"]));
-        assert_eq!(p["ingress"], json!([]));
+        assert_eq!(p["ingress"], Value::Null);
         assert_eq!(
             p["egress"],
             json!([
@@ -442,7 +443,7 @@ mod tests {
         assert!(selects(&executor_labels("vault", Executor::Restore)));
         assert!(!selects(&executor_labels("vault", Executor::Backup)));
         assert!(!selects(&executor_labels("vault", Executor::Verify)));
-        assert_eq!(p["ingress"], json!([]));
+        assert_eq!(p["ingress"], Value::Null);
         assert_eq!(p["egress"][1], json!({"to": [servers()], "ports": [{"port": 8200}]}));
         assert_eq!(
             p["egress"][2],

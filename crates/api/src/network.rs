@@ -261,6 +261,19 @@ pub(crate) fn check(spec: &crate::OpenBaoClusterSpec) -> Result<(), SpecViolatio
     if spec.profile == crate::Profile::Hardened && !network.ingress_rules.is_empty() {
         return refuse("IngressRulesNotAllowed", INGRESS_HARDENED_MESSAGE.into());
     }
+    if let Some((i, path)) = network
+        .egress_rules
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| oversized(&serde_json::to_value(r).unwrap_or_default(), "").map(|p| (i, p)))
+    {
+        return refuse(
+            "InvalidNetworkRules",
+            format!(
+                "spec.network.egressRules[{i}]{path}: at most {EGRESS_RULE_BOUND} items or entries, strings of at most {EGRESS_STRING_BOUND} characters"
+            ),
+        );
+    }
     if spec.profile == crate::Profile::Hardened
         && let Some((i, why)) = network
             .egress_rules
@@ -295,6 +308,24 @@ pub(crate) fn check(spec: &crate::OpenBaoClusterSpec) -> Result<(), SpecViolatio
         );
     }
     Ok(())
+}
+
+/// The first place in an egress rule (as JSON) over the schema's bounds ([`bounded_egress_rules`]).
+fn oversized(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.chars().count() as u64 > EGRESS_STRING_BOUND => Some(path.to_string()),
+        Value::Array(items) if items.len() as u64 > EGRESS_RULE_BOUND => Some(path.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| oversized(v, &format!("{path}[{i}]"))),
+        Value::Object(map) if path.ends_with(".matchLabels") && map.len() as u64 > EGRESS_RULE_BOUND => {
+            Some(path.to_string())
+        }
+        Value::Object(map) => map.iter().find_map(|(k, v)| oversized(v, &format!("{path}.{k}"))),
+        _ => None,
+    }
 }
 
 /// Why an egress rule is too broad for `Hardened`, if it is: it must name its ports and its
@@ -549,5 +580,39 @@ mod tests {
                 err.message
             );
         }
+    }
+
+    #[test]
+    fn egress_rules_stay_within_the_schema_bounds() {
+        let peers: Vec<_> = (0..=EGRESS_RULE_BOUND)
+            .map(|i| json!({"ipBlock": {"cidr": format!("203.0.113.{i}/32")}}))
+            .collect();
+        let err = check(json!({"network": {"egressRules": [{"to": peers, "ports": [{"port": 443}]}]}})).unwrap_err();
+        assert_eq!(err.reason, "InvalidNetworkRules");
+        assert!(
+            err.message.starts_with("spec.network.egressRules[0].to: at most 16"),
+            "{}",
+            err.message
+        );
+        let labels: serde_json::Map<_, _> = (0..=EGRESS_RULE_BOUND).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let err = check(json!({"network": {"egressRules": [{"to": [{"podSelector": {"matchLabels": labels}}]}]}}))
+            .unwrap_err();
+        assert!(
+            err.message
+                .starts_with("spec.network.egressRules[0].to[0].podSelector.matchLabels: at most"),
+            "{}",
+            err.message
+        );
+        let long = "a".repeat(EGRESS_STRING_BOUND as usize + 1);
+        let err = check(json!({"network": {"egressRules": [{"to": [{"podSelector": {"matchLabels": {"k": long}}}]}]}}))
+            .unwrap_err();
+        assert!(
+            err.message
+                .starts_with("spec.network.egressRules[0].to[0].podSelector.matchLabels.k: "),
+            "{}",
+            err.message
+        );
+        let fine: Vec<_> = peers.into_iter().take(EGRESS_RULE_BOUND as usize).collect();
+        assert_eq!(check(json!({"network": {"egressRules": [{"to": fine}]}})), Ok(()));
     }
 }

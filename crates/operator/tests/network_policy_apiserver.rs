@@ -564,6 +564,21 @@ async fn admission_refuses_hardened_ingress_rules_and_an_outside_seal_without_eg
             "{rules}"
         );
     }
+    // The lists inside a rule are bounded (what keeps the rules' CEL cost within the budget).
+    let peers: Vec<_> = (0..17)
+        .map(|i| json!({"ipBlock": {"cidr": format!("203.0.113.{i}/32")}}))
+        .collect();
+    let rules = json!({"network": {"egressRules": [{"to": peers, "ports": [{"port": 443}]}]}});
+    let message = rejection(&api, "many-peers", spec(rules.clone())).await?;
+    ensure!(
+        message.contains("spec.network.egressRules[0].to") && message.contains("16"),
+        "{message}"
+    );
+    let typed: openbao_api::OpenBaoClusterSpec = serde_json::from_value(spec(rules))?;
+    ensure!(
+        typed.check().is_err_and(|e| e.reason == "InvalidNetworkRules"),
+        "17 peers"
+    );
     // A narrow rule to a namespace's labelled pods is admitted under Hardened.
     let narrow = json!({"network": {"egressRules": [{"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "kms"}}}],
                                                      "ports": [{"protocol": "TCP", "port": 5696}]}]}});

@@ -40,6 +40,9 @@ use crate::status::OpenBaoClusterStatus;
     validation = Rule::new("self.profile != 'Hardened' || !has(self.audit) || self.audit.all(a, a.hmacAccessor)").message("spec.audit[].hmacAccessor: must stay true with the Hardened profile (token accessors in clear let log readers act on tokens)").field_path(".audit"),
     validation = Rule::new("self.profile != 'Hardened' || !has(self.network) || !has(self.network.ingressRules) || size(self.network.ingressRules) == 0").message(crate::network::INGRESS_HARDENED_MESSAGE).field_path(".network.ingressRules"),
     validation = Rule::new(crate::network::SEAL_EGRESS_RULE).message(crate::network::SEAL_EGRESS_MESSAGE).field_path(".network.egressRules"),
+    validation = Rule::new(crate::network::BACKUP_EGRESS_RULE).message(crate::network::BACKUP_EGRESS_MESSAGE).field_path(".network.egressRules"),
+    validation = Rule::new(crate::network::AUDIT_EGRESS_RULE).message(crate::network::AUDIT_EGRESS_MESSAGE).field_path(".network.egressRules"),
+    validation = Rule::new(crate::network::HARDENED_EGRESS_RULE).message(crate::network::EGRESS_HARDENED_MESSAGE).field_path(".network.egressRules"),
     validation = Rule::new("has(self.auditFileStorage) == has(oldSelf.auditFileStorage) && (!has(self.auditFileStorage) || self.auditFileStorage == oldSelf.auditFileStorage)").message("spec.auditFileStorage: is immutable (a StatefulSet's volume claim templates cannot change); set it when creating the cluster").field_path(".auditFileStorage"),
 )]
 #[serde(rename_all = "camelCase")]

@@ -22,7 +22,7 @@ pub mod upgrade;
 pub use audit::*;
 pub use backup::*;
 pub use cluster::*;
-pub use network::{NetworkSpec, in_cluster_service};
+pub use network::{NetworkSpec, in_cluster_service, in_cluster_socket, in_cluster_url};
 pub use placement::{PodMetadata, ServiceAccountSpec, ServiceSpec, ServiceType};
 pub use restore::*;
 pub use seal_migration::*;

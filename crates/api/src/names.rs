@@ -60,6 +60,14 @@ pub fn pdb(cluster: &str) -> String {
 pub fn network_policy(cluster: &str) -> String {
     format!("{cluster}-network-policy")
 }
+/// The NetworkPolicy of one OpenBaoRestore's Job (owned by the restore).
+pub fn restore_network_policy(restore: &str) -> String {
+    format!("{restore}-restore-network-policy")
+}
+/// The executor Jobs' NetworkPolicy (the Go operator's name).
+pub fn jobs_network_policy(cluster: &str) -> String {
+    format!("{cluster}-jobs-network-policy")
+}
 pub fn http_route(cluster: &str) -> String {
     format!("{cluster}-httproute")
 }

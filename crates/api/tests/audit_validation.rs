@@ -150,6 +150,11 @@ async fn invalid_audit_and_telemetry_specs_are_rejected_naming_the_field() -> Re
             &["spec.audit[].socketOptions.address", "host:port for tcp and udp"],
         ),
         (
+            "socket device outside the cluster without an egress rule",
+            json!({"audit": [{"type": "socket", "name": "sock", "socketOptions": {"address": "siem.example.com:6514", "socketType": "udp"}}]}),
+            &["spec.network.egressRules", "socket audit device"],
+        ),
+        (
             "unix socket with a relative path",
             json!({"audit": [{"type": "socket", "name": "sock", "socketOptions": {"address": "run/audit.sock", "socketType": "unix"}}]}),
             &["spec.audit[].socketOptions.address", "absolute path for unix"],
@@ -296,6 +301,8 @@ async fn valid_audit_and_telemetry_are_accepted_and_defaulted() -> Result<()> {
             {"type": "socket", "name": "siem", "socketOptions": {"address": "siem.example.com:6514"}},
             {"type": "syslog", "name": "syslog", "syslogOptions": {"facility": "LOCAL3", "tag": "openbao"}},
         ],
+        // The SIEM is outside the cluster: the servers' policy must let them reach it.
+        "network": {"egressRules": [{"to": [{"ipBlock": {"cidr": "203.0.113.9/32"}}], "ports": [{"port": 6514}]}]},
         "auditFileStorage": {"size": "2Gi", "storageClassName": "fast"},
         "telemetry": {"serviceMonitor": {}},
     });

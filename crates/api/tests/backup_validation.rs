@@ -47,8 +47,21 @@ fn valid_backup() -> Value {
     })
 }
 
-/// A cluster whose `spec.backup` is the valid one with `patch` merged in.
+/// A cluster whose `spec.backup` is the valid one with `patch` merged in; a store outside the
+/// cluster comes with the egress rule admission asks for.
 fn cluster(name: &str, backup_patch: &Value) -> Result<DynamicObject> {
+    let mut value = cluster_without_egress(name, backup_patch)?;
+    let endpoint = value.data["spec"]["backup"]["target"]["endpoint"]
+        .as_str()
+        .unwrap_or_default();
+    if openbao_api::in_cluster_url(endpoint).is_none() {
+        value.data["spec"]["network"] =
+            json!({"egressRules": [{"to": [{"ipBlock": {"cidr": "203.0.113.5/32"}}], "ports": [{"port": 443}]}]});
+    }
+    Ok(value)
+}
+
+fn cluster_without_egress(name: &str, backup_patch: &Value) -> Result<DynamicObject> {
     let mut backup = valid_backup();
     merge(&mut backup, backup_patch);
     let value = json!({
@@ -343,6 +356,17 @@ async fn valid_backup_specs_are_accepted_and_defaulted() -> Result<()> {
             .create(&PostParams::default(), &cluster(name, patch)?)
             .await
             .with_context(|| format!("valid backup spec {name} rejected"))?;
+    }
+    // A store outside the cluster without an egress rule the Jobs could reach it by.
+    let outside = cluster_without_egress("outside", &endpoint("https://s3.eu-west-1.amazonaws.com"))?;
+    match clusters.create(&PostParams::default(), &outside).await {
+        Err(kube::Error::Api(s)) if s.code == 422 => ensure!(
+            s.message
+                .contains("spec.network.egressRules: required when spec.backup.target.endpoint"),
+            "{}",
+            s.message
+        ),
+        other => bail!("an outside store without egressRules: {other:?}"),
     }
     let stored = clusters.get("minimal").await?;
     let backup = &stored.data["spec"]["backup"];

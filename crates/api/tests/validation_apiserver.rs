@@ -598,6 +598,8 @@ async fn valid_specs_are_accepted() -> Result<()> {
                         "credentialsSecretRef": { "name": "backup-credentials" },
                     },
                 },
+                // The store is outside the cluster: the Jobs reach it through this rule.
+                "network": { "egressRules": [{ "to": [{ "ipBlock": { "cidr": "203.0.113.20/32" } }], "ports": [{ "port": 443 }] }] },
                 "upgrade": {
                     "strategy": "BlueGreen",
                     "preUpgradeSnapshot": true,

@@ -10,9 +10,14 @@
 //! - an operator that may not read them (no Role in `default`) writes no policy and starts no
 //!   pod: the cluster is `Degraded` with reason `APIServerDiscoveryFailed`; once the shipped Role
 //!   (deploy/operator/rbac.yaml) is bound, the next reconcile writes both;
+//! - the executor Jobs' policy `<c>-jobs-network-policy` is written with the backups: no ingress,
+//!   egress to DNS, the servers' 8200 and the in-cluster store's namespace and port; it is
+//!   pruned when `spec.backup` is removed;
 //! - admission refuses `spec.network.ingressRules` under `Hardened`, and a seal reaching outside
 //!   the cluster (a transit server outside it, KMIP) without `spec.network.egressRules`, each
-//!   message naming the field; an in-cluster transit seal needs no rule.
+//!   message naming the field; an in-cluster transit seal needs no rule. Likewise a backup store
+//!   and a socket audit device outside the cluster, where admission and the operator agree on
+//!   what is inside; under `Hardened` an egress rule without ports or with a wildcard peer.
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -175,6 +180,84 @@ async fn the_policy_holds_the_discovered_apiserver_and_only_the_named_peers() ->
             .await?
             .is_some(),
         "the servers were not applied"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_jobs_policy_comes_and_goes_with_the_backups() -> Result<()> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let server = ApiServer::shared().await?;
+    let client = server.client().await?;
+    install_crds(&client, openbao_api::crd::all()).await?;
+    publish_apiserver_endpoints(&client).await?;
+    let ctx = context(client.clone()).await;
+    let ns = create_namespace(&client, "bao-netpol-jobs").await?;
+    let name = "saved";
+    let mut cluster = manifest(name)?;
+    cluster.spec.backup = Some(serde_json::from_value(json!({
+        "schedule": "0 3 * * *",
+        "target": {"endpoint": "http://s3.storage.svc:9000", "bucket": "backups", "credentialsSecretRef": {"name": "s3"}},
+    }))?);
+    let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), &ns);
+    clusters.create(&PostParams::default(), &cluster).await?;
+    reconcile(&client, &ctx, &ns, name).await?;
+
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
+    let np = policies
+        .get(&names::jobs_network_policy(name))
+        .await
+        .context("the Jobs' NetworkPolicy")?;
+    ensure!(
+        np.owner_references()
+            .iter()
+            .any(|o| o.kind == "OpenBaoCluster" && o.name == name),
+        "owner: {:?}",
+        np.metadata.owner_references
+    );
+    let spec = serde_json::to_value(np.spec.context("spec")?)?;
+    ensure!(spec["policyTypes"] == json!(["Ingress", "Egress"]), "{spec}");
+    ensure!(
+        spec["podSelector"]["matchLabels"]
+            == json!({"app.kubernetes.io/name": "openbao-executor", "app.kubernetes.io/instance": name,
+                      "openbao.org/executor-for": name}),
+        "{spec}"
+    );
+    // No ingress rule at all (the apiserver drops an empty list).
+    ensure!(spec["ingress"].as_array().is_none_or(Vec::is_empty), "ingress: {spec}");
+    ensure!(
+        spec["egress"]
+            == json!([
+                {"to": [namespace_peer("kube-system")], "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                {"to": [{"podSelector": {"matchLabels": openbao_render::labels::selector(name)}}],
+                 "ports": [{"protocol": "TCP", "port": 8200}]},
+                {"to": [namespace_peer("storage")], "ports": [{"protocol": "TCP", "port": 9000}]},
+            ]),
+        "egress: {spec}"
+    );
+
+    // Nothing changed: the next reconcile leaves the policy alone.
+    let version = np.metadata.resource_version.clone();
+    reconcile(&client, &ctx, &ns, name).await?;
+    let again = policies.get(&names::jobs_network_policy(name)).await?;
+    ensure!(again.metadata.resource_version == version, "rewritten without a change");
+
+    // Backups off: the policy goes with them.
+    clusters
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"backup": null}})),
+        )
+        .await?;
+    reconcile(&client, &ctx, &ns, name).await?;
+    ensure!(
+        policies.get_opt(&names::jobs_network_policy(name)).await?.is_none(),
+        "the Jobs' policy outlived the backups"
+    );
+    ensure!(
+        policies.get_opt(&names::network_policy(name)).await?.is_some(),
+        "the servers' policy was pruned with it"
     );
     Ok(())
 }
@@ -396,6 +479,117 @@ async fn admission_refuses_hardened_ingress_rules_and_an_outside_seal_without_eg
             Err(other) => bail!("{address}: {other:?}"),
         }
     }
+    // A backup store and a socket audit device: admission and the operator agree on what is in
+    // the cluster (an outside one needs an egress rule).
+    let backup = |endpoint: &str| {
+        json!({"backup": {"schedule": "0 3 * * *", "target": {"endpoint": endpoint, "bucket": "backups",
+               "credentialsSecretRef": {"name": "s3"}}}})
+    };
+    let socket = |address: &str| json!({"audit": [{"type": "socket", "name": "siem", "socketOptions": {"address": address, "socketType": "udp"}}]});
+    let mut cases = Vec::new();
+    for endpoint in [
+        "http://s3.storage.svc:9000",
+        "https://s3.storage.svc.cluster.local",
+        "https://s3.storage.svc:9443?x",
+        "https://s3.example.com",
+        "https://10.1.2.3:9000",
+        "https://S3.storage.svc",
+        "https://s3.storage.svc:65536",
+    ] {
+        cases.push((
+            backup(endpoint),
+            openbao_api::in_cluster_url(endpoint).is_some(),
+            endpoint,
+        ));
+    }
+    for address in [
+        "siem.logs.svc:6514",
+        "siem.logs.svc.cluster.local:514",
+        "siem.logs.svc:0",
+        "siem.example.com:514",
+        "10.0.0.1:514",
+    ] {
+        cases.push((
+            socket(address),
+            openbao_api::in_cluster_socket(address).is_some(),
+            address,
+        ));
+    }
+    let inside_count = cases.iter().filter(|c| c.1).count();
+    ensure!(inside_count == 5, "{inside_count} in-cluster cases");
+    for (i, (extra, inside, what)) in cases.into_iter().enumerate() {
+        let mut spec = json!({"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}});
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
+            "metadata": {"name": format!("reach-{i}")}, "spec": spec,
+        }))?;
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => ensure!(
+                inside,
+                "{what}: admitted without an egress rule, but outside for the operator"
+            ),
+            Err(kube::Error::Api(status)) if status.code == 422 => ensure!(
+                !inside && status.message.contains("spec.network.egressRules: required when"),
+                "{what} (in-cluster for the operator: {inside}): {}",
+                status.message
+            ),
+            Err(other) => bail!("{what}: {other:?}"),
+        }
+    }
+    // Hardened: every egress rule names its ports and peers, none a wildcard.
+    for (i, rule) in [
+        json!({"to": [{"ipBlock": {"cidr": "203.0.113.7/32"}}]}),
+        json!({"ports": [{"port": 443}]}),
+        json!({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443}]}),
+        json!({"to": [{"ipBlock": {"cidr": "::/0"}}], "ports": [{"port": 443}]}),
+        json!({"to": [{"namespaceSelector": {}}], "ports": [{"port": 443}]}),
+        json!({"to": [{"namespaceSelector": {}, "podSelector": {}}], "ports": [{"port": 443}]}),
+        json!({"to": [{}], "ports": [{"port": 443}]}),
+        json!({"to": [{"ipBlock": {"cidr": "203.0.113.7/32"}}], "ports": [{"protocol": "TCP"}]}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let rules = json!({"network": {"egressRules": [egress["egressRules"][0], rule]}});
+        let message = rejection(&api, &format!("broad-{i}"), spec(rules.clone())).await?;
+        ensure!(
+            message.contains("spec.network.egressRules: with the Hardened profile every rule names its ports"),
+            "{rules}: {message}"
+        );
+        // The operator refuses the same spec.
+        let typed: openbao_api::OpenBaoClusterSpec = serde_json::from_value(spec(rules.clone()))?;
+        ensure!(
+            typed.check().is_err_and(|e| e.reason == "EgressRuleTooBroad"),
+            "{rules}"
+        );
+    }
+    // The lists inside a rule are bounded (what keeps the rules' CEL cost within the budget).
+    let peers: Vec<_> = (0..17)
+        .map(|i| json!({"ipBlock": {"cidr": format!("203.0.113.{i}/32")}}))
+        .collect();
+    let rules = json!({"network": {"egressRules": [{"to": peers, "ports": [{"port": 443}]}]}});
+    let message = rejection(&api, "many-peers", spec(rules.clone())).await?;
+    ensure!(
+        message.contains("spec.network.egressRules[0].to") && message.contains("16"),
+        "{message}"
+    );
+    let typed: openbao_api::OpenBaoClusterSpec = serde_json::from_value(spec(rules))?;
+    ensure!(
+        typed.check().is_err_and(|e| e.reason == "InvalidNetworkRules"),
+        "17 peers"
+    );
+    // A narrow rule to a namespace's labelled pods is admitted under Hardened.
+    let narrow = json!({"network": {"egressRules": [{"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "kms"}}}],
+                                                     "ports": [{"protocol": "TCP", "port": 5696}]}]}});
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
+        "metadata": {"name": "narrow"}, "spec": spec(narrow),
+    }))?;
+    api.create(&PostParams::default(), &obj)
+        .await
+        .context("a narrow Hardened egress rule")?;
+
     // An in-cluster transit seal (the operator derives its rule) needs none.
     let obj: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",

@@ -8,10 +8,12 @@
 //! lock, the status, the Job) is real API traffic. Crashes in the middle of a restore are
 //! simulated by writing the status a crashed operator would have left (`simulate_crash_*`).
 //! There is no garbage collector either: deleted restores leave their Jobs behind here.
+//! The restore's NetworkPolicy (its store's namespace and port) is written before its Job.
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, OpenBaoRestore, OpenBaoRestoreStatus, RestorePhase};
@@ -290,6 +292,36 @@ async fn a_restore_runs_once_across_operator_restarts_and_reports_the_job_result
     assert_eq!(pod.containers[0].args.as_deref(), Some(&["restore".to_string()][..]));
     assert_eq!(pod.containers[0].image.as_deref(), Some(IMAGE));
     let uid = job.uid();
+    // Its pods' NetworkPolicy, owned by the restore like the Job: the store's namespace and port
+    // besides DNS and the servers' API, the cluster's restore executors selected.
+    let np = Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+        .get(&openbao_api::names::restore_network_policy("r1"))
+        .await
+        .context("the restore's NetworkPolicy")?;
+    let owner = &np.owner_references()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("OpenBaoRestore", "r1"));
+    let policy = serde_json::to_value(np.spec.as_ref().context("policy spec")?)?;
+    let template_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let selected = policy["podSelector"]["matchLabels"]
+        .as_object()
+        .context("matchLabels")?
+        .iter()
+        .all(|(k, v)| template_labels.get(k).map(String::as_str) == v.as_str());
+    ensure!(
+        selected,
+        "the Job's pods {template_labels:?} are not selected: {policy}"
+    );
+    ensure!(
+        policy["egress"].as_array().is_some_and(|e| e.iter().any(|r| *r
+            == json!({"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "storage"}}}],
+                      "ports": [{"protocol": "TCP", "port": 9000}]}))),
+        "the store: {policy}"
+    );
 
     // The operator crashes while the Job runs; the next one must not start another Job.
     drop(operator);

@@ -19,7 +19,7 @@ pub use gateway::{backend_tls_policy, gateway_ca_config_map, http_route};
 pub use metrics::{
     METRICS_PATH, METRICS_PORT_NAME, ServiceMonitor, ServiceMonitorBody, metrics_service, service_monitor,
 };
-pub use network::{network_policy, pod_disruption_budget, transit_egress};
+pub use network::{jobs_network_policy, network_policy, pod_disruption_budget, restore_network_policy, transit_egress};
 pub use rbac::{
     job_service_accounts, service_account, service_registration_binding, service_registration_cluster_role,
 };

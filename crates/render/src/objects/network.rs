@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use super::{meta, typed};
 use crate::{API_PORT, CLUSTER_PORT, Cluster, ClusterNetwork, OperatorIdentity, labels};
+use openbao_api::audit::SocketType;
 use openbao_api::{Profile, names};
 
 /// Keeps a raft quorum through voluntary disruptions (drains): one server at a time.
@@ -32,7 +33,8 @@ pub fn pod_disruption_budget(cluster: &Cluster) -> Option<PodDisruptionBudget> {
 ///
 /// Egress: DNS in `network.dns_namespace`; 8200 and 8201 to the own servers; the apiserver's
 /// Service address and every endpoint (`network.apiserver`); the namespace and port of a
-/// transit seal addressed as an in-cluster Service; then `spec.network.egressRules` (a seal
+/// transit seal addressed as an in-cluster Service; those of `tcp`/`udp` socket audit devices
+/// addressed as in-cluster Services; then `spec.network.egressRules` (a seal or an audit device
 /// reaching outside the cluster must come with them, see `openbao_api::network`).
 pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity, network: &ClusterNetwork) -> NetworkPolicy {
     let user = cluster.spec.network.clone().unwrap_or_default();
@@ -66,8 +68,7 @@ pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity, network: &
     }
 
     let mut egress = vec![
-        json!({"to": [namespace_peer(&network.dns_namespace)],
-               "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}),
+        dns_egress(&network.dns_namespace),
         json!({"to": [servers], "ports": server_ports}),
     ];
     // One rule per port, each address a single-host block.
@@ -88,6 +89,7 @@ pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity, network: &
     {
         egress.push(json!(rule));
     }
+    egress.extend(audit_egress(cluster));
     egress.extend(user.egress_rules.iter().map(|r| json!(r)));
 
     let mut np: NetworkPolicy = typed(json!({
@@ -100,6 +102,95 @@ pub fn network_policy(cluster: &Cluster, operator: &OperatorIdentity, network: &
     }));
     np.metadata = meta(cluster, names::network_policy(cluster.name), "server");
     np
+}
+
+/// The executor Jobs' NetworkPolicy (backup, restore, restore drill), written while
+/// `spec.backup` is set; a restore's Job also gets [`restore_network_policy`] for its own store.
+///
+/// No ingress at all: nothing connects to an executor. Egress: DNS in `dns_namespace`;
+/// 8200 of the cluster's own servers (the executors log in with their projected token against
+/// OpenBao's static JWT keys and never call the apiserver); the namespace and port of a backup
+/// store addressed as an in-cluster Service; then `spec.network.egressRules`, the same list as the
+/// servers' (as the Go operator merges it into both), which must reach a store outside the cluster
+/// (`openbao_api::network`). The restore drill's own OpenBao listens on the pod's loopback,
+/// which no policy filters.
+pub fn jobs_network_policy(cluster: &Cluster, dns_namespace: &str) -> Option<NetworkPolicy> {
+    let backup = cluster.spec.backup.as_ref()?;
+    let mut np = executor_policy(
+        cluster,
+        super::jobs::executor_pods(cluster.name),
+        &backup.target.endpoint,
+        dns_namespace,
+    );
+    np.metadata = meta(cluster, names::jobs_network_policy(cluster.name), "executor");
+    Some(np)
+}
+
+/// The NetworkPolicy of an OpenBaoRestore's Job (`restore` is its name): the same rules as
+/// [`jobs_network_policy`] with the restore's store (`endpoint`) in place of the backups',
+/// selecting the cluster's restore executors only (one at a time: the operation lock). Complete
+/// in itself, so a restore into a cluster without backups reaches DNS and the servers too; the
+/// caller sets the restore as its owner, so it goes with the restore.
+pub fn restore_network_policy(cluster: &Cluster, restore: &str, endpoint: &str, dns_namespace: &str) -> NetworkPolicy {
+    let selector = super::jobs::executor_labels(cluster.name, super::jobs::Executor::Restore);
+    let mut np = executor_policy(cluster, selector, endpoint, dns_namespace);
+    np.metadata = meta(cluster, names::restore_network_policy(restore), "restore");
+    np
+}
+
+/// An executor policy selecting `pods`: no ingress; DNS, the servers' API, the store at
+/// `endpoint` when it is an in-cluster Service, then the user's `egressRules`.
+fn executor_policy(
+    cluster: &Cluster,
+    pods: BTreeMap<String, String>,
+    endpoint: &str,
+    dns_namespace: &str,
+) -> NetworkPolicy {
+    let user = cluster.spec.network.clone().unwrap_or_default();
+    let mut egress = vec![
+        dns_egress(dns_namespace),
+        json!({"to": [{"podSelector": {"matchLabels": labels::selector(cluster.name)}}],
+               "ports": [{"port": API_PORT}]}),
+    ];
+    if let Some(store) = openbao_api::in_cluster_url(endpoint) {
+        egress
+            .push(json!({"to": [namespace_peer(store.namespace)], "ports": [{"protocol": "TCP", "port": store.port}]}));
+    }
+    egress.extend(user.egress_rules.iter().map(|r| json!(r)));
+    typed(json!({
+        "spec": {
+            "podSelector": {"matchLabels": pods},
+            // Ingress isolated with no rule: nothing may connect. (An empty list is left out: the
+            // apiserver drops it, and the applied object would differ on every reconcile.)
+            "policyTypes": ["Ingress", "Egress"],
+            "egress": egress,
+        }
+    }))
+}
+
+/// DNS (UDP and TCP 53) to every pod of namespace `ns`.
+fn dns_egress(ns: &str) -> serde_json::Value {
+    json!({"to": [namespace_peer(ns)], "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]})
+}
+
+/// One rule per `tcp`/`udp` socket audit device addressed as an in-cluster Service: its
+/// namespace on its port and protocol. Any other address needs the user's `egressRules`.
+fn audit_egress(cluster: &Cluster) -> Vec<serde_json::Value> {
+    let mut rules = Vec::new();
+    for s in cluster.spec.audit.iter().filter_map(|d| d.socket_options.as_ref()) {
+        let protocol = match s.socket_type {
+            SocketType::Tcp => "TCP",
+            SocketType::Udp => "UDP",
+            SocketType::Unix => continue,
+        };
+        if let Some(service) = openbao_api::in_cluster_socket(&s.address) {
+            let rule = json!({"to": [namespace_peer(service.namespace)], "ports": [{"protocol": protocol, "port": service.port}]});
+            if !rules.contains(&rule) {
+                rules.push(rule);
+            }
+        }
+    }
+    rules
 }
 
 /// Every pod of namespace `ns`.
@@ -263,5 +354,108 @@ mod tests {
         let spec = fixtures::spec(json!({"profile": "Hardened", "network": {"ingressRules": [hostile]}}));
         let err = spec.check().unwrap_err();
         assert!(err.message.starts_with("spec.network.ingressRules"), "{}", err.message);
+    }
+
+    fn jobs_policy(extra: Value) -> Option<Value> {
+        let spec = fixtures::spec(extra);
+        let np = jobs_network_policy(&fixtures::cluster(&spec), "kube-system")?;
+        assert_eq!(np.metadata.name.as_deref(), Some("vault-jobs-network-policy"));
+        assert_eq!(np.metadata.owner_references.as_ref().map(Vec::len), Some(1));
+        Some(serde_json::to_value(np.spec.unwrap()).unwrap())
+    }
+
+    fn backup(endpoint: &str) -> Value {
+        json!({"schedule": "0 3 * * *", "target": {"endpoint": endpoint, "bucket": "b", "credentialsSecretRef": {"name": "c"}}})
+    }
+
+    #[test]
+    fn the_jobs_take_no_ingress_and_reach_dns_the_servers_api_and_an_in_cluster_store() {
+        assert_eq!(jobs_policy(json!({})), None, "no backups, no policy");
+        let p = jobs_policy(json!({"backup": backup("http://s3.storage.svc:9000")})).unwrap();
+        assert_eq!(p["podSelector"], executors()["podSelector"]);
+        assert_eq!(p["policyTypes"], json!(["Ingress", "Egress"]));
+        assert_eq!(p["ingress"], Value::Null);
+        assert_eq!(
+            p["egress"],
+            json!([
+                {"to": [ns("kube-system")], "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                {"to": [servers()], "ports": [{"port": 8200}]},
+                {"to": [ns("storage")], "ports": [{"protocol": "TCP", "port": 9000}]},
+            ])
+        );
+        // Never the apiserver: the executors do not call it.
+        assert!(!p.to_string().contains("ipBlock"), "{p}");
+        // An https store without a port: 443.
+        let p = jobs_policy(json!({"backup": backup("https://s3.storage.svc.cluster.local/x")})).unwrap();
+        assert_eq!(
+            p["egress"][2],
+            json!({"to": [ns("storage")], "ports": [{"protocol": "TCP", "port": 443}]})
+        );
+    }
+
+    #[test]
+    fn a_store_outside_the_cluster_is_reached_by_the_user_rules_only() {
+        let rule =
+            json!({"to": [{"ipBlock": {"cidr": "203.0.113.7/32"}}], "ports": [{"protocol": "TCP", "port": 443}]});
+        let p = jobs_policy(json!({"backup": backup("https://s3.example.com"), "network": {"egressRules": [rule]}}))
+            .unwrap();
+        let egress = p["egress"].as_array().unwrap();
+        assert_eq!(egress.len(), 3, "{p}");
+        assert_eq!(egress[2], rule);
+    }
+
+    #[test]
+    fn in_cluster_socket_audit_devices_are_reached_on_their_protocol() {
+        let p = policy(json!({"audit": [
+            {"type": "socket", "name": "a", "socketOptions": {"address": "siem.logs.svc:6514"}},
+            {"type": "socket", "name": "b", "socketOptions": {"address": "siem.logs.svc.cluster.local:514", "socketType": "udp"}},
+            {"type": "socket", "name": "c", "socketOptions": {"address": "/run/audit.sock", "socketType": "unix"}},
+            {"type": "socket", "name": "d", "socketOptions": {"address": "siem.example.com:6514"}},
+        ], "network": {"egressRules": [{"to": [{"ipBlock": {"cidr": "203.0.113.8/32"}}], "ports": [{"port": 6514}]}]}}));
+        let egress = p["egress"].as_array().unwrap();
+        assert_eq!(egress.len(), 7, "{p}");
+        assert_eq!(
+            egress[4],
+            json!({"to": [ns("logs")], "ports": [{"protocol": "TCP", "port": 6514}]})
+        );
+        assert_eq!(
+            egress[5],
+            json!({"to": [ns("logs")], "ports": [{"protocol": "UDP", "port": 514}]})
+        );
+        assert_eq!(egress[6]["to"][0]["ipBlock"]["cidr"], "203.0.113.8/32");
+    }
+
+    #[test]
+    fn a_restore_reaches_its_own_store_and_everything_else_a_job_may() {
+        let spec = fixtures::spec(json!({}));
+        let cluster = fixtures::cluster(&spec);
+        let np = restore_network_policy(&cluster, "r1", "https://minio.archive.svc:9443", "kube-system");
+        assert_eq!(np.metadata.name.as_deref(), Some("r1-restore-network-policy"));
+        let p = serde_json::to_value(np.spec.unwrap()).unwrap();
+        let selector = &p["podSelector"]["matchLabels"];
+        let selects = |labels: &BTreeMap<String, String>| {
+            selector
+                .as_object()
+                .unwrap()
+                .iter()
+                .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+        };
+        assert!(selects(&executor_labels("vault", Executor::Restore)));
+        assert!(!selects(&executor_labels("vault", Executor::Backup)));
+        assert!(!selects(&executor_labels("vault", Executor::Verify)));
+        assert_eq!(p["ingress"], Value::Null);
+        assert_eq!(p["egress"][1], json!({"to": [servers()], "ports": [{"port": 8200}]}));
+        assert_eq!(
+            p["egress"][2],
+            json!({"to": [ns("archive")], "ports": [{"protocol": "TCP", "port": 9443}]})
+        );
+        let outside = restore_network_policy(&cluster, "r1", "https://s3.example.com", "kube-system");
+        assert_eq!(
+            serde_json::to_value(outside.spec.unwrap()).unwrap()["egress"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -187,6 +188,17 @@ pub(super) async fn apply_all(
             false
         }
     };
+    // The executor Jobs' policy needs no apiserver address: written (or pruned with the
+    // backups) whatever the discovery says.
+    let jobs_policy = applied(
+        writer,
+        objects::jobs_network_policy(cluster, &ctx.network.dns_namespace),
+    )
+    .await?;
+    let executor = labels::children_selector(name, &["executor"]);
+    writer
+        .prune::<NetworkPolicy>(&executor, cluster.uid, &jobs_policy)
+        .await?;
     let pdb = applied(writer, objects::pod_disruption_budget(cluster)).await?;
     let server = labels::children_selector(name, &["server"]);
     writer.prune::<PodDisruptionBudget>(&server, cluster.uid, &pdb).await?;

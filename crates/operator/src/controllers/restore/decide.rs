@@ -22,7 +22,13 @@ pub const WAITING_FOR_LOCK: &str = "WaitingForLock";
 pub struct ClusterView<'a> {
     pub initialized: bool,
     pub lock: Option<&'a OperationLock>,
+    /// The Job's NetworkPolicy lets it reach the store: an in-cluster Service (its own rule), or
+    /// the cluster has `spec.network.egressRules` (merged into the Jobs' policies).
+    pub store_reachable: bool,
 }
+
+/// The store is outside the cluster and nothing lets the Job reach it.
+pub const STORE_EGRESS_MISSING: &str = "StoreEgressMissing";
 
 pub struct Inputs<'a> {
     /// `openbaorestore/<name>`.
@@ -111,6 +117,18 @@ fn pending(i: &Inputs, holds_lock: bool) -> RestoreStep {
             reason: "ClusterNotInitialized",
             message: format!(
                 "waiting for OpenBaoCluster {} to be initialized (a restore needs a running, initialized cluster)",
+                i.cluster_name
+            ),
+            retry: WAIT_RETRY,
+        };
+    }
+    if !cluster.store_reachable {
+        return RestoreStep::Wait {
+            reason: STORE_EGRESS_MISSING,
+            message: format!(
+                "spec.source.target.endpoint is not an in-cluster Service (http(s)://<service>.<namespace>.svc) and \
+                 OpenBaoCluster {} has no spec.network.egressRules: its Jobs' NetworkPolicy would not let the \
+                 restore reach the store; add an egress rule to it there",
                 i.cluster_name
             ),
             retry: WAIT_RETRY,
@@ -214,6 +232,7 @@ mod tests {
             job_name: "restore-r1",
             status,
             cluster: Some(ClusterView {
+                store_reachable: true,
                 initialized: true,
                 lock,
             }),
@@ -336,6 +355,7 @@ mod tests {
         ));
         let uninitialized = Inputs {
             cluster: Some(ClusterView {
+                store_reachable: true,
                 initialized: false,
                 lock: None,
             }),
@@ -348,9 +368,24 @@ mod tests {
                 ..
             }
         ));
+        // A store the Job could not reach: wait for an egress rule, before taking the lock.
+        let unreachable = Inputs {
+            cluster: Some(ClusterView {
+                store_reachable: false,
+                initialized: true,
+                lock: None,
+            }),
+            source_problem: None,
+            ..uninitialized
+        };
+        let RestoreStep::Wait { reason, message, .. } = next_step(&unreachable) else {
+            panic!("must wait")
+        };
+        assert_eq!(reason, STORE_EGRESS_MISSING);
+        assert!(message.contains("spec.network.egressRules"), "{message}");
         let bad = Inputs {
             source_problem: Some("loopback hosts are not allowed".into()),
-            ..uninitialized
+            ..unreachable
         };
         assert!(matches!(next_step(&bad), RestoreStep::Finish(o) if o.reason == "InvalidSource"));
     }

@@ -20,6 +20,7 @@ pub mod result;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -154,7 +155,9 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
             key: &restore.spec.source.key,
             job_name: &job_name,
             status: &status,
-            cluster: cluster.as_ref().map(|_| ClusterView {
+            cluster: cluster.as_ref().map(|c| ClusterView {
+                store_reachable: openbao_api::in_cluster_url(&restore.spec.source.target.endpoint).is_some()
+                    || c.spec.network.as_ref().is_some_and(|n| !n.egress_rules.is_empty()),
                 initialized: cluster_status.initialized,
                 lock: cluster_status.operation_lock.as_ref(),
             }),
@@ -201,6 +204,10 @@ pub async fn reconcile(obj: Arc<OpenBaoRestore>, rctx: Arc<RestoreContext>) -> R
                 // The restore Job's account exists only for restores (the cluster controller
                 // leaves it alone); owned by the cluster, like every account of it.
                 writer.apply(&restore_service_account(cluster)).await?;
+                // Before the Job: its pods reach the restore's store (and only what a Job may).
+                writer
+                    .apply(&restore_network_policy(&restore, cluster, &ctx.network.dns_namespace)?)
+                    .await?;
                 jobs::create(ctx, &namespace, &job).await?;
                 tracing::info!(restore = %name, %namespace, job = %job_name, "created the restore Job");
             }
@@ -335,9 +342,35 @@ fn restore_service_account(cluster: &OpenBaoCluster) -> ServiceAccount {
         .expect("the builder makes the restore account")
 }
 
-/// The restore Job, owned by the OpenBaoRestore (deleting the restore deletes its Job).
-fn restore_job(restore: &OpenBaoRestore, cluster: &OpenBaoCluster, job_name: &str, image: &str) -> Result<Job, Error> {
-    let owner = OwnerReference {
+/// The restore Job's NetworkPolicy, owned by the OpenBaoRestore like its Job.
+fn restore_network_policy(
+    restore: &OpenBaoRestore,
+    cluster: &OpenBaoCluster,
+    dns_namespace: &str,
+) -> Result<NetworkPolicy, Error> {
+    let (uid, namespace) = (
+        cluster.uid().unwrap_or_default(),
+        cluster.namespace().unwrap_or_default(),
+    );
+    let view = openbao_render::Cluster {
+        name: &restore.spec.cluster,
+        namespace: &namespace,
+        uid: &uid,
+        spec: &cluster.spec,
+    };
+    let mut np = openbao_render::objects::restore_network_policy(
+        &view,
+        &restore.name_any(),
+        &restore.spec.source.target.endpoint,
+        dns_namespace,
+    );
+    np.metadata.owner_references = Some(vec![restore_owner(restore)?]);
+    Ok(np)
+}
+
+/// The OpenBaoRestore as the controller owner of what it runs.
+fn restore_owner(restore: &OpenBaoRestore) -> Result<OwnerReference, Error> {
+    Ok(OwnerReference {
         api_version: OpenBaoRestore::api_version(&()).into(),
         kind: OpenBaoRestore::kind(&()).into(),
         name: restore.name_any(),
@@ -346,7 +379,12 @@ fn restore_job(restore: &OpenBaoRestore, cluster: &OpenBaoCluster, job_name: &st
             .ok_or_else(|| Error::Build("the OpenBaoRestore has no uid".into()))?,
         controller: Some(true),
         block_owner_deletion: Some(true),
-    };
+    })
+}
+
+/// The restore Job, owned by the OpenBaoRestore (deleting the restore deletes its Job).
+fn restore_job(restore: &OpenBaoRestore, cluster: &OpenBaoCluster, job_name: &str, image: &str) -> Result<Job, Error> {
+    let owner = restore_owner(restore)?;
     let cluster_uid = cluster.uid().unwrap_or_default();
     let cluster_namespace = cluster.namespace().unwrap_or_default();
     let view = openbao_render::Cluster {

@@ -38,6 +38,8 @@ pub const CERTUTIL: &str = "/usr/bin/certutil";
 /// How long chromedriver may take to answer, and one WebDriver command may take.
 const DRIVER_READY: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The document URL of Chromium's network error and certificate interstitial pages.
+const ERROR_PAGE_SCHEME: &str = "chrome-error:";
 /// How often waits look at the page.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -210,20 +212,21 @@ impl Browser {
         Ok(())
     }
 
-    /// Chromium's `net::ERR_…` code when the current page is its error or certificate
-    /// interstitial page.
+    /// Chromium's `net::ERR_…` code when the current page is one of its error pages (the
+    /// certificate interstitial, a refused connection), which WebDriver navigation reports as
+    /// success. Such a page's document URL is `chrome-error://chromewebdata/`.
     pub async fn error_page_code(&self) -> Result<Option<String>> {
-        // Both the network error page and the SSL interstitial carry the code in the page text.
-        let script = "return document.body ? document.body.innerText : ''";
+        let script = "return [location.href, document.body ? document.body.innerText : ''];";
         let ret = self.driver().execute(script, Vec::new()).await?;
-        let text: String = ret.convert().unwrap_or_default();
-        Ok(text
-            .split(|c: char| c.is_whitespace())
+        let (href, text): (String, String) = ret.convert().context("read the page's URL and text")?;
+        if !href.starts_with(ERROR_PAGE_SCHEME) {
+            return Ok(None);
+        }
+        let code = text
+            .split_whitespace()
             .find(|word| word.starts_with("NET::ERR_") || word.starts_with("ERR_"))
-            .map(|word| {
-                word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != ':')
-                    .to_string()
-            }))
+            .unwrap_or("(no ERR_ code on the page)");
+        Ok(Some(code.to_string()))
     }
 
     pub async fn current_url(&self) -> Result<String> {

@@ -3,7 +3,8 @@
 //!
 //! Proven: a browser that trusts the test CA opens the UI by the DNS name in the server's
 //! certificate, logs in with userpass as `demo` and sees the secrets engines page list the KV v2
-//! mount `secret/`; a browser that trusts another CA is refused with a certificate error (no
+//! mount `secret/`; a wrong password fails at once with the form's error; a browser that trusts
+//! another CA is refused with a certificate error (no
 //! certificate checks are switched off). A failed step saves a PNG screenshot named in the
 //! error, and no chromedriver or Chromium process outlives the browser.
 
@@ -121,6 +122,31 @@ async fn userpass_login_in_chromium_shows_the_secrets_page() -> Result<()> {
     let browser = Browser::start(server.browser_config("ui-login", server.tls.ca_pem())).await?;
     openbao_ui::login_userpass(&browser, &server.base_url(), DEMO_USER, DEMO_PASSWORD, UI_TIMEOUT).await?;
     openbao_ui::wait_for_secrets_engine(&browser, "secret/", UI_TIMEOUT).await?;
+    browser.quit().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_fails_with_the_login_forms_error() -> Result<()> {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let dir = tempfile::Builder::new().prefix("browser-ui-").tempdir()?;
+    let server = UiServer::start(dir.path()).await?;
+    let artifacts = tempfile::Builder::new().prefix("browser-artifacts-").tempdir()?;
+    let config = BrowserConfig {
+        artifacts_dir: artifacts.path().to_path_buf(),
+        ..server.browser_config("wrong-password", server.tls.ca_pem())
+    };
+    let browser = Browser::start(config).await?;
+    let err = openbao_ui::login_userpass(&browser, &server.base_url(), DEMO_USER, "not-the-password", UI_TIMEOUT)
+        .await
+        .err()
+        .context("logged in with a wrong password")?;
+    let message = format!("{err:#}");
+    ensure!(
+        message.contains("invalid username or password"),
+        "expected OpenBao's login error, got: {message}"
+    );
+    let png = artifacts.path().join("wrong-password-log-in-with-userpass.png");
+    ensure!(png.exists(), "no screenshot {}: {message}", png.display());
     browser.quit().await
 }
 

@@ -9,8 +9,10 @@
 //! - [`openbao`]: real `bao server` processes on their own loopback addresses.
 //! - [`s3`]: a real S3-compatible server (RustFS or s3s-fs) on loopback.
 //! - [`cache`]: where `hack/*.sh` put the real binaries.
+//! - [`browser`]: a real headless Chromium (WebDriver) that trusts only the test's CA, for UI checks.
 
 pub mod apiserver;
+pub mod browser;
 pub mod cache;
 pub mod node;
 pub mod openbao;

@@ -1,0 +1,498 @@
+//! A real headless Chromium driven through WebDriver, for checks of web UIs (OpenBao's) as a user
+//! sees them.
+//!
+//! [`Browser::start`] runs Debian's headless Chromium and `chromedriver` as [`ManagedProcess`]es
+//! (killed with the test, even a SIGKILLed one) on loopback ports they pick, and opens one
+//! WebDriver session through `thirtyfour`. Each browser gets a fresh temp dir holding its profile and a `$HOME`
+//! whose NSS database (`~/.pki/nssdb`, where Chromium on Linux reads locally added trust anchors)
+//! trusts the one CA the test gives: TLS is verified as in production, with no
+//! `--ignore-certificate-errors` and no system-wide change. Host names are mapped to loopback
+//! addresses with `--host-resolver-rules`, so URLs carry the names in the certificates.
+//!
+//! [`Browser::step`] runs one step of a check; when it fails, the page's screenshot (PNG) and
+//! HTML are saved under the caller's artifacts dir and their paths are put in the error.
+//!
+//! Needs `chromium`, `chromium-driver` and `libnss3-tools` (`certutil`): `hack/install-deps.sh`.
+
+pub mod openbao_ui;
+
+use crate::openbao::poll_until;
+use crate::process::ManagedProcess;
+use anyhow::{Context, Result, bail};
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tempfile::TempDir;
+use thirtyfour::prelude::*;
+use thirtyfour::{ChromiumLikeCapabilities, DesiredCapabilities};
+
+/// Debian's packages put them here (`chromium`, `chromium-driver`, `libnss3-tools`).
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The browser binary itself, not `/usr/bin/chromium`: that launcher script adds the flags of
+/// `/etc/chromium.d`, which the tests should not depend on.
+pub const CHROMIUM: &str = "/usr/lib/chromium/chromium";
+pub const CERTUTIL: &str = "/usr/bin/certutil";
+
+/// How long chromedriver may take to answer, and one WebDriver command may take.
+const DRIVER_READY: Duration = Duration::from_secs(30);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The document URL of Chromium's network error and certificate interstitial pages.
+const ERROR_PAGE_SCHEME: &str = "chrome-error:";
+/// How often waits look at the page.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What a browser session trusts and resolves, and where failure artifacts go.
+#[derive(Clone, Debug)]
+pub struct BrowserConfig {
+    /// Names the artifacts of this session (`<name>-<step>.png`).
+    pub name: String,
+    /// PEM CA certificate(s) the browser trusts for this session.
+    pub trusted_ca_pem: Option<String>,
+    /// `(host, ip)`: the browser resolves `host` to `ip` (every port).
+    pub resolve: Vec<(String, IpAddr)>,
+    /// Screenshots and page HTML of failed steps go here (created when needed).
+    pub artifacts_dir: PathBuf,
+}
+
+impl BrowserConfig {
+    pub fn new(name: &str, artifacts_dir: &Path) -> Self {
+        Self {
+            name: name.to_string(),
+            trusted_ca_pem: None,
+            resolve: Vec::new(),
+            artifacts_dir: artifacts_dir.to_path_buf(),
+        }
+    }
+
+    pub fn trust_ca(mut self, pem: &str) -> Self {
+        self.trusted_ca_pem = Some(pem.to_string());
+        self
+    }
+
+    pub fn resolve(mut self, host: &str, ip: IpAddr) -> Self {
+        self.resolve.push((host.to_string(), ip));
+        self
+    }
+
+    /// The `--host-resolver-rules` value, `None` without mappings. Host names are checked,
+    /// since the value is a comma-separated rule list.
+    fn host_resolver_rules(&self) -> Result<Option<String>> {
+        if self.resolve.is_empty() {
+            return Ok(None);
+        }
+        let mut rules = Vec::new();
+        for (host, ip) in &self.resolve {
+            let valid = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '*');
+            if !valid {
+                bail!("host {host:?} is not a DNS name");
+            }
+            rules.push(format!("MAP {host} {ip}"));
+        }
+        Ok(Some(rules.join(",")))
+    }
+}
+
+/// One Chromium session. Dropping it ends the session and kills Chromium and chromedriver;
+/// [`Browser::quit`] does the same politely.
+pub struct Browser {
+    config: BrowserConfig,
+    // Field order is drop order: the session (a DELETE to chromedriver), then the processes,
+    // then the profile and `$HOME`.
+    driver: Option<WebDriver>,
+    chromedriver: ManagedProcess,
+    chromium: ManagedProcess,
+    dir: TempDir,
+}
+
+impl Browser {
+    /// Starts headless Chromium and chromedriver on loopback ports they pick, and opens a
+    /// WebDriver session on that Chromium.
+    ///
+    /// The test starts Chromium itself and chromedriver attaches to it (`debuggerAddress`):
+    /// a browser launched by chromedriver is chromedriver's child, and would outlive a SIGKILLed
+    /// test; as the test's own [`ManagedProcess`] it dies with the test (its renderers and
+    /// helpers follow their browser process).
+    pub async fn start(config: BrowserConfig) -> Result<Self> {
+        for binary in [CHROMEDRIVER, CHROMIUM, CERTUTIL] {
+            if !Path::new(binary).exists() {
+                bail!(
+                    "{binary} is missing: run hack/install-deps.sh (Debian chromium, chromium-driver, libnss3-tools)"
+                );
+            }
+        }
+        let host_rules = config.host_resolver_rules()?;
+        let dir = tempfile::Builder::new().prefix("testkit-browser-").tempdir()?;
+        let home = dir.path().join("home");
+        let profile = dir.path().join("profile");
+        std::fs::create_dir_all(&profile)?;
+        init_nss_db(&home, config.trusted_ca_pem.as_deref())?;
+        // `$HOME` selects the NSS database; the XDG dirs keep caches, config and crash reports
+        // out of the real home.
+        let envs = [
+            ("HOME", home.display().to_string()),
+            ("XDG_CONFIG_HOME", home.join(".config").display().to_string()),
+            ("XDG_CACHE_HOME", home.join(".cache").display().to_string()),
+        ];
+
+        let mut args = chromium_args(&profile);
+        if let Some(rules) = host_rules {
+            args.push(format!("--host-resolver-rules={rules}"));
+        }
+        let mut chromium = ManagedProcess::start(
+            "chromium",
+            Path::new(CHROMIUM),
+            &args,
+            &envs,
+            &dir.path().join("chromium.log"),
+        )?;
+        let devtools_port = wait_for_devtools_port(&mut chromium, &profile).await?;
+
+        let mut chromedriver = ManagedProcess::start(
+            "chromedriver",
+            Path::new(CHROMEDRIVER),
+            &["--port=0".to_string(), "--allowed-ips=127.0.0.1".to_string()],
+            &envs,
+            &dir.path().join("chromedriver.log"),
+        )?;
+        let url = wait_for_driver(&mut chromedriver).await?;
+
+        let mut caps = DesiredCapabilities::chrome();
+        caps.set_debugger_address(&format!("127.0.0.1:{devtools_port}"))?;
+        let driver = WebDriver::builder(url.as_str(), caps)
+            .request_timeout(COMMAND_TIMEOUT)
+            .await
+            .with_context(|| {
+                format!(
+                    "open a WebDriver session on Chromium\n--- chromedriver log tail ---\n{}\n--- chromium log tail ---\n{}",
+                    chromedriver.log_tail(20),
+                    chromium.log_tail(20)
+                )
+            })?;
+        Ok(Self {
+            config,
+            driver: Some(driver),
+            chromedriver,
+            chromium,
+            dir,
+        })
+    }
+
+    /// The WebDriver session, for anything the helpers here do not cover.
+    pub fn driver(&self) -> &WebDriver {
+        self.driver.as_ref().expect("session open until quit")
+    }
+
+    /// chromedriver's process id.
+    pub fn chromedriver_pid(&self) -> Option<u32> {
+        self.chromedriver.pid()
+    }
+
+    /// The Chromium browser process's id; its helpers run in its process group.
+    pub fn chromium_pid(&self) -> Option<u32> {
+        self.chromium.pid()
+    }
+
+    /// The session's temp dir (profile, `$HOME`, chromedriver log); removed on drop.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Navigates to `url` and waits for the document to load; a page that cannot be shown (a
+    /// TLS error, a refused connection) is an error naming Chromium's `net::ERR_…` code.
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        self.driver().goto(url).await.with_context(|| format!("open {url}"))?;
+        if let Some(code) = self.error_page_code().await? {
+            bail!("open {url}: Chromium shows its error page: {code}");
+        }
+        Ok(())
+    }
+
+    /// Chromium's `net::ERR_…` code when the current page is one of its error pages (the
+    /// certificate interstitial, a refused connection), which WebDriver navigation reports as
+    /// success. Such a page's document URL is `chrome-error://chromewebdata/`.
+    pub async fn error_page_code(&self) -> Result<Option<String>> {
+        let script = "return [location.href, document.body ? document.body.innerText : ''];";
+        let ret = self.driver().execute(script, Vec::new()).await?;
+        let (href, text): (String, String) = ret.convert().context("read the page's URL and text")?;
+        if !href.starts_with(ERROR_PAGE_SCHEME) {
+            return Ok(None);
+        }
+        let code = text
+            .split_whitespace()
+            .find(|word| word.starts_with("NET::ERR_") || word.starts_with("ERR_"))
+            .unwrap_or("(no ERR_ code on the page)");
+        Ok(Some(code.to_string()))
+    }
+
+    pub async fn current_url(&self) -> Result<String> {
+        Ok(self.driver().current_url().await?.to_string())
+    }
+
+    /// Waits until an element matching `css` is displayed.
+    pub async fn wait_for(&self, css: &str, timeout: Duration) -> Result<WebElement> {
+        self.driver()
+            .query(By::Css(css))
+            .and_displayed()
+            .wait(timeout, POLL)
+            .first()
+            .await
+            .with_context(|| format!("no displayed element {css:?} within {timeout:?}"))
+    }
+
+    /// Waits until an element matching `css` whose text contains `text` is displayed.
+    pub async fn wait_for_text(&self, css: &str, text: &str, timeout: Duration) -> Result<WebElement> {
+        self.driver()
+            .query(By::Css(css))
+            .and_displayed()
+            .with_text(thirtyfour::stringmatch::StringMatch::new(text).partial())
+            .wait(timeout, POLL)
+            .first()
+            .await
+            .with_context(|| format!("no displayed element {css:?} with text {text:?} within {timeout:?}"))
+    }
+
+    /// Waits until the URL's path ends with `suffix` (query and fragment ignored).
+    pub async fn wait_for_path(&self, suffix: &str, timeout: Duration) -> Result<String> {
+        poll_until(&format!("URL path ending in {suffix:?}"), timeout, || async {
+            let url = self.driver().current_url().await?;
+            Ok(url.path().ends_with(suffix).then(|| url.to_string()))
+        })
+        .await
+    }
+
+    /// Types `value` into the input matching `css` once it is displayed (its old value cleared).
+    pub async fn fill(&self, css: &str, value: &str, timeout: Duration) -> Result<()> {
+        let input = self.wait_for(css, timeout).await?;
+        input.clear().await.with_context(|| format!("clear {css:?}"))?;
+        input
+            .send_keys(value)
+            .await
+            .with_context(|| format!("type into {css:?}"))?;
+        Ok(())
+    }
+
+    /// Clicks the element matching `css` once it is displayed and enabled.
+    pub async fn click(&self, css: &str, timeout: Duration) -> Result<()> {
+        let element = self.wait_for(css, timeout).await?;
+        element.click().await.with_context(|| format!("click {css:?}"))
+    }
+
+    /// Selects the `<option value=…>` of the `<select>` matching `css`.
+    pub async fn select(&self, css: &str, value: &str, timeout: Duration) -> Result<()> {
+        let element = self.wait_for(css, timeout).await?;
+        let select = thirtyfour::components::SelectElement::new(&element).await?;
+        select
+            .select_by_value(value)
+            .await
+            .with_context(|| format!("select {value:?} in {css:?}"))
+    }
+
+    /// Runs one step of a check. When it fails, a screenshot and the page HTML are saved as
+    /// `<artifacts_dir>/<name>-<step>.{png,html}` and their paths are added to the error.
+    pub async fn step<T>(&self, step: &str, work: impl Future<Output = Result<T>>) -> Result<T> {
+        match work.await {
+            Ok(value) => Ok(value),
+            Err(err) => {
+                let saved = self.save_artifacts(step).await;
+                Err(err.context(format!("browser step {step:?} failed ({saved})")))
+            }
+        }
+    }
+
+    /// Saves the current page as `<artifacts_dir>/<name>-<label>.png` (and `.html`); returns a
+    /// sentence naming the files, or why they could not be saved.
+    pub async fn save_artifacts(&self, label: &str) -> String {
+        let base = self
+            .config
+            .artifacts_dir
+            .join(format!("{}-{}", file_label(&self.config.name), file_label(label)));
+        let png = base.with_extension("png");
+        let html = base.with_extension("html");
+        let shot = async {
+            std::fs::create_dir_all(&self.config.artifacts_dir)
+                .with_context(|| format!("create {}", self.config.artifacts_dir.display()))?;
+            let bytes = self.driver().screenshot_as_png().await.context("take screenshot")?;
+            std::fs::write(&png, bytes).with_context(|| format!("write {}", png.display()))?;
+            if let Ok(source) = self.driver().source().await {
+                let _ = std::fs::write(&html, source);
+            }
+            anyhow::Ok(())
+        };
+        match shot.await {
+            Ok(()) => format!("screenshot: {}, page: {}", png.display(), html.display()),
+            Err(e) => format!("no screenshot: {e:#}"),
+        }
+    }
+
+    /// Ends the session, then stops chromedriver and Chromium; the temp dir is removed.
+    pub async fn quit(mut self) -> Result<()> {
+        if let Some(driver) = self.driver.take() {
+            driver.quit().await.context("end the WebDriver session")?;
+        }
+        self.chromedriver.stop();
+        self.chromium.stop();
+        Ok(())
+    }
+}
+
+/// Creates `<home>/.pki/nssdb` (empty password) trusting `ca_pem` for TLS servers.
+fn init_nss_db(home: &Path, ca_pem: Option<&str>) -> Result<()> {
+    let db_dir = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&db_dir).with_context(|| format!("create {}", db_dir.display()))?;
+    let db = format!("sql:{}", db_dir.display());
+    crate::cache::command_output(Command::new(CERTUTIL).args(["-N", "-d", &db, "--empty-password"]))?;
+    if let Some(pem) = ca_pem {
+        let ca_file = home.join("trusted-ca.pem");
+        std::fs::write(&ca_file, pem).with_context(|| format!("write {}", ca_file.display()))?;
+        // "C,," = a trusted CA for TLS server certificates only.
+        crate::cache::command_output(
+            Command::new(CERTUTIL)
+                .args(["-A", "-d", &db, "-n", "testkit-trusted-ca", "-t", "C,,", "-a", "-i"])
+                .arg(&ca_file),
+        )?;
+    }
+    Ok(())
+}
+
+/// Flags of the headless browser process. `--remote-debugging-port=0`: Chromium picks a free
+/// loopback port and writes it to `<profile>/DevToolsActivePort`.
+fn chromium_args(profile: &Path) -> Vec<String> {
+    [
+        "--headless",
+        // Chromium refuses to run as root with its sandbox, and containers lack the user
+        // namespaces it needs otherwise; the browser only visits the test's own servers.
+        "--no-sandbox",
+        "--disable-gpu",
+        // /dev/shm is small in containers; Chromium then uses /tmp.
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("--user-data-dir={}", profile.display()),
+        "about:blank".to_string(),
+    ])
+    .collect()
+}
+
+/// Waits for Chromium's DevTools port (first line of `<profile>/DevToolsActivePort`).
+async fn wait_for_devtools_port(chromium: &mut ManagedProcess, profile: &Path) -> Result<u16> {
+    let file = profile.join("DevToolsActivePort");
+    let started = std::time::Instant::now();
+    loop {
+        if !chromium.is_running() {
+            bail!("chromium exited\n--- log tail ---\n{}", chromium.log_tail(30));
+        }
+        let port = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<u16>().ok());
+        if let Some(port) = port {
+            return Ok(port);
+        }
+        if started.elapsed() > DRIVER_READY {
+            bail!(
+                "chromium wrote no {} within {DRIVER_READY:?}\n--- log tail ---\n{}",
+                file.display(),
+                chromium.log_tail(30)
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What chromedriver logs once it listens, followed by the port (`--port=0` lets it pick).
+const DRIVER_STARTED: &str = "started successfully on port ";
+
+/// Waits until chromedriver has logged its port and answers `/status` as ready; returns its URL.
+async fn wait_for_driver(process: &mut ManagedProcess) -> Result<String> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let started = std::time::Instant::now();
+    loop {
+        if !process.is_running() {
+            bail!("chromedriver exited\n--- log tail ---\n{}", process.log_tail(30));
+        }
+        let log = std::fs::read_to_string(process.log_path()).unwrap_or_default();
+        let port = log.split_once(DRIVER_STARTED).and_then(|(_, rest)| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u16>().ok()
+        });
+        if let Some(port) = port {
+            let url = format!("http://127.0.0.1:{port}");
+            if let Ok(resp) = http.get(format!("{url}/status")).send().await
+                && let Ok(body) = resp.json::<serde_json::Value>().await
+                && body["value"]["ready"] == serde_json::Value::Bool(true)
+            {
+                return Ok(url);
+            }
+        }
+        if started.elapsed() > DRIVER_READY {
+            bail!(
+                "chromedriver not ready after {DRIVER_READY:?}\n--- log tail ---\n{}",
+                process.log_tail(30)
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `label` with everything but ASCII letters, digits, `-` and `_` replaced by `-`.
+fn file_label(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn host_resolver_rules_map_each_name() {
+        let config = BrowserConfig::new("t", Path::new("/tmp"))
+            .resolve("openbao.ns.svc", IpAddr::V4(Ipv4Addr::new(127, 0, 3, 4)))
+            .resolve("bao.lane.localhost", IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            config.host_resolver_rules().unwrap().as_deref(),
+            Some("MAP openbao.ns.svc 127.0.3.4,MAP bao.lane.localhost 127.0.0.1")
+        );
+        assert_eq!(
+            BrowserConfig::new("t", Path::new("/tmp"))
+                .host_resolver_rules()
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn host_resolver_rules_refuse_a_second_rule_in_a_name() {
+        let config =
+            BrowserConfig::new("t", Path::new("/tmp")).resolve("a.svc,MAP * 10.0.0.1", IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(config.host_resolver_rules().is_err());
+    }
+
+    #[test]
+    fn artifact_labels_are_file_names() {
+        assert_eq!(file_label("log in/userpass"), "log-in-userpass");
+    }
+}

@@ -9,9 +9,11 @@
 //! - [`openbao`]: real `bao server` processes on their own loopback addresses.
 //! - [`s3`]: a real S3-compatible server (RustFS or s3s-fs) on loopback.
 //! - [`cache`]: where `hack/*.sh` put the real binaries.
+//! - [`cert_manager`]: a real cert-manager (built from its Go module) against a kubeconfig.
 
 pub mod apiserver;
 pub mod cache;
+pub mod cert_manager;
 pub mod node;
 pub mod openbao;
 pub mod pki;

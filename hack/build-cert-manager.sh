@@ -20,7 +20,7 @@ build_cert_manager() {
   local mod
   rm -rf "$DIR.tmp"
   mkdir -p "$DIR.tmp/crds"
-  log "building cert-manager $v (our main, hack/cert-manager) from the Go module proxy (a few minutes on 2 cores, once)"
+  log "building cert-manager $v (our main, hack/cert-manager) from the Go module proxy (≈ 5 min on 2 cores, once)"
   (cd "$SRC" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false nice go build -trimpath -ldflags "-s -w" \
     -o "$DIR.tmp/cert-manager" .) >&2
   mod="$(cd "$SRC" && go mod download -json "github.com/cert-manager/cert-manager@$v" \

@@ -11,6 +11,8 @@ bash hack/fetch-openbao.sh >/dev/null
 bash hack/fetch-gateway-api-crds.sh >/dev/null
 # The real S3 server of the backup tests: cached RustFS when built, else s3s-fs (prints which).
 log "S3 server for the backup tests: $(bash hack/build-s3-server.sh)"
+# cert-manager (our main over its Go module) and its CRDs, for the External TLS tests.
+bash hack/build-cert-manager.sh >/dev/null
 # Node-mode tests share one real single-node cluster; start it unless one is already up, and
 # stop it afterwards only if this run started it.
 if ! cargo run -q -p testkit --bin hermetic-k8s -- node-status >/dev/null 2>&1; then

@@ -12,6 +12,7 @@ mod resources;
 
 pub use detached::{detached_is_ready, start_detached, stop_detached};
 pub use plan::Layout;
+pub(crate) use resources::read_crd_dir;
 pub use resources::{
     POD_SECURITY_RESTRICTED, apply_cluster_scoped, create_namespace, create_restricted_namespace, install_crds,
     install_gateway_api_crds,

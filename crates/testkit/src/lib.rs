@@ -10,10 +10,12 @@
 //! - [`s3`]: a real S3-compatible server (RustFS or s3s-fs) on loopback.
 //! - [`cache`]: where `hack/*.sh` put the real binaries.
 //! - [`browser`]: a real headless Chromium (WebDriver) that trusts only the test's CA, for UI checks.
+//! - [`cert_manager`]: a real cert-manager (built from its Go module) against a kubeconfig.
 
 pub mod apiserver;
 pub mod browser;
 pub mod cache;
+pub mod cert_manager;
 pub mod node;
 pub mod openbao;
 pub mod pki;

@@ -66,7 +66,8 @@ pub async fn install_gateway_api_crds(client: &kube::Client) -> Result<()> {
     install_crds(client, crds).await
 }
 
-fn read_crd_dir(dir: PathBuf) -> Result<Vec<CustomResourceDefinition>> {
+/// Every CustomResourceDefinition in the `*.yaml` files of `dir` (multi-document files included).
+pub(crate) fn read_crd_dir(dir: PathBuf) -> Result<Vec<CustomResourceDefinition>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("read {}", dir.display()))?
         .map(|entry| entry.map(|e| e.path()))

@@ -22,6 +22,7 @@ use kube::discovery::ApiResource;
 use openbao_api::{OpenBaoCluster, conditions};
 use serde_json::json;
 use std::time::{Duration, Instant};
+use testkit::browser::{Browser, BrowserConfig, openbao_ui};
 use testkit::pods::wait_for;
 
 mod node_lane_common;
@@ -185,6 +186,7 @@ async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -
         policies(&admin)
     );
     eprintln!("userpass and JWT admin logins passed through the Traefik Gateway ({EDGE}), lane CA verified");
+    openbao_ui_in_a_browser(&ca, password.trim()).await?;
     store_console_answers(&ca).await?;
     let token = admin["client_token"].as_str().unwrap_or_default().to_string();
     prometheus_serves_the_dashboard(&ca, &http, token).await?;
@@ -211,3 +213,25 @@ async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -
     assert!(state("backend").is_none(), "lane-down forgets the lane's state");
     Ok(())
 }
+
+/// The OpenBao UI in a real headless Chromium through the Gateway, trusting only the lane CA:
+/// the demo login with userpass lands on the secrets page, which lists `secret/`. A failed step
+/// leaves a screenshot and the page in `.lane/`.
+async fn openbao_ui_in_a_browser(ca: &[u8], password: &str) -> Result<()> {
+    let config = BrowserConfig::new("lane-openbao-ui", &lane_dir())
+        .trust_ca(std::str::from_utf8(ca)?)
+        .resolve(HOST, std::net::IpAddr::V4(testkit::node::NODE_IP));
+    let browser = Browser::start(config).await?;
+    let base = format!("https://{HOST}:30443");
+    let started = Instant::now();
+    openbao_ui::login_userpass(&browser, &base, "demo", password, UI_TIMEOUT).await?;
+    openbao_ui::wait_for_secrets_engine(&browser, "secret/", UI_TIMEOUT).await?;
+    eprintln!(
+        "OpenBao UI through the Gateway in Chromium: demo login -> secrets page with secret/ in {:.1?}",
+        started.elapsed()
+    );
+    browser.quit().await
+}
+
+/// How long one UI step may take (the app loads and logs in within seconds).
+const UI_TIMEOUT: Duration = Duration::from_secs(60);

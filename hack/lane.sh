@@ -222,6 +222,16 @@ wait_for_value() {
   die "timed out after ${timeout}s waiting for $what (last: ${got:-nothing})"
 }
 
+# Waits until each CRD is Established. Not `kubectl wait`: a CRD just (re)created has no
+# status.conditions yet, and kubectl wait then fails at once instead of waiting (seen in CI).
+wait_established() {
+  local crd
+  for crd in "$@"; do
+    wait_for_value "CRD $crd Established" True 60 crd "$crd" \
+      -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+  done
+}
+
 # --- the S3 store ------------------------------------------------------------------------------
 pick_store() {
   local backend="$1"
@@ -322,7 +332,7 @@ deploy_edge() {
 # --- the operator ------------------------------------------------------------------------------
 deploy_operator() {
   apply_crds openbao openbaoclusters.openbao.org -f "$LANE_CRDS"
-  kc wait --for condition=Established crd/openbaoclusters.openbao.org --timeout=60s >/dev/null
+  wait_established openbaoclusters.openbao.org
   ensure_namespace "$OPERATOR_NS"
   restrict_namespace "$OPERATOR_NS"
   local helm
@@ -525,8 +535,8 @@ cmd_up() {
 
   step "Gateway API $GATEWAY_API_VERSION CRDs"
   apply_crds gateway gateways.gateway.networking.k8s.io -f "$(bash hack/fetch-gateway-api-crds.sh)"
-  kc wait --for condition=Established crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io \
-    crd/backendtlspolicies.gateway.networking.k8s.io --timeout=60s >/dev/null
+  wait_established gateways.gateway.networking.k8s.io httproutes.gateway.networking.k8s.io \
+    backendtlspolicies.gateway.networking.k8s.io
   phase_done gateway_api
 
   step "edge: Traefik $TRAEFIK_VERSION, GatewayClass lane-traefik, Gateway $EDGE_NS/edge (https *.$LANE_DOMAIN :$EDGE_PORT)"

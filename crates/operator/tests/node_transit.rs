@@ -174,12 +174,16 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
     eprintln!("transit down, pods restarted -> {said:?} after {:.1?}", down.elapsed());
     ensure!(said.contains("Error configuring seal \"transit\""), "{said}");
     ensure!(!said.contains(&seal_token), "the seal token reached the status");
+    // The condition can name the first restarted pod while another old one is still terminating.
+    wait_for("every pod replaced while the transit server is down", || async {
+        let now = cluster_pod_uids(&pods).await?;
+        Ok(now.len() == 3 && now.is_disjoint(&old))
+    })
+    .await?;
     for pod in pods.list(&cluster_pods()).await?.items {
-        ensure!(
-            !old.contains(&pod.uid().unwrap_or_default()),
-            "{} was not replaced",
-            pod.name_any()
-        );
+        if old.contains(&pod.uid().unwrap_or_default()) {
+            continue; // still terminating
+        }
         let sealed = pod.labels().get("openbao-sealed").map(String::as_str);
         ensure!(
             sealed != Some("false"),

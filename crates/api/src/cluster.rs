@@ -207,6 +207,7 @@ pub enum Profile {
 
 /// Where listener certificates come from.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.certManager) || self.mode == 'External'").message("spec.tls.certManager: only with tls.mode External (OperatorManaged certificates are issued by the operator itself)").field_path(".certManager"))]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
     /// Always `true`: OpenBao is always served over TLS. This is the Go operator's spelling
@@ -231,6 +232,44 @@ pub struct TlsSpec {
     #[serde(default, rename = "extraSANs", skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub extra_sans: Vec<String>,
+
+    /// With `mode: External`: the operator owns a cert-manager `Certificate` named
+    /// `<name>-tls-server` (the SANs the servers need, renewed `rotationPeriod` before expiry)
+    /// whose Secret the servers load and reload without a restart, and copies its `ca.crt` to
+    /// `<name>-tls-ca` for the executor Jobs. Without it you provide both Secrets yourself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_manager: Option<CertManagerTls>,
+}
+
+/// The cert-manager issuer of the servers' certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertManagerTls {
+    pub issuer_ref: IssuerRef,
+}
+
+/// A cert-manager (`cert-manager.io`) issuer, spelled as cert-manager spells `issuerRef`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Name of the Issuer (in the cluster's namespace) or ClusterIssuer.
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(min = 1, max = 253)
+    )]
+    pub name: String,
+    /// `Issuer` (the default, in the cluster's namespace) or `ClusterIssuer`, which the
+    /// operator uses only when its installer allowed that ClusterIssuer (`--cert-manager-cluster-issuers`):
+    /// a cluster-wide issuer signs names beyond this tenant's namespace.
+    #[serde(default)]
+    pub kind: IssuerKind,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum IssuerKind {
+    #[default]
+    Issuer,
+    ClusterIssuer,
 }
 
 impl Default for TlsSpec {
@@ -240,6 +279,7 @@ impl Default for TlsSpec {
             mode: TlsMode::default(),
             rotation_period: default_rotation_period(),
             extra_sans: Vec::new(),
+            cert_manager: None,
         }
     }
 }
@@ -383,6 +423,20 @@ impl OpenBaoClusterSpec {
                     .into(),
             });
         }
+        if let Some(cert_manager) = &self.tls.cert_manager {
+            if self.tls.mode != TlsMode::External {
+                return Err(SpecViolation {
+                    reason: "CertManagerNeedsExternalTLS",
+                    message: "spec.tls.certManager: only with tls.mode External".into(),
+                });
+            }
+            if !is_dns_subdomain(&cert_manager.issuer_ref.name) {
+                return Err(SpecViolation {
+                    reason: "InvalidIssuerRef",
+                    message: "spec.tls.certManager.issuerRef.name: must be a DNS subdomain".into(),
+                });
+            }
+        }
         crate::placement::check(self)?;
         crate::network::check(self)?;
         for (i, request) in self.self_init.requests.iter().enumerate() {
@@ -395,6 +449,18 @@ impl OpenBaoClusterSpec {
         }
         Ok(())
     }
+}
+
+/// A Kubernetes object name of the DNS-subdomain kind (RFC 1123, lower case, at most 253).
+pub fn is_dns_subdomain(s: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(label_ok)
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
@@ -592,5 +658,23 @@ mod tests {
         let err = spec(json!({ "tls": { "enabled": false } })).check().unwrap_err();
         assert_eq!(err.reason, "PlaintextNotSupported");
         assert!(err.message.starts_with("spec.tls.enabled: only true is supported"));
+    }
+
+    #[test]
+    fn cert_manager_needs_external_tls_and_a_valid_issuer_name() {
+        let issuer = json!({ "issuerRef": { "name": "lane-ca" } });
+        let external = spec(json!({ "tls": { "mode": "External", "certManager": issuer } }));
+        assert_eq!(external.check(), Ok(()));
+        assert_eq!(
+            external.tls.cert_manager.as_ref().map(|c| c.issuer_ref.kind),
+            Some(IssuerKind::Issuer)
+        );
+        let managed = spec(json!({ "tls": { "certManager": issuer } }));
+        assert_eq!(managed.check().unwrap_err().reason, "CertManagerNeedsExternalTLS");
+        for name in ["", "Upper", "-x", "a..b", "a_b", &"a".repeat(254)] {
+            let bad = spec(json!({ "tls": { "mode": "External", "certManager": { "issuerRef": { "name": name } } } }));
+            assert_eq!(bad.check().unwrap_err().reason, "InvalidIssuerRef", "{name:?}");
+        }
+        assert!(is_dns_subdomain("ca.example-1"));
     }
 }

@@ -324,6 +324,23 @@ fn invalid_cases() -> Vec<Invalid> {
             &["spec.tls.rotationPeriod", "must be a duration"],
         ),
         case(
+            "cert-manager with operator-managed TLS",
+            spec(json!({ "tls": { "certManager": { "issuerRef": { "name": "ca" } } } })),
+            &["spec.tls.certManager", "only with tls.mode External"],
+        ),
+        case(
+            "cert-manager issuer of another API kind",
+            spec(
+                json!({ "tls": { "mode": "External", "certManager": { "issuerRef": { "name": "ca", "kind": "StepIssuer" } } } }),
+            ),
+            &["spec.tls.certManager.issuerRef.kind", "Unsupported value"],
+        ),
+        case(
+            "cert-manager issuer name with a slash",
+            spec(json!({ "tls": { "mode": "External", "certManager": { "issuerRef": { "name": "other/ca" } } } })),
+            &["spec.tls.certManager.issuerRef.name", "should match"],
+        ),
+        case(
             "33 extra SANs",
             spec(json!({ "tls": { "extraSANs": sans } })),
             &["spec.tls.extraSANs", "must have at most 32 items"],

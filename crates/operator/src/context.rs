@@ -23,6 +23,11 @@ pub struct Context {
     /// Whether the Prometheus Operator's ServiceMonitor is served (asked again every
     /// [`discovery::OPTIONAL_API_TTL`]; tests may shorten it before sharing the context).
     pub service_monitors: discovery::OptionalApi,
+    /// Whether cert-manager's Certificate is served (asked like `service_monitors`).
+    pub certificates: discovery::OptionalApi,
+    /// The ClusterIssuers a cluster's `tls.certManager` may name (the installer's choice; an
+    /// Issuer in the cluster's own namespace needs no listing).
+    pub cert_manager_cluster_issuers: Vec<String>,
     /// Only reconcile clusters in this namespace (all namespaces when `None`).
     pub watch_namespace: Option<String>,
     /// How to reach a cluster's OpenBao API (the public Service unless a test says otherwise).
@@ -108,6 +113,8 @@ impl Context {
             metrics,
             gateway_api,
             service_monitors: discovery::OptionalApi::service_monitors(discovery::OPTIONAL_API_TTL),
+            certificates: discovery::OptionalApi::certificates(discovery::OPTIONAL_API_TTL),
+            cert_manager_cluster_issuers: Vec::new(),
             watch_namespace: None,
             endpoints: Arc::new(crate::openbao::in_cluster_endpoint),
             executor_image: crate::DEFAULT_EXECUTOR_IMAGE.to_string(),

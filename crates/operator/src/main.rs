@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers against the current kubeconfig or in-cluster config.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Back up a cluster's raft snapshot to S3 (run by the controller as a Job).
@@ -69,6 +69,11 @@ struct RunArgs {
     #[arg(long, env = "OPERATOR_EXTERNAL_SOURCE_CIDRS", value_delimiter = ',',
           value_parser = openbao_operator::context::parse_cidr)]
     external_source_cidrs: Vec<String>,
+    /// Comma-separated cert-manager ClusterIssuers that a cluster's `tls.certManager` may name.
+    /// A ClusterIssuer signs for every namespace, so none is usable unless listed here; an Issuer
+    /// in the cluster's own namespace always is.
+    #[arg(long, env = "OPERATOR_CERT_MANAGER_CLUSTER_ISSUERS", value_delimiter = ',')]
+    cert_manager_cluster_issuers: Vec<String>,
     /// Elect a leader through a Lease so that only one replica reconciles.
     #[arg(long, env = "OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
@@ -98,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", openbao_api::crd::yaml());
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         // One JSON result line on stdout; the exit code says success or failure.
         Command::Backup(args) => std::process::exit(executors::backup::main(*args).await),
         Command::Restore(args) => std::process::exit(executors::restore::main(*args).await),
@@ -189,6 +194,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut ctx = Context::new(client, operator, metrics.clone()).await;
     ctx.watch_namespace = args.watch_namespace.clone();
     ctx.executor_image = args.executor_image.clone();
+    ctx.cert_manager_cluster_issuers = args.cert_manager_cluster_issuers.clone();
     ctx.network = openbao_operator::context::NetworkSettings {
         dns_namespace: args.dns_namespace.clone(),
         external_source_cidrs: args.external_source_cidrs.clone(),

@@ -110,3 +110,109 @@ impl CertManager {
         }
     }
 }
+
+/// A `cert-manager.io/v1` object of `kind` from its JSON (apiVersion and kind added).
+fn object(kind: &str, value: serde_json::Value) -> Result<DynamicObject> {
+    let mut value = value;
+    value["apiVersion"] = serde_json::json!(format!("{GROUP}/v1"));
+    value["kind"] = serde_json::json!(kind);
+    Ok(serde_json::from_value(value)?)
+}
+
+/// Namespaced API of `kind` (plural `plural`).
+pub fn api(client: &kube::Client, namespace: &str, kind: &str, plural: &str) -> kube::Api<DynamicObject> {
+    kube::Api::namespaced_with(client.clone(), namespace, &resource(kind, plural))
+}
+
+impl CertManager {
+    /// Waits until `name`'s `Ready` condition is True.
+    pub async fn wait_ready(&mut self, api: &kube::Api<DynamicObject>, name: &str, timeout: Duration) -> Result<()> {
+        self.wait_until(&format!("{name} Ready"), timeout, async |last| {
+            let Some(obj) = api.get_opt(name).await? else {
+                return Ok(None);
+            };
+            *last = format!("{:?}", obj.data["status"]);
+            Ok(condition(&obj, "Ready")
+                .is_some_and(|(status, _, _)| status == "True")
+                .then_some(()))
+        })
+        .await
+    }
+
+    /// The usual cert-manager bootstrap inside `namespace`: a self-signed Issuer makes a CA
+    /// (Certificate and Secret `name`, ECDSA P-256), and the CA Issuer `name` signs with it.
+    /// Returns once that Issuer is Ready.
+    pub async fn ca_issuer(
+        &mut self,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let pp = kube::api::PostParams::default();
+        let issuers = api(client, namespace, "Issuer", "issuers");
+        let certificates = api(client, namespace, "Certificate", "certificates");
+        let root = format!("{name}-selfsigned");
+        issuers
+            .create(
+                &pp,
+                &object(
+                    "Issuer",
+                    serde_json::json!({"metadata": {"name": root}, "spec": {"selfSigned": {}}}),
+                )?,
+            )
+            .await
+            .context("create the self-signed Issuer")?;
+        self.wait_ready(&issuers, &root, timeout).await?;
+        certificates
+            .create(
+                &pp,
+                &object(
+                    "Certificate",
+                    serde_json::json!({"metadata": {"name": name}, "spec": {
+                        "isCA": true, "commonName": format!("{name} test CA"), "secretName": name,
+                        "privateKey": {"algorithm": "ECDSA", "size": 256},
+                        "issuerRef": {"name": root, "kind": "Issuer", "group": GROUP},
+                    }}),
+                )?,
+            )
+            .await
+            .context("create the CA Certificate")?;
+        self.wait_ready(&certificates, name, timeout).await?;
+        issuers
+            .create(
+                &pp,
+                &object(
+                    "Issuer",
+                    serde_json::json!({"metadata": {"name": name}, "spec": {"ca": {"secretName": name}}}),
+                )?,
+            )
+            .await
+            .context("create the CA Issuer")?;
+        self.wait_ready(&issuers, name, timeout).await
+    }
+}
+
+/// Asks cert-manager to reissue Certificate `name` now, as `cmctl renew` does: an `Issuing=True`
+/// condition on its status.
+pub async fn renew(certificates: &kube::Api<DynamicObject>, name: &str) -> Result<()> {
+    let mut cert = certificates.get(name).await?;
+    let now = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ))?;
+    let issuing = serde_json::json!({
+        "type": "Issuing", "status": "True", "reason": "ManuallyTriggered",
+        "message": "renewal requested by the test",
+        "lastTransitionTime": now,
+        "observedGeneration": cert.metadata.generation,
+    });
+    match cert.data["status"]["conditions"].as_array_mut() {
+        Some(conditions) => conditions.push(issuing),
+        None => bail!("Certificate {name} has no status conditions yet"),
+    }
+    certificates
+        .replace_status(name, &kube::api::PostParams::default(), &cert)
+        .await
+        .context("set Issuing=True on the Certificate status")?;
+    Ok(())
+}

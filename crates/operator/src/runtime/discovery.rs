@@ -148,6 +148,11 @@ impl OptionalApi {
         Self::new("monitoring.coreos.com/v1", "ServiceMonitor", ttl)
     }
 
+    /// `cert-manager.io/v1` Certificate.
+    pub fn certificates(ttl: std::time::Duration) -> Self {
+        Self::new("cert-manager.io/v1", "Certificate", ttl)
+    }
+
     /// Whether the apiserver serves the kind, from the cache while it is fresh. A failed
     /// discovery (the group is absent: 404) counts as not served until the next one.
     pub async fn served(&self, client: &Client) -> bool {

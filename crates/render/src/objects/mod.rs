@@ -2,6 +2,7 @@
 //! Each builder is pure; the controller server-side-applies what they return.
 
 mod bluegreen;
+mod certificate;
 mod gateway;
 pub mod jobs;
 mod metrics;
@@ -14,6 +15,9 @@ mod workload;
 
 pub use bluegreen::{
     Joining, public_service_to, revision_config_map, revision_server_hcl, revision_statefulset, traffic_of,
+};
+pub use certificate::{
+    CERT_MANAGER_GROUP, Certificate, CertificateBody, CertificateStatus, ca_copy_secret, certificate,
 };
 pub use gateway::{backend_tls_policy, gateway_ca_config_map, http_route};
 pub use metrics::{

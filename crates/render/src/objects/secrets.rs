@@ -10,7 +10,7 @@ use crate::pki::{CaState, KeyedCert, split_bundle};
 use crate::{Cluster, JwtTrust, OperatorIdentity, selfinit};
 use openbao_api::{DeletionPolicy, names};
 
-fn secret(
+pub(super) fn secret(
     metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     type_: &str,
     data: Vec<(&str, Vec<u8>)>,

@@ -11,7 +11,7 @@ use openbao_api::{OpenBaoClusterStatus, TlsMode, names};
 use openbao_render::{Cluster, JwtTrust, labels, objects};
 
 use super::status::{self, GatewayState, Observed, SealState, TlsState};
-use super::{Error, bluegreen, tls};
+use super::{Error, bluegreen, certificate, tls};
 use crate::context::Context;
 use crate::flows::upgrade as upgrade_plan;
 use crate::kube_write::{Created, Writer, kube_err};
@@ -83,6 +83,9 @@ pub(super) async fn apply_all(
         }
     };
 
+    if cluster.spec.tls.cert_manager.is_none() {
+        certificate::prune(ctx, cluster, writer, false).await?;
+    }
     let mut next_cert_check = None;
     let bundle = match cluster.spec.tls.mode {
         TlsMode::OperatorManaged => {
@@ -103,35 +106,37 @@ pub(super) async fn apply_all(
                     Some(out.bundle_pem)
                 }
                 Err(e) => {
-                    observed.tls = TlsState::Failed(e.to_string());
+                    observed.tls = TlsState::NotReady {
+                        reason: status::tls_reason::ISSUE_FAILED,
+                        message: e.to_string(),
+                    };
                     None
                 }
             }
         }
         TlsMode::External => {
-            let server = get_secret(names::tls_server_secret(name)).await?;
-            let ca_pem = server.as_ref().and_then(|s| {
-                s.data
-                    .as_ref()?
-                    .get("ca.crt")
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            });
-            let has_cert = server
-                .as_ref()
-                .and_then(|s| s.data.as_ref())
-                .is_some_and(|d| d.contains_key("tls.crt") && d.contains_key("tls.key"));
-            if has_cert && ca_pem.is_some() {
-                observed.tls = TlsState::Ready {
-                    server_not_after: None,
-                    ca_not_after: None,
-                };
-            } else {
-                observed.tls = TlsState::ExternalSecretMissing(format!(
-                    "Secret {} with tls.crt, tls.key and ca.crt is required with tls.mode External",
-                    names::tls_server_secret(name)
-                ));
+            // `Some(issuance)` with cert-manager, `None` for the user's own Secrets.
+            let issued_by = match cluster.spec.tls.cert_manager {
+                Some(_) => certificate::apply(ctx, cluster, writer).await?.map(Some),
+                None => Ok(None),
+            };
+            match issued_by {
+                Err(refused) => {
+                    observed.tls = refused;
+                    None
+                }
+                Ok(issued_by) => {
+                    let secret_name = names::tls_server_secret(name);
+                    let server = get_secret(secret_name.clone()).await?;
+                    let out = tls::external_tls(&secret_name, server.as_ref(), issued_by, now);
+                    if let (Some(_), Some(ca_pem)) = (&cluster.spec.tls.cert_manager, &out.ca_pem) {
+                        writer.apply(&objects::ca_copy_secret(cluster, ca_pem)).await?;
+                    }
+                    observed.tls = out.state;
+                    next_cert_check = out.next_check;
+                    out.ca_pem
+                }
             }
-            ca_pem
         }
     };
 

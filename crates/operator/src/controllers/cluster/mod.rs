@@ -6,6 +6,7 @@
 mod access;
 mod apply;
 pub mod bluegreen;
+mod certificate;
 mod observe;
 pub mod raft_membership;
 mod report;

@@ -95,9 +95,27 @@ pub enum TlsState {
         server_not_after: Option<String>,
         ca_not_after: Option<String>,
     },
-    /// External mode and the user's Secrets are not there yet.
-    ExternalSecretMissing(String),
-    Failed(String),
+    /// No usable server certificate: `reason` is the `TLSReady` (and `Degraded`) reason, one of
+    /// the `tls_reason` constants.
+    NotReady { reason: &'static str, message: String },
+}
+
+/// Reasons of a `TLSReady=False`.
+pub mod tls_reason {
+    /// External mode and the Secrets are not there (yet), or lack a key.
+    pub const SECRET_MISSING: &str = "TLSSecretMissing";
+    /// The operator could not issue its own certificates.
+    pub const ISSUE_FAILED: &str = "TLSIssueFailed";
+    /// The server certificate in the Secret is past its notAfter.
+    pub const EXPIRED: &str = "CertificateExpired";
+    /// The Secret's `tls.crt` is not a PEM certificate.
+    pub const UNREADABLE: &str = "CertificateUnreadable";
+    /// cert-manager has not issued the Certificate yet (its Ready message says why).
+    pub const NOT_ISSUED: &str = "CertificateNotReady";
+    /// `tls.certManager` names a ClusterIssuer the operator's installer did not allow.
+    pub const CLUSTER_ISSUER_NOT_ALLOWED: &str = "ClusterIssuerNotAllowed";
+    /// `tls.certManager` is set and this apiserver does not serve cert-manager's Certificate.
+    pub const CERT_MANAGER_MISSING: &str = "CertManagerAPIMissing";
 }
 
 /// What the seal needs, as this reconcile found it.
@@ -417,16 +435,21 @@ pub fn derive(
             "OperatorManaged",
             "CA and server certificate issued by the operator",
         ),
+        TlsState::Ready { .. } if spec.tls.cert_manager.is_some() => Desired::new(
+            cond::TLS_READY,
+            Status::True,
+            "CertManagerIssued",
+            "server certificate issued by cert-manager and valid",
+        ),
         TlsState::Ready { .. } => Desired::new(
             cond::TLS_READY,
             Status::True,
             "ExternalSecretsPresent",
-            "user-provided TLS Secrets found",
+            "user-provided TLS Secrets found and the server certificate valid",
         ),
-        TlsState::ExternalSecretMissing(m) => {
-            Desired::new(cond::TLS_READY, Status::False, "TLSSecretMissing", m.clone())
+        TlsState::NotReady { reason, message } => {
+            Desired::new(cond::TLS_READY, Status::False, *reason, message.clone())
         }
-        TlsState::Failed(m) => Desired::new(cond::TLS_READY, Status::False, "TLSIssueFailed", m.clone()),
     });
 
     set(if initialized {
@@ -547,8 +570,7 @@ pub fn derive(
         .map(|v| (v.reason, v.message.clone()))
         .or_else(|| observed.apply_error.as_ref().map(|m| ("ApplyFailed", m.clone())))
         .or_else(|| match &observed.tls {
-            TlsState::Failed(m) => Some(("TLSIssueFailed", m.clone())),
-            TlsState::ExternalSecretMissing(m) => Some(("TLSSecretMissing", m.clone())),
+            TlsState::NotReady { reason, message } => Some((*reason, message.clone())),
             TlsState::Ready { .. } => None,
         })
         .or_else(|| {
@@ -999,7 +1021,10 @@ mod tests {
     fn problems_surface_as_degraded_with_a_reason() {
         let mut o = observed();
         o.gateway = GatewayState::ApiMissing;
-        o.tls = TlsState::ExternalSecretMissing("secret t-tls-server not found".into());
+        o.tls = TlsState::NotReady {
+            reason: tls_reason::SECRET_MISSING,
+            message: "secret t-tls-server not found".into(),
+        };
         let s = derive(&spec(serde_json::json!({})), &Default::default(), &o, Some(1), now());
         assert_eq!(
             reason(&s, cond::GATEWAY_INTEGRATION_READY),
@@ -1015,7 +1040,10 @@ mod tests {
     #[test]
     fn an_invalid_spec_is_the_degraded_reason_before_any_other() {
         let mut o = observed();
-        o.tls = TlsState::ExternalSecretMissing("secret t-tls-server not found".into());
+        o.tls = TlsState::NotReady {
+            reason: tls_reason::SECRET_MISSING,
+            message: "secret t-tls-server not found".into(),
+        };
         o.invalid_spec = Some(openbao_api::SpecViolation {
             reason: "InvalidSelfInitRequest",
             message: "spec.selfInit.requests[0].data.a.a.a.a.a.a.a: nested deeper than 6 levels".into(),

@@ -3,10 +3,10 @@
 //!
 //! [`Browser::start`] runs Debian's headless Chromium and `chromedriver` as [`ManagedProcess`]es
 //! (killed with the test, even a SIGKILLed one) on loopback ports they pick, and opens one
-//! WebDriver session through `thirtyfour`. Each browser gets a fresh temp dir holding its profile and a `$HOME`
-//! whose NSS database (`~/.pki/nssdb`, where Chromium on Linux reads locally added trust anchors)
-//! trusts the one CA the test gives: TLS is verified as in production, with no
-//! `--ignore-certificate-errors` and no system-wide change. Host names are mapped to loopback
+//! WebDriver session through our own small client ([`webdriver`]). Each browser gets a fresh temp
+//! dir holding its profile and a `$HOME` whose NSS database (`~/.pki/nssdb`, where Chromium on
+//! Linux reads locally added trust anchors) trusts the one CA the test gives: TLS is verified as
+//! in production, with no `--ignore-certificate-errors` and no system-wide change. Host names are mapped to loopback
 //! addresses with `--host-resolver-rules`, so URLs carry the names in the certificates.
 //!
 //! [`Browser::step`] runs one step of a check; when it fails, the page's screenshot (PNG) and
@@ -15,6 +15,7 @@
 //! Needs `chromium`, `chromium-driver` and `libnss3-tools` (`certutil`): `hack/install-deps.sh`.
 
 pub mod openbao_ui;
+pub mod webdriver;
 
 use crate::openbao::poll_until;
 use crate::process::ManagedProcess;
@@ -25,8 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use tempfile::TempDir;
-use thirtyfour::prelude::*;
-use thirtyfour::{ChromiumLikeCapabilities, DesiredCapabilities};
+use webdriver::{Element, Session};
 
 /// Debian's packages put them here (`chromium`, `chromium-driver`, `libnss3-tools`).
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -40,8 +40,12 @@ const DRIVER_READY: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// The document URL of Chromium's network error and certificate interstitial pages.
 const ERROR_PAGE_SCHEME: &str = "chrome-error:";
-/// How often waits look at the page.
+/// How often Chromium's and chromedriver's startup files are looked at.
 const POLL: Duration = Duration::from_millis(100);
+/// Selects the `<option>`s of the `<select>` in `arguments[0]` whose value is `arguments[1]`:
+/// the value is an argument, never part of a selector or of the script.
+const OPTIONS_WITH_VALUE: &str =
+    "return Array.from(arguments[0].options).filter(option => option.value === arguments[1]);";
 
 /// What a browser session trusts and resolves, and where failure artifacts go.
 #[derive(Clone, Debug)]
@@ -103,7 +107,7 @@ pub struct Browser {
     config: BrowserConfig,
     // Field order is drop order: the session (a DELETE to chromedriver), then the processes,
     // then the profile and `$HOME`.
-    driver: Option<WebDriver>,
+    session: Option<Session>,
     chromedriver: ManagedProcess,
     chromium: ManagedProcess,
     dir: TempDir,
@@ -161,10 +165,8 @@ impl Browser {
         )?;
         let url = wait_for_driver(&mut chromedriver).await?;
 
-        let mut caps = DesiredCapabilities::chrome();
-        caps.set_debugger_address(&format!("127.0.0.1:{devtools_port}"))?;
-        let driver = WebDriver::builder(url.as_str(), caps)
-            .request_timeout(COMMAND_TIMEOUT)
+        let capabilities = webdriver::attach_capabilities(&format!("127.0.0.1:{devtools_port}"));
+        let session = Session::new(&url, &capabilities, COMMAND_TIMEOUT)
             .await
             .with_context(|| {
                 format!(
@@ -175,7 +177,7 @@ impl Browser {
             })?;
         Ok(Self {
             config,
-            driver: Some(driver),
+            session: Some(session),
             chromedriver,
             chromium,
             dir,
@@ -183,8 +185,8 @@ impl Browser {
     }
 
     /// The WebDriver session, for anything the helpers here do not cover.
-    pub fn driver(&self) -> &WebDriver {
-        self.driver.as_ref().expect("session open until quit")
+    pub fn driver(&self) -> &Session {
+        self.session.as_ref().expect("session open until quit")
     }
 
     /// chromedriver's process id.
@@ -205,7 +207,10 @@ impl Browser {
     /// Navigates to `url` and waits for the document to load; a page that cannot be shown (a
     /// TLS error, a refused connection) is an error naming Chromium's `net::ERR_…` code.
     pub async fn goto(&self, url: &str) -> Result<()> {
-        self.driver().goto(url).await.with_context(|| format!("open {url}"))?;
+        self.driver()
+            .navigate(url)
+            .await
+            .with_context(|| format!("open {url}"))?;
         if let Some(code) = self.error_page_code().await? {
             bail!("open {url}: Chromium shows its error page: {code}");
         }
@@ -218,7 +223,7 @@ impl Browser {
     pub async fn error_page_code(&self) -> Result<Option<String>> {
         let script = "return [location.href, document.body ? document.body.innerText : ''];";
         let ret = self.driver().execute(script, Vec::new()).await?;
-        let (href, text): (String, String) = ret.convert().context("read the page's URL and text")?;
+        let (href, text): (String, String) = serde_json::from_value(ret).context("read the page's URL and text")?;
         if !href.starts_with(ERROR_PAGE_SCHEME) {
             return Ok(None);
         }
@@ -230,37 +235,65 @@ impl Browser {
     }
 
     pub async fn current_url(&self) -> Result<String> {
-        Ok(self.driver().current_url().await?.to_string())
+        Ok(self.driver().current_url().await?)
+    }
+
+    /// The path of the current URL (no query or fragment).
+    pub async fn current_path(&self) -> Result<String> {
+        url_path(&self.current_url().await?)
+    }
+
+    /// The first displayed element matching `css` whose text contains `text` (any text when
+    /// `None`), or `None` for now.
+    async fn displayed(&self, css: &str, text: Option<&str>) -> Result<Option<Element>> {
+        let driver = self.driver();
+        for element in driver.find_all(css).await? {
+            if !driver.is_displayed(&element).await? {
+                continue;
+            }
+            match text {
+                Some(wanted) if !driver.text(&element).await?.contains(wanted) => continue,
+                _ => return Ok(Some(element)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The texts of the displayed elements matching `css`, in document order.
+    pub async fn displayed_texts(&self, css: &str) -> Result<Vec<String>> {
+        let driver = self.driver();
+        let mut texts = Vec::new();
+        for element in driver.find_all(css).await? {
+            if driver.is_displayed(&element).await? {
+                texts.push(driver.text(&element).await?);
+            }
+        }
+        Ok(texts)
     }
 
     /// Waits until an element matching `css` is displayed.
-    pub async fn wait_for(&self, css: &str, timeout: Duration) -> Result<WebElement> {
-        self.driver()
-            .query(By::Css(css))
-            .and_displayed()
-            .wait(timeout, POLL)
-            .first()
-            .await
-            .with_context(|| format!("no displayed element {css:?} within {timeout:?}"))
+    pub async fn wait_for(&self, css: &str, timeout: Duration) -> Result<Element> {
+        poll_until(&format!("a displayed element {css:?}"), timeout, || {
+            self.displayed(css, None)
+        })
+        .await
     }
 
     /// Waits until an element matching `css` whose text contains `text` is displayed.
-    pub async fn wait_for_text(&self, css: &str, text: &str, timeout: Duration) -> Result<WebElement> {
-        self.driver()
-            .query(By::Css(css))
-            .and_displayed()
-            .with_text(thirtyfour::stringmatch::StringMatch::new(text).partial())
-            .wait(timeout, POLL)
-            .first()
-            .await
-            .with_context(|| format!("no displayed element {css:?} with text {text:?} within {timeout:?}"))
+    pub async fn wait_for_text(&self, css: &str, text: &str, timeout: Duration) -> Result<Element> {
+        poll_until(
+            &format!("a displayed element {css:?} with text {text:?}"),
+            timeout,
+            || self.displayed(css, Some(text)),
+        )
+        .await
     }
 
     /// Waits until the URL's path ends with `suffix` (query and fragment ignored).
     pub async fn wait_for_path(&self, suffix: &str, timeout: Duration) -> Result<String> {
         poll_until(&format!("URL path ending in {suffix:?}"), timeout, || async {
-            let url = self.driver().current_url().await?;
-            Ok(url.path().ends_with(suffix).then(|| url.to_string()))
+            let url = self.current_url().await?;
+            Ok(url_path(&url)?.ends_with(suffix).then_some(url))
         })
         .await
     }
@@ -268,26 +301,38 @@ impl Browser {
     /// Types `value` into the input matching `css` once it is displayed (its old value cleared).
     pub async fn fill(&self, css: &str, value: &str, timeout: Duration) -> Result<()> {
         let input = self.wait_for(css, timeout).await?;
-        input.clear().await.with_context(|| format!("clear {css:?}"))?;
-        input
-            .send_keys(value)
+        let driver = self.driver();
+        driver.clear(&input).await.with_context(|| format!("clear {css:?}"))?;
+        driver
+            .send_keys(&input, value)
             .await
             .with_context(|| format!("type into {css:?}"))?;
         Ok(())
     }
 
-    /// Clicks the element matching `css` once it is displayed and enabled.
+    /// Clicks the element matching `css` once it is displayed.
     pub async fn click(&self, css: &str, timeout: Duration) -> Result<()> {
         let element = self.wait_for(css, timeout).await?;
-        element.click().await.with_context(|| format!("click {css:?}"))
+        self.driver()
+            .click(&element)
+            .await
+            .with_context(|| format!("click {css:?}"))
     }
 
-    /// Selects the `<option value=…>` of the `<select>` matching `css`.
+    /// Selects the `<option value=…>` of the `<select>` matching `css` by clicking it, as a user
+    /// does (the page sees the same `input` and `change` events).
     pub async fn select(&self, css: &str, value: &str, timeout: Duration) -> Result<()> {
-        let element = self.wait_for(css, timeout).await?;
-        let select = thirtyfour::components::SelectElement::new(&element).await?;
-        select
-            .select_by_value(value)
+        let select = self.wait_for(css, timeout).await?;
+        let driver = self.driver();
+        let options = driver
+            .execute_for_elements(OPTIONS_WITH_VALUE, &select, vec![value.into()])
+            .await
+            .with_context(|| format!("find the option {value:?} in {css:?}"))?;
+        let option = options
+            .first()
+            .with_context(|| format!("{css:?} has no option with value {value:?}"))?;
+        driver
+            .click(option)
             .await
             .with_context(|| format!("select {value:?} in {css:?}"))
     }
@@ -316,9 +361,9 @@ impl Browser {
         let shot = async {
             std::fs::create_dir_all(&self.config.artifacts_dir)
                 .with_context(|| format!("create {}", self.config.artifacts_dir.display()))?;
-            let bytes = self.driver().screenshot_as_png().await.context("take screenshot")?;
+            let bytes = self.driver().screenshot_png().await.context("take screenshot")?;
             std::fs::write(&png, bytes).with_context(|| format!("write {}", png.display()))?;
-            if let Ok(source) = self.driver().source().await {
+            if let Ok(source) = self.driver().page_source().await {
                 let _ = std::fs::write(&html, source);
             }
             anyhow::Ok(())
@@ -331,8 +376,8 @@ impl Browser {
 
     /// Ends the session, then stops chromedriver and Chromium; the temp dir is removed.
     pub async fn quit(mut self) -> Result<()> {
-        if let Some(driver) = self.driver.take() {
-            driver.quit().await.context("end the WebDriver session")?;
+        if let Some(session) = self.session.take() {
+            session.delete().await.context("end the WebDriver session")?;
         }
         self.chromedriver.stop();
         self.chromium.stop();
@@ -446,6 +491,12 @@ async fn wait_for_driver(process: &mut ManagedProcess) -> Result<String> {
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// The path of `url` (no query or fragment).
+fn url_path(url: &str) -> Result<String> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("parse the page URL {url:?}"))?;
+    Ok(parsed.path().to_string())
 }
 
 /// `label` with everything but ASCII letters, digits, `-` and `_` replaced by `-`.

@@ -13,7 +13,6 @@ use super::Browser;
 use crate::openbao::poll_until;
 use anyhow::{Result, anyhow, ensure};
 use std::time::Duration;
-use thirtyfour::By;
 
 pub const LOGIN_PATH: &str = "/ui/vault/auth";
 pub const SECRETS_PATH: &str = "/ui/vault/secrets";
@@ -53,15 +52,11 @@ pub async fn login_userpass(
 /// its error banner (then the error names the banner's text).
 async fn wait_for_login(browser: &Browser, timeout: Duration) -> Result<()> {
     let outcome = poll_until("the secrets engines page or a login error", timeout, || async {
-        if browser.driver().current_url().await?.path().ends_with(SECRETS_PATH) {
+        if browser.current_path().await?.ends_with(SECRETS_PATH) {
             return Ok(Some(Ok(())));
         }
-        for banner in browser.driver().find_all(By::Css(LOGIN_ERROR)).await? {
-            if banner.is_displayed().await? {
-                return Ok(Some(Err(banner.text().await?.trim().to_string())));
-            }
-        }
-        Ok(None)
+        let banners = browser.displayed_texts(LOGIN_ERROR).await?;
+        Ok(banners.first().map(|text| Err(text.trim().to_string())))
     })
     .await?;
     outcome.map_err(|message| anyhow!("the login form shows an error: {message}"))

@@ -14,13 +14,11 @@
 //! initialize a second time.
 
 use anyhow::{Context, Result, bail, ensure};
-use base64::Engine;
 use openbao_api::OpenBaoClusterSpec;
 use openbao_client::{BaoClient, ClientConfig, HealthState, Login};
 use openbao_render::pki::{self, KeyedCert};
 use openbao_render::{API_PORT, CLUSTER_PORT, Cluster, JwtTrust, OperatorIdentity, config, paths, selfinit};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +27,7 @@ use testkit::openbao::{
     BaoServer, BaoServerSpec, NodeAddr, TestJwtSigner, poll_until, unix_now, wait_for_voters, write_config_dir,
     write_static_seal_key,
 };
+use testkit::pki::{pem_fingerprint, served_cert_fingerprint};
 
 const CLUSTER: &str = "openbao";
 const NAMESPACE: &str = "obtest";
@@ -482,7 +481,7 @@ async fn bootstrap(version: &str) -> Result<()> {
         .map(|p| bao_child_of(*p))
         .collect::<Result<Vec<_>>>()?;
     pids.extend(shell_pids.iter().chain(&bao_pids).copied());
-    let served = served_cert_fingerprint(&fx.addrs[0], &cluster.pod_host(0)).await?;
+    let served = served_cert_fingerprint(fx.addrs[0].api(), &cluster.pod_host(0)).await?;
     let first = fx.tls_dir.join("tls.crt");
     ensure!(
         served == pem_fingerprint(&std::fs::read_to_string(&first)?)?,
@@ -500,7 +499,7 @@ async fn bootstrap(version: &str) -> Result<()> {
         poll_until(
             &format!("{} serves the renewed certificate", pod_name(ordinal)),
             Duration::from_secs(15),
-            || async { Ok((served_cert_fingerprint(addr, &host).await? == renewed_fp).then_some(())) },
+            || async { Ok((served_cert_fingerprint(addr.api(), &host).await? == renewed_fp).then_some(())) },
         )
         .await?;
     }
@@ -640,49 +639,6 @@ fn replace_atomically(path: &Path, content: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, content).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("rename onto {}", path.display()))
-}
-
-/// SHA-256 of the DER of the first certificate in `pem`.
-fn pem_fingerprint(pem: &str) -> Result<String> {
-    let block = pki::split_bundle(pem)
-        .into_iter()
-        .next()
-        .context("no PEM certificate")?;
-    let body: String = block
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect::<Vec<_>>()
-        .concat();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .context("PEM body is not base64")?;
-    Ok(hex::encode(Sha256::digest(&der)))
-}
-
-/// The certificate a node serves to a client asking for `server_name` (openssl prints it).
-async fn served_cert_fingerprint(addr: &NodeAddr, server_name: &str) -> Result<String> {
-    let run = tokio::process::Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &addr.api().to_string(),
-            "-servername",
-            server_name,
-        ])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .context("openssl s_client timed out")?
-        .context("run openssl s_client")?;
-    pem_fingerprint(&String::from_utf8_lossy(&out.stdout)).with_context(|| {
-        format!(
-            "no certificate from {}: {}",
-            addr.api(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 /// The `bao` process the entrypoint shell `shell` started.

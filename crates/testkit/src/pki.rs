@@ -73,3 +73,38 @@ impl TestCa {
         }
     }
 }
+
+/// SHA-256 (hex) of the DER of the first certificate in `pem`.
+pub fn pem_fingerprint(pem: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let start = pem.find(begin).context("no PEM certificate")? + begin.len();
+    let end = pem[start..]
+        .find("-----END CERTIFICATE-----")
+        .context("unterminated PEM certificate")?
+        + start;
+    let body: String = pem[start..end].split_whitespace().collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .context("PEM body is not base64")?;
+    Ok(hex::encode(sha2::Sha256::digest(&der)))
+}
+
+/// The fingerprint ([`pem_fingerprint`]) of the certificate served at `addr` to a client asking
+/// for `server_name` (`openssl s_client` prints it; nothing is verified).
+pub async fn served_cert_fingerprint(addr: std::net::SocketAddr, server_name: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let run = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), "-servername", server_name])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .context("openssl s_client timed out")?
+        .context("run openssl s_client")?;
+    pem_fingerprint(&String::from_utf8_lossy(&out.stdout))
+        .with_context(|| format!("no certificate from {addr}: {}", String::from_utf8_lossy(&out.stderr)))
+}

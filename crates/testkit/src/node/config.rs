@@ -235,6 +235,9 @@ fn kubelet_yaml(plan: &LaunchPlan, paths: &NodePaths) -> String {
         },
         "serializeImagePulls": false,
         "nodeStatusUpdateFrequency": "5s",
+        // How soon a changed Secret reaches a mounted volume (a pod's periodic sync; 1m by
+        // default): tests of certificate hot reload wait for it.
+        "syncFrequency": "15s",
         "maxPods": 110,
         // Negative OOM scores need CAP_SYS_RESOURCE (see restrict_oom_score_adj above).
         "oomScoreAdj": 0,

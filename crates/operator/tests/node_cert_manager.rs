@@ -1,0 +1,192 @@
+//! `tls.mode: External` with `tls.certManager` end to end on the real node, with a real
+//! cert-manager (its Go module's controllers, run beside the operator against the node's
+//! apiserver) and a CA Issuer made as a platform team would (self-signed root, CA Certificate,
+//! CA Issuer):
+//! - a 3-server cluster initializes and becomes `Available` on the certificate cert-manager
+//!   issued for the Certificate the operator owns (`TLSReady` reason `CertManagerIssued`): raft
+//!   peers and the operator's client verify it against the issuer's CA;
+//! - every server serves that certificate;
+//! - a renewal (as `cmctl renew` asks for it) is served by every server without a restart: same
+//!   pods, same restart counts, and each server's log says it reloaded (SIGHUP).
+
+use anyhow::{Context as _, Result, ensure};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use kube::api::{Api, ListParams, LogParams};
+use kube::{Client, ResourceExt};
+use openbao_api::{OpenBaoCluster, conditions, names};
+use openbao_operator::controllers::cluster;
+use openbao_render::labels;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testkit::cert_manager::{self, CertManager};
+use testkit::pki::{pem_fingerprint, served_cert_fingerprint};
+
+mod node_common;
+use node_common::transit::wait_for;
+use node_common::{condition, create, host_operator_context, in_namespaces};
+
+const CLUSTER: &str = "issued";
+const ISSUER: &str = "platform-ca";
+/// What the servers' entrypoint logs when it reloads a changed certificate.
+const RELOAD_LOGGED: &str = "certificate changed, reloading OpenBao (SIGHUP)";
+const ISSUER_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[tokio::test]
+async fn a_cert_manager_certificate_serves_the_cluster_and_renews_without_restarts() -> Result<()> {
+    in_namespaces("bao-certmgr", issued_cluster).await
+}
+
+async fn issued_cluster(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
+    let state = testkit::node::running_node().await.context("no hermetic node")?;
+    cert_manager::install_crds(client).await?;
+    let mut cm = CertManager::start(&state.join("kubeconfig")).await?;
+    let started = Instant::now();
+    cm.ca_issuer(client, ns, ISSUER, ISSUER_TIMEOUT).await?;
+    eprintln!("CA Issuer Ready after {:.1?}", started.elapsed());
+
+    create::<ServiceAccount>(client, op_ns, json!({"metadata": {"name": "openbao-operator"}})).await?;
+    let (ctx, public_ip) = host_operator_context(client, ns, op_ns).await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(cluster::run(Arc::new(ctx), async move {
+        let _ = stop_rx.await;
+    }));
+    create::<OpenBaoCluster>(
+        client,
+        ns,
+        json!({
+            "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster", "metadata": {"name": CLUSTER},
+            "spec": {
+                "version": "2.7.2", "profile": "Development", "replicas": 3, "storage": {"size": "256Mi"},
+                // The hermetic node has no AppArmor: a node limitation, stated where it is turned off.
+                "workloadHardening": {"appArmorEnabled": false},
+                "tls": {"mode": "External", "certManager": {"issuerRef": {"name": ISSUER}}},
+            },
+        }),
+    )
+    .await?;
+    let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), ns);
+    let services = Api::<Service>::namespaced(client.clone(), ns);
+    let applied = Instant::now();
+    wait_for("the cluster Available on cert-manager's certificate", || async {
+        if public_ip.lock().expect("ip").is_none()
+            && let Some(ip) = services
+                .get_opt(&names::public_service(CLUSTER))
+                .await?
+                .and_then(|s| s.spec?.cluster_ip)
+        {
+            *public_ip.lock().expect("ip") = ip.parse().ok();
+        }
+        let c = clusters.get(CLUSTER).await?;
+        Ok(
+            condition(&c, conditions::AVAILABLE).is_some_and(|(s, r)| s == "True" && r == "AllReplicasReady")
+                && c.status.as_ref().is_some_and(|s| s.ready_replicas == 3),
+        )
+    })
+    .await?;
+    eprintln!("CR applied -> Available: {:.1?}", applied.elapsed());
+    let c = clusters.get(CLUSTER).await?;
+    ensure!(
+        condition(&c, conditions::TLS_READY) == Some(("True".into(), "CertManagerIssued".into())),
+        "{:?}",
+        condition(&c, conditions::TLS_READY)
+    );
+
+    // Every server serves the certificate in the Secret cert-manager keeps.
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let first = issued_fingerprint(&secrets).await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let servers = server_pods(&pods).await?;
+    ensure!(servers.len() == 3, "{} server pods", servers.len());
+    for (name, (_, addr, _)) in &servers {
+        let served = served_cert_fingerprint(*addr, &public_host(ns)).await?;
+        ensure!(served == first, "{name} does not serve the issued certificate");
+    }
+
+    // Renewal: served by every server with no restart.
+    let certificates = cert_manager::api(client, ns, "Certificate", "certificates");
+    let renewing = Instant::now();
+    cert_manager::renew(&certificates, &names::tls_server_secret(CLUSTER)).await?;
+    wait_for("cert-manager to renew the certificate", || async {
+        Ok(issued_fingerprint(&secrets).await? != first)
+    })
+    .await?;
+    let renewed = &issued_fingerprint(&secrets).await?;
+    eprintln!(
+        "renewal asked -> new certificate in the Secret: {:.1?}",
+        renewing.elapsed()
+    );
+    for (name, (_, addr, _)) in &servers {
+        wait_for(&format!("{name} serving the renewed certificate"), || async {
+            Ok(&served_cert_fingerprint(*addr, &public_host(ns)).await? == renewed)
+        })
+        .await?;
+    }
+    eprintln!("renewal asked -> served by all 3 servers: {:.1?}", renewing.elapsed());
+    let after = server_pods(&pods).await?;
+    for (name, (uid, _, restarts)) in &servers {
+        let now = after.get(name).with_context(|| format!("{name} is gone"))?;
+        ensure!(
+            (&now.0, now.2) == (uid, *restarts),
+            "{name} was restarted instead of reloaded"
+        );
+        let log = pods
+            .logs(
+                name,
+                &LogParams {
+                    container: Some(openbao_render::SERVER_CONTAINER.into()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        ensure!(log.contains(RELOAD_LOGGED), "{name} never signalled a reload");
+    }
+    let c = clusters.get(CLUSTER).await?;
+    ensure!(
+        condition(&c, conditions::AVAILABLE).is_some_and(|(s, _)| s == "True"),
+        "{:?}",
+        c.status
+    );
+
+    let _ = stop_tx.send(());
+    controller.await?;
+    ensure!(cm.is_running(), "cert-manager exited:\n{}", cm.log_tail(40));
+    Ok(())
+}
+
+fn public_host(ns: &str) -> String {
+    format!("{}.{ns}.svc", names::public_service(CLUSTER))
+}
+
+async fn issued_fingerprint(secrets: &Api<Secret>) -> Result<String> {
+    let secret = secrets.get(&names::tls_server_secret(CLUSTER)).await?;
+    let pem = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("tls.crt"))
+        .context("no tls.crt in the server Secret")?;
+    pem_fingerprint(&String::from_utf8_lossy(&pem.0))
+}
+
+/// Each server pod's uid, API address and container restart count, by name.
+async fn server_pods(pods: &Api<Pod>) -> Result<BTreeMap<String, (String, SocketAddr, i32)>> {
+    let selector = format!("{}={CLUSTER}", labels::CLUSTER_LABEL);
+    let mut found = BTreeMap::new();
+    for pod in pods.list(&ListParams::default().labels(&selector)).await?.items {
+        let status = pod.status.as_ref().context("pod without status")?;
+        let ip = status.pod_ip.as_deref().context("pod without IP")?.parse()?;
+        let restarts = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .map(|c| c.restart_count)
+            .sum();
+        found.insert(
+            pod.name_any(),
+            (pod.uid().unwrap_or_default(), SocketAddr::new(ip, 8200), restarts),
+        );
+    }
+    Ok(found)
+}

@@ -28,20 +28,6 @@ fn object(value: Value) -> Result<DynamicObject> {
     Ok(serde_json::from_value(value)?)
 }
 
-/// Waits until the object's `Ready` condition is True.
-async fn ready(cm: &mut CertManager, api: &Api<DynamicObject>, name: &str, timeout: Duration) -> Result<()> {
-    cm.wait_until(&format!("{name} Ready"), timeout, async |last| {
-        let Some(obj) = api.get_opt(name).await? else {
-            return Ok(None);
-        };
-        *last = format!("{:?}", obj.data["status"]);
-        Ok(cert_manager::condition(&obj, "Ready")
-            .is_some_and(|(status, _, _)| status == "True")
-            .then_some(()))
-    })
-    .await
-}
-
 /// A Secret's PEM entry, decoded.
 fn pem_entry(secret: &Secret, key: &str) -> Result<Vec<u8>> {
     let data = secret.data.as_ref().context("Secret without data")?;
@@ -178,7 +164,7 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
             }))?,
         )
         .await?;
-    ready(&mut cm, &cluster_issuers, &selfsigned, ISSUE_TIMEOUT).await?;
+    cm.wait_ready(&cluster_issuers, &selfsigned, ISSUE_TIMEOUT).await?;
     eprintln!(
         "ClusterIssuer Ready {:.2?} after cert-manager started",
         started.elapsed()
@@ -197,7 +183,7 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
             }))?,
         )
         .await?;
-    ready(&mut cm, &certs, "bao-ca", ISSUE_TIMEOUT).await?;
+    cm.wait_ready(&certs, "bao-ca", ISSUE_TIMEOUT).await?;
     issuers
         .create(
             &pp,
@@ -208,7 +194,7 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
             }))?,
         )
         .await?;
-    ready(&mut cm, &issuers, "bao-ca", ISSUE_TIMEOUT).await?;
+    cm.wait_ready(&issuers, "bao-ca", ISSUE_TIMEOUT).await?;
 
     // The server certificate, with the names clients and raft peers use.
     let public = format!("{CLUSTER}-public.{ns}.svc");
@@ -231,7 +217,7 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
             }))?,
         )
         .await?;
-    ready(&mut cm, &certs, "bao-server", ISSUE_TIMEOUT).await?;
+    cm.wait_ready(&certs, "bao-server", ISSUE_TIMEOUT).await?;
     eprintln!(
         "server Certificate Ready {:.2?} after cert-manager started",
         started.elapsed()
@@ -279,21 +265,8 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
 
     // Manual renewal, as `cmctl renew` does it: the Issuing condition on the Certificate status.
     // The Secret is updated in place (same object), so a mounted volume sees new files.
-    let mut cert = certs.get("bao-server").await?;
-    let conditions = cert.data["status"]["conditions"]
-        .as_array_mut()
-        .context("Certificate status without conditions")?;
-    conditions.push(json!({
-        "type": "Issuing", "status": "True", "reason": "ManuallyTriggered",
-        "message": "renewal requested by the test",
-        "lastTransitionTime": now()?,
-        "observedGeneration": cert.metadata.generation,
-    }));
     let renew_started = Instant::now();
-    certs
-        .replace_status("bao-server", &pp, &cert)
-        .await
-        .context("set Issuing=True on the Certificate status")?;
+    cert_manager::renew(&certs, "bao-server").await?;
     let (renewed_secret, second) = issued_after(&mut cm, &secrets, Some(&first.serial), RENEW_TIMEOUT).await?;
     eprintln!(
         "manual renewal served in {:.2?}: serial {}",
@@ -308,7 +281,7 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
         (second.dns.clone(), second.ips.clone()),
         (first.dns.clone(), first.ips.clone())
     );
-    ready(&mut cm, &certs, "bao-server", RENEW_TIMEOUT).await?;
+    cm.wait_ready(&certs, "bao-server", RENEW_TIMEOUT).await?;
 
     // A deleted Secret is reissued.
     let delete_started = Instant::now();
@@ -332,12 +305,4 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
 
     ensure!(cm.is_running(), "cert-manager exited:\n{}", cm.log_tail(60));
     Ok(())
-}
-
-/// "now" as a condition's lastTransitionTime, in the Kubernetes wire format.
-fn now() -> Result<Value> {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    Ok(serde_json::to_value(
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
-    )?)
 }

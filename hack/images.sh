@@ -82,6 +82,13 @@ image --name "docker.io/library/traefik:v$TRAEFIK_VERSION" --busybox "$BUSYBOX" 
   --file "$traefik:/usr/local/bin/traefik:0755" --file "$HACK_DIR/oci/traefik-entrypoint.sh:/entrypoint.sh:0755" \
   --entrypoint '["/entrypoint.sh"]' --cmd '["traefik"]'
 
+# cert-manager's controller like the official image (/app/cmd/controller/controller, user 1000):
+# our main built from its Go module by hack/build-cert-manager.sh (cached; its CRDs sit beside it).
+cert_manager="$(bash "$HACK_DIR/build-cert-manager.sh")"
+image --name "quay.io/jetstack/cert-manager-controller:$CERT_MANAGER_VERSION" --cacerts "$CA_BUNDLE" \
+  --file "$cert_manager:/app/cmd/controller/controller:0755" --user 1000:1000 \
+  --entrypoint '["/app/cmd/controller/controller"]'
+
 # Prometheus like the official image (/bin/prometheus, user nobody, data in /prometheus), from
 # Debian's build of the same upstream version (hack/fetch-prometheus.sh): the binary with its
 # glibc, and /usr/share with the classic web UI and the JavaScript libraries it loads.

@@ -105,7 +105,7 @@ async fn the_operator_owns_a_cert_manager_certificate_and_reports_its_state() ->
     let ns = create_namespace(&client, "bao-certmgr").await?;
     let mut cm = CertManager::start(server.kubeconfig_path()).await?;
     let started = Instant::now();
-    cm.ca_issuer(&client, &ns, ISSUER, ISSUE_TIMEOUT).await?;
+    cert_manager::ca_issuer(&client, &ns, ISSUER, ISSUE_TIMEOUT).await?;
     eprintln!("CA Issuer Ready after {:.1?}", started.elapsed());
 
     let ctx = Arc::new(Context::new(client.clone(), operator(), Metrics::default()).await);

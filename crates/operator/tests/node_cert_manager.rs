@@ -1,17 +1,22 @@
 //! `tls.mode: External` with `tls.certManager` end to end on the real node, with a real
-//! cert-manager (its Go module's controllers, run beside the operator against the node's
-//! apiserver) and a CA Issuer made as a platform team would (self-signed root, CA Certificate,
-//! CA Issuer):
+//! cert-manager running on the node (its Go module's controllers, our main, as a Deployment in
+//! namespace `cert-manager` under Pod Security "restricted") and a CA Issuer made as a platform
+//! team would (self-signed root, CA Certificate, CA Issuer):
 //! - a 3-server cluster initializes and becomes `Available` on the certificate cert-manager
 //!   issued for the Certificate the operator owns (`TLSReady` reason `CertManagerIssued`): raft
 //!   peers and the operator's client verify it against the issuer's CA;
 //! - every server serves that certificate;
-//! - a renewal (as `cmctl renew` asks for it) is served by every server without a restart: same
-//!   pods, same restart counts, and each server's log says it reloaded (SIGHUP).
+//! - a renewal (as `cmctl renew` asks for it) is served by every server within 30 s without a
+//!   restart: same pods, same restart counts, and each server's log says it reloaded (SIGHUP);
+//!   the operator sees the renewed Secret and `status.tls.serverNotAfter` follows;
+//! - the Secret deleted while cert-manager is down is `TLSReady=False/CertificateNotReady` and
+//!   the servers keep serving; cert-manager back, the re-issued certificate is served (no
+//!   restart) and `TLSReady` is True again.
 
 use anyhow::{Context as _, Result, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
-use kube::api::{Api, ListParams, LogParams};
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions, names};
 use openbao_operator::controllers::cluster;
@@ -21,7 +26,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::cert_manager::{self, CertManager};
+use testkit::cert_manager;
 use testkit::pki::{pem_fingerprint, served_cert_fingerprint};
 
 mod node_common;
@@ -33,6 +38,8 @@ const ISSUER: &str = "platform-ca";
 /// What the servers' entrypoint logs when it reloads a changed certificate.
 const RELOAD_LOGGED: &str = "certificate changed, reloading OpenBao (SIGHUP)";
 const ISSUER_TIMEOUT: Duration = Duration::from_secs(90);
+/// The acceptance bound: a renewal is served by every server within this long.
+const RENEWAL_BOUND: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn a_cert_manager_certificate_serves_the_cluster_and_renews_without_restarts() -> Result<()> {
@@ -40,12 +47,13 @@ async fn a_cert_manager_certificate_serves_the_cluster_and_renews_without_restar
 }
 
 async fn issued_cluster(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
-    let state = testkit::node::running_node().await.context("no hermetic node")?;
-    cert_manager::install_crds(client).await?;
-    let mut cm = CertManager::start(&state.join("kubeconfig")).await?;
     let started = Instant::now();
-    cm.ca_issuer(client, ns, ISSUER, ISSUER_TIMEOUT).await?;
-    eprintln!("CA Issuer Ready after {:.1?}", started.elapsed());
+    cert_manager::deploy_on_node(client).await?;
+    cert_manager::ca_issuer(client, ns, ISSUER, ISSUER_TIMEOUT).await?;
+    eprintln!(
+        "cert-manager on the node and the CA Issuer Ready after {:.1?}",
+        started.elapsed()
+    );
 
     create::<ServiceAccount>(client, op_ns, json!({"metadata": {"name": "openbao-operator"}})).await?;
     let (ctx, public_ip) = host_operator_context(client, ns, op_ns).await;
@@ -124,7 +132,19 @@ async fn issued_cluster(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
         })
         .await?;
     }
-    eprintln!("renewal asked -> served by all 3 servers: {:.1?}", renewing.elapsed());
+    let renewal_served = renewing.elapsed();
+    eprintln!("renewal asked -> served by all 3 servers: {renewal_served:.1?}");
+    ensure!(
+        renewal_served <= RENEWAL_BOUND,
+        "the renewed certificate took {renewal_served:?} to be served (bound {RENEWAL_BOUND:?})"
+    );
+    // The operator saw the renewed Secret (it watches it): the status has the new expiry.
+    let renewed_not_after = issued_not_after(&secrets).await?;
+    wait_for("status.tls.serverNotAfter of the renewed certificate", || async {
+        let c = clusters.get(CLUSTER).await?;
+        Ok(c.status.and_then(|s| s.tls).and_then(|t| t.server_not_after) == Some(renewed_not_after.clone()))
+    })
+    .await?;
     let after = server_pods(&pods).await?;
     for (name, (uid, _, restarts)) in &servers {
         let now = after.get(name).with_context(|| format!("{name} is gone"))?;
@@ -143,16 +163,79 @@ async fn issued_cluster(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
             .await?;
         ensure!(log.contains(RELOAD_LOGGED), "{name} never signalled a reload");
     }
-    let c = clusters.get(CLUSTER).await?;
+
+    // The Secret deleted while cert-manager is down: a condition, the servers keep serving what
+    // they loaded; cert-manager back: a new certificate, served without restarts, TLSReady again.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), cert_manager::NODE_NAMESPACE);
+    scale(&deployments, 0).await?;
+    let cm_pods = Api::<Pod>::namespaced(client.clone(), cert_manager::NODE_NAMESPACE);
+    wait_for("cert-manager stopped", || async {
+        Ok(cm_pods
+            .list(&ListParams::default().labels("app=cert-manager"))
+            .await?
+            .items
+            .is_empty())
+    })
+    .await?;
+    let secret_name = names::tls_server_secret(CLUSTER);
+    secrets.delete(&secret_name, &Default::default()).await?;
+    let deleted = Instant::now();
+    wait_for("TLSReady False: the certificate Secret is gone", || async {
+        let c = clusters.get(CLUSTER).await?;
+        Ok(condition(&c, conditions::TLS_READY) == Some(("False".into(), "CertificateNotReady".into())))
+    })
+    .await?;
+    eprintln!(
+        "Secret deleted -> TLSReady False/CertificateNotReady: {:.1?}",
+        deleted.elapsed()
+    );
+    for (name, (_, addr, _)) in &servers {
+        let served = served_cert_fingerprint(*addr, &public_host(ns)).await?;
+        ensure!(
+            &served == renewed,
+            "{name} stopped serving its certificate without a Secret"
+        );
+    }
+    scale(&deployments, 1).await?;
+    wait_for("cert-manager to issue a new Secret", || async {
+        Ok(secrets.get_opt(&secret_name).await?.is_some())
+    })
+    .await?;
+    let reissued = issued_fingerprint(&secrets).await?;
+    ensure!(&reissued != renewed, "the re-created Secret holds the old certificate");
+    for (name, (_, addr, _)) in &servers {
+        wait_for(&format!("{name} serving the re-issued certificate"), || async {
+            Ok(served_cert_fingerprint(*addr, &public_host(ns)).await? == reissued)
+        })
+        .await?;
+    }
+    wait_for("TLSReady True and the cluster Available again", || async {
+        let c = clusters.get(CLUSTER).await?;
+        Ok(
+            condition(&c, conditions::TLS_READY) == Some(("True".into(), "CertManagerIssued".into()))
+                && condition(&c, conditions::AVAILABLE).is_some_and(|(s, _)| s == "True"),
+        )
+    })
+    .await?;
+    eprintln!(
+        "Secret deleted -> re-issued, served and Ready: {:.1?}",
+        deleted.elapsed()
+    );
     ensure!(
-        condition(&c, conditions::AVAILABLE).is_some_and(|(s, _)| s == "True"),
-        "{:?}",
-        c.status
+        server_pods(&pods)
+            .await?
+            .iter()
+            .map(|(n, (uid, _, r))| (n.clone(), uid.clone(), *r))
+            .collect::<Vec<_>>()
+            == servers
+                .iter()
+                .map(|(n, (uid, _, r))| (n.clone(), uid.clone(), *r))
+                .collect::<Vec<_>>(),
+        "a server was restarted"
     );
 
     let _ = stop_tx.send(());
     controller.await?;
-    ensure!(cm.is_running(), "cert-manager exited:\n{}", cm.log_tail(40));
     Ok(())
 }
 
@@ -160,14 +243,34 @@ fn public_host(ns: &str) -> String {
     format!("{}.{ns}.svc", names::public_service(CLUSTER))
 }
 
-async fn issued_fingerprint(secrets: &Api<Secret>) -> Result<String> {
+/// The server Secret's `tls.crt`.
+async fn issued_pem(secrets: &Api<Secret>) -> Result<String> {
     let secret = secrets.get(&names::tls_server_secret(CLUSTER)).await?;
     let pem = secret
         .data
         .as_ref()
         .and_then(|d| d.get("tls.crt"))
         .context("no tls.crt in the server Secret")?;
-    pem_fingerprint(&String::from_utf8_lossy(&pem.0))
+    Ok(String::from_utf8_lossy(&pem.0).into_owned())
+}
+
+async fn issued_fingerprint(secrets: &Api<Secret>) -> Result<String> {
+    pem_fingerprint(&issued_pem(secrets).await?)
+}
+
+/// The notAfter of the server Secret's certificate, as the status writes it.
+async fn issued_not_after(secrets: &Api<Secret>) -> Result<String> {
+    Ok(openbao_render::pki::inspect(&issued_pem(secrets).await?)?
+        .not_after
+        .to_string())
+}
+
+async fn scale(deployments: &Api<Deployment>, replicas: i32) -> Result<()> {
+    let patch = json!({"spec": {"replicas": replicas}});
+    deployments
+        .patch("cert-manager", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }
 
 /// Each server pod's uid, API address and container restart count, by name.

@@ -124,73 +124,72 @@ pub fn api(client: &kube::Client, namespace: &str, kind: &str, plural: &str) -> 
     kube::Api::namespaced_with(client.clone(), namespace, &resource(kind, plural))
 }
 
-impl CertManager {
-    /// Waits until `name`'s `Ready` condition is True.
-    pub async fn wait_ready(&mut self, api: &kube::Api<DynamicObject>, name: &str, timeout: Duration) -> Result<()> {
-        self.wait_until(&format!("{name} Ready"), timeout, async |last| {
-            let Some(obj) = api.get_opt(name).await? else {
-                return Ok(None);
-            };
-            *last = format!("{:?}", obj.data["status"]);
-            Ok(condition(&obj, "Ready")
-                .is_some_and(|(status, _, _)| status == "True")
-                .then_some(()))
-        })
-        .await
+/// Waits until `name`'s `Ready` condition is True (polled every 200 ms; the error names the
+/// last status seen).
+pub async fn wait_ready(api: &kube::Api<DynamicObject>, name: &str, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let last = api.get_opt(name).await?;
+        if last
+            .as_ref()
+            .and_then(|obj| condition(obj, "Ready"))
+            .is_some_and(|(status, _, _)| status == "True")
+        {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            let status = last.map(|obj| obj.data["status"].to_string());
+            bail!("{name} not Ready after {timeout:?} (status: {status:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
 
-    /// The usual cert-manager bootstrap inside `namespace`: a self-signed Issuer makes a CA
-    /// (Certificate and Secret `name`, ECDSA P-256), and the CA Issuer `name` signs with it.
-    /// Returns once that Issuer is Ready.
-    pub async fn ca_issuer(
-        &mut self,
-        client: &kube::Client,
-        namespace: &str,
-        name: &str,
-        timeout: Duration,
-    ) -> Result<()> {
-        let pp = kube::api::PostParams::default();
-        let issuers = api(client, namespace, "Issuer", "issuers");
-        let certificates = api(client, namespace, "Certificate", "certificates");
-        let root = format!("{name}-selfsigned");
-        issuers
-            .create(
-                &pp,
-                &object(
-                    "Issuer",
-                    serde_json::json!({"metadata": {"name": root}, "spec": {"selfSigned": {}}}),
-                )?,
-            )
-            .await
-            .context("create the self-signed Issuer")?;
-        self.wait_ready(&issuers, &root, timeout).await?;
-        certificates
-            .create(
-                &pp,
-                &object(
-                    "Certificate",
-                    serde_json::json!({"metadata": {"name": name}, "spec": {
-                        "isCA": true, "commonName": format!("{name} test CA"), "secretName": name,
-                        "privateKey": {"algorithm": "ECDSA", "size": 256},
-                        "issuerRef": {"name": root, "kind": "Issuer", "group": GROUP},
-                    }}),
-                )?,
-            )
-            .await
-            .context("create the CA Certificate")?;
-        self.wait_ready(&certificates, name, timeout).await?;
-        issuers
-            .create(
-                &pp,
-                &object(
-                    "Issuer",
-                    serde_json::json!({"metadata": {"name": name}, "spec": {"ca": {"secretName": name}}}),
-                )?,
-            )
-            .await
-            .context("create the CA Issuer")?;
-        self.wait_ready(&issuers, name, timeout).await
-    }
+/// The usual cert-manager bootstrap inside `namespace`: a self-signed Issuer makes a CA
+/// (Certificate and Secret `name`, ECDSA P-256), and the CA Issuer `name` signs with it.
+/// Returns once that Issuer is Ready.
+pub async fn ca_issuer(client: &kube::Client, namespace: &str, name: &str, timeout: Duration) -> Result<()> {
+    let pp = kube::api::PostParams::default();
+    let issuers = api(client, namespace, "Issuer", "issuers");
+    let certificates = api(client, namespace, "Certificate", "certificates");
+    let root = format!("{name}-selfsigned");
+    issuers
+        .create(
+            &pp,
+            &object(
+                "Issuer",
+                serde_json::json!({"metadata": {"name": root}, "spec": {"selfSigned": {}}}),
+            )?,
+        )
+        .await
+        .context("create the self-signed Issuer")?;
+    wait_ready(&issuers, &root, timeout).await?;
+    certificates
+        .create(
+            &pp,
+            &object(
+                "Certificate",
+                serde_json::json!({"metadata": {"name": name}, "spec": {
+                    "isCA": true, "commonName": format!("{name} test CA"), "secretName": name,
+                    "privateKey": {"algorithm": "ECDSA", "size": 256},
+                    "issuerRef": {"name": root, "kind": "Issuer", "group": GROUP},
+                }}),
+            )?,
+        )
+        .await
+        .context("create the CA Certificate")?;
+    wait_ready(&certificates, name, timeout).await?;
+    issuers
+        .create(
+            &pp,
+            &object(
+                "Issuer",
+                serde_json::json!({"metadata": {"name": name}, "spec": {"ca": {"secretName": name}}}),
+            )?,
+        )
+        .await
+        .context("create the CA Issuer")?;
+    wait_ready(&issuers, name, timeout).await
 }
 
 /// Asks cert-manager to reissue Certificate `name` now, as `cmctl renew` does: an `Issuing=True`
@@ -215,4 +214,78 @@ pub async fn renew(certificates: &kube::Api<DynamicObject>, name: &str) -> Resul
         .await
         .context("set Issuing=True on the Certificate status")?;
     Ok(())
+}
+
+/// The cert-manager Deployment on the hermetic node (see `node/manifests/cert-manager.yaml`).
+const NODE_MANIFEST: &str = include_str!("node/manifests/cert-manager.yaml");
+/// Its namespace.
+pub const NODE_NAMESPACE: &str = "cert-manager";
+/// How long the controller may take to come up on the node (image present, one small pod).
+const NODE_READY: Duration = Duration::from_secs(120);
+
+/// The controller image `hack/images.sh` assembles from the cached build (our main).
+pub fn image() -> Result<String> {
+    Ok(format!(
+        "quay.io/jetstack/cert-manager-controller:{}",
+        crate::cache::pinned("CERT_MANAGER_VERSION")?
+    ))
+}
+
+/// Runs cert-manager's controller on the hermetic node behind `client` (idempotent: server-side
+/// apply): its CRDs, then namespace `cert-manager`, its service account and RBAC and a one-replica
+/// Deployment of [`image`]. Returns once the Deployment has an available replica. It stays up
+/// until the node goes (several tests share it; each one's issuers live in its own namespace).
+pub async fn deploy_on_node(client: &kube::Client) -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::api::{Patch, PatchParams};
+
+    install_crds(client).await?;
+    let text = NODE_MANIFEST.replace("@IMAGE@", &image()?);
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).context("parse the cert-manager manifest")?;
+    let pp = PatchParams::apply("testkit-cert-manager").force();
+    for doc in docs {
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .context("manifest object without a name")?
+            .to_string();
+        let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+        let applied = match kind.as_str() {
+            "Namespace" => kube::Api::<Namespace>::all(client.clone())
+                .patch(&name, &pp, &Patch::Apply(&doc))
+                .await
+                .map(drop),
+            "ClusterRole" => kube::Api::<ClusterRole>::all(client.clone())
+                .patch(&name, &pp, &Patch::Apply(&doc))
+                .await
+                .map(drop),
+            "ClusterRoleBinding" => kube::Api::<ClusterRoleBinding>::all(client.clone())
+                .patch(&name, &pp, &Patch::Apply(&doc))
+                .await
+                .map(drop),
+            "ServiceAccount" => kube::Api::<ServiceAccount>::namespaced(client.clone(), NODE_NAMESPACE)
+                .patch(&name, &pp, &Patch::Apply(&doc))
+                .await
+                .map(drop),
+            "Deployment" => kube::Api::<Deployment>::namespaced(client.clone(), NODE_NAMESPACE)
+                .patch(&name, &pp, &Patch::Apply(&doc))
+                .await
+                .map(drop),
+            other => bail!("the cert-manager manifest holds a {other}, which deploy_on_node does not apply"),
+        };
+        applied.with_context(|| format!("apply {kind} {name}"))?;
+    }
+    let deployments = kube::Api::<Deployment>::namespaced(client.clone(), NODE_NAMESPACE);
+    let started = Instant::now();
+    loop {
+        let status = deployments.get("cert-manager").await?.status.unwrap_or_default();
+        if status.available_replicas.unwrap_or(0) >= 1 {
+            return Ok(());
+        }
+        if started.elapsed() > NODE_READY {
+            bail!("cert-manager's Deployment has no available replica after {NODE_READY:?}: {status:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -164,7 +164,7 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
             }))?,
         )
         .await?;
-    cm.wait_ready(&cluster_issuers, &selfsigned, ISSUE_TIMEOUT).await?;
+    cert_manager::wait_ready(&cluster_issuers, &selfsigned, ISSUE_TIMEOUT).await?;
     eprintln!(
         "ClusterIssuer Ready {:.2?} after cert-manager started",
         started.elapsed()
@@ -183,7 +183,7 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
             }))?,
         )
         .await?;
-    cm.wait_ready(&certs, "bao-ca", ISSUE_TIMEOUT).await?;
+    cert_manager::wait_ready(&certs, "bao-ca", ISSUE_TIMEOUT).await?;
     issuers
         .create(
             &pp,
@@ -194,7 +194,7 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
             }))?,
         )
         .await?;
-    cm.wait_ready(&issuers, "bao-ca", ISSUE_TIMEOUT).await?;
+    cert_manager::wait_ready(&issuers, "bao-ca", ISSUE_TIMEOUT).await?;
 
     // The server certificate, with the names clients and raft peers use.
     let public = format!("{CLUSTER}-public.{ns}.svc");
@@ -217,7 +217,7 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
             }))?,
         )
         .await?;
-    cm.wait_ready(&certs, "bao-server", ISSUE_TIMEOUT).await?;
+    cert_manager::wait_ready(&certs, "bao-server", ISSUE_TIMEOUT).await?;
     eprintln!(
         "server Certificate Ready {:.2?} after cert-manager started",
         started.elapsed()
@@ -281,7 +281,7 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
         (second.dns.clone(), second.ips.clone()),
         (first.dns.clone(), first.ips.clone())
     );
-    cm.wait_ready(&certs, "bao-server", RENEW_TIMEOUT).await?;
+    cert_manager::wait_ready(&certs, "bao-server", RENEW_TIMEOUT).await?;
 
     // A deleted Secret is reissued.
     let delete_started = Instant::now();

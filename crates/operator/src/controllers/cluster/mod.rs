@@ -78,7 +78,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     .owns(ctx.watched::<StatefulSet>(), managed.clone())
     .owns(ctx.watched::<Service>(), managed.clone())
     .owns(ctx.watched::<ConfigMap>(), managed.clone())
-    .owns(ctx.watched::<Secret>(), managed.clone())
+    // The cluster's own Secrets, and those cert-manager keeps for `tls.certManager` (no owner
+    // reference to the cluster, but the labels of the Certificate's secretTemplate): a renewed,
+    // deleted or re-created certificate is looked at at once.
+    .watches(ctx.watched::<Secret>(), managed.clone(), |secret| {
+        let owner = secret
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true) && o.kind == "OpenBaoCluster")
+            .map(|o| o.name.clone());
+        let cluster = owner.or_else(|| secret.labels().get(labels::CLUSTER_LABEL).cloned())?;
+        Some(ObjectRef::<OpenBaoCluster>::new(&cluster).within(&secret.namespace()?))
+    })
     .owns(ctx.watched::<ServiceAccount>(), managed.clone())
     .owns(ctx.watched::<RoleBinding>(), managed.clone())
     .owns(ctx.watched::<PodDisruptionBudget>(), managed.clone())

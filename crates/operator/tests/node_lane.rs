@@ -23,10 +23,11 @@ use openbao_api::{OpenBaoCluster, conditions};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use testkit::browser::{Browser, BrowserConfig, openbao_ui};
+use testkit::openbao::poll_until;
 use testkit::pods::wait_for;
 
 mod node_lane_common;
-use node_lane_common::metrics::{Expect, Prometheus, Traffic};
+use node_lane_common::metrics::{Expect, PROMETHEUS_HOST, Prometheus, Traffic};
 use node_lane_common::{
     CLUSTER, EDGE, HOST, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, lane, lane_dir, login,
     namespaces_gone, node_without_lane, policies, read, route_accepted, state,
@@ -190,6 +191,7 @@ async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -
     store_console_answers(&ca).await?;
     let token = admin["client_token"].as_str().unwrap_or_default().to_string();
     prometheus_serves_the_dashboard(&ca, &http, token).await?;
+    prometheus_targets_in_a_browser(&ca).await?;
 
     guard.down = true;
     lane("down")?;
@@ -228,6 +230,43 @@ async fn openbao_ui_in_a_browser(ca: &[u8], password: &str) -> Result<()> {
     openbao_ui::wait_for_secrets_engine(&browser, "secret/", UI_TIMEOUT).await?;
     eprintln!(
         "OpenBao UI through the Gateway in Chromium: demo login -> secrets page with secret/ in {:.1?}",
+        started.elapsed()
+    );
+    browser.quit().await
+}
+
+/// Prometheus's own UI in Chromium through the Gateway, trusting only the lane CA: its targets
+/// page (`/classic/targets`, rendered by the server, so it is opened again until it shows them)
+/// lists the operator's job and OpenBao's job with every target up.
+async fn prometheus_targets_in_a_browser(ca: &[u8]) -> Result<()> {
+    let config = BrowserConfig::new("lane-prometheus-ui", &lane_dir())
+        .trust_ca(std::str::from_utf8(ca)?)
+        .resolve(PROMETHEUS_HOST, std::net::IpAddr::V4(testkit::node::NODE_IP));
+    let browser = Browser::start(config).await?;
+    let url = format!("https://{PROMETHEUS_HOST}:30443/classic/targets");
+    let started = Instant::now();
+    let jobs = browser
+        .step(
+            "prometheus-targets",
+            poll_until(
+                "the operator's and OpenBao's targets up in the Prometheus UI",
+                UI_TIMEOUT,
+                || async {
+                    browser.goto(&url).await?;
+                    // A job header without the `danger` class has every target up; "(0/0 up)" has none.
+                    let healthy = browser.displayed_texts("h2.job_header:not(.danger) a").await?;
+                    let up = |job: &str| {
+                        healthy
+                            .iter()
+                            .any(|t| t.starts_with(&format!("{job} (")) && !t.contains("(0/"))
+                    };
+                    Ok((up("openbao-operator") && up("openbao")).then_some(healthy.clone()))
+                },
+            ),
+        )
+        .await?;
+    eprintln!(
+        "Prometheus UI through the Gateway in Chromium: targets {jobs:?} in {:.1?}",
         started.elapsed()
     );
     browser.quit().await

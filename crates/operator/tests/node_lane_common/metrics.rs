@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 use testkit::cache::repo_root;
 
-const PROMETHEUS_HOST: &str = "prometheus.lane.localhost";
+pub const PROMETHEUS_HOST: &str = "prometheus.lane.localhost";
 
 /// Which panels must show data now (every query must run without error in any case).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

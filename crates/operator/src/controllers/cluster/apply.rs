@@ -95,8 +95,10 @@ pub(super) async fn apply_all(
                 Ok(out) => {
                     writer.apply(&out.secrets.ca).await?;
                     writer.apply(&out.secrets.server).await?;
-                    for change in out.changes {
-                        events.push(("CertificateIssued".into(), change));
+                    // One Event for what one pass issued (a new cluster gets its CA and server
+                    // certificate together).
+                    if !out.changes.is_empty() {
+                        events.push(("CertificateIssued".into(), out.changes.join("; ")));
                     }
                     next_cert_check = out.next_check;
                     observed.tls = TlsState::Ready {

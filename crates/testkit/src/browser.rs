@@ -3,7 +3,9 @@
 //!
 //! [`Browser::start`] runs Debian's headless Chromium and `chromedriver` as [`ManagedProcess`]es
 //! (killed with the test, even a SIGKILLed one) on loopback ports they pick, and opens one
-//! WebDriver session through our own small client ([`webdriver`]). Each browser gets a fresh temp
+//! WebDriver session through [`fantoccini`] (a maintained WebDriver client; unlike thirtyfour it
+//! leaves serde_json's `preserve_order` off, see `crates/testkit/Cargo.toml`). It talks plain HTTP
+//! to chromedriver on loopback, so no TLS stack is involved. Each browser gets a fresh temp
 //! dir holding its profile and a `$HOME` whose NSS database (`~/.pki/nssdb`, where Chromium on
 //! Linux reads locally added trust anchors) trusts the one CA the test gives: TLS is verified as
 //! in production, with no `--ignore-certificate-errors` and no system-wide change. Host names are mapped to loopback
@@ -15,18 +17,23 @@
 //! Needs `chromium`, `chromium-driver` and `libnss3-tools` (`certutil`): `hack/install-deps.sh`.
 
 pub mod openbao_ui;
-pub mod webdriver;
 
 use crate::openbao::poll_until;
 use crate::process::ManagedProcess;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
+use fantoccini::wd::Capabilities;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use reqwest::Url;
+use serde_json::json;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use tempfile::TempDir;
-use webdriver::{Element, Session};
 
 /// Debian's packages put them here (`chromium`, `chromium-driver`, `libnss3-tools`).
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -35,17 +42,19 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub const CHROMIUM: &str = "/usr/lib/chromium/chromium";
 pub const CERTUTIL: &str = "/usr/bin/certutil";
 
-/// How long chromedriver may take to answer, and one WebDriver command may take.
+/// How long chromedriver may take to start.
 const DRIVER_READY: Duration = Duration::from_secs(30);
+/// The session's own timeouts (W3C `timeouts` capability): a navigation and a script are cut
+/// off by chromedriver, which then answers with an error, before [`COMMAND_TIMEOUT`] passes.
+/// No implicit wait: looking up elements answers at once, and waits are polls on state.
+const PAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(50);
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one WebDriver command may take, answer included (fantoccini has no HTTP timeout).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// The document URL of Chromium's network error and certificate interstitial pages.
 const ERROR_PAGE_SCHEME: &str = "chrome-error:";
 /// How often Chromium's and chromedriver's startup files are looked at.
 const POLL: Duration = Duration::from_millis(100);
-/// Selects the `<option>`s of the `<select>` in `arguments[0]` whose value is `arguments[1]`:
-/// the value is an argument, never part of a selector or of the script.
-const OPTIONS_WITH_VALUE: &str =
-    "return Array.from(arguments[0].options).filter(option => option.value === arguments[1]);";
 
 /// What a browser session trusts and resolves, and where failure artifacts go.
 #[derive(Clone, Debug)]
@@ -105,9 +114,9 @@ impl BrowserConfig {
 /// [`Browser::quit`] does the same politely.
 pub struct Browser {
     config: BrowserConfig,
-    // Field order is drop order: the session (a DELETE to chromedriver), then the processes,
-    // then the profile and `$HOME`.
-    session: Option<Session>,
+    // Field order is drop order: the session (fantoccini's session task then sends a
+    // best-effort DELETE to chromedriver), then the processes, then the profile and `$HOME`.
+    client: Client,
     chromedriver: ManagedProcess,
     chromium: ManagedProcess,
     dir: TempDir,
@@ -165,9 +174,13 @@ impl Browser {
         )?;
         let url = wait_for_driver(&mut chromedriver).await?;
 
-        let capabilities = webdriver::attach_capabilities(&format!("127.0.0.1:{devtools_port}"));
-        let session = Session::new(&url, &capabilities, COMMAND_TIMEOUT)
+        // Plain HTTP: chromedriver listens on loopback only.
+        let mut builder = ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(attach_capabilities(&format!("127.0.0.1:{devtools_port}")));
+        let client = tokio::time::timeout(COMMAND_TIMEOUT, builder.connect(&url))
             .await
+            .map_err(|_| anyhow!("chromedriver did not answer within {COMMAND_TIMEOUT:?}"))
+            .and_then(|connected| Ok(connected?))
             .with_context(|| {
                 format!(
                     "open a WebDriver session on Chromium\n--- chromedriver log tail ---\n{}\n--- chromium log tail ---\n{}",
@@ -177,7 +190,7 @@ impl Browser {
             })?;
         Ok(Self {
             config,
-            session: Some(session),
+            client,
             chromedriver,
             chromium,
             dir,
@@ -185,8 +198,8 @@ impl Browser {
     }
 
     /// The WebDriver session, for anything the helpers here do not cover.
-    pub fn driver(&self) -> &Session {
-        self.session.as_ref().expect("session open until quit")
+    pub fn driver(&self) -> &Client {
+        &self.client
     }
 
     /// chromedriver's process id.
@@ -207,10 +220,7 @@ impl Browser {
     /// Navigates to `url` and waits for the document to load; a page that cannot be shown (a
     /// TLS error, a refused connection) is an error naming Chromium's `net::ERR_…` code.
     pub async fn goto(&self, url: &str) -> Result<()> {
-        self.driver()
-            .navigate(url)
-            .await
-            .with_context(|| format!("open {url}"))?;
+        command(&format!("open {url}"), self.client.goto(url)).await?;
         if let Some(code) = self.error_page_code().await? {
             bail!("open {url}: Chromium shows its error page: {code}");
         }
@@ -222,8 +232,9 @@ impl Browser {
     /// success. Such a page's document URL is `chrome-error://chromewebdata/`.
     pub async fn error_page_code(&self) -> Result<Option<String>> {
         let script = "return [location.href, document.body ? document.body.innerText : ''];";
-        let ret = self.driver().execute(script, Vec::new()).await?;
-        let (href, text): (String, String) = serde_json::from_value(ret).context("read the page's URL and text")?;
+        let ret = command("read the page's URL and text", self.client.execute(script, Vec::new())).await?;
+        let (href, text): (String, String) =
+            serde_json::from_value(ret).context("the page's URL and text are not two strings")?;
         if !href.starts_with(ERROR_PAGE_SCHEME) {
             return Ok(None);
         }
@@ -235,25 +246,31 @@ impl Browser {
     }
 
     pub async fn current_url(&self) -> Result<String> {
-        Ok(self.driver().current_url().await?)
+        Ok(self.url().await?.to_string())
     }
 
     /// The path of the current URL (no query or fragment).
     pub async fn current_path(&self) -> Result<String> {
-        url_path(&self.current_url().await?)
+        Ok(self.url().await?.path().to_string())
+    }
+
+    async fn url(&self) -> Result<Url> {
+        command("read the page URL", self.client.current_url()).await
     }
 
     /// The first displayed element matching `css` whose text contains `text` (any text when
     /// `None`), or `None` for now.
     async fn displayed(&self, css: &str, text: Option<&str>) -> Result<Option<Element>> {
-        let driver = self.driver();
-        for element in driver.find_all(css).await? {
-            if !driver.is_displayed(&element).await? {
+        for element in self.find_all(css).await? {
+            if !command(&format!("check {css:?} is displayed"), element.is_displayed()).await? {
                 continue;
             }
-            match text {
-                Some(wanted) if !driver.text(&element).await?.contains(wanted) => continue,
-                _ => return Ok(Some(element)),
+            let Some(wanted) = text else {
+                return Ok(Some(element));
+            };
+            let shown = command(&format!("read {css:?}"), element.text()).await?;
+            if shown.contains(wanted) {
+                return Ok(Some(element));
             }
         }
         Ok(None)
@@ -261,14 +278,18 @@ impl Browser {
 
     /// The texts of the displayed elements matching `css`, in document order.
     pub async fn displayed_texts(&self, css: &str) -> Result<Vec<String>> {
-        let driver = self.driver();
         let mut texts = Vec::new();
-        for element in driver.find_all(css).await? {
-            if driver.is_displayed(&element).await? {
-                texts.push(driver.text(&element).await?);
+        for element in self.find_all(css).await? {
+            if command(&format!("check {css:?} is displayed"), element.is_displayed()).await? {
+                texts.push(command(&format!("read {css:?}"), element.text()).await?);
             }
         }
         Ok(texts)
+    }
+
+    /// The elements matching `css`, in document order.
+    async fn find_all(&self, css: &str) -> Result<Vec<Element>> {
+        command(&format!("find {css:?}"), self.client.find_all(Locator::Css(css))).await
     }
 
     /// Waits until an element matching `css` is displayed.
@@ -292,8 +313,8 @@ impl Browser {
     /// Waits until the URL's path ends with `suffix` (query and fragment ignored).
     pub async fn wait_for_path(&self, suffix: &str, timeout: Duration) -> Result<String> {
         poll_until(&format!("URL path ending in {suffix:?}"), timeout, || async {
-            let url = self.current_url().await?;
-            Ok(url_path(&url)?.ends_with(suffix).then_some(url))
+            let url = self.url().await?;
+            Ok(url.path().ends_with(suffix).then(|| url.to_string()))
         })
         .await
     }
@@ -301,40 +322,31 @@ impl Browser {
     /// Types `value` into the input matching `css` once it is displayed (its old value cleared).
     pub async fn fill(&self, css: &str, value: &str, timeout: Duration) -> Result<()> {
         let input = self.wait_for(css, timeout).await?;
-        let driver = self.driver();
-        driver.clear(&input).await.with_context(|| format!("clear {css:?}"))?;
-        driver
-            .send_keys(&input, value)
-            .await
-            .with_context(|| format!("type into {css:?}"))?;
-        Ok(())
+        command(&format!("clear {css:?}"), input.clear()).await?;
+        // The error names the field, never `value` (it may be a password).
+        command(&format!("type into {css:?}"), input.send_keys(value)).await
     }
 
     /// Clicks the element matching `css` once it is displayed.
     pub async fn click(&self, css: &str, timeout: Duration) -> Result<()> {
         let element = self.wait_for(css, timeout).await?;
-        self.driver()
-            .click(&element)
-            .await
-            .with_context(|| format!("click {css:?}"))
+        command(&format!("click {css:?}"), element.click()).await
     }
 
     /// Selects the `<option value=…>` of the `<select>` matching `css` by clicking it, as a user
     /// does (the page sees the same `input` and `change` events).
+    ///
+    /// The options' values are compared here, not in a selector: fantoccini's
+    /// `Element::select_by_value` formats the value into `option[value='…']` unescaped.
     pub async fn select(&self, css: &str, value: &str, timeout: Duration) -> Result<()> {
         let select = self.wait_for(css, timeout).await?;
-        let driver = self.driver();
-        let options = driver
-            .execute_for_elements(OPTIONS_WITH_VALUE, &select, vec![value.into()])
-            .await
-            .with_context(|| format!("find the option {value:?} in {css:?}"))?;
-        let option = options
-            .first()
-            .with_context(|| format!("{css:?} has no option with value {value:?}"))?;
-        driver
-            .click(option)
-            .await
-            .with_context(|| format!("select {value:?} in {css:?}"))
+        let what = format!("read the options of {css:?}");
+        for option in command(&what, select.find_all(Locator::Css("option"))).await? {
+            if command(&what, option.prop("value")).await?.as_deref() == Some(value) {
+                return command(&format!("select {value:?} in {css:?}"), option.click()).await;
+            }
+        }
+        bail!("{css:?} has no option with value {value:?}")
     }
 
     /// Runs one step of a check. When it fails, a screenshot and the page HTML are saved as
@@ -361,9 +373,9 @@ impl Browser {
         let shot = async {
             std::fs::create_dir_all(&self.config.artifacts_dir)
                 .with_context(|| format!("create {}", self.config.artifacts_dir.display()))?;
-            let bytes = self.driver().screenshot_png().await.context("take screenshot")?;
+            let bytes = command("take a screenshot", self.client.screenshot()).await?;
             std::fs::write(&png, bytes).with_context(|| format!("write {}", png.display()))?;
-            if let Ok(source) = self.driver().page_source().await {
+            if let Ok(source) = command("read the page source", self.client.source()).await {
                 let _ = std::fs::write(&html, source);
             }
             anyhow::Ok(())
@@ -376,13 +388,42 @@ impl Browser {
 
     /// Ends the session, then stops chromedriver and Chromium; the temp dir is removed.
     pub async fn quit(mut self) -> Result<()> {
-        if let Some(session) = self.session.take() {
-            session.delete().await.context("end the WebDriver session")?;
-        }
+        command("end the WebDriver session", self.client.clone().close()).await?;
         self.chromedriver.stop();
         self.chromium.stop();
         Ok(())
     }
+}
+
+/// Runs one WebDriver command, cut off after [`COMMAND_TIMEOUT`]; an error names `what` (a
+/// step or selector, never typed text) and chromedriver's answer.
+async fn command<T>(what: &str, run: impl Future<Output = Result<T, CmdError>>) -> Result<T> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
+        Ok(answer) => answer.with_context(|| what.to_string()),
+        Err(_) => bail!("{what}: no answer from chromedriver within {COMMAND_TIMEOUT:?}"),
+    }
+}
+
+/// The capabilities of a session on a Chromium that is already running, reached through its
+/// DevTools address (`host:port`): chromedriver attaches instead of launching a browser. The
+/// session's timeouts are set here, explicitly.
+fn attach_capabilities(debugger_address: &str) -> Capabilities {
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let mut capabilities = Capabilities::new();
+    capabilities.insert("browserName".into(), json!("chrome"));
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({ "debuggerAddress": debugger_address }),
+    );
+    capabilities.insert(
+        "timeouts".into(),
+        json!({
+            "implicit": 0,
+            "pageLoad": millis(PAGE_LOAD_TIMEOUT),
+            "script": millis(SCRIPT_TIMEOUT),
+        }),
+    );
+    capabilities
 }
 
 /// Creates `<home>/.pki/nssdb` (empty password) trusting `ca_pem` for TLS servers.
@@ -493,12 +534,6 @@ async fn wait_for_driver(process: &mut ManagedProcess) -> Result<String> {
     }
 }
 
-/// The path of `url` (no query or fragment).
-fn url_path(url: &str) -> Result<String> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("parse the page URL {url:?}"))?;
-    Ok(parsed.path().to_string())
-}
-
 /// `label` with everything but ASCII letters, digits, `-` and `_` replaced by `-`.
 fn file_label(label: &str) -> String {
     label
@@ -540,6 +575,19 @@ mod tests {
         let config =
             BrowserConfig::new("t", Path::new("/tmp")).resolve("a.svc,MAP * 10.0.0.1", IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert!(config.host_resolver_rules().is_err());
+    }
+
+    #[test]
+    fn attach_capabilities_name_the_debugger_address_and_the_timeouts() {
+        assert_eq!(
+            serde_json::Value::Object(attach_capabilities("127.0.0.1:40123")),
+            json!({
+                "browserName": "chrome",
+                "goog:chromeOptions": {"debuggerAddress": "127.0.0.1:40123"},
+                "timeouts": {"implicit": 0, "pageLoad": 50_000, "script": 10_000},
+            })
+        );
+        assert!(PAGE_LOAD_TIMEOUT < COMMAND_TIMEOUT && SCRIPT_TIMEOUT < COMMAND_TIMEOUT);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 mod apiserver_common;
 
-use anyhow::{Context as _, Result, bail};
-use apiserver_common::{client_with_crds, context};
+use anyhow::{Context as _, Result};
+use apiserver_common::{client_with_crds, context, wait_for};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -52,23 +52,6 @@ fn cluster_manifest(name: &str, extra: serde_json::Value) -> Result<OpenBaoClust
         "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
         "metadata": {"name": name}, "spec": spec,
     }))?)
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>>

@@ -19,8 +19,8 @@
 
 mod apiserver_common;
 
-use anyhow::{Context as _, Result, bail, ensure};
-use apiserver_common::{client_with_crds, context};
+use anyhow::{Context as _, Result, ensure};
+use apiserver_common::{client_with_crds, context, wait_for};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -37,9 +37,8 @@ use openbao_operator::runtime::metrics::Metrics;
 use openbao_render::labels::{CLUSTER_LABEL, CONFIG_HASH_ANNOTATION};
 use openbao_render::{Cluster, config, paths};
 use serde_json::json;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testkit::apiserver::{ApiServer, create_namespace};
 
 const NAME: &str = "moving";
@@ -48,23 +47,6 @@ async fn setup() -> Result<(Client, Arc<Context>)> {
     let client = client_with_crds(ApiServer::shared().await?).await?;
     let ctx = Arc::new(context(&client).await);
     Ok((client, ctx))
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn transit() -> serde_json::Value {

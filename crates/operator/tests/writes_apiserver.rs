@@ -9,8 +9,8 @@
 
 mod apiserver_common;
 
-use anyhow::{Context as _, Result, bail};
-use apiserver_common::{client_with_crds, context};
+use anyhow::{Context as _, Result};
+use apiserver_common::{client_with_crds, context, wait_for};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -98,23 +98,6 @@ fn audited(log: &Path, namespace: &str, verbs: &[&str]) -> Result<Vec<String>> {
         }
     }
     Ok(writes)
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn successful_reconciles(metrics: &Metrics) -> i64 {

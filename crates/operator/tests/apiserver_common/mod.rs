@@ -13,6 +13,8 @@ use openbao_operator::context::Context;
 use openbao_operator::runtime::metrics::Metrics;
 use openbao_render::OperatorIdentity;
 use serde_json::{Value, json};
+use std::future::Future;
+use std::time::{Duration, Instant};
 use testkit::apiserver::{ApiServer, install_crds};
 
 /// The namespace the operator runs in (the binary's `POD_NAMESPACE` default).
@@ -86,4 +88,23 @@ pub fn merged(mut base: Value, extra: Value) -> Value {
     };
     base.as_object_mut().expect("base is a JSON object").extend(extra);
     base
+}
+
+/// Calls `f` every 100 ms until it yields a value (an error ends the wait at once); fails after
+/// `timeout`, naming `what`. How a test waits for a state the controllers reach on their own.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

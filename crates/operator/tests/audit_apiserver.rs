@@ -4,7 +4,10 @@
 //! telemetry files, the StatefulSet the audit volume claim and the audit hash, the metrics
 //! Service exists while `spec.telemetry` does and is pruned after; `AuditReady` follows the pods.
 
+mod apiserver_common;
+
 use anyhow::{Context as _, Result};
+use apiserver_common::{client_with_crds, context};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -12,24 +15,16 @@ use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions, names};
 use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
-use openbao_operator::runtime::metrics::Metrics;
-use openbao_render::{OperatorIdentity, config, labels};
+use openbao_render::{config, labels};
 use serde_json::json;
 use std::sync::Arc;
-use testkit::apiserver::{ApiServer, create_namespace, install_crds};
+use testkit::apiserver::{ApiServer, create_namespace};
 
 const NAME: &str = "audited";
 
 async fn setup() -> Result<(Client, Arc<Context>, String)> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
-    let ctx = Arc::new(Context::new(client.clone(), operator, Metrics::default()).await);
+    let client = client_with_crds(ApiServer::shared().await?).await?;
+    let ctx = Arc::new(context(&client).await);
     let ns = create_namespace(&client, "bao-audit").await?;
     Ok((client, ctx, ns))
 }

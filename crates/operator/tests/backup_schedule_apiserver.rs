@@ -7,7 +7,10 @@
 //! The schedule is driven by an injected clock, so "every minute" is tested in milliseconds;
 //! one test runs the real controller loop with the real clock for the manual trigger.
 
+mod apiserver_common;
+
 use anyhow::{Context as _, Result, bail, ensure};
+use apiserver_common::{client_with_crds, context};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
@@ -15,15 +18,12 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::conditions::{self, BACKUP_CONFIGURATION_READY};
 use openbao_api::{OpenBaoCluster, Operation};
-use openbao_operator::context::Context;
 use openbao_operator::controllers::backup::{self, BackupContext};
-use openbao_operator::runtime::metrics::Metrics;
-use openbao_render::OperatorIdentity;
 use openbao_render::objects::jobs::{Executor, executor_selector};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use testkit::apiserver::{ApiServer, create_namespace, install_crds};
+use testkit::apiserver::{ApiServer, create_namespace};
 
 const CLUSTER: &str = "vault";
 const IMAGE: &str = "ghcr.io/openbao-operator/openbao-operator:test";
@@ -37,16 +37,9 @@ struct Env {
 
 impl Env {
     async fn new(prefix: &str, schedule: &str) -> Result<Self> {
-        rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-        let server = ApiServer::shared().await?;
-        let client = server.client().await?;
-        install_crds(&client, openbao_api::crd::all()).await?;
+        let client = client_with_crds(ApiServer::shared().await?).await?;
         let ns = create_namespace(&client, prefix).await?;
-        let operator = OperatorIdentity {
-            namespace: "openbao-operator-system".into(),
-            service_account: "openbao-operator".into(),
-        };
-        let ctx = Arc::new(Context::new(client.clone(), operator, Metrics::default()).await);
+        let ctx = Arc::new(context(&client).await);
         let clock = Arc::new(Mutex::new(ts("2026-01-01T10:00:30Z")));
         let source = clock.clone();
         let bctx = Arc::new(BackupContext {
@@ -439,8 +432,7 @@ async fn a_missing_credentials_secret_is_a_condition_not_a_job() -> Result<()> {
 async fn the_running_controller_runs_a_manual_trigger_exactly_once() -> Result<()> {
     let env = Env::new("backup-trigger", "0 3 * * *").await?;
     // Only this test's namespace: other tests of this binary drive their clusters by hand.
-    let operator = env.bctx.ctx.operator.clone();
-    let mut ctx = Context::new(env.client.clone(), operator, Metrics::default()).await;
+    let mut ctx = context(&env.client).await;
     ctx.watch_namespace = Some(env.ns.clone());
     let real = Arc::new(BackupContext::new(Arc::new(ctx), IMAGE));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

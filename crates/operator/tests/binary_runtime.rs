@@ -2,7 +2,10 @@
 //! through a Lease (one of two replicas reconciles; the other takes over when it dies), the
 //! health and metrics endpoints, and a clean exit on SIGTERM.
 
+mod apiserver_common;
+
 use anyhow::{Result, bail};
+use apiserver_common::client_with_crds;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use std::path::Path;
@@ -75,10 +78,8 @@ async fn wait_until_ready(r: &Replica, timeout: Duration) -> Result<Duration> {
 
 #[tokio::test]
 async fn one_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    testkit::apiserver::install_crds(&client, openbao_api::crd::all()).await?;
+    let client = client_with_crds(server).await?;
     let ns = create_namespace(&client, "bao-leader").await?;
 
     let a = start_replica(server.kubeconfig_path(), &ns, "operator-a")?;

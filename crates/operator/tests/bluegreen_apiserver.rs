@@ -10,7 +10,10 @@
 //! row, which is also what is checked. The OpenBao half of every phase is
 //! proven on real servers in `upgrade_processes.rs` and end to end in `node_bluegreen.rs`.
 
+mod apiserver_common;
+
 use anyhow::{Context as _, Result};
+use apiserver_common::{client_with_crds, context};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -19,26 +22,18 @@ use openbao_api::{OpenBaoCluster, OpenBaoClusterStatus, UpgradePhase, conditions
 use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
 use openbao_operator::controllers::cluster::bluegreen::BlueGreenKube;
-use openbao_operator::runtime::metrics::Metrics;
-use openbao_render::{Cluster, OperatorIdentity};
+use openbao_render::Cluster;
 use serde_json::json;
 use std::sync::Arc;
-use testkit::apiserver::{ApiServer, create_namespace, install_crds, install_gateway_api_crds};
+use testkit::apiserver::{ApiServer, create_namespace, install_gateway_api_crds};
 
 const NAME: &str = "lane";
 const GREEN: &str = "v2-7-2";
 
 async fn setup() -> Result<(Client, Arc<Context>)> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
+    let client = client_with_crds(ApiServer::shared().await?).await?;
     install_gateway_api_crds(&client).await?;
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
-    let ctx = Arc::new(Context::new(client.clone(), operator, Metrics::default()).await);
+    let ctx = Arc::new(context(&client).await);
     Ok((client, ctx))
 }
 

@@ -11,7 +11,10 @@
 //! External Secret whose certificate has expired is `TLSReady=False/CertificateExpired`, never a
 //! crash loop.
 
+mod apiserver_common;
+
 use anyhow::{Context as _, Result, ensure};
+use apiserver_common::{client_with_crds, context};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -21,13 +24,12 @@ use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions, names};
 use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
-use openbao_operator::runtime::metrics::Metrics;
 use openbao_render::objects::Certificate;
-use openbao_render::{OperatorIdentity, pki};
+use openbao_render::pki;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::apiserver::{ApiServer, create_namespace, install_crds};
+use testkit::apiserver::{ApiServer, create_namespace};
 use testkit::cert_manager::{self, CertManager};
 
 /// Issuer set-up and a first issuance (cold informers, key generation on busy cores).
@@ -80,13 +82,6 @@ async fn reconcile_until(
     .await
 }
 
-fn operator() -> OperatorIdentity {
-    OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    }
-}
-
 fn text(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
@@ -97,10 +92,8 @@ fn text(secret: &Secret, key: &str) -> Option<String> {
 
 #[tokio::test]
 async fn the_operator_owns_a_cert_manager_certificate_and_reports_its_state() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     let server = ApiServer::start().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
+    let client = client_with_crds(&server).await?;
     cert_manager::install_crds(&client).await?;
     let ns = create_namespace(&client, "bao-certmgr").await?;
     let mut cm = CertManager::start(server.kubeconfig_path()).await?;
@@ -108,7 +101,7 @@ async fn the_operator_owns_a_cert_manager_certificate_and_reports_its_state() ->
     cert_manager::ca_issuer(&client, &ns, ISSUER, ISSUE_TIMEOUT).await?;
     eprintln!("CA Issuer Ready after {:.1?}", started.elapsed());
 
-    let ctx = Arc::new(Context::new(client.clone(), operator(), Metrics::default()).await);
+    let ctx = Arc::new(context(&client).await);
     let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), &ns);
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
     let certificates = Api::<Certificate>::namespaced(client.clone(), &ns);
@@ -209,7 +202,7 @@ async fn the_operator_owns_a_cert_manager_certificate_and_reports_its_state() ->
         "a Certificate was made for a ClusterIssuer that is not allowed"
     );
     // Allowed by the installer: the Certificate is made (it stays unissued: no such issuer).
-    let mut allowing = Context::new(client.clone(), operator(), Metrics::default()).await;
+    let mut allowing = context(&client).await;
     allowing.cert_manager_cluster_issuers = vec!["corp-ca".into()];
     let allowing = Arc::new(allowing);
     reconcile(&client, &allowing, &ns, "cluster-wide").await?;

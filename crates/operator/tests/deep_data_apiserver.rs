@@ -4,15 +4,15 @@
 //! at 128 levels, so a plain decode of the LIST fails; the operator's types decode it anyway,
 //! report it as invalid, and keep reconciling its neighbour.
 
+mod apiserver_common;
+
 use anyhow::{Context as _, Result, bail, ensure};
+use apiserver_common::{cluster_object, context, install_crypto_provider, untyped_clusters};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use openbao_api::{OpenBaoCluster, conditions};
-use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
-use openbao_operator::runtime::metrics::Metrics;
-use openbao_render::OperatorIdentity;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,20 +39,16 @@ fn manifest(name: &str, data: Option<Value>) -> Result<DynamicObject> {
         spec["selfInit"] =
             json!({ "requests": [{ "name": "deep", "operation": "update", "path": "sys/x", "data": data }] });
     }
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
-        "metadata": { "name": name }, "spec": spec,
-    }))?)
+    cluster_object(name, spec)
 }
 
 #[tokio::test]
 async fn a_cluster_with_200_levels_of_data_does_not_stop_its_neighbour() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    install_crypto_provider();
     let server = ApiServer::shared().await?;
     let client = server.client().await?;
     let ns = create_namespace(&client, "deep-data").await?;
-    let untyped =
-        Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ApiResource::erase::<OpenBaoCluster>(&()));
+    let untyped = untyped_clusters(client.clone(), &ns);
 
     // Stored while the CRD had no bound, then the bound is installed: the object stays.
     install_crds(&client, crds_without_data_bounds()?).await?;
@@ -89,11 +85,7 @@ async fn a_cluster_with_200_levels_of_data_does_not_stop_its_neighbour() -> Resu
     assert_eq!(typed.items.len(), 1);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
-    let mut ctx = Context::new(client.clone(), operator, Metrics::default()).await;
+    let mut ctx = context(&client).await;
     ctx.watch_namespace = Some(ns.clone());
     let controller = tokio::spawn(cluster::run(Arc::new(ctx), async move {
         let _ = stop_rx.await;

@@ -5,7 +5,10 @@
 //! never both leaders, B leads within 20 s, A stops within a lease, and A, restarted
 //! once the network is back (as the kubelet restarts an exited container), stays a standby.
 
+mod apiserver_common;
+
 use anyhow::{Context as _, Result, bail};
+use apiserver_common::client_with_crds;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use std::net::SocketAddr;
@@ -146,10 +149,8 @@ struct Sample {
 
 #[tokio::test]
 async fn a_partitioned_leader_stops_before_the_standby_takes_over() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    testkit::apiserver::install_crds(&client, openbao_api::crd::all()).await?;
+    let client = client_with_crds(server).await?;
     let ns = create_namespace(&client, "bao-partition").await?;
     let logs = tempfile::tempdir()?;
 

@@ -19,7 +19,12 @@
 //!   and a socket audit device outside the cluster, where admission and the operator agree on
 //!   what is inside; under `Hardened` an egress rule without ports or with a wildcard peer.
 
+mod apiserver_common;
+
 use anyhow::{Context as _, Result, bail, ensure};
+use apiserver_common::{
+    OPERATOR_NAMESPACE, admitted, client_with_crds, cluster_object, context, merged, refusal, untyped_clusters,
+};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -28,25 +33,16 @@ use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions, names};
 use openbao_operator::context::{Context, NetworkSettings};
 use openbao_operator::controllers::cluster;
-use openbao_operator::runtime::metrics::Metrics;
-use openbao_render::OperatorIdentity;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use testkit::apiserver::{ApiServer, create_namespace, install_crds};
+use testkit::apiserver::{ApiServer, create_namespace};
 use testkit::cache::repo_root;
 
-const OPERATOR_NS: &str = "openbao-operator-system";
 const EXTERNAL: &str = "198.19.255.1/32";
 
-fn operator() -> OperatorIdentity {
-    OperatorIdentity {
-        namespace: OPERATOR_NS.into(),
-        service_account: "openbao-operator".into(),
-    }
-}
-
-async fn context(client: Client) -> Arc<Context> {
-    let mut ctx = Context::new(client, operator(), Metrics::default()).await;
+/// The operator's context with the network settings the policies are checked against.
+async fn network_context(client: &Client) -> Arc<Context> {
+    let mut ctx = context(client).await;
     ctx.network = NetworkSettings {
         dns_namespace: "kube-system".into(),
         external_source_cidrs: vec![EXTERNAL.into()],
@@ -100,10 +96,7 @@ fn namespace_peer(ns: &str) -> Value {
 
 #[tokio::test]
 async fn the_policy_holds_the_discovered_apiserver_and_only_the_named_peers() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
+    let client = client_with_crds(ApiServer::shared().await?).await?;
     publish_apiserver_endpoints(&client).await?;
     let kubernetes = Api::<Service>::namespaced(client.clone(), "default")
         .get("kubernetes")
@@ -120,7 +113,7 @@ async fn the_policy_holds_the_discovered_apiserver_and_only_the_named_peers() ->
         .context("ports")?[0]
         .port;
 
-    let ctx = context(client.clone()).await;
+    let ctx = network_context(&client).await;
     let ns = create_namespace(&client, "bao-netpol").await?;
     let name = "fenced";
     Api::<OpenBaoCluster>::namespaced(client.clone(), &ns)
@@ -160,7 +153,7 @@ async fn the_policy_holds_the_discovered_apiserver_and_only_the_named_peers() ->
     ensure!(
         *api_peers
             == json!([
-                namespace_peer(OPERATOR_NS),
+                namespace_peer(OPERATOR_NAMESPACE),
                 {"podSelector": {"matchLabels": {
                     "app.kubernetes.io/name": "openbao-executor",
                     "app.kubernetes.io/instance": name,
@@ -186,12 +179,9 @@ async fn the_policy_holds_the_discovered_apiserver_and_only_the_named_peers() ->
 
 #[tokio::test]
 async fn the_jobs_policy_comes_and_goes_with_the_backups() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
+    let client = client_with_crds(ApiServer::shared().await?).await?;
     publish_apiserver_endpoints(&client).await?;
-    let ctx = context(client.clone()).await;
+    let ctx = network_context(&client).await;
     let ns = create_namespace(&client, "bao-netpol-jobs").await?;
     let name = "saved";
     let mut cluster = manifest(name)?;
@@ -267,17 +257,17 @@ async fn confined_client(server: &ApiServer, client: &Client, ns: &str, account:
     let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "confined-operator"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": OPERATOR_NS}],
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": OPERATOR_NAMESPACE}],
     }))?;
     Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &binding)
         .await?;
     let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig_path())?;
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    config.auth_info.impersonate = Some(format!("system:serviceaccount:{OPERATOR_NS}:{account}"));
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{account}"));
     config.auth_info.impersonate_groups = Some(vec![
         "system:serviceaccounts".into(),
-        format!("system:serviceaccounts:{OPERATOR_NS}"),
+        format!("system:serviceaccounts:{OPERATOR_NAMESPACE}"),
         "system:authenticated".into(),
     ]);
     Ok(Client::try_from(config)?)
@@ -323,14 +313,12 @@ async fn bind_shipped_discovery_role(client: &Client, account: &str) -> Result<(
 
 #[tokio::test]
 async fn without_the_apiserver_addresses_no_policy_and_no_pods_then_both() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
+    let client = client_with_crds(server).await?;
     let ns = create_namespace(&client, "bao-netpol-rbac").await?;
     let account = format!("operator-{ns}");
     let confined = confined_client(server, &client, &ns, &account).await?;
-    let ctx = context(confined).await;
+    let ctx = network_context(&confined).await;
     let name = "undiscovered";
     Api::<OpenBaoCluster>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &manifest(name)?)
@@ -380,40 +368,49 @@ async fn without_the_apiserver_addresses_no_policy_and_no_pods_then_both() -> Re
     Ok(())
 }
 
-async fn rejection(api: &Api<DynamicObject>, name: &str, spec: Value) -> Result<String> {
-    let obj: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
-        "metadata": {"name": name}, "spec": spec,
-    }))?;
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(created) => bail!("{name} accepted: {}", serde_json::to_string(&created.data)?),
-        Err(kube::Error::Api(status)) if status.code == 422 => Ok(status.message),
-        Err(other) => bail!("{name}: expected 422, got {other:?}"),
+/// Admission and the operator agree on whether a Development cluster with `extra` reaches
+/// outside the cluster (`inside`: the operator's answer): admitted without an egress rule
+/// exactly when it is inside, else refused asking for one.
+async fn admission_agrees(api: &Api<DynamicObject>, name: &str, extra: Value, inside: bool, what: &str) -> Result<()> {
+    let spec = merged(
+        json!({"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}}),
+        extra,
+    );
+    match api.create(&PostParams::default(), &cluster_object(name, spec)?).await {
+        Ok(_) => ensure!(
+            inside,
+            "{what}: admitted without an egress rule, but outside for the operator"
+        ),
+        Err(kube::Error::Api(status)) if status.code == 422 => ensure!(
+            !inside && status.message.contains("spec.network.egressRules: required when"),
+            "{what} (in-cluster for the operator: {inside}): {}",
+            status.message
+        ),
+        Err(other) => bail!("{what}: {other:?}"),
     }
+    Ok(())
 }
 
 #[tokio::test]
 async fn admission_refuses_hardened_ingress_rules_and_an_outside_seal_without_egress() -> Result<()> {
-    let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
+    let client = client_with_crds(ApiServer::shared().await?).await?;
     let ns = create_namespace(&client, "bao-netpol-cel").await?;
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client, &ns, &kube::api::ApiResource::erase::<OpenBaoCluster>(&()));
+    let api = untyped_clusters(client, &ns);
     let transit = |address: &str| {
         json!({"type": "transit", "transit": {"address": address, "keyName": "k",
                "tokenSecretRef": {"name": "t", "key": "token"}}})
     };
     let spec = |extra: Value| {
-        let mut s = json!({"version": "2.7.2", "profile": "Hardened", "replicas": 3, "storage": {"size": "1Gi"},
-            "tls": {"mode": "External"}, "unseal": transit("https://transit.vault.svc:8200"),
-            "audit": [{"type": "file", "name": "file", "fileOptions": {"filePath": "stdout"}}]});
-        s.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        s
+        merged(
+            json!({"version": "2.7.2", "profile": "Hardened", "replicas": 3, "storage": {"size": "1Gi"},
+                "tls": {"mode": "External"}, "unseal": transit("https://transit.vault.svc:8200"),
+                "audit": [{"type": "file", "name": "file", "fileOptions": {"filePath": "stdout"}}]}),
+            extra,
+        )
     };
     let egress = json!({"egressRules": [{"to": [{"ipBlock": {"cidr": "203.0.113.7/32"}}], "ports": [{"port": 5696}]}]});
 
-    let message = rejection(
+    let message = refusal(
         &api,
         "hostile-ingress",
         spec(json!({"network": {"ingressRules": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}})),
@@ -431,17 +428,13 @@ async fn admission_refuses_hardened_ingress_rules_and_an_outside_seal_without_eg
                 "clientCertSecretRef": {"name": "c", "key": "tls.crt"}, "clientKeySecretRef": {"name": "c", "key": "tls.key"}}}),
         ),
     ] {
-        let message = rejection(&api, name, spec(json!({"unseal": unseal}))).await?;
+        let message = refusal(&api, name, spec(json!({"unseal": unseal}))).await?;
         ensure!(
             message.contains("spec.network.egressRules: required when the seal reaches outside the cluster"),
             "{name}: {message}"
         );
         // With a rule to it, the same seal is admitted.
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
-            "metadata": {"name": name}, "spec": spec(json!({"unseal": unseal, "network": egress})),
-        }))?;
-        api.create(&PostParams::default(), &obj)
+        admitted(&api, name, spec(json!({"unseal": unseal, "network": egress})))
             .await
             .with_context(|| format!("{name} with an egress rule"))?;
     }
@@ -459,25 +452,9 @@ async fn admission_refuses_hardened_ingress_rules_and_an_outside_seal_without_eg
         "https://10.0.0.1:8200",
     ];
     for (i, address) in addresses.iter().enumerate() {
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
-            "metadata": {"name": format!("parity-{i}")},
-            "spec": {"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"},
-                     "unseal": transit(address)},
-        }))?;
         let inside = openbao_api::in_cluster_service(address).is_some();
-        match api.create(&PostParams::default(), &obj).await {
-            Ok(_) => ensure!(
-                inside,
-                "{address}: admitted without an egress rule, but outside for the operator"
-            ),
-            Err(kube::Error::Api(status)) if status.code == 422 => ensure!(
-                !inside && status.message.contains("spec.network.egressRules"),
-                "{address} (in-cluster for the operator: {inside}): {}",
-                status.message
-            ),
-            Err(other) => bail!("{address}: {other:?}"),
-        }
+        let extra = json!({"unseal": transit(address)});
+        admission_agrees(&api, &format!("parity-{i}"), extra, inside, address).await?;
     }
     // A backup store and a socket audit device: admission and the operator agree on what is in
     // the cluster (an outside one needs an egress rule).
@@ -518,24 +495,7 @@ async fn admission_refuses_hardened_ingress_rules_and_an_outside_seal_without_eg
     let inside_count = cases.iter().filter(|c| c.1).count();
     ensure!(inside_count == 5, "{inside_count} in-cluster cases");
     for (i, (extra, inside, what)) in cases.into_iter().enumerate() {
-        let mut spec = json!({"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}});
-        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
-            "metadata": {"name": format!("reach-{i}")}, "spec": spec,
-        }))?;
-        match api.create(&PostParams::default(), &obj).await {
-            Ok(_) => ensure!(
-                inside,
-                "{what}: admitted without an egress rule, but outside for the operator"
-            ),
-            Err(kube::Error::Api(status)) if status.code == 422 => ensure!(
-                !inside && status.message.contains("spec.network.egressRules: required when"),
-                "{what} (in-cluster for the operator: {inside}): {}",
-                status.message
-            ),
-            Err(other) => bail!("{what}: {other:?}"),
-        }
+        admission_agrees(&api, &format!("reach-{i}"), extra, inside, what).await?;
     }
     // Hardened: every egress rule names its ports and peers, none a wildcard.
     for (i, rule) in [
@@ -552,7 +512,7 @@ async fn admission_refuses_hardened_ingress_rules_and_an_outside_seal_without_eg
     .enumerate()
     {
         let rules = json!({"network": {"egressRules": [egress["egressRules"][0], rule]}});
-        let message = rejection(&api, &format!("broad-{i}"), spec(rules.clone())).await?;
+        let message = refusal(&api, &format!("broad-{i}"), spec(rules.clone())).await?;
         ensure!(
             message.contains("spec.network.egressRules: with the Hardened profile every rule names its ports"),
             "{rules}: {message}"
@@ -569,7 +529,7 @@ async fn admission_refuses_hardened_ingress_rules_and_an_outside_seal_without_eg
         .map(|i| json!({"ipBlock": {"cidr": format!("203.0.113.{i}/32")}}))
         .collect();
     let rules = json!({"network": {"egressRules": [{"to": peers, "ports": [{"port": 443}]}]}});
-    let message = rejection(&api, "many-peers", spec(rules.clone())).await?;
+    let message = refusal(&api, "many-peers", spec(rules.clone())).await?;
     ensure!(
         message.contains("spec.network.egressRules[0].to") && message.contains("16"),
         "{message}"
@@ -582,22 +542,12 @@ async fn admission_refuses_hardened_ingress_rules_and_an_outside_seal_without_eg
     // A narrow rule to a namespace's labelled pods is admitted under Hardened.
     let narrow = json!({"network": {"egressRules": [{"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "kms"}}}],
                                                      "ports": [{"protocol": "TCP", "port": 5696}]}]}});
-    let obj: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
-        "metadata": {"name": "narrow"}, "spec": spec(narrow),
-    }))?;
-    api.create(&PostParams::default(), &obj)
+    admitted(&api, "narrow", spec(narrow))
         .await
         .context("a narrow Hardened egress rule")?;
 
     // An in-cluster transit seal (the operator derives its rule) needs none.
-    let obj: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
-        "metadata": {"name": "inside"},
-        "spec": spec(json!({"unseal": transit("https://transit.vault.svc.cluster.local:8300/")})),
-    }))?;
-    api.create(&PostParams::default(), &obj)
-        .await
-        .context("in-cluster transit")?;
+    let inside = spec(json!({"unseal": transit("https://transit.vault.svc.cluster.local:8300/")}));
+    admitted(&api, "inside", inside).await.context("in-cluster transit")?;
     Ok(())
 }

@@ -12,37 +12,37 @@
 //!   the fields, and so do the Jobs built from the stored spec; hostile or invalid specs are
 //!   refused with messages that name the field.
 
+mod apiserver_common;
+
 use anyhow::{Context as _, Result, bail, ensure};
+use apiserver_common::{client_with_crds, context, merged, refusal, untyped_clusters};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service, ServiceAccount, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, OpenBaoClusterSpec, OpenBaoRestoreSpec, names};
-use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
-use openbao_operator::runtime::metrics::Metrics;
 use openbao_render::objects::{self, jobs};
-use openbao_render::{Cluster, OperatorIdentity, labels};
+use openbao_render::{Cluster, labels};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::sync::Arc;
-use testkit::apiserver::{ApiServer, create_namespace, create_restricted_namespace, install_crds};
+use testkit::apiserver::{ApiServer, create_namespace, create_restricted_namespace};
 use testkit::cache::{command_output, repo_root, run_hack};
 
 const OPERATOR_IMAGE: &str = "ghcr.io/example/openbao-operator:test";
 
 fn spec(extra: Value) -> Result<OpenBaoClusterSpec> {
-    let mut spec = json!({
+    let spec = json!({
         "version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"},
         "selfInit": {"demoUserpass": {"passwordSecretRef": {"name": "demo-password"}}},
         "audit": [{"type": "file", "name": "file", "fileOptions": {"filePath": "/openbao/audit/audit.log"}}],
         "backup": {"schedule": "0 3 * * *", "target": {"endpoint": "http://s3.storage.svc:9000",
             "bucket": "backups", "credentialsSecretRef": {"name": "s3"}}},
     });
-    spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    Ok(serde_json::from_value(spec)?)
+    Ok(serde_json::from_value(merged(spec, extra))?)
 }
 
 /// Every placement and pod-customisation field.
@@ -337,16 +337,9 @@ async fn every_operator_pod_passes_pod_security_restricted() -> Result<()> {
 
 #[tokio::test]
 async fn placement_fields_are_kept_and_reach_every_object() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
+    let client = client_with_crds(ApiServer::shared().await?).await?;
     let ns = create_namespace(&client, "placement").await?;
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
-    let ctx = Arc::new(Context::new(client.clone(), operator, Metrics::default()).await);
+    let ctx = Arc::new(context(&client).await);
 
     let sent = spec(placement())?;
     let api = Api::<OpenBaoCluster>::namespaced(client.clone(), &ns);
@@ -442,26 +435,18 @@ async fn placement_fields_are_kept_and_reach_every_object() -> Result<()> {
 
 /// The server's 422 message for a cluster with `extra` in its spec.
 async fn rejection(api: &Api<DynamicObject>, i: usize, extra: &Value) -> Result<String> {
-    let mut spec = json!({"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}});
-    spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    let obj: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
-        "metadata": {"name": format!("hostile-{i}")}, "spec": spec,
-    }))?;
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => bail!("accepted: {extra}"),
-        Err(kube::Error::Api(status)) if status.code == 422 => Ok(status.message),
-        Err(other) => bail!("expected 422, got {other:?}"),
-    }
+    let spec = merged(
+        json!({"version": "2.7.2", "profile": "Development", "storage": {"size": "1Gi"}}),
+        extra.clone(),
+    );
+    refusal(api, &format!("hostile-{i}"), spec).await
 }
 
 #[tokio::test]
 async fn hostile_placement_specs_are_refused_naming_the_field() -> Result<()> {
-    let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
+    let client = client_with_crds(ApiServer::shared().await?).await?;
     let ns = create_namespace(&client, "placement-hostile").await?;
-    let api = Api::<DynamicObject>::namespaced_with(client, &ns, &ApiResource::erase::<OpenBaoCluster>(&()));
+    let api = untyped_clusters(client, &ns);
     let many: serde_json::Map<String, Value> = (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
     let toleration = json!({"key": "k", "operator": "Exists"});
     let cases: Vec<(&str, Value, &str)> = vec![

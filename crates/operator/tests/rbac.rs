@@ -8,7 +8,10 @@
 //! - the real binary, authenticated as that service account and nothing more, converges a
 //!   cluster with exactly those rights (no "forbidden" in its log).
 
+mod apiserver_common;
+
 use anyhow::{Context as _, Result, bail, ensure};
+use apiserver_common::{client_with_crds, install_crypto_provider};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -156,7 +159,7 @@ fn can_i_list(server: &ApiServer, install: &Install, namespace: &str) -> Result<
 
 #[tokio::test]
 async fn what_the_operator_may_do_is_exactly_the_snapshot() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    install_crypto_provider();
     let server = ApiServer::shared().await?;
     let client = server.client().await?;
     let mut snapshot = String::from(
@@ -238,10 +241,8 @@ async fn operator_kubeconfig(
 /// for (a new one for the cluster-wide install), and waits until a new cluster there has its
 /// StatefulSet and `Degraded=False`, with no RBAC denial in the log.
 async fn converges_with_exactly_its_rbac(install: &Install, cluster: &str) -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    testkit::apiserver::install_crds(&client, openbao_api::crd::all()).await?;
+    let client = client_with_crds(server).await?;
     testkit::apiserver::install_gateway_api_crds(&client).await?;
     install_rbac(&client, install).await?;
     let ns = match install.watch {

@@ -2,7 +2,10 @@
 //! the pinned Kubernetes sources). No kubelet here: pods never start, so these tests prove the
 //! objects, ownership, idempotency, drift repair and pausing.
 
-use anyhow::{Context as _, Result, bail};
+mod apiserver_common;
+
+use anyhow::{Context as _, Result};
+use apiserver_common::{client_with_crds, context, wait_for};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -13,26 +16,17 @@ use kube::{Client, Resource, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions};
 use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
-use openbao_operator::runtime::metrics::Metrics;
-use openbao_render::OperatorIdentity;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::apiserver::{ApiServer, create_namespace, install_crds, install_gateway_api_crds};
+use testkit::apiserver::{ApiServer, create_namespace, install_gateway_api_crds};
 
 async fn setup() -> Result<(Client, Arc<Context>)> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
+    let client = client_with_crds(ApiServer::shared().await?).await?;
     install_gateway_api_crds(&client).await?;
     // The operator reads the issuer's discovery documents as an authenticated client.
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
-    let ctx = Arc::new(Context::new(client.clone(), operator, Metrics::default()).await);
+    let ctx = Arc::new(context(&client).await);
     assert!(
         ctx.gateway_api,
         "Gateway API CRDs were installed, discovery must see them"
@@ -58,23 +52,6 @@ fn cluster_manifest(name: &str, extra: serde_json::Value) -> Result<OpenBaoClust
         "apiVersion": "openbao.org/v1alpha1", "kind": "OpenBaoCluster",
         "metadata": {"name": name}, "spec": spec,
     }))?)
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>>
@@ -230,11 +207,11 @@ async fn one_cluster_yields_every_object_owned_and_a_second_reconcile_writes_not
 
 #[tokio::test]
 async fn drift_is_repaired_within_seconds_and_paused_clusters_are_left_alone() -> Result<()> {
-    let (client, ctx) = setup().await?;
+    let (client, _) = setup().await?;
     let ns = create_namespace(&client, "bao-drift").await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Scoped to this test's namespace: the other tests reconcile theirs by hand.
-    let mut scoped = Context::new(client.clone(), ctx.operator.clone(), Metrics::default()).await;
+    let mut scoped = context(&client).await;
     scoped.watch_namespace = Some(ns.clone());
     let controller = tokio::spawn(cluster::run(Arc::new(scoped), async move {
         let _ = stop_rx.await;
@@ -368,16 +345,10 @@ async fn deletion_policy_decides_what_outlives_the_cluster() -> Result<()> {
 
 #[tokio::test]
 async fn missing_gateway_api_is_a_condition_not_a_crash() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     // An apiserver of its own, without the Gateway API CRDs.
     let server = ApiServer::start().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
-    let ctx = Arc::new(Context::new(client.clone(), operator, Metrics::default()).await);
+    let client = client_with_crds(&server).await?;
+    let ctx = Arc::new(context(&client).await);
     assert!(!ctx.gateway_api);
     let ns = create_namespace(&client, "bao-nogw").await?;
     create(&client, &ns, &cluster_manifest("edge", serde_json::json!({}))?).await?;
@@ -494,7 +465,7 @@ async fn children_no_longer_wanted_are_pruned_by_owner_and_label_whatever_their_
     services.create(&post, &late).await?;
     reconcile_once(&client, &ctx, &ns, "pr").await?;
     assert!(services.get_opt("pr-metrics-v1").await?.is_some());
-    let restarted = Arc::new(Context::new(client.clone(), ctx.operator.clone(), Metrics::default()).await);
+    let restarted = Arc::new(context(&client).await);
     reconcile_once(&client, &restarted, &ns, "pr").await?;
     wait_for(
         "the late leftover to go after a restart",

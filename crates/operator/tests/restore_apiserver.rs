@@ -10,7 +10,10 @@
 //! There is no garbage collector either: deleted restores leave their Jobs behind here.
 //! The restore's NetworkPolicy (its store's namespace and port) is written before its Job.
 
+mod apiserver_common;
+
 use anyhow::{Context as _, Result, bail, ensure};
+use apiserver_common::{client_with_crds, context};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -19,26 +22,17 @@ use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, OpenBaoRestore, OpenBaoRestoreStatus, RestorePhase};
 use openbao_operator::context::Context;
 use openbao_operator::controllers::restore;
-use openbao_operator::runtime::metrics::Metrics;
-use openbao_render::OperatorIdentity;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::apiserver::{ApiServer, create_namespace, install_crds};
+use testkit::apiserver::{ApiServer, create_namespace};
 
 const IMAGE: &str = "ghcr.io/openbao-operator/openbao-operator:restore-test";
 const KEY: &str = "backups/team-a/vault/20261124T120000Z-0a1b2c3d.snap";
 
 async fn setup(prefix: &str) -> Result<(Client, Arc<Context>, String)> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
-    let ctx = Arc::new(Context::new(client.clone(), operator, Metrics::default()).await);
+    let client = client_with_crds(ApiServer::shared().await?).await?;
+    let ctx = Arc::new(context(&client).await);
     let ns = create_namespace(&client, prefix).await?;
     Ok((client, ctx, ns))
 }

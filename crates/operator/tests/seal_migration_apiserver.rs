@@ -17,7 +17,10 @@
 //! stays put. The OpenBao half is proven on real servers in `seal_migration_processes.rs`, end
 //! to end in `node_seal_migration.rs`.
 
-use anyhow::{Context as _, Result, bail, ensure};
+mod apiserver_common;
+
+use anyhow::{Context as _, Result, ensure};
+use apiserver_common::{client_with_crds, context, wait_for};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -32,43 +35,18 @@ use openbao_operator::flows::seal_migration::SealStage;
 use openbao_operator::flows::seal_migration::driver::{RecoveryKey, SealPlatform};
 use openbao_operator::runtime::metrics::Metrics;
 use openbao_render::labels::{CLUSTER_LABEL, CONFIG_HASH_ANNOTATION};
-use openbao_render::{Cluster, OperatorIdentity, config, paths};
+use openbao_render::{Cluster, config, paths};
 use serde_json::json;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use testkit::apiserver::{ApiServer, create_namespace, install_crds};
+use std::time::Duration;
+use testkit::apiserver::{ApiServer, create_namespace};
 
 const NAME: &str = "moving";
 
 async fn setup() -> Result<(Client, Arc<Context>)> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
-    let ctx = Arc::new(Context::new(client.clone(), operator, Metrics::default()).await);
+    let client = client_with_crds(ApiServer::shared().await?).await?;
+    let ctx = Arc::new(context(&client).await);
     Ok((client, ctx))
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn transit() -> serde_json::Value {

@@ -10,7 +10,10 @@
 //! the owner reference, the applied hash and the selector, port, path, scheme and TLS settings
 //! that match the metrics Service; a second reconcile writes nothing; switching it off prunes it.
 
+mod apiserver_common;
+
 use anyhow::{Context as _, Result, ensure};
+use apiserver_common::{client_with_crds, context};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -21,8 +24,6 @@ use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
 use openbao_operator::kube_write::APPLIED_HASH_ANNOTATION;
 use openbao_operator::runtime::discovery::OptionalApi;
-use openbao_operator::runtime::metrics::Metrics;
-use openbao_render::OperatorIdentity;
 use openbao_render::objects::{METRICS_PATH, ServiceMonitor};
 use serde_json::json;
 use std::sync::Arc;
@@ -85,18 +86,12 @@ fn writes(ctx: &Context) -> u64 {
 
 #[tokio::test]
 async fn the_service_monitor_follows_the_crd_and_the_spec() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     // Its own apiserver: the CRD is installed half-way, and no other test may see it early.
     let server = ApiServer::start().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
+    let client = client_with_crds(&server).await?;
     // An operator as shipped: discovery believed for OPTIONAL_API_TTL.
-    let cached = Arc::new(Context::new(client.clone(), operator.clone(), Metrics::default()).await);
-    let mut ctx = Context::new(client.clone(), operator, Metrics::default()).await;
+    let cached = Arc::new(context(&client).await);
+    let mut ctx = context(&client).await;
     // Discovery asked on every reconcile, so the CRD installed below is seen at once (the
     // operator asks every OPTIONAL_API_TTL).
     ctx.service_monitors = OptionalApi::service_monitors(Duration::ZERO);

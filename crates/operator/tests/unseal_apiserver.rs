@@ -3,7 +3,10 @@
 //! token Secret or key is a condition with a reason (no pods are created, no error loop), and
 //! `SecurityRisk` follows where the seal key lives.
 
+mod apiserver_common;
+
 use anyhow::{Context as _, Result};
+use apiserver_common::{client_with_crds, context};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -12,24 +15,16 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use openbao_api::{OpenBaoCluster, UNSEAL_CONFIGURATION_READY, conditions, names};
 use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
-use openbao_operator::runtime::metrics::Metrics;
-use openbao_render::{OperatorIdentity, paths};
+use openbao_render::paths;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use testkit::apiserver::{ApiServer, create_namespace, install_crds};
+use testkit::apiserver::{ApiServer, create_namespace};
 
 const TOKEN: &str = "s.transit-token-that-must-stay-in-its-secret";
 
 async fn setup() -> Result<(Client, Arc<Context>)> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let server = ApiServer::shared().await?;
-    let client = server.client().await?;
-    install_crds(&client, openbao_api::crd::all()).await?;
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
-    let ctx = Arc::new(Context::new(client.clone(), operator, Metrics::default()).await);
+    let client = client_with_crds(ApiServer::shared().await?).await?;
+    let ctx = Arc::new(context(&client).await);
     Ok((client, ctx))
 }
 

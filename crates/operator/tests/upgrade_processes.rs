@@ -16,14 +16,17 @@
 //! token): only the status, kept as JSON between steps, survives. The OpenBao processes are the
 //! world and live on.
 
+mod apiserver_common;
+
 use anyhow::{Context, Result, bail, ensure};
+use apiserver_common::operator;
 use futures::StreamExt;
 use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradePhase};
 use openbao_client::{BaoClient, ClientConfig, HealthState, Token};
 use openbao_operator::flows::{
     self, Action, Deployment, Driver, Platform, PlatformError, PlatformNode, Revision, Snapshot,
 };
-use openbao_render::{Cluster, JwtTrust, OperatorIdentity, paths, selfinit};
+use openbao_render::{Cluster, JwtTrust, paths, selfinit};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -118,10 +121,7 @@ impl World {
             uid: "upgrade-test-uid",
             spec: &spec,
         };
-        let operator = OperatorIdentity {
-            namespace: "openbao-operator-system".into(),
-            service_account: "openbao-operator".into(),
-        };
+        let operator = operator();
         let trust = JwtTrust {
             issuer: JWT_ISSUER.into(),
             public_keys_pem: vec![signer.public_key_pem()],

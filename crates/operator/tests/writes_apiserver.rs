@@ -7,7 +7,10 @@
 //! [`CONVERGE_WRITE_BUDGET`] writes, (b) reconciles that find nothing changed write nothing, (c) a
 //! child someone deletes or edits is put back, (d) a restarted operator writes nothing.
 
-use anyhow::{Context as _, Result, bail};
+mod apiserver_common;
+
+use anyhow::{Context as _, Result};
+use apiserver_common::{client_with_crds, context, wait_for};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -16,11 +19,10 @@ use openbao_api::{OpenBaoCluster, conditions};
 use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
 use openbao_operator::runtime::metrics::{Metrics, ResultLabels};
-use openbao_render::OperatorIdentity;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::apiserver::{ApiServer, create_namespace, install_crds, install_gateway_api_crds};
+use testkit::apiserver::{ApiServer, create_namespace, install_gateway_api_crds};
 
 /// The user the operator's client impersonates, so the audit log names its requests.
 const OPERATOR_USER: &str = "openbao-operator-under-test";
@@ -99,23 +101,6 @@ fn audited(log: &Path, namespace: &str, verbs: &[&str]) -> Result<Vec<String>> {
     Ok(writes)
 }
 
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn successful_reconciles(metrics: &Metrics) -> i64 {
     metrics
         .reconciles
@@ -127,7 +112,6 @@ fn successful_reconciles(metrics: &Metrics) -> i64 {
 
 #[tokio::test]
 async fn a_cluster_converges_in_few_writes_and_an_idle_or_restarted_operator_writes_nothing() -> Result<()> {
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     let dir = tempfile::tempdir()?;
     let policy = dir.path().join("audit-policy.yaml");
     let log = dir.path().join("audit.log");
@@ -138,8 +122,7 @@ async fn a_cluster_converges_in_few_writes_and_an_idle_or_restarted_operator_wri
         "--audit-log-format=json".into(),
     ])
     .await?;
-    let admin = server.client().await?;
-    install_crds(&admin, openbao_api::crd::all()).await?;
+    let admin = client_with_crds(&server).await?;
     install_gateway_api_crds(&admin).await?;
     let ns = create_namespace(&admin, "bao-writes").await?;
 
@@ -151,14 +134,10 @@ async fn a_cluster_converges_in_few_writes_and_an_idle_or_restarted_operator_wri
     config.auth_info.impersonate = Some(OPERATOR_USER.into());
     config.auth_info.impersonate_groups = Some(vec!["system:masters".into()]);
     let operator_client = Client::try_from(config)?;
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
     let start = |client: Client| {
-        let (operator, ns) = (operator.clone(), ns.clone());
+        let ns = ns.clone();
         async move {
-            let mut ctx = Context::new(client, operator, Metrics::default()).await;
+            let mut ctx = context(&client).await;
             ctx.watch_namespace = Some(ns);
             let ctx = Arc::new(ctx);
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

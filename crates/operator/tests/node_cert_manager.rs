@@ -15,7 +15,7 @@
 
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions, names};
@@ -31,7 +31,7 @@ use testkit::pki::{pem_fingerprint, served_cert_fingerprint};
 
 mod node_common;
 use node_common::transit::wait_for;
-use node_common::{condition, create, host_operator_context, in_namespaces};
+use node_common::{condition, create, host_operator_context, in_namespaces, learn_public_ip};
 
 const CLUSTER: &str = "issued";
 const ISSUER: &str = "platform-ca";
@@ -76,17 +76,9 @@ async fn issued_cluster(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
     )
     .await?;
     let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), ns);
-    let services = Api::<Service>::namespaced(client.clone(), ns);
     let applied = Instant::now();
     wait_for("the cluster Available on cert-manager's certificate", || async {
-        if public_ip.lock().expect("ip").is_none()
-            && let Some(ip) = services
-                .get_opt(&names::public_service(CLUSTER))
-                .await?
-                .and_then(|s| s.spec?.cluster_ip)
-        {
-            *public_ip.lock().expect("ip") = ip.parse().ok();
-        }
+        learn_public_ip(client, ns, CLUSTER, &public_ip).await?;
         let c = clusters.get(CLUSTER).await?;
         Ok(
             condition(&c, conditions::AVAILABLE).is_some_and(|(s, r)| s == "True" && r == "AllReplicasReady")

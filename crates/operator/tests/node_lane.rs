@@ -14,10 +14,10 @@
 //! figures of bench/lane.md. Needs the node (`make test` starts it; `make cluster-up` by hand);
 //! refuses to run while a lane is already up (its `down` would remove that lane).
 
-use anyhow::{Result, ensure};
-use k8s_openapi::api::core::v1::Secret;
+use anyhow::{Context as _, Result, ensure};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::discovery::ApiResource;
 use openbao_api::{OpenBaoCluster, conditions};
 use serde_json::json;
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use testkit::browser::{Browser, BrowserConfig, openbao_ui};
 use testkit::openbao::poll_until;
 use testkit::pods::wait_for;
+use testkit::probe::{Exec, Reach, pod_ip, start_pod};
 
 mod node_lane_common;
 use node_lane_common::metrics::{Expect, PROMETHEUS_HOST, Prometheus, Traffic};
@@ -192,6 +193,7 @@ async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -
     let token = admin["client_token"].as_str().unwrap_or_default().to_string();
     prometheus_serves_the_dashboard(&ca, &http, token).await?;
     prometheus_targets_in_a_browser(&ca).await?;
+    operator_metrics_only_from_monitoring(&client).await?;
 
     guard.down = true;
     lane("down")?;
@@ -270,6 +272,32 @@ async fn prometheus_targets_in_a_browser(ca: &[u8]) -> Result<()> {
         started.elapsed()
     );
     browser.quit().await
+}
+
+/// The operator's own NetworkPolicy (shipped in `deploy/operator`), enforced by the node's engine:
+/// its `/metrics` port answers a pod in `monitoring` (where Prometheus runs) and refuses a pod in
+/// the tenant's namespace.
+async fn operator_metrics_only_from_monitoring(client: &kube::Client) -> Result<()> {
+    const OPERATOR_NS: &str = "openbao-operator-system";
+    const METRICS_PORT: u16 = 8080;
+    let operator = Api::<Pod>::namespaced(client.clone(), OPERATOR_NS)
+        .list(&ListParams::default().labels("app.kubernetes.io/name=openbao-operator"))
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .context("no operator pod")?;
+    let operator_ip = pod_ip(&operator)?;
+    let within = Duration::from_secs(45);
+    for (ns, want) in [("monitoring", Reach::Open), (TENANT_NS, Reach::Refused)] {
+        let prober = start_pod(client, ns, "metrics-prober", &["sleep", "3600"]).await?;
+        Exec::new(ns, &prober.name_any(), None)
+            .await?
+            .wait_for(&operator_ip, METRICS_PORT, want, within)
+            .await?;
+    }
+    eprintln!("the operator's /metrics port answers from monitoring and refuses the tenant namespace");
+    Ok(())
 }
 
 /// How long one UI step may take (the app loads and logs in within seconds).

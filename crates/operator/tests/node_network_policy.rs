@@ -18,6 +18,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::apiserver::create_restricted_namespace;
+use testkit::probe::{Exec, Reach, pod_ip, start_pod};
 
 mod node_common;
 use node_common::{condition, create, host_operator_context, in_namespaces};
@@ -117,13 +118,23 @@ async fn probe_the_policy(client: &Client, ns: &str, op_ns: &str, listed: &str, 
     let openbao_from = Exec::new(ns, &server.name_any(), Some("openbao")).await?;
 
     for port in [8200, 8201] {
-        unlisted_from.wait_for(&server_ip, port, Reach::Refused).await?;
+        unlisted_from
+            .wait_for(&server_ip, port, Reach::Refused, ENFORCED_WITHIN)
+            .await?;
     }
-    listed_from.wait_for(&server_ip, 8200, Reach::Open).await?;
-    listed_from.wait_for(&server_ip, 8201, Reach::Refused).await?;
+    listed_from
+        .wait_for(&server_ip, 8200, Reach::Open, ENFORCED_WITHIN)
+        .await?;
+    listed_from
+        .wait_for(&server_ip, 8201, Reach::Refused, ENFORCED_WITHIN)
+        .await?;
     // The destination answers from a pod without a policy, and is refused from OpenBao.
-    listed_from.wait_for(&web_ip, WEB_PORT, Reach::Open).await?;
-    openbao_from.wait_for(&web_ip, WEB_PORT, Reach::Refused).await?;
+    listed_from
+        .wait_for(&web_ip, WEB_PORT, Reach::Open, ENFORCED_WITHIN)
+        .await?;
+    openbao_from
+        .wait_for(&web_ip, WEB_PORT, Reach::Refused, ENFORCED_WITHIN)
+        .await?;
     // What OpenBao needs still passes: cluster DNS, and the other servers on 8201.
     let lookup = openbao_from
         .run(&["nslookup", &format!("np-public.{ns}.svc.cluster.local")])
@@ -132,116 +143,12 @@ async fn probe_the_policy(client: &Client, ns: &str, op_ns: &str, listed: &str, 
         bail!("DNS from an OpenBao pod failed under the policy: {lookup}");
     }
     for peer in servers.iter().skip(1) {
-        openbao_from.wait_for(&pod_ip(peer)?, 8201, Reach::Open).await?;
+        openbao_from
+            .wait_for(&pod_ip(peer)?, 8201, Reach::Open, ENFORCED_WITHIN)
+            .await?;
     }
 
     let _ = stop_tx.send(());
     controller.await?;
     Ok(())
-}
-
-fn pod_ip(pod: &Pod) -> Result<String> {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .with_context(|| format!("pod {} has no IP", pod.name_any()))
-}
-
-/// A busybox pod that meets Pod Security `restricted`, running `command`; returned once Ready
-/// (it has an IP then).
-async fn start_pod(client: &Client, ns: &str, name: &str, command: &[&str]) -> Result<Pod> {
-    let image = testkit::node::image_list()?
-        .into_iter()
-        .map(|(name, _)| name)
-        .find(|n| n.starts_with("docker.io/library/busybox:"))
-        .context("no busybox image")?;
-    create::<Pod>(client, ns, serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {
-            "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "main", "image": image, "imagePullPolicy": "Never", "command": command,
-                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
-            }],
-        }
-    }))
-    .await?;
-    testkit::pods::ready(&Api::namespaced(client.clone(), ns), name, Duration::from_secs(120)).await
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Reach {
-    Open,
-    Refused,
-}
-
-/// Runs commands in a container with the node's kubectl (`kubectl exec` reaches the container
-/// through the kubelet, not the pod network, so the policy does not apply to the exec itself).
-struct Exec {
-    kubectl: std::path::PathBuf,
-    kubeconfig: std::path::PathBuf,
-    target: Vec<String>,
-}
-
-impl Exec {
-    async fn new(ns: &str, pod: &str, container: Option<&str>) -> Result<Self> {
-        let state = testkit::node::running_node().await.context("no hermetic node")?;
-        let mut target = vec!["-n".to_string(), ns.to_string(), "exec".into(), pod.to_string()];
-        if let Some(c) = container {
-            target.extend(["-c".to_string(), c.to_string()]);
-        }
-        Ok(Self {
-            kubectl: testkit::cache::kubectl()?,
-            kubeconfig: state.join("kubeconfig"),
-            target,
-        })
-    }
-
-    async fn run(&self, command: &[&str]) -> Result<String> {
-        let out = tokio::process::Command::new(&self.kubectl)
-            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .args(&self.target)
-            .arg("--")
-            .args(command)
-            .output()
-            .await
-            .context("run kubectl exec")?;
-        Ok(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-
-    /// One TCP connection attempt to `ip:port` from inside the container.
-    async fn reach(&self, ip: &str, port: u16) -> Result<Reach> {
-        // busybox nc has no -z: with stdin at EOF it connects and exits 0, or exits 1 when refused.
-        let script = format!("if nc -w 2 {ip} {port} </dev/null >/dev/null 2>&1; then echo OPEN; else echo CLOSED; fi");
-        let out = self.run(&["sh", "-c", &script]).await?;
-        match out.trim() {
-            "OPEN" => Ok(Reach::Open),
-            "CLOSED" => Ok(Reach::Refused),
-            other => bail!("kubectl exec failed: {other}"),
-        }
-    }
-
-    /// Waits until a connection to `ip:port` gives `want`.
-    async fn wait_for(&self, ip: &str, port: u16, want: Reach) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            let got = self.reach(ip, port).await?;
-            if got == want {
-                eprintln!(
-                    "{:?} -> {ip}:{port}: {want:?} after {:.1?}",
-                    self.target,
-                    started.elapsed()
-                );
-                return Ok(());
-            }
-            if started.elapsed() > ENFORCED_WITHIN {
-                bail!("{:?} -> {ip}:{port}: still {got:?}, expected {want:?}", self.target);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
 }

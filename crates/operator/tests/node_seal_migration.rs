@@ -12,7 +12,7 @@
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, SealMigrationPhase, conditions, names};
@@ -26,7 +26,9 @@ use testkit::openbao::TestTls;
 
 mod node_common;
 use node_common::transit::{TRANSIT_SERVICE, start_transit_server, wait_for};
-use node_common::{CLIENT_RETRY, PublicIp, condition, create, host_operator_context, in_namespaces, retrying};
+use node_common::{
+    CLIENT_RETRY, PublicIp, condition, create, host_operator_context, in_namespaces, learn_public_ip, retrying,
+};
 
 const CLUSTER: &str = "moving";
 const KEY_NAME: &str = "moving-unseal";
@@ -92,17 +94,9 @@ fn cluster_manifest() -> serde_json::Value {
 /// pointed at its public Service.
 async fn wait_available(client: &Client, ns: &str, name: &str, public_ip: &PublicIp) -> Result<OpenBaoCluster> {
     let started = Instant::now();
-    let services = Api::<Service>::namespaced(client.clone(), ns);
     let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), ns);
     loop {
-        if public_ip.lock().unwrap().is_none()
-            && let Some(ip) = services
-                .get_opt(&names::public_service(name))
-                .await?
-                .and_then(|s| s.spec?.cluster_ip)
-        {
-            *public_ip.lock().unwrap() = ip.parse().ok();
-        }
+        learn_public_ip(client, ns, name, public_ip).await?;
         let c = clusters.get(name).await?;
         let ready = condition(&c, conditions::AVAILABLE).is_some_and(|(s, r)| s == "True" && r == "AllReplicasReady");
         let healthy = condition(&c, conditions::DEGRADED).is_some_and(|(s, _)| s == "False");

@@ -11,10 +11,10 @@
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use openbao_api::{OpenBaoCluster, conditions, names};
+use openbao_api::{OpenBaoCluster, conditions};
 use openbao_operator::controllers::cluster;
 use openbao_render::labels;
 use serde_json::json;
@@ -25,7 +25,7 @@ use testkit::openbao::TestTls;
 
 mod node_common;
 use node_common::transit::{LIMIT, POLL, TRANSIT_APP, TRANSIT_SERVICE, start_transit_server, wait_for};
-use node_common::{condition, create, host_operator_context, in_namespaces};
+use node_common::{condition, create, host_operator_context, in_namespaces, learn_public_ip};
 
 const CLUSTER: &str = "sealed";
 const KEY_NAME: &str = "openbao-unseal";
@@ -94,17 +94,9 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
     )
     .await?;
     let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), ns);
-    let services = Api::<Service>::namespaced(client.clone(), ns);
     let started = Instant::now();
     wait_for("the cluster Available", || async {
-        if public_ip.lock().expect("ip").is_none()
-            && let Some(ip) = services
-                .get_opt(&names::public_service(CLUSTER))
-                .await?
-                .and_then(|s| s.spec?.cluster_ip)
-        {
-            *public_ip.lock().expect("ip") = ip.parse().ok();
-        }
+        learn_public_ip(client, ns, CLUSTER, &public_ip).await?;
         all_ready(&clusters.get(CLUSTER).await?)
     })
     .await?;

@@ -20,6 +20,7 @@ pub mod node;
 pub mod openbao;
 pub mod pki;
 pub mod pods;
+pub mod probe;
 pub mod process;
 pub mod s3;
 pub mod transit;

@@ -61,6 +61,21 @@ pub async fn host_operator_context(client: &Client, ns: &str, op_ns: &str) -> (C
     (ctx, public_ip)
 }
 
+/// Points `public_ip` (what [`host_operator_context`]'s endpoint resolver connects to) at the
+/// ClusterIP of `cluster`'s public Service once that Service has one; called while waiting.
+pub async fn learn_public_ip(client: &Client, ns: &str, cluster: &str, public_ip: &PublicIp) -> Result<()> {
+    if public_ip.lock().expect("ip lock").is_some() {
+        return Ok(());
+    }
+    let service = Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns)
+        .get_opt(&openbao_api::names::public_service(cluster))
+        .await?;
+    if let Some(ip) = service.and_then(|s| s.spec?.cluster_ip) {
+        *public_ip.lock().expect("ip lock") = ip.parse().ok();
+    }
+    Ok(())
+}
+
 pub async fn node_client() -> Result<Client> {
     let Some(state) = testkit::node::running_node().await else {
         bail!("no hermetic node is running: `make test` starts one, or run `make cluster-up`");

@@ -15,23 +15,21 @@
 
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions, names};
-use openbao_operator::controllers::cluster;
 use openbao_render::labels;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::cert_manager;
 use testkit::pki::{pem_fingerprint, served_cert_fingerprint};
 
 mod node_common;
 use node_common::transit::wait_for;
-use node_common::{condition, create, host_operator_context, in_namespaces, learn_public_ip};
+use node_common::{HostOperator, condition, create, in_namespaces, learn_public_ip};
 
 const CLUSTER: &str = "issued";
 const ISSUER: &str = "platform-ca";
@@ -55,12 +53,7 @@ async fn issued_cluster(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
         started.elapsed()
     );
 
-    create::<ServiceAccount>(client, op_ns, json!({"metadata": {"name": "openbao-operator"}})).await?;
-    let (ctx, public_ip) = host_operator_context(client, ns, op_ns).await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(cluster::run(Arc::new(ctx), async move {
-        let _ = stop_rx.await;
-    }));
+    let (operator, public_ip) = HostOperator::start(client, ns, op_ns).await?;
     create::<OpenBaoCluster>(
         client,
         ns,
@@ -226,8 +219,7 @@ async fn issued_cluster(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
         "a server was restarted"
     );
 
-    let _ = stop_tx.send(());
-    controller.await?;
+    operator.stop().await?;
     Ok(())
 }
 

@@ -11,21 +11,19 @@
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions};
-use openbao_operator::controllers::cluster;
 use openbao_render::labels;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Instant;
 use testkit::openbao::TestTls;
 
 mod node_common;
 use node_common::transit::{LIMIT, POLL, TRANSIT_APP, TRANSIT_SERVICE, start_transit_server, wait_for};
-use node_common::{condition, create, host_operator_context, in_namespaces, learn_public_ip};
+use node_common::{HostOperator, condition, create, in_namespaces, learn_public_ip};
 
 const CLUSTER: &str = "sealed";
 const KEY_NAME: &str = "openbao-unseal";
@@ -67,12 +65,7 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
         )
         .await?;
     }
-    create::<ServiceAccount>(client, transit_ns, json!({"metadata": {"name": "openbao-operator"}})).await?;
-    let (ctx, public_ip) = host_operator_context(client, ns, transit_ns).await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(cluster::run(Arc::new(ctx), async move {
-        let _ = stop_rx.await;
-    }));
+    let (operator, public_ip) = HostOperator::start(client, ns, transit_ns).await?;
 
     create::<OpenBaoCluster>(
         client,
@@ -193,8 +186,7 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
     .await?;
     eprintln!("transit back -> Available again after {:.1?}", back.elapsed());
 
-    let _ = stop_tx.send(());
-    controller.await?;
+    operator.stop().await?;
     Ok(())
 }
 

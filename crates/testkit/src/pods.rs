@@ -6,9 +6,15 @@ use kube::api::{Api, LogParams};
 use std::time::{Duration, Instant};
 
 /// Polls `check` every 500 ms until it yields a value; fails after `timeout`, naming `what`.
-pub async fn wait_for<T>(
+pub async fn wait_for<T>(what: &str, timeout: Duration, check: impl AsyncFnMut() -> Result<Option<T>>) -> Result<T> {
+    wait_every(what, timeout, Duration::from_millis(500), check).await
+}
+
+/// Polls `check` every `interval` until it yields a value; fails after `timeout`, naming `what`.
+pub async fn wait_every<T>(
     what: &str,
     timeout: Duration,
+    interval: Duration,
     mut check: impl AsyncFnMut() -> Result<Option<T>>,
 ) -> Result<T> {
     let deadline = Instant::now() + timeout;
@@ -19,7 +25,7 @@ pub async fn wait_for<T>(
         if Instant::now() > deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(interval).await;
     }
 }
 

@@ -13,8 +13,7 @@ use openbao_operator::context::Context;
 use openbao_operator::runtime::metrics::Metrics;
 use openbao_render::OperatorIdentity;
 use serde_json::{Value, json};
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testkit::apiserver::{ApiServer, install_crds};
 
 /// The namespace the operator runs in (the binary's `POD_NAMESPACE` default).
@@ -92,19 +91,6 @@ pub fn merged(mut base: Value, extra: Value) -> Value {
 
 /// Calls `f` every 100 ms until it yields a value (an error ends the wait at once); fails after
 /// `timeout`, naming `what`. How a test waits for a state the controllers reach on their own.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+pub async fn wait_for<T>(what: &str, timeout: Duration, check: impl AsyncFnMut() -> Result<Option<T>>) -> Result<T> {
+    testkit::pods::wait_every(what, timeout, Duration::from_millis(100), check).await
 }

@@ -61,6 +61,37 @@ pub async fn host_operator_context(client: &Client, ns: &str, op_ns: &str) -> (C
     (ctx, public_ip)
 }
 
+/// The operator's cluster controller running in this test process (as [`host_operator_context`]
+/// sets it up); [`HostOperator::stop`] ends it.
+pub struct HostOperator {
+    stop: tokio::sync::oneshot::Sender<()>,
+    controller: tokio::task::JoinHandle<()>,
+}
+
+impl HostOperator {
+    /// Creates the operator's service account in `op_ns` and starts the controller for `ns`.
+    pub async fn start(client: &Client, ns: &str, op_ns: &str) -> Result<(Self, PublicIp)> {
+        create::<k8s_openapi::api::core::v1::ServiceAccount>(
+            client,
+            op_ns,
+            serde_json::json!({"metadata": {"name": "openbao-operator"}}),
+        )
+        .await?;
+        let (ctx, public_ip) = host_operator_context(client, ns, op_ns).await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let controller = tokio::spawn(openbao_operator::controllers::cluster::run(Arc::new(ctx), async move {
+            let _ = stopped.await;
+        }));
+        Ok((Self { stop, controller }, public_ip))
+    }
+
+    /// Stops the controller and waits until it has.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        Ok(self.controller.await?)
+    }
+}
+
 /// Points `public_ip` (what [`host_operator_context`]'s endpoint resolver connects to) at the
 /// ClusterIP of `cluster`'s public Service once that Service has one; called while waiting.
 pub async fn learn_public_ip(client: &Client, ns: &str, cluster: &str, public_ip: &PublicIp) -> Result<()> {

@@ -157,6 +157,13 @@ pub fn jwt_audience(namespace: &str, cluster: &str) -> String {
     format!("openbao-operator.openbao.org/{namespace}/{cluster}")
 }
 
+/// The audience of the service-account token a server presents to the transit server's login
+/// (`spec.unseal.transit.login`): unique per cluster and not this cluster's own OpenBao
+/// audience, so the token the transit server receives logs in nowhere else.
+pub fn transit_login_audience(namespace: &str, cluster: &str) -> String {
+    format!("openbao-operator.openbao.org/transit/{namespace}/{cluster}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

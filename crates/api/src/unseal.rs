@@ -142,12 +142,11 @@ impl<'a> Seal<'a> {
         match *self {
             Seal::Static | Seal::MissingBlock(_) => vec![],
             Seal::Transit(t) => {
-                let mut uses = vec![use_(
-                    "transit.tokenSecretRef",
-                    TOKEN,
-                    "the transit token",
-                    &t.token_secret_ref,
-                )];
+                let mut uses: Vec<_> = t
+                    .token_secret_ref
+                    .iter()
+                    .map(|token| use_("transit.tokenSecretRef", TOKEN, "the transit token", token))
+                    .collect();
                 if let Some(ca) = &t.ca_secret_ref {
                     uses.push(use_(
                         "transit.caSecretRef",
@@ -205,6 +204,7 @@ impl<'a> Seal<'a> {
 #[x_kube(
     validation = Rule::new("self.keyName == oldSelf.keyName").message("spec.unseal.transit.keyName: cannot change on an existing cluster; its data is sealed with this key").field_path(".keyName"),
     validation = Rule::new("self.mountPath == oldSelf.mountPath").message("spec.unseal.transit.mountPath: cannot change on an existing cluster; its data is sealed with the key of this mount").field_path(".mountPath"),
+    validation = Rule::new("has(self.tokenSecretRef) != has(self.login)").message("spec.unseal.transit: set exactly one of tokenSecretRef (a token in a Secret) and login (the servers log in with their service-account token)"),
 )]
 pub struct TransitSeal {
     /// URL of the OpenBao (or Vault) holding the key, e.g. `https://transit.vault.svc:8200`.
@@ -261,8 +261,62 @@ pub struct TransitSeal {
     /// namespace). Give it only `update` on the key's encrypt and decrypt paths; a periodic
     /// token is renewed by OpenBao itself. It reaches the servers through their environment,
     /// never through the configuration files, and is read when a server starts: after
-    /// replacing it, restart the pods.
-    pub token_secret_ref: SealSecretKeyRef,
+    /// replacing it, restart the pods. Exactly one of `tokenSecretRef` and `login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SealSecretKeyRef>,
+
+    /// Log in to the transit server instead of keeping a token in a Secret: every server, as it
+    /// starts, presents its own service-account token (projected by the kubelet, with the audience
+    /// `openbao-operator.openbao.org/transit/<namespace>/<cluster>`, subject
+    /// `system:serviceaccount:<namespace>:<cluster>-serviceaccount`) to a `jwt` or `kubernetes` auth method of
+    /// the transit server, and seals with the token it gets back. Nothing to store or rotate.
+    /// Exactly one of `tokenSecretRef` and `login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<TransitLogin>,
+}
+
+/// A login at the transit server with the servers' service-account token (`spec.unseal.transit.login`).
+/// The role should bind the audience and subject above and issue a periodic token allowed only
+/// `update` on the key's encrypt and decrypt paths (OpenBao renews it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitLogin {
+    /// Mount path of the `jwt` or `kubernetes` auth method on the transit server, without the
+    /// `auth/` prefix, e.g. `kubernetes` or `tenants/a/jwt`.
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$"),
+        length(min = 1, max = 128)
+    )]
+    pub mount_path: String,
+    /// The role to log in as.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$"), length(min = 1, max = 128))]
+    pub role: String,
+}
+
+/// `auth/<mountPath>/login`: where a server logs in to the transit server.
+pub fn transit_login_path(login: &TransitLogin) -> String {
+    format!("auth/{}/login", login.mount_path)
+}
+
+/// Why a transit `login` block is unacceptable, or `None`: the CRD's patterns again (a role
+/// beginning with `@` would make the `bao` CLI read a file), for objects stored before a rule.
+pub fn transit_login_problem(login: &TransitLogin) -> Option<String> {
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    if login.mount_path.len() > 128 || !login.mount_path.split('/').all(segment_ok) {
+        return Some(
+            "spec.unseal.transit.login.mountPath: must be an auth mount path such as kubernetes or tenants/a/jwt"
+                .into(),
+        );
+    }
+    if login.role.len() > 128 || !segment_ok(&login.role) {
+        return Some("spec.unseal.transit.login.role: must be a role name of letters, digits, '_', '-' and '.'".into());
+    }
+    None
 }
 
 fn default_mount_path() -> String {
@@ -302,10 +356,23 @@ pub fn seal_problem(unseal: Option<&UnsealSpec>, version: &str) -> Option<(&'sta
             "SealBlockMissing",
             format!("spec.unseal.{0}: required when spec.unseal.type is {0}", t.as_str()),
         )),
-        Seal::Transit(t) => transit_address_problem(&t.address)
-            .map(|p| ("InvalidTransitAddress", format!("spec.unseal.transit.address: {p}"))),
+        Seal::Transit(t) => transit_problem(t),
         Seal::Kmip(k) => crate::unseal_kmip::kmip_problem(k).map(|p| ("InvalidKmipSeal", p)),
         Seal::Kms(k) => crate::unseal_kms::kms_problem(k, version).map(|p| ("InvalidKmsSeal", p)),
+    }
+}
+
+fn transit_problem(t: &TransitSeal) -> Option<(&'static str, String)> {
+    if let Some(p) = transit_address_problem(&t.address) {
+        return Some(("InvalidTransitAddress", format!("spec.unseal.transit.address: {p}")));
+    }
+    match (&t.token_secret_ref, &t.login) {
+        (Some(_), Some(_)) | (None, None) => Some((
+            "InvalidTransitAuth",
+            "spec.unseal.transit: set exactly one of tokenSecretRef and login".into(),
+        )),
+        (None, Some(login)) => transit_login_problem(login).map(|p| ("InvalidTransitLogin", p)),
+        (Some(_), None) => None,
     }
 }
 

@@ -239,6 +239,36 @@ fn invalid_cases() -> Vec<Invalid> {
             &["spec.unseal.transit.address", "query or fragment"],
         ),
         case(
+            "transit with both a token Secret and a login",
+            transit(json!({ "login": { "mountPath": "kubernetes", "role": "sealer" } })),
+            &["spec.unseal.transit", "exactly one of tokenSecretRef", "and login"],
+        ),
+        case(
+            "transit with neither a token Secret nor a login",
+            transit(json!({ "tokenSecretRef": null })),
+            &["spec.unseal.transit", "exactly one of tokenSecretRef", "and login"],
+        ),
+        case(
+            "transit login role that would make the CLI read a file",
+            transit(json!({ "tokenSecretRef": null, "login": { "mountPath": "kubernetes", "role": "@/etc/passwd" } })),
+            &["spec.unseal.transit.login.role"],
+        ),
+        case(
+            "transit login mount path that climbs out of auth/",
+            transit(json!({ "tokenSecretRef": null, "login": { "mountPath": "../sys/raw", "role": "sealer" } })),
+            &["spec.unseal.transit.login.mountPath"],
+        ),
+        case(
+            "transit login mount path with a space",
+            transit(json!({ "tokenSecretRef": null, "login": { "mountPath": "jwt login", "role": "sealer" } })),
+            &["spec.unseal.transit.login.mountPath"],
+        ),
+        case(
+            "transit login without a role",
+            transit(json!({ "tokenSecretRef": null, "login": { "mountPath": "kubernetes" } })),
+            &["spec.unseal.transit.login.role", "Required"],
+        ),
+        case(
             "transit address on loopback",
             transit(json!({ "address": "https://127.0.0.1:8200" })),
             &["spec.unseal.transit.address", "loopback"],
@@ -267,11 +297,6 @@ fn invalid_cases() -> Vec<Invalid> {
             "transit mountPath with ..",
             transit(json!({ "mountPath": "transit/../sys/" })),
             &["spec.unseal.transit.mountPath", "should match"],
-        ),
-        case(
-            "transit without tokenSecretRef",
-            transit(json!({ "tokenSecretRef": null })),
-            &["spec.unseal.transit.tokenSecretRef", "Required value"],
         ),
         case(
             "transit token from the cluster's CA Secret",
@@ -584,6 +609,12 @@ async fn valid_specs_are_accepted() -> Result<()> {
     let longest_name = "a".repeat(40);
     let accepted = [
         ("hardened", hardened(json!({}))),
+        (
+            "transit-login",
+            transit(
+                json!({ "tokenSecretRef": null, "login": { "mountPath": "tenants/a/jwt", "role": "team-a.sealer" } }),
+            ),
+        ),
         (
             "hardened-demo-off",
             hardened(json!({ "selfInit": { "demoUserpass": {

@@ -1,8 +1,13 @@
 //! `spec.unseal.type: transit` end to end on the real node. A transit OpenBao runs in another
 //! namespace (a real `bao` server: raft storage on its own PVC, its own static seal, so it
 //! comes back unsealed after it was down; its transit engine, key and seal token made by the
-//! test as a platform team would). A 3-server cluster points at it, and:
-//! - it initializes and becomes `Available` with no seal key Secret anywhere;
+//! test as a platform team would). A 3-server cluster points at it and authenticates with
+//! `login`: no token is stored anywhere; each server logs in with its own service-account token
+//! (projected for the cluster's transit audience) to a `jwt` auth method of the transit server
+//! that trusts the apiserver's signing keys for one role bound to that audience and subject.
+//! (`tokenSecretRef` is what `node_seal_migration.rs` runs on the node.) And:
+//! - it initializes and becomes `Available` with no seal key Secret anywhere, and
+//!   `UnsealConfigurationReady` names the login, its audience and subject;
 //! - all three pods deleted come back unsealed by themselves;
 //! - with the transit server down, restarted pods stay sealed and `Available` says why
 //!   (`SealUnavailable`, with OpenBao's own line from the pod's termination message);
@@ -14,12 +19,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use openbao_api::{OpenBaoCluster, conditions};
+use openbao_api::{OpenBaoCluster, conditions, names};
 use openbao_render::labels;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Instant;
 use testkit::openbao::TestTls;
+use testkit::transit::SealLogin;
 
 mod node_common;
 use node_common::transit::{LIMIT, POLL, TRANSIT_APP, TRANSIT_SERVICE, start_transit_server, wait_for};
@@ -27,6 +33,8 @@ use node_common::{HostOperator, condition, create, in_namespaces, learn_public_i
 
 const CLUSTER: &str = "sealed";
 const KEY_NAME: &str = "openbao-unseal";
+const LOGIN_MOUNT: &str = "kubernetes/jwt";
+const LOGIN_ROLE: &str = "sealed-cluster";
 
 #[tokio::test]
 async fn a_transit_sealed_cluster_unseals_by_itself_and_says_why_when_it_cannot() -> Result<()> {
@@ -48,23 +56,27 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
             .is_ok_and(|h| h.state == openbao_client::HealthState::Active))
     })
     .await?;
-    let seal_token = testkit::transit::provision(&transit.with_token(root), KEY_NAME).await?;
+    let trust = openbao_operator::runtime::discovery::service_account_trust(client).await?;
+    let login = SealLogin {
+        mount: LOGIN_MOUNT.into(),
+        role: LOGIN_ROLE.into(),
+        public_keys_pem: trust.public_keys_pem,
+        audience: names::transit_login_audience(ns, CLUSTER),
+        subject: format!("system:serviceaccount:{ns}:{}", names::service_account(CLUSTER)),
+    };
+    // The token it also makes is never given to the cluster: only checked to be nowhere.
+    let seal_token = testkit::transit::provision_with_login(&transit.with_token(root), KEY_NAME, &login).await?;
     eprintln!(
         "transit server initialized and provisioned after {:.1?} (ClusterIP {transit_ip})",
         started.elapsed()
     );
 
-    for (name, key, value) in [
-        ("transit-token", "token", seal_token.as_str()),
-        ("transit-ca", "ca.crt", tls.ca_pem()),
-    ] {
-        create::<Secret>(
-            client,
-            ns,
-            json!({"metadata": {"name": name}, "stringData": {key: value}}),
-        )
-        .await?;
-    }
+    create::<Secret>(
+        client,
+        ns,
+        json!({"metadata": {"name": "transit-ca"}, "stringData": {"ca.crt": tls.ca_pem()}}),
+    )
+    .await?;
     let (operator, public_ip) = HostOperator::start(client, ns, transit_ns).await?;
 
     create::<OpenBaoCluster>(
@@ -79,7 +91,7 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
                 "unseal": {"type": "transit", "transit": {
                     "address": format!("https://{TRANSIT_SERVICE}.{transit_ns}.svc:8200"),
                     "keyName": KEY_NAME,
-                    "tokenSecretRef": {"name": "transit-token", "key": "token"},
+                    "login": {"mountPath": LOGIN_MOUNT, "role": LOGIN_ROLE},
                     "caSecretRef": {"name": "transit-ca", "key": "ca.crt"},
                 }},
             },
@@ -99,6 +111,14 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
     );
     let status = clusters.get(CLUSTER).await?.status.context("status")?;
     ensure!(status.initialized, "{status:?}");
+    let unseal = conditions::find(&status.conditions, openbao_api::UNSEAL_CONFIGURATION_READY)
+        .context("no UnsealConfigurationReady")?;
+    ensure!(
+        unseal.reason == "TransitConfigured"
+            && unseal.message.contains(&login.audience)
+            && unseal.message.contains(&login.subject),
+        "{unseal:?}"
+    );
     for namespace in [ns, transit_ns] {
         for s in Api::<Secret>::namespaced(client.clone(), namespace)
             .list(&Default::default())
@@ -157,7 +177,13 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
         tokio::time::sleep(POLL).await;
     };
     eprintln!("transit down, pods restarted -> {said:?} after {:.1?}", down.elapsed());
-    ensure!(said.contains("Error configuring seal \"transit\""), "{said}");
+    // The login is the first thing a server does, so that is what fails.
+    ensure!(
+        said.contains(&format!(
+            "Error configuring seal \"transit\": login at auth/{LOGIN_MOUNT}/login as role {LOGIN_ROLE} failed"
+        )),
+        "{said}"
+    );
     ensure!(!said.contains(&seal_token), "the seal token reached the status");
     // The condition can name the first restarted pod while another old one is still terminating.
     wait_for("every pod replaced while the transit server is down", || async {

@@ -550,7 +550,7 @@ async fn static_to_transit(version: &str, crash: RecoveryKeyCrash) -> Result<()>
     let _one = ONE_AT_A_TIME.lock().await;
     let bao = testkit::cache::bao_binary(version)?;
     let tmp = tempfile::Builder::new().prefix("seal-migration-").tempdir()?;
-    let mut transit = TransitServer::start(&bao, &tmp.path().join("transit"), KEY_NAME, STARTUP).await?;
+    let mut transit = TransitServer::start(&bao, &tmp.path().join("transit"), KEY_NAME, None, STARTUP).await?;
     let world = Arc::new(World::bootstrap(&bao, &tmp.path().join("cluster"), &transit, version).await?);
     let result = async {
         let admin = world.admin().await?;

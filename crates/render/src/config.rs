@@ -351,6 +351,7 @@ DATA="${{BAO_DATA_DIR:-{data}}}"
 CERT="${{BAO_TLS_CERT:-{tls}/tls.crt}}"
 POLL="${{BAO_RELOAD_POLL_SECONDS:-5}}"
 POD="${{POD_NAME:-$(hostname)}}"
+TRANSIT_JWT="${{BAO_TRANSIT_JWT:-{login_dir}/{login_jwt}}}"
 
 # Only the first pod may found the cluster, only while the operator still ships the requests
 # (it removes them once the cluster is initialized) and only on empty storage: a second
@@ -381,6 +382,28 @@ if [ "$founding" = 1 ]; then
   echo "entrypoint: first start of $POD: self-initialization requests included"
 fi
 
+# spec.unseal.transit.login: log in to the transit server with this pod's service-account token
+# and seal with the token it answers (the config reads it from the environment). The settings
+# arrive as variables and are only ever quoted parameters; a failed login is reported the way
+# OpenBao reports an unreachable seal, so the operator's status says why.
+if [ -n "${{{login_path}:-}}" ]; then
+  err="$OUT/.transit-login.err"
+  if {token}="$(
+      export BAO_ADDR="${{{login_addr}}}"
+      if [ -n "${{{login_cacert}:-}}" ]; then export BAO_CACERT="${{{login_cacert}}}"; fi
+      if [ -n "${{{login_namespace}:-}}" ]; then export BAO_NAMESPACE="${{{login_namespace}}}"; fi
+      if [ -n "${{{login_server_name}:-}}" ]; then export BAO_TLS_SERVER_NAME="${{{login_server_name}}}"; fi
+      bao write -field=token "${{{login_path}}}" role="${{{login_role}}}" jwt=@"$TRANSIT_JWT" 2>"$err"
+    )" && [ -n "${{{token}}}" ]; then
+    export {token}
+    rm -f "$err"
+    echo "entrypoint: logged in to the transit server at ${{{login_path}}}"
+  else
+    echo "Error configuring seal \"transit\": login at ${{{login_path}}} as role ${{{login_role}}} failed: $(tr -s '\n\t' '  ' < "$err")"
+    exit 1
+  fi
+fi
+
 bao server -config="$OUT" &
 child=$!
 # Stopping: forward the signal and exit as soon as bao has stopped, not after the poll sleep.
@@ -406,6 +429,15 @@ wait "$child"
         tls = TLS_DIR,
         placeholder = POD_NAME_PLACEHOLDER,
         init_file = INIT_FILE,
+        login_dir = crate::paths::TRANSIT_LOGIN_DIR,
+        login_jwt = crate::paths::TRANSIT_LOGIN_JWT_FILE,
+        login_path = crate::paths::TRANSIT_LOGIN_PATH_ENV,
+        login_role = crate::paths::TRANSIT_LOGIN_ROLE_ENV,
+        login_addr = crate::paths::TRANSIT_LOGIN_ADDR_ENV,
+        login_cacert = crate::paths::TRANSIT_LOGIN_CACERT_ENV,
+        login_namespace = crate::paths::TRANSIT_LOGIN_NAMESPACE_ENV,
+        login_server_name = crate::paths::TRANSIT_LOGIN_SERVER_NAME_ENV,
+        token = crate::paths::TRANSIT_TOKEN_ENV,
     )
 }
 

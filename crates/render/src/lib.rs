@@ -107,6 +107,20 @@ pub mod paths {
     /// the token is in no file. Not `BAO_TOKEN`, which the `bao` CLI in the
     /// container would send to whatever server it is pointed at.
     pub const TRANSIT_TOKEN_ENV: &str = "SEAL_TRANSIT_TOKEN";
+    /// The service-account token a server logs in to the transit server with
+    /// (`spec.unseal.transit.login`), projected by the kubelet with the transit audience.
+    pub const TRANSIT_LOGIN_DIR: &str = "/var/run/secrets/openbao-transit";
+    pub const TRANSIT_LOGIN_JWT_FILE: &str = "token";
+    /// The entrypoint's inputs for that login (it exports the token it gets as
+    /// [`TRANSIT_TOKEN_ENV`]); every name starts with `SEAL_TRANSIT_`, like the token's.
+    pub const TRANSIT_LOGIN_PATH_ENV: &str = "SEAL_TRANSIT_LOGIN_PATH";
+    pub const TRANSIT_LOGIN_ROLE_ENV: &str = "SEAL_TRANSIT_LOGIN_ROLE";
+    pub const TRANSIT_LOGIN_ADDR_ENV: &str = "SEAL_TRANSIT_LOGIN_ADDR";
+    pub const TRANSIT_LOGIN_CACERT_ENV: &str = "SEAL_TRANSIT_LOGIN_CACERT";
+    pub const TRANSIT_LOGIN_NAMESPACE_ENV: &str = "SEAL_TRANSIT_LOGIN_NAMESPACE";
+    pub const TRANSIT_LOGIN_SERVER_NAME_ENV: &str = "SEAL_TRANSIT_LOGIN_SERVER_NAME";
+    /// What every transit seal variable of the server container starts with.
+    pub const TRANSIT_ENV_PREFIX: &str = "SEAL_TRANSIT_";
     pub const RENDERED_DIR: &str = "/bao/rendered";
     pub const DATA_DIR: &str = "/bao/data";
     pub const ENTRYPOINT: &str = "/etc/bao/config/entrypoint.sh";

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use testkit::openbao::{
     BaoServer, BaoServerSpec, NodeAddr, TestJwtSigner, poll_until, wait_for_voters, write_config_dir,
 };
-use testkit::transit::TransitServer;
+use testkit::transit::{SealLogin, TransitServer};
 
 const CLUSTER: &str = "sealed";
 const NAMESPACE: &str = "transit-test";
@@ -49,23 +49,43 @@ async fn transit_seal_unseals_a_rendered_cluster_2_7_2() -> Result<()> {
     transit_unseal("2.7.2").await
 }
 
+#[tokio::test]
+async fn transit_login_unseals_with_the_servers_own_token_2_6_2() -> Result<()> {
+    transit_login("2.6.2").await
+}
+
+#[tokio::test]
+async fn transit_login_unseals_with_the_servers_own_token_2_7_2() -> Result<()> {
+    transit_login("2.7.2").await
+}
+
 fn pod_name(ordinal: usize) -> String {
     format!("{CLUSTER}-{ordinal}")
 }
 
-fn cluster_spec(version: &str, transit: &TransitServer) -> Result<OpenBaoClusterSpec> {
+/// A cluster of `replicas` unsealed by `transit`, authenticating with `auth` (the
+/// `tokenSecretRef` or `login` field).
+fn cluster_spec(
+    version: &str,
+    transit: &TransitServer,
+    replicas: usize,
+    auth: serde_json::Value,
+) -> Result<OpenBaoClusterSpec> {
+    let mut seal = json!({
+        "address": transit.address(),
+        "keyName": KEY_NAME,
+        "tlsServerName": transit.server_name(),
+        "caSecretRef": {"name": "transit-ca", "key": "bundle.pem"},
+    });
+    seal.as_object_mut()
+        .context("seal")?
+        .extend(auth.as_object().context("auth")?.clone());
     Ok(serde_json::from_value(json!({
         "version": version,
         "profile": "Development",
-        "replicas": REPLICAS,
+        "replicas": replicas,
         "storage": {"size": "1Gi"},
-        "unseal": {"type": "transit", "transit": {
-            "address": transit.address(),
-            "keyName": KEY_NAME,
-            "tlsServerName": transit.server_name(),
-            "caSecretRef": {"name": "transit-ca", "key": "bundle.pem"},
-            "tokenSecretRef": {"name": "transit-token", "key": "token"},
-        }},
+        "unseal": {"type": "transit", "transit": seal},
         "selfInit": {
             "demoUserpass": {"username": DEMO_USER, "passwordSecretRef": {"name": "demo-password"}},
             "requests": [
@@ -164,9 +184,14 @@ async fn transit_unseal(version: &str) -> Result<()> {
     let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let bao = testkit::cache::bao_binary(version)?;
     let tmp = tempfile::Builder::new().prefix("openbao-transit-").tempdir()?;
-    let mut transit = TransitServer::start(&bao, &tmp.path().join("transit"), KEY_NAME, STARTUP).await?;
+    let mut transit = TransitServer::start(&bao, &tmp.path().join("transit"), KEY_NAME, None, STARTUP).await?;
 
-    let spec = cluster_spec(version, &transit)?;
+    let spec = cluster_spec(
+        version,
+        &transit,
+        REPLICAS,
+        json!({"tokenSecretRef": {"name": "transit-token", "key": "token"}}),
+    )?;
     let cluster = Cluster {
         name: CLUSTER,
         namespace: NAMESPACE,
@@ -174,37 +199,7 @@ async fn transit_unseal(version: &str) -> Result<()> {
         spec: &spec,
     };
     let root = tmp.path().join("cluster");
-    let dirs = Dirs {
-        tls: root.join("tls"),
-        transit_ca: root.join("transit-ca"),
-        root: root.clone(),
-    };
-    let ca = pki::issue_ca(CLUSTER, jiff::Timestamp::now())?;
-    let lifetime = pki::server_lifetime(pki::parse_duration(&spec.tls.rotation_period)?);
-    let server: KeyedCert = pki::issue_server(&ca, &pki::server_sans(&cluster), jiff::Timestamp::now(), lifetime)?;
-    write_config_dir(
-        &dirs.tls,
-        &[
-            ("ca.crt", &ca.cert_pem),
-            ("tls.crt", &server.cert_pem),
-            ("tls.key", &server.key_pem),
-        ],
-    )?;
-    // The caSecretRef volume: the Secret's key `bundle.pem` mounted under the fixed file name.
-    write_config_dir(&dirs.transit_ca, &[(paths::TRANSIT_CA_FILE, transit.tls.ca_pem())])?;
-    let signer = TestJwtSigner::new()?;
-    let trust = JwtTrust {
-        issuer: "https://kubernetes.default.svc.cluster.local".into(),
-        public_keys_pem: vec![signer.public_key_pem()],
-    };
-    let operator = OperatorIdentity {
-        namespace: "openbao-operator-system".into(),
-        service_account: "openbao-operator".into(),
-    };
-    let init_dir = write_config_dir(
-        &root.join("init"),
-        &[(config::INIT_FILE, &selfinit::init_hcl(&cluster, &operator, &trust))],
-    )?;
+    let (dirs, ca_pem, init_dir) = prepare(&cluster, &root, &transit)?;
 
     // What the operator would apply: no seal key Secret, no seal key volume, the token only by
     // reference.
@@ -229,38 +224,11 @@ async fn transit_unseal(version: &str) -> Result<()> {
     let addrs = (0..REPLICAS)
         .map(|_| NodeAddr::allocate())
         .collect::<Result<Vec<_>>>()?;
-    let entrypoint = config::entrypoint_sh();
-    let bin_dir = bao.parent().context("bao binary has no parent dir")?;
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let mut nodes = Vec::new();
     for ordinal in 0..REPLICAS {
-        std::fs::create_dir_all(dirs.data(ordinal))?;
-        let hcl = remap_for_loopback(&server_hcl, &cluster, ordinal, &addrs, &dirs)?;
-        let templates = write_config_dir(
-            &dirs.node(ordinal).join("templates"),
-            &[(config::SERVER_FILE, &hcl), (config::ENTRYPOINT_FILE, &entrypoint)],
-        )?;
-        let script = templates.join(config::ENTRYPOINT_FILE);
-        let node = BaoServerSpec::new(
-            &pod_name(ordinal),
-            &bao,
-            &templates,
-            client_config(&cluster, &addrs[ordinal], ordinal, &ca.cert_pem),
-        )
-        .launcher(Path::new("/bin/sh"), &[script.to_str().context("entrypoint path")?])
-        .env("POD_NAME", &pod_name(ordinal))
-        .env("BAO_TEMPLATE_DIR", &templates.display().to_string())
-        .env("BAO_INIT_DIR", &init_dir.display().to_string())
-        .env(
-            "BAO_RENDERED_DIR",
-            &dirs.node(ordinal).join("rendered").display().to_string(),
-        )
-        .env("BAO_DATA_DIR", &dirs.data(ordinal).display().to_string())
-        .env("BAO_TLS_CERT", &dirs.tls.join("tls.crt").display().to_string())
-        // What the kubelet sets from the tokenSecretRef and the demo password Secret.
-        .env(paths::TRANSIT_TOKEN_ENV, &transit.token)
-        .env(paths::DEMO_PASSWORD_ENV, DEMO_PASSWORD)
-        .env("PATH", &path);
+        let node = server_node(&bao, &cluster, ordinal, &addrs, &dirs, &ca_pem, &init_dir)?
+            // What the kubelet sets from the tokenSecretRef.
+            .env(paths::TRANSIT_TOKEN_ENV, &transit.token);
         nodes.push(node);
     }
 
@@ -400,6 +368,231 @@ async fn transit_unseal(version: &str) -> Result<()> {
     }
     transit.server.stop().await;
     Ok(())
+}
+
+/// `spec.unseal.transit.login`: no token anywhere. The transit server trusts the key that signs
+/// the service-account tokens (a test signer stands in for the apiserver's) for one role bound
+/// to the cluster's transit audience and its servers' subject. The rendered entrypoint logs in
+/// with the token file the kubelet would project and the variables the rendered StatefulSet
+/// sets, and the server unseals; a token for another audience is refused, and the server exits
+/// with a line the operator's status reads, naming the login and OpenBao's reason but not the
+/// token; with a good token again it unseals.
+async fn transit_login(version: &str) -> Result<()> {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let bao = testkit::cache::bao_binary(version)?;
+    let tmp = tempfile::Builder::new().prefix("openbao-transit-login-").tempdir()?;
+    let apiserver = TestJwtSigner::new()?;
+    let audience = openbao_api::names::transit_login_audience(NAMESPACE, CLUSTER);
+    let subject = format!(
+        "system:serviceaccount:{NAMESPACE}:{}",
+        openbao_api::names::service_account(CLUSTER)
+    );
+    let login = SealLogin {
+        mount: "k8s/jwt".into(),
+        role: "sealer".into(),
+        public_keys_pem: vec![apiserver.public_key_pem()],
+        audience: audience.clone(),
+        subject: subject.clone(),
+    };
+    let mut transit = TransitServer::start(&bao, &tmp.path().join("transit"), KEY_NAME, Some(&login), STARTUP).await?;
+    let spec = cluster_spec(
+        version,
+        &transit,
+        1,
+        json!({"login": {"mountPath": "k8s/jwt", "role": "sealer"}}),
+    )?;
+    let cluster = Cluster {
+        name: CLUSTER,
+        namespace: NAMESPACE,
+        uid: "transit-login-uid",
+        spec: &spec,
+    };
+    let root = tmp.path().join("cluster");
+    let (dirs, ca_pem, init_dir) = prepare(&cluster, &root, &transit)?;
+
+    // The rendered pod: the login's variables, the projected token for the transit audience, and
+    // no token variable.
+    let sts = objects::statefulset(&cluster);
+    let pod = sts.spec.and_then(|s| s.template.spec).context("pod template")?;
+    let container = &pod.containers[0];
+    let env: Vec<(String, String)> = container
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| e.name.starts_with(paths::TRANSIT_ENV_PREFIX))
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
+    ensure!(
+        env.iter().all(|(name, _)| name != paths::TRANSIT_TOKEN_ENV),
+        "a token variable with login: {env:?}"
+    );
+    let projected = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.projected.as_ref().filter(|_| v.name == "transit-login"))
+        .context("no transit-login volume")?;
+    let token_source = projected
+        .sources
+        .iter()
+        .flatten()
+        .find_map(|s| s.service_account_token.as_ref());
+    ensure!(
+        token_source.is_some_and(|t| t.audience.as_deref() == Some(audience.as_str())),
+        "{projected:?}"
+    );
+
+    let jwt_file = root.join("transit-login-token");
+    let service_account_token = |aud: &str| {
+        let now = testkit::openbao::unix_now();
+        apiserver.sign(&json!({
+            "iss": "https://kubernetes.default.svc.cluster.local",
+            "sub": subject, "aud": [aud], "iat": now, "nbf": now, "exp": now + 600,
+        }))
+    };
+    std::fs::write(&jwt_file, service_account_token(&audience)?)?;
+    let addrs = vec![NodeAddr::allocate()?];
+    let mut node = server_node(&bao, &cluster, 0, &addrs, &dirs, &ca_pem, &init_dir)?
+        .env("BAO_TRANSIT_JWT", &jwt_file.display().to_string());
+    for (name, value) in &env {
+        // The CA file is where the caSecretRef volume is in a pod; here it is the test's copy.
+        let value = value.replace(paths::TRANSIT_CA_DIR, &dirs.transit_ca.display().to_string());
+        node = node.env(name, &value);
+    }
+
+    // 1. It logs in, self-initializes and is unsealed by transit.
+    let t0 = Instant::now();
+    let mut server = BaoServer::start(node)?;
+    server.wait_active(STARTUP).await?;
+    let seal = server.client().seal_status().await?;
+    ensure!(seal.seal_type == "transit" && !seal.sealed, "{seal:?}");
+    let log = std::fs::read_to_string(server.log_path())?;
+    ensure!(
+        log.contains("entrypoint: logged in to the transit server at auth/k8s/jwt/login"),
+        "{log}"
+    );
+    eprintln!(
+        "TIMING {version}: logged in and unsealed in {} ms",
+        t0.elapsed().as_millis()
+    );
+
+    // 2. A token for another audience: refused, the server gives up at start and says why.
+    server.stop().await;
+    let wrong = service_account_token(&openbao_api::names::jwt_audience(NAMESPACE, CLUSTER))?;
+    std::fs::write(&jwt_file, &wrong)?;
+    server.restart().await?;
+    poll_until("the server to give up without a login", STARTUP, || {
+        let running = server.is_running();
+        async move { Ok((!running).then_some(())) }
+    })
+    .await?;
+    let log = std::fs::read_to_string(server.log_path())?;
+    let (_, last_start) = log.rsplit_once("testkit: restarting").context("restart marker")?;
+    let line = last_start
+        .lines()
+        .find(|l| l.contains("Error configuring seal \"transit\""))
+        .with_context(|| format!("no seal error in:\n{last_start}"))?;
+    ensure!(
+        line.starts_with("Error configuring seal \"transit\": login at auth/k8s/jwt/login as role sealer failed: ")
+            && line.contains("aud"),
+        "{line}"
+    );
+    ensure!(
+        !log.contains(&wrong) && !log.contains(&transit.token),
+        "a token is in the log"
+    );
+    eprintln!("{version}: refused as expected: {line}");
+
+    // 3. The right token again: it unseals by itself.
+    std::fs::write(&jwt_file, service_account_token(&audience)?)?;
+    server.restart().await?;
+    server.wait_active(STARTUP).await?;
+
+    server.stop().await;
+    transit.server.stop().await;
+    Ok(())
+}
+
+/// What every server here is given besides its seal's credentials: the cluster's TLS, the
+/// transit CA (the caSecretRef volume) and the self-init file. Returns the directories, the
+/// cluster CA (PEM) and the self-init directory.
+fn prepare(cluster: &Cluster, root: &Path, transit: &TransitServer) -> Result<(Dirs, String, PathBuf)> {
+    let dirs = Dirs {
+        tls: root.join("tls"),
+        transit_ca: root.join("transit-ca"),
+        root: root.to_path_buf(),
+    };
+    let ca = pki::issue_ca(CLUSTER, jiff::Timestamp::now())?;
+    let lifetime = pki::server_lifetime(pki::parse_duration(&cluster.spec.tls.rotation_period)?);
+    let server: KeyedCert = pki::issue_server(&ca, &pki::server_sans(cluster), jiff::Timestamp::now(), lifetime)?;
+    write_config_dir(
+        &dirs.tls,
+        &[
+            ("ca.crt", &ca.cert_pem),
+            ("tls.crt", &server.cert_pem),
+            ("tls.key", &server.key_pem),
+        ],
+    )?;
+    // The caSecretRef volume: the Secret's key `bundle.pem` mounted under the fixed file name.
+    write_config_dir(&dirs.transit_ca, &[(paths::TRANSIT_CA_FILE, transit.tls.ca_pem())])?;
+    let signer = TestJwtSigner::new()?;
+    let trust = JwtTrust {
+        issuer: "https://kubernetes.default.svc.cluster.local".into(),
+        public_keys_pem: vec![signer.public_key_pem()],
+    };
+    let operator = OperatorIdentity {
+        namespace: "openbao-operator-system".into(),
+        service_account: "openbao-operator".into(),
+    };
+    let init_dir = write_config_dir(
+        &root.join("init"),
+        &[(config::INIT_FILE, &selfinit::init_hcl(cluster, &operator, &trust))],
+    )?;
+    Ok((dirs, ca.cert_pem, init_dir))
+}
+
+/// Pod `ordinal` as a process: the rendered config remapped to loopback, run by the rendered
+/// entrypoint with what the kubelet would set, except the seal's credentials.
+fn server_node(
+    bao: &Path,
+    cluster: &Cluster,
+    ordinal: usize,
+    addrs: &[NodeAddr],
+    dirs: &Dirs,
+    ca_pem: &str,
+    init_dir: &Path,
+) -> Result<BaoServerSpec> {
+    let bin_dir = bao.parent().context("bao binary has no parent dir")?;
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    std::fs::create_dir_all(dirs.data(ordinal))?;
+    let hcl = remap_for_loopback(&config::server_hcl(cluster), cluster, ordinal, addrs, dirs)?;
+    let templates = write_config_dir(
+        &dirs.node(ordinal).join("templates"),
+        &[
+            (config::SERVER_FILE, &hcl),
+            (config::ENTRYPOINT_FILE, &config::entrypoint_sh()),
+        ],
+    )?;
+    let script = templates.join(config::ENTRYPOINT_FILE);
+    Ok(BaoServerSpec::new(
+        &pod_name(ordinal),
+        bao,
+        &templates,
+        client_config(cluster, &addrs[ordinal], ordinal, ca_pem),
+    )
+    .launcher(Path::new("/bin/sh"), &[script.to_str().context("entrypoint path")?])
+    .env("POD_NAME", &pod_name(ordinal))
+    .env("BAO_TEMPLATE_DIR", &templates.display().to_string())
+    .env("BAO_INIT_DIR", &init_dir.display().to_string())
+    .env(
+        "BAO_RENDERED_DIR",
+        &dirs.node(ordinal).join("rendered").display().to_string(),
+    )
+    .env("BAO_DATA_DIR", &dirs.data(ordinal).display().to_string())
+    .env("BAO_TLS_CERT", &dirs.tls.join("tls.crt").display().to_string())
+    // What the kubelet sets from the demo password Secret.
+    .env(paths::DEMO_PASSWORD_ENV, DEMO_PASSWORD)
+    .env("PATH", &path))
 }
 
 /// A client with `token` on the active server.

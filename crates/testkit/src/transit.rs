@@ -22,8 +22,15 @@ pub struct TransitServer {
 }
 
 impl TransitServer {
-    /// Starts it in `dir` with the transit key `key_name`, waiting at most `startup` for each state.
-    pub async fn start(bao: &Path, dir: &Path, key_name: &str, startup: Duration) -> Result<Self> {
+    /// Starts it in `dir` with the transit key `key_name` (and the servers' `login` when given),
+    /// waiting at most `startup` for each state.
+    pub async fn start(
+        bao: &Path,
+        dir: &Path,
+        key_name: &str,
+        login: Option<&SealLogin>,
+        startup: Duration,
+    ) -> Result<Self> {
         let tls = TestTls::generate(&dir.join("tls"), NAMESPACE)?;
         let addr = NodeAddr::allocate()?;
         let key = write_static_seal_key(&dir.join("seal.key"))?;
@@ -35,7 +42,7 @@ impl TransitServer {
         server.wait_answering(startup).await?;
         let root = initialize(server.client()).await?;
         server.wait_active(startup).await?;
-        let token = provision(&server.client().with_token(root), key_name).await?;
+        let token = provision_then(&server.client().with_token(root), key_name, login).await?;
         Ok(Self {
             server,
             tls,
@@ -67,10 +74,31 @@ pub async fn initialize(client: &BaoClient) -> Result<Token> {
     ))
 }
 
+/// What a transit server needs to accept the servers' own login (`spec.unseal.transit.login`),
+/// as a platform team would set it up: a `jwt` auth method at `mount` trusting the keys that
+/// sign the service-account tokens, and a role bound to one audience and one subject that
+/// issues periodic tokens holding only the seal policy.
+pub struct SealLogin {
+    pub mount: String,
+    pub role: String,
+    pub public_keys_pem: Vec<String>,
+    pub audience: String,
+    pub subject: String,
+}
+
+/// [`provision`], then the login of `login` (before the root token is revoked).
+pub async fn provision_with_login(admin: &BaoClient, key_name: &str, login: &SealLogin) -> Result<String> {
+    provision_then(admin, key_name, Some(login)).await
+}
+
 /// With the root token (`admin`, its server active): the transit engine, the key `key_name`, a
 /// policy allowing exactly encrypt and decrypt with it, and an orphan periodic token holding only
 /// that policy, which is returned. The root token is revoked.
 pub async fn provision(admin: &BaoClient, key_name: &str) -> Result<String> {
+    provision_then(admin, key_name, None).await
+}
+
+async fn provision_then(admin: &BaoClient, key_name: &str, login: Option<&SealLogin>) -> Result<String> {
     admin.write("sys/mounts/transit", &json!({"type": "transit"})).await?;
     admin.write(&format!("transit/keys/{key_name}"), &json!({})).await?;
     let policy = format!(
@@ -91,6 +119,32 @@ pub async fn provision(admin: &BaoClient, key_name: &str) -> Result<String> {
         .as_str()
         .context("no client token")?
         .to_string();
+    if let Some(login) = login {
+        let mount = &login.mount;
+        admin
+            .write(&format!("sys/auth/{mount}"), &json!({"type": "jwt"}))
+            .await?;
+        admin
+            .write(
+                &format!("auth/{mount}/config"),
+                &json!({"jwt_validation_pubkeys": login.public_keys_pem}),
+            )
+            .await?;
+        admin
+            .write(
+                &format!("auth/{mount}/role/{}", login.role),
+                &json!({
+                    "role_type": "jwt",
+                    "user_claim": "sub",
+                    "bound_audiences": [login.audience],
+                    "bound_subject": login.subject,
+                    "token_policies": ["unseal"],
+                    "token_no_default_policy": true,
+                    "token_period": "1h",
+                }),
+            )
+            .await?;
+    }
     admin.write("auth/token/revoke-self", &json!({})).await?;
     Ok(token)
 }

@@ -29,7 +29,10 @@ pub use rbac::{
 };
 pub use secrets::{TlsSecrets, ca_state_from_secret, init_secret, tls_secrets, unseal_key_secret};
 pub use server_set::{REVISION_LABEL, server_set_pod_labels, server_set_selector};
-pub use workload::{Rollout, config_map, headless_service, image_for, public_service, statefulset, statefulset_with};
+pub use workload::{
+    Rollout, TRANSIT_LOGIN_VOLUME, config_map, headless_service, image_for, public_service, statefulset,
+    statefulset_with,
+};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::de::DeserializeOwned;

@@ -123,12 +123,12 @@ pub fn statefulset_with(cluster: &Cluster, rollout: &Rollout) -> StatefulSet {
 /// through the environment (so they are in no file) or as read-only files from their Secrets,
 /// and for a KMS plugin image a place to download it to.
 fn seal_inputs(
-    spec: &openbao_api::OpenBaoClusterSpec,
+    cluster: &Cluster,
     env: &mut Vec<serde_json::Value>,
     mounts: &mut Vec<serde_json::Value>,
     volumes: &mut Vec<serde_json::Value>,
 ) {
-    let seal = openbao_api::seal_of(spec.unseal.as_ref());
+    let seal = openbao_api::seal_of(cluster.spec.unseal.as_ref());
     if seal.key_in_cluster() {
         return;
     }
@@ -139,8 +139,12 @@ fn seal_inputs(
     match seal {
         Seal::Static | Seal::MissingBlock(_) => {}
         Seal::Transit(transit) => {
-            let token = &transit.token_secret_ref;
-            env.push(json!({"name": paths::TRANSIT_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}));
+            if let Some(token) = &transit.token_secret_ref {
+                env.push(json!({"name": paths::TRANSIT_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}));
+            }
+            if let Some(login) = &transit.login {
+                transit_login_inputs(cluster, transit, login, env, mounts, volumes);
+            }
             if let Some(ca) = &transit.ca_secret_ref {
                 mounts.push(json!({"name": "transit-ca", "mountPath": paths::TRANSIT_CA_DIR, "readOnly": true}));
                 volumes.push(
@@ -184,6 +188,47 @@ fn seal_inputs(
         }
     }
 }
+
+/// What the entrypoint needs to log in to the transit server (`spec.unseal.transit.login`): the
+/// login's settings as variables (the script reads them as quoted parameters, never as code)
+/// and the pod's service-account token for the transit audience.
+fn transit_login_inputs(
+    cluster: &Cluster,
+    transit: &openbao_api::TransitSeal,
+    login: &openbao_api::TransitLogin,
+    env: &mut Vec<serde_json::Value>,
+    mounts: &mut Vec<serde_json::Value>,
+    volumes: &mut Vec<serde_json::Value>,
+) {
+    let mut var = |name: &str, value: &str| env.push(json!({"name": name, "value": value}));
+    var(paths::TRANSIT_LOGIN_PATH_ENV, &openbao_api::transit_login_path(login));
+    var(paths::TRANSIT_LOGIN_ROLE_ENV, &login.role);
+    var(paths::TRANSIT_LOGIN_ADDR_ENV, &transit.address);
+    if transit.ca_secret_ref.is_some() {
+        var(
+            paths::TRANSIT_LOGIN_CACERT_ENV,
+            &format!("{}/{}", paths::TRANSIT_CA_DIR, paths::TRANSIT_CA_FILE),
+        );
+    }
+    if let Some(namespace) = &transit.namespace {
+        var(paths::TRANSIT_LOGIN_NAMESPACE_ENV, namespace);
+    }
+    if let Some(name) = &transit.tls_server_name {
+        var(paths::TRANSIT_LOGIN_SERVER_NAME_ENV, name);
+    }
+    mounts.push(json!({"name": TRANSIT_LOGIN_VOLUME, "mountPath": paths::TRANSIT_LOGIN_DIR, "readOnly": true}));
+    volumes.push(
+        json!({"name": TRANSIT_LOGIN_VOLUME, "projected": {"defaultMode": 0o440, "sources": [{"serviceAccountToken": {
+            "audience": names::transit_login_audience(cluster.namespace, cluster.name),
+            // The shortest the kubelet issues: the token is read once, when the server starts.
+            "expirationSeconds": 600,
+            "path": paths::TRANSIT_LOGIN_JWT_FILE,
+        }}]}}),
+    );
+}
+
+/// The volume holding the service-account token of the transit login.
+pub const TRANSIT_LOGIN_VOLUME: &str = "transit-login";
 
 /// What tells one set of servers apart from another in its StatefulSet.
 pub(crate) struct ServerSet<'a> {
@@ -284,7 +329,7 @@ pub(crate) fn server_statefulset(cluster: &Cluster, rollout: &Rollout, set: &Ser
         mounts.retain(|m| m["name"] != "init");
         volumes.retain(|v| v["name"] != "init");
     }
-    seal_inputs(spec, &mut env, &mut mounts, &mut volumes);
+    seal_inputs(cluster, &mut env, &mut mounts, &mut volumes);
     let mut claim_labels = labels::selector(cluster.name);
     if let Some(rev) = set.revision {
         claim_labels.insert(super::server_set::REVISION_LABEL.to_string(), rev.to_string());
@@ -584,6 +629,63 @@ mod tests {
         assert!(pod.volumes.unwrap().iter().any(|v| v.name == "unseal"));
         let env = pod.containers[0].env.clone().unwrap();
         assert!(env.iter().all(|e| e.name != paths::TRANSIT_TOKEN_ENV));
+    }
+
+    #[test]
+    fn a_transit_login_projects_the_transit_audience_and_stores_no_token() {
+        let spec = fixtures::spec(json!({"unseal": {"type": "transit", "transit": {
+            "address": "https://transit.vault.svc:8200", "keyName": "unseal", "namespace": "team-a/",
+            "tlsServerName": "transit.vault.svc",
+            "caSecretRef": {"name": "transit-ca", "key": "bundle.pem"},
+            "login": {"mountPath": "clusters/jwt", "role": "team-a-sealer"},
+        }}}));
+        let pod = statefulset(&fixtures::cluster(&spec))
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let c = &pod.containers[0];
+        let env: BTreeMap<_, _> = c
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name.starts_with(paths::TRANSIT_ENV_PREFIX))
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap()))
+            .collect();
+        let ca = format!("{}/{}", paths::TRANSIT_CA_DIR, paths::TRANSIT_CA_FILE);
+        assert_eq!(
+            env,
+            BTreeMap::from([
+                (paths::TRANSIT_LOGIN_PATH_ENV, "auth/clusters/jwt/login"),
+                (paths::TRANSIT_LOGIN_ROLE_ENV, "team-a-sealer"),
+                (paths::TRANSIT_LOGIN_ADDR_ENV, "https://transit.vault.svc:8200"),
+                (paths::TRANSIT_LOGIN_CACERT_ENV, ca.as_str()),
+                (paths::TRANSIT_LOGIN_NAMESPACE_ENV, "team-a/"),
+                (paths::TRANSIT_LOGIN_SERVER_NAME_ENV, "transit.vault.svc"),
+            ]),
+            "no token variable, only the login's settings"
+        );
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == TRANSIT_LOGIN_VOLUME)
+            .unwrap();
+        let source = volume.projected.as_ref().unwrap().sources.as_ref().unwrap()[0]
+            .service_account_token
+            .clone()
+            .unwrap();
+        assert_eq!(
+            source.audience.as_deref(),
+            Some("openbao-operator.openbao.org/transit/team-a/vault")
+        );
+        assert_eq!((source.path.as_str(), source.expiration_seconds), ("token", Some(600)));
+        assert!(c.volume_mounts.iter().flatten().any(|m| m.name == TRANSIT_LOGIN_VOLUME
+            && m.mount_path == paths::TRANSIT_LOGIN_DIR
+            && m.read_only == Some(true)));
+        // Only the login's own audience: the pod's API token is not what is sent.
+        assert_eq!(pod.service_account_name.as_deref(), Some("vault-serviceaccount"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ DATA="${BAO_DATA_DIR:-/bao/data}"
 CERT="${BAO_TLS_CERT:-/etc/bao/tls/tls.crt}"
 POLL="${BAO_RELOAD_POLL_SECONDS:-5}"
 POD="${POD_NAME:-$(hostname)}"
+TRANSIT_JWT="${BAO_TRANSIT_JWT:-/var/run/secrets/openbao-transit/token}"
 
 # Only the first pod may found the cluster, only while the operator still ships the requests
 # (it removes them once the cluster is initialized) and only on empty storage: a second
@@ -35,6 +36,28 @@ done
 if [ "$founding" = 1 ]; then
   cp "$INIT_DIR/zz-init.hcl" "$OUT/zz-init.hcl"
   echo "entrypoint: first start of $POD: self-initialization requests included"
+fi
+
+# spec.unseal.transit.login: log in to the transit server with this pod's service-account token
+# and seal with the token it answers (the config reads it from the environment). The settings
+# arrive as variables and are only ever quoted parameters; a failed login is reported the way
+# OpenBao reports an unreachable seal, so the operator's status says why.
+if [ -n "${SEAL_TRANSIT_LOGIN_PATH:-}" ]; then
+  err="$OUT/.transit-login.err"
+  if SEAL_TRANSIT_TOKEN="$(
+      export BAO_ADDR="${SEAL_TRANSIT_LOGIN_ADDR}"
+      if [ -n "${SEAL_TRANSIT_LOGIN_CACERT:-}" ]; then export BAO_CACERT="${SEAL_TRANSIT_LOGIN_CACERT}"; fi
+      if [ -n "${SEAL_TRANSIT_LOGIN_NAMESPACE:-}" ]; then export BAO_NAMESPACE="${SEAL_TRANSIT_LOGIN_NAMESPACE}"; fi
+      if [ -n "${SEAL_TRANSIT_LOGIN_SERVER_NAME:-}" ]; then export BAO_TLS_SERVER_NAME="${SEAL_TRANSIT_LOGIN_SERVER_NAME}"; fi
+      bao write -field=token "${SEAL_TRANSIT_LOGIN_PATH}" role="${SEAL_TRANSIT_LOGIN_ROLE}" jwt=@"$TRANSIT_JWT" 2>"$err"
+    )" && [ -n "${SEAL_TRANSIT_TOKEN}" ]; then
+    export SEAL_TRANSIT_TOKEN
+    rm -f "$err"
+    echo "entrypoint: logged in to the transit server at ${SEAL_TRANSIT_LOGIN_PATH}"
+  else
+    echo "Error configuring seal \"transit\": login at ${SEAL_TRANSIT_LOGIN_PATH} as role ${SEAL_TRANSIT_LOGIN_ROLE} failed: $(tr -s '\n\t' '  ' < "$err")"
+    exit 1
+  fi
 fi
 
 bao server -config="$OUT" &

@@ -79,7 +79,12 @@ pub(super) async fn apply_all(
                 }
             }
             let lookup = |name: &str| found.get(name).and_then(Option::as_ref);
-            status::seal_state(cluster.spec.unseal.as_ref(), &cluster.spec.version, &lookup)
+            status::seal_state(
+                cluster.spec.unseal.as_ref(),
+                &cluster.spec.version,
+                (cluster.namespace, cluster.name),
+                &lookup,
+            )
         }
     };
 

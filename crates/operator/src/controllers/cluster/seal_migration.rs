@@ -25,7 +25,8 @@
 //!
 //! The old seal is no longer in the spec (admission forbids a `transit` block with `type:
 //! static`), so its stanza is read back from the live ConfigMap and what it needs in the pod
-//! (the transit token variable, the transit CA or the static key volume) from the live
+//! (the transit token or login variables, the transit CA and login token volumes, or the
+//! static key volume) from the live
 //! StatefulSet.
 
 use jiff::Timestamp;
@@ -64,7 +65,7 @@ const RECOVERY_KEY: &str = "key";
 const RECOVERY_NONCE: &str = "nonce";
 /// Pod volumes (and their mounts) that belong to a seal; the old seal's are kept from the live
 /// StatefulSet while servers may still start on it.
-const SEAL_VOLUMES: [&str; 2] = ["unseal", "transit-ca"];
+const SEAL_VOLUMES: [&str; 3] = ["unseal", "transit-ca", objects::TRANSIT_LOGIN_VOLUME];
 /// How long the login for a step may take.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -240,6 +241,7 @@ impl SealWorkloads {
             workloads.new_seal = Some(super::status::seal_state(
                 cluster.spec.unseal.as_ref(),
                 &cluster.spec.version,
+                (cluster.namespace, cluster.name),
                 &lookup,
             ));
         }
@@ -496,7 +498,7 @@ fn keep_old_seal_inputs(sts: &mut StatefulSet, live: Option<&StatefulSet>) {
         .env
         .iter()
         .flatten()
-        .filter(|e| e.name == paths::TRANSIT_TOKEN_ENV)
+        .filter(|e| e.name.starts_with(paths::TRANSIT_ENV_PREFIX))
     {
         let env = container.env.get_or_insert_with(Vec::new);
         if !env.iter().any(|e| e.name == var.name) {

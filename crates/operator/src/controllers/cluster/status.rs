@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use openbao_api::conditions::{self as cond, Desired, Status};
 use openbao_api::{
     ClusterPhase, OpenBaoClusterSpec, OpenBaoClusterStatus, Profile, TlsMode, TlsStatus, TransitSeal,
-    UNSEAL_CONFIGURATION_READY, UpgradePhase,
+    UNSEAL_CONFIGURATION_READY, UpgradePhase, names,
 };
 use openbao_render::selfinit::JWT_MOUNT;
 
@@ -118,6 +118,9 @@ pub mod tls_reason {
     pub const CERT_MANAGER_MISSING: &str = "CertManagerAPIMissing";
 }
 
+/// `UnsealConfigurationReady=True` of a transit seal.
+pub const TRANSIT_CONFIGURED: &str = "TransitConfigured";
+
 /// What the seal needs, as this reconcile found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SealState {
@@ -125,9 +128,7 @@ pub enum SealState {
     NotChecked,
     /// The static seal: its key Secret is in place.
     Static,
-    /// The transit seal's token (and CA) Secrets are in place.
-    TransitReady,
-    /// Another auto-unseal seal (KMIP, KMS plugin) has its Secrets in place.
+    /// An auto-unseal seal (transit, KMIP, KMS plugin) has what it needs in place.
     Ready { reason: &'static str, message: String },
     /// Something the transit seal needs is missing or unacceptable.
     Problem { reason: &'static str, message: String },
@@ -152,13 +153,13 @@ pub fn transit_seal_state(transit: &TransitSeal, token: Option<&Secret>, ca: Opt
         kms: None,
     };
     let found = |name: &str| {
-        if name == transit.token_secret_ref.name {
+        if transit.token_secret_ref.as_ref().is_some_and(|t| t.name == name) {
             token
         } else {
             ca.flatten()
         }
     };
-    seal_state(Some(&unseal), "2.7.2", &found)
+    seal_state(Some(&unseal), "2.7.2", ("ns", "c"), &found)
 }
 
 /// Checks what an auto-unseal seal needs (pure): the spec's rules again (admission checked them
@@ -168,6 +169,7 @@ pub fn transit_seal_state(transit: &TransitSeal, token: Option<&Secret>, ca: Opt
 pub fn seal_state<'a>(
     unseal: Option<&openbao_api::UnsealSpec>,
     version: &str,
+    cluster: (&str, &str),
     secret: &dyn Fn(&str) -> Option<&'a Secret>,
 ) -> SealState {
     if let Some((reason, message)) = openbao_api::seal_problem(unseal, version) {
@@ -205,7 +207,21 @@ pub fn seal_state<'a>(
     }
     match seal {
         openbao_api::Seal::Static | openbao_api::Seal::MissingBlock(_) => SealState::Static,
-        openbao_api::Seal::Transit(_) => SealState::TransitReady,
+        openbao_api::Seal::Transit(t) => SealState::Ready {
+            reason: TRANSIT_CONFIGURED,
+            message: match &t.login {
+                None => "the transit token Secret (and CA Secret) are in place".into(),
+                Some(login) => format!(
+                    "the servers log in to the transit server at {} as role {} with their service-account \
+                     token (audience {}, subject system:serviceaccount:{}:{})",
+                    openbao_api::transit_login_path(login),
+                    login.role,
+                    names::transit_login_audience(cluster.0, cluster.1),
+                    cluster.0,
+                    names::service_account(cluster.1),
+                ),
+            },
+        },
         openbao_api::Seal::Kmip(k) => SealState::Ready {
             reason: "KmipConfigured",
             message: format!(
@@ -625,12 +641,6 @@ pub fn derive(
             Status::True,
             "StaticSealKey",
             "the servers unseal with the key in the Secret of the static seal",
-        )),
-        SealState::TransitReady => Some(Desired::new(
-            UNSEAL_CONFIGURATION_READY,
-            Status::True,
-            "TransitConfigured",
-            "the transit token Secret (and CA Secret) are in place",
         )),
         SealState::Ready { reason, message } => Some(Desired::new(
             UNSEAL_CONFIGURATION_READY,
@@ -1338,7 +1348,39 @@ mod tests {
         let token = secret(&[("token", "s.not-looked-at")]);
         let ca = secret(&[("ca.crt", "PEM")]);
         let state = |token: Option<&Secret>, ca: Option<&Secret>| transit_seal_state(t, token, Some(ca));
-        assert_eq!(state(Some(&token), Some(&ca)), SealState::TransitReady);
+        let ready = state(Some(&token), Some(&ca));
+        assert!(
+            matches!(&ready, SealState::Ready { reason: TRANSIT_CONFIGURED, message } if message.contains("token Secret")),
+            "{ready:?}"
+        );
+        // With a login there is no token Secret to look for; the message says what to bind.
+        let mut login = t.clone();
+        login.token_secret_ref = None;
+        login.login = Some(openbao_api::TransitLogin {
+            mount_path: "k8s/jwt".into(),
+            role: "sealer".into(),
+        });
+        let SealState::Ready {
+            reason: TRANSIT_CONFIGURED,
+            message,
+        } = transit_seal_state(&login, None, Some(Some(&ca)))
+        else {
+            panic!("login not ready")
+        };
+        assert_eq!(
+            message,
+            "the servers log in to the transit server at auth/k8s/jwt/login as role sealer with their \
+             service-account token (audience openbao-operator.openbao.org/transit/ns/c, subject \
+             system:serviceaccount:ns:c-serviceaccount)"
+        );
+        login.token_secret_ref = t.token_secret_ref.clone();
+        assert!(matches!(
+            transit_seal_state(&login, Some(&token), Some(Some(&ca))),
+            SealState::Problem {
+                reason: "InvalidTransitAuth",
+                ..
+            }
+        ));
         for (got, want) in [
             (state(None, Some(&ca)), "TokenSecretMissing"),
             (
@@ -1378,7 +1420,7 @@ mod tests {
             }
         ));
         let mut o = observed();
-        o.seal = SealState::TransitReady;
+        o.seal = ready;
         let s = derive(&sp, &Default::default(), &o, Some(1), now());
         assert_eq!(
             reason(&s, UNSEAL_CONFIGURATION_READY),
@@ -1407,7 +1449,8 @@ mod tests {
         let nothing = |_: &str| None;
         // OpenBao 2.6 has no plugin seals the operator configures: refused before any Secret.
         let old = kms("2.6.2");
-        let SealState::Problem { reason: why, message } = seal_state(old.unseal.as_ref(), &old.version, &with_pin)
+        let SealState::Problem { reason: why, message } =
+            seal_state(old.unseal.as_ref(), &old.version, ("ns", "c"), &with_pin)
         else {
             panic!("2.6.2 accepted")
         };
@@ -1417,7 +1460,9 @@ mod tests {
             "{message}"
         );
         let new = kms("2.7.2");
-        let SealState::Problem { reason: why, message } = seal_state(new.unseal.as_ref(), "2.7.2", &nothing) else {
+        let SealState::Problem { reason: why, message } =
+            seal_state(new.unseal.as_ref(), "2.7.2", ("ns", "c"), &nothing)
+        else {
             panic!("missing credentials accepted")
         };
         assert_eq!(why, "CredentialsSecretMissing");
@@ -1425,7 +1470,7 @@ mod tests {
             message.contains("Secret hsm (spec.unseal.kms.credentialsEnv[0].secretKeyRef)"),
             "{message}"
         );
-        let ready = seal_state(new.unseal.as_ref(), "2.7.2", &with_pin);
+        let ready = seal_state(new.unseal.as_ref(), "2.7.2", ("ns", "c"), &with_pin);
         let SealState::Ready { reason: why, message } = &ready else {
             panic!("{ready:?}")
         };
@@ -1441,7 +1486,7 @@ mod tests {
         // A type without its block (stored before the rule): refused, never run.
         let bare = spec(serde_json::json!({"unseal": {"type": "kmip"}}));
         assert!(matches!(
-            seal_state(bare.unseal.as_ref(), "2.7.2", &nothing),
+            seal_state(bare.unseal.as_ref(), "2.7.2", ("ns", "c"), &nothing),
             SealState::Problem {
                 reason: "SealBlockMissing",
                 ..

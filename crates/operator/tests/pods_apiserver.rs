@@ -221,6 +221,13 @@ async fn every_operator_pod_passes_pod_security_restricted() -> Result<()> {
                 "caSecretRef": {"name": "t-ca", "key": "ca.crt"}}}, "auditFileStorage": {"size": "1Gi"}}),
             )?,
         ),
+        (
+            "transit seal with login",
+            spec(
+                json!({"unseal": {"type": "transit", "transit": {"address": "https://t.example:8200",
+                "keyName": "k", "login": {"mountPath": "kubernetes", "role": "sealer"}}}}),
+            )?,
+        ),
     ];
     for (i, (what, spec)) in specs.iter().enumerate() {
         let c = Cluster {

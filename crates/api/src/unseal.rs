@@ -55,6 +55,44 @@ pub struct UnsealSpec {
     /// The external KMS plugin seal; required with `type: kms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms: Option<crate::unseal_kms::KmsSeal>,
+
+    /// Where the cluster's recovery key goes. A self-initialized cluster has none (OpenBao's
+    /// self-init makes no recovery shares), and without one nobody can ever generate a root
+    /// token for it. With this field the operator makes one (a single share, verified before
+    /// it counts) as soon as the cluster is initialized, and keeps it in this Secret of the
+    /// cluster's namespace under key `key`; the `RecoveryKeyReady` condition says when it is
+    /// there. Anyone who can read that Secret can generate a root token. Without the field,
+    /// the operator makes one only when a seal migration needs it, in `<cluster>-recovery-key`.
+    /// The key is never logged, never in status or Events. Cannot change once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_key: Option<RecoveryKeySpec>,
+}
+
+/// `spec.unseal.recoveryKey`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.secretName == oldSelf.secretName").message("spec.unseal.recoveryKey.secretName: cannot change once set; the recovery key is already in that Secret").field_path(".secretName"),
+)]
+pub struct RecoveryKeySpec {
+    /// The Secret the operator writes the recovery key to (it labels it as this cluster's and
+    /// never takes over a Secret it did not make). Not one of the operator's own Secret names.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), length(min = 1, max = 253))]
+    #[x_kube(
+        validation = Rule::new("!self.endsWith('-unseal-key') && !self.endsWith('-root-token') && !self.endsWith('-tls-ca') && !self.endsWith('-tls-server') && !self.endsWith('-config-init') && !self.endsWith('-recovery-key')").message("spec.unseal.recoveryKey.secretName: must not name one of the operator's own Secrets (-unseal-key, -root-token, -tls-ca, -tls-server, -config-init, -recovery-key); leave recoveryKey out to use <cluster>-recovery-key"),
+    )]
+    pub secret_name: String,
+}
+
+/// Condition: whether the recovery key `spec.unseal.recoveryKey` asks for is in its Secret.
+pub const RECOVERY_KEY_READY: &str = "RecoveryKeyReady";
+
+/// The Secret holding the cluster's recovery key: `spec.unseal.recoveryKey.secretName`, else
+/// `<cluster>-recovery-key`.
+pub fn recovery_key_secret_name(unseal: Option<&UnsealSpec>, cluster: &str) -> String {
+    unseal
+        .and_then(|u| u.recovery_key.as_ref())
+        .map_or_else(|| crate::names::recovery_key_secret(cluster), |r| r.secret_name.clone())
 }
 
 /// The seals the operator can configure.

@@ -269,6 +269,19 @@ fn invalid_cases() -> Vec<Invalid> {
             &["spec.unseal.transit.login.role", "Required"],
         ),
         case(
+            "recovery key in the cluster's seal key Secret",
+            spec(json!({ "unseal": { "recoveryKey": { "secretName": "valid-unseal-key" } } })),
+            &[
+                "spec.unseal.recoveryKey.secretName",
+                "must not name one of the operator's own Secrets",
+            ],
+        ),
+        case(
+            "recovery key in a Secret with an invalid name",
+            spec(json!({ "unseal": { "recoveryKey": { "secretName": "Break_Glass" } } })),
+            &["spec.unseal.recoveryKey.secretName"],
+        ),
+        case(
             "transit address on loopback",
             transit(json!({ "address": "https://127.0.0.1:8200" })),
             &["spec.unseal.transit.address", "loopback"],
@@ -743,6 +756,21 @@ async fn the_seal_cannot_change_on_an_existing_cluster() -> Result<()> {
     )
     .await
     .context("transit server moved")?;
+
+    // The recovery key's Secret is named once.
+    let recovery = |name: &str| json!({ "spec": { "unseal": { "recoveryKey": { "secretName": name } } } });
+    api.patch(
+        "transit",
+        &PatchParams::default(),
+        &Patch::Merge(recovery("break-glass")),
+    )
+    .await
+    .context("recoveryKey set")?;
+    let message = update_rejection(&api, "transit", &recovery("elsewhere")).await?;
+    assert_mentions(
+        &message,
+        &["spec.unseal.recoveryKey.secretName", "cannot change once set"],
+    );
 
     // A seal migration: static -> transit and transit -> static are admitted.
     let to_transit = json!({ "spec": { "unseal": { "type": "transit", "transit": transit_seal() } } });

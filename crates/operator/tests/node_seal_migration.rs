@@ -11,12 +11,11 @@
 //! platform team would (`testkit::transit`).
 
 use anyhow::{Context as _, Result, bail, ensure};
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, SealMigrationPhase, conditions, names};
-use openbao_client::{BaoClient, ClientConfig};
+use openbao_client::BaoClient;
 use openbao_operator::context::Context;
 use openbao_operator::controllers::cluster;
 use serde_json::json;
@@ -27,7 +26,7 @@ use testkit::openbao::TestTls;
 mod node_common;
 use node_common::transit::{TRANSIT_SERVICE, start_transit_server, wait_for};
 use node_common::{
-    CLIENT_RETRY, PublicIp, condition, create, host_operator_context, in_namespaces, learn_public_ip, retrying,
+    PublicIp, cluster_admin, condition, create, host_operator_context, in_namespaces, learn_public_ip, retrying,
 };
 
 const CLUSTER: &str = "moving";
@@ -110,35 +109,6 @@ async fn wait_available(client: &Client, ns: &str, name: &str, public_ip: &Publi
     }
 }
 
-/// The admin of cluster `name` (JWT role `admin`, service account `bao-admin`) through its
-/// public Service.
-async fn admin(client: &Client, ns: &str, name: &str, public_ip: &PublicIp) -> Result<BaoClient> {
-    let ca = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(&names::tls_ca_secret(name))
-        .await?
-        .data
-        .context("ca data")?["ca.crt"]
-        .0
-        .clone();
-    let ip = public_ip.lock().unwrap().context("public ClusterIP")?;
-    let config = ClientConfig::new(format!("https://{}.{ns}.svc:8200", names::public_service(name)))
-        .with_ca_pem(ca)
-        .with_resolve_to(ip)
-        .with_timeout(CLIENT_RETRY);
-    let bao = BaoClient::new(config)?;
-    let request: TokenRequest = serde_json::from_value(
-        json!({"spec": {"audiences": [names::jwt_audience(ns, name)], "expirationSeconds": 3600}}),
-    )?;
-    let jwt = Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)
-        .await?
-        .status
-        .context("token")?
-        .token;
-    let login = bao.login_jwt("jwt-operator", "admin", &jwt).await?;
-    Ok(bao.with_token(login.token))
-}
-
 async fn check_secrets(admin: &BaoClient) -> Result<()> {
     for i in 0..SECRETS {
         let v = admin
@@ -191,7 +161,7 @@ async fn migrate_with_transit(client: &Client, ns: &str, op_ns: &str, transit_ad
     let mut controller = Controller::start(ctx);
     create::<OpenBaoCluster>(client, ns, cluster_manifest()).await?;
     wait_available(client, ns, CLUSTER, &public_ip).await?;
-    let bao = admin(client, ns, CLUSTER, &public_ip).await?;
+    let bao = cluster_admin(client, ns, CLUSTER, &public_ip).await?;
     // Autopilot makes joined servers voters shortly after they are ready; the migration
     // starts only with three voters.
     let voters_wait = Instant::now();
@@ -296,7 +266,7 @@ async fn migrate_with_transit(client: &Client, ns: &str, op_ns: &str, transit_ad
 
     // Every secret readable; the servers on transit; the recovery key kept, never in status.
     let bao = retrying("admin login after the migration", || {
-        admin(client, ns, CLUSTER, &public_ip)
+        cluster_admin(client, ns, CLUSTER, &public_ip)
     })
     .await?;
     check_secrets(&bao).await?;
@@ -378,7 +348,7 @@ async fn migrate_with_transit(client: &Client, ns: &str, op_ns: &str, transit_ad
     }
     ensure!(secrets.get_opt(&static_key).await?.is_none());
     let bao = retrying("admin login after the restart", || {
-        admin(client, ns, CLUSTER, &public_ip)
+        cluster_admin(client, ns, CLUSTER, &public_ip)
     })
     .await?;
     // A standby may answer 500 until it has heard from the new leader: retried, and a secret

@@ -8,6 +8,8 @@
 //! (`tokenSecretRef` is what `node_seal_migration.rs` runs on the node.) And:
 //! - it initializes and becomes `Available` with no seal key Secret anywhere, and
 //!   `UnsealConfigurationReady` names the login, its audience and subject;
+//! - `spec.unseal.recoveryKey` puts a recovery key in the Secret it names (self-init makes
+//!   none), and that key really is one: a root token is generated with it and works;
 //! - all three pods deleted come back unsealed by themselves;
 //! - with the transit server down, restarted pods stay sealed and `Available` says why
 //!   (`SealUnavailable`, with OpenBao's own line from the pod's termination message);
@@ -16,7 +18,7 @@
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions, names};
@@ -29,12 +31,13 @@ use testkit::transit::SealLogin;
 
 mod node_common;
 use node_common::transit::{LIMIT, POLL, TRANSIT_APP, TRANSIT_SERVICE, start_transit_server, wait_for};
-use node_common::{HostOperator, condition, create, in_namespaces, learn_public_ip};
+use node_common::{HostOperator, PublicIp, cluster_admin, condition, create, in_namespaces, learn_public_ip};
 
 const CLUSTER: &str = "sealed";
 const KEY_NAME: &str = "openbao-unseal";
 const LOGIN_MOUNT: &str = "kubernetes/jwt";
 const LOGIN_ROLE: &str = "sealed-cluster";
+const RECOVERY_SECRET: &str = "sealed-break-glass";
 
 #[tokio::test]
 async fn a_transit_sealed_cluster_unseals_by_itself_and_says_why_when_it_cannot() -> Result<()> {
@@ -77,6 +80,7 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
         json!({"metadata": {"name": "transit-ca"}, "stringData": {"ca.crt": tls.ca_pem()}}),
     )
     .await?;
+    create::<ServiceAccount>(client, ns, json!({"metadata": {"name": "bao-admin"}})).await?;
     let (operator, public_ip) = HostOperator::start(client, ns, transit_ns).await?;
 
     create::<OpenBaoCluster>(
@@ -93,7 +97,8 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
                     "keyName": KEY_NAME,
                     "login": {"mountPath": LOGIN_MOUNT, "role": LOGIN_ROLE},
                     "caSecretRef": {"name": "transit-ca", "key": "ca.crt"},
-                }},
+                }, "recoveryKey": {"secretName": RECOVERY_SECRET}},
+                "selfInit": {"oidc": {"adminServiceAccount": {"name": "bao-admin"}}},
             },
         }),
     )
@@ -132,6 +137,8 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
             );
         }
     }
+
+    recovery_key_generates_a_root_token(client, ns, &public_ip).await?;
 
     // 1. Every pod restarted comes back unsealed by itself.
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
@@ -213,6 +220,63 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
     eprintln!("transit back -> Available again after {:.1?}", back.elapsed());
 
     operator.stop().await?;
+    Ok(())
+}
+
+/// `spec.unseal.recoveryKey`: `RecoveryKeyReady` names the Secret, which holds a key that
+/// OpenBao accepts as its recovery key: `sys/generate-root-token` (OpenBao 2.x's name for `sys/generate-root`) with it gives a root token.
+async fn recovery_key_generates_a_root_token(client: &Client, ns: &str, public_ip: &PublicIp) -> Result<()> {
+    let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    wait_for("RecoveryKeyReady", || async {
+        Ok(clusters
+            .get(CLUSTER)
+            .await?
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, openbao_api::RECOVERY_KEY_READY))
+            .is_some_and(|c| c.status == "True" && c.message.contains(RECOVERY_SECRET)))
+    })
+    .await?;
+    eprintln!("RecoveryKeyReady after {:.1?}", started.elapsed());
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let stored = secrets.get(RECOVERY_SECRET).await?;
+    ensure!(
+        stored.labels().get(labels::CLUSTER_LABEL).map(String::as_str) == Some(CLUSTER),
+        "{:?}",
+        stored.metadata.labels
+    );
+    let key = String::from_utf8(stored.data.context("no data")?["key"].0.clone())?;
+    let status = serde_json::to_string(&clusters.get(CLUSTER).await?.status)?;
+    ensure!(!status.contains(&key), "the recovery key is in the status");
+
+    // OpenBao 2.x serves generate-root only to an authenticated caller: the cluster's admin.
+    let bao = cluster_admin(client, ns, CLUSTER, public_ip).await?;
+    let attempt = bao
+        .write("sys/generate-root-token/attempt", &json!({}))
+        .await?
+        .context("no attempt")?;
+    let (nonce, otp) = (
+        attempt["data"]["nonce"].as_str().context("nonce")?,
+        attempt["data"]["otp"].as_str().context("otp")?,
+    );
+    let done = bao
+        .write("sys/generate-root-token/update", &json!({"key": key, "nonce": nonce}))
+        .await?
+        .context("no update answer")?;
+    ensure!(done["data"]["complete"] == json!(true), "{done}");
+    let encoded = done["data"]["encoded_token"].as_str().context("encoded_token")?;
+    use base64::Engine as _;
+    let xored = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .context("encoded_token is not base64")?;
+    ensure!(xored.len() == otp.len(), "encoded token and OTP differ in length");
+    let token: String = xored.iter().zip(otp.bytes()).map(|(a, b)| char::from(a ^ b)).collect();
+    let root = bao.with_token(openbao_client::Token::new(token));
+    let me = root.read("auth/token/lookup-self").await?.context("lookup-self")?;
+    ensure!(me["data"]["policies"] == json!(["root"]), "{me}");
+    root.write("auth/token/revoke-self", &json!({})).await?;
+    eprintln!("a root token was generated with the stored recovery key, then revoked");
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 pub mod bluegreen;
 pub mod transit;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use futures::FutureExt as _;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
@@ -317,4 +317,36 @@ where
             Err(e) => return Err(e.context(what.to_string())),
         }
     }
+}
+
+/// The admin of cluster `name` through its public Service: JWT role `admin`, logged in with a
+/// token of the service account `bao-admin` (the cluster's `selfInit.oidc.adminServiceAccount`).
+pub async fn cluster_admin(client: &Client, ns: &str, name: &str, public_ip: &PublicIp) -> Result<BaoClient> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use openbao_api::names;
+    let ca = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&names::tls_ca_secret(name))
+        .await?
+        .data
+        .context("ca data")?["ca.crt"]
+        .0
+        .clone();
+    let ip = public_ip.lock().unwrap().context("public ClusterIP")?;
+    let config = ClientConfig::new(format!("https://{}.{ns}.svc:8200", names::public_service(name)))
+        .with_ca_pem(ca)
+        .with_resolve_to(ip)
+        .with_timeout(CLIENT_RETRY);
+    let bao = BaoClient::new(config)?;
+    let request: TokenRequest = serde_json::from_value(
+        json!({"spec": {"audiences": [names::jwt_audience(ns, name)], "expirationSeconds": 3600}}),
+    )?;
+    let jwt = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)
+        .await?
+        .status
+        .context("token")?
+        .token;
+    let login = bao.login_jwt("jwt-operator", "admin", &jwt).await?;
+    Ok(bao.with_token(login.token))
 }

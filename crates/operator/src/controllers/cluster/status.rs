@@ -151,6 +151,7 @@ pub fn transit_seal_state(transit: &TransitSeal, token: Option<&Secret>, ca: Opt
         transit: Some(transit.clone()),
         kmip: None,
         kms: None,
+        recovery_key: None,
     };
     let found = |name: &str| {
         if transit.token_secret_ref.as_ref().is_some_and(|t| t.name == name) {

@@ -276,7 +276,7 @@ impl<P: SealPlatform> SealDriver<P> {
     /// once when the cluster has none, but with `require_verification` commits it only when
     /// the key is sent back: it is stored first, so a crash anywhere leaves either no key or a
     /// stored one. A pending rotation this driver cannot finish is cancelled and started again.
-    async fn ensure_recovery_key(&self) -> Result<(), SealDriverError> {
+    pub async fn ensure_recovery_key(&self) -> Result<(), SealDriverError> {
         let (leader, client) = self.leader().await?;
         let seal = client.seal_status().await.map_err(openbao("seal status", &leader))?;
         let held = self.platform.recovery_key().await?;

@@ -1,10 +1,11 @@
 //! [`KubeSealPlatform`]: the servers of the live set as pods, each one's stage read from its
-//! config hash, the recovery key in the Secret `<cluster>-recovery-key`.
+//! config hash, the recovery key in the Secret `spec.unseal.recoveryKey.secretName` (by default
+//! `<cluster>-recovery-key`).
 
 use super::*;
 use crate::controllers::cluster::upgrade::{ServerAccess, is_running, kube_error};
 
-/// The servers of the live set as pods, the recovery key as the Secret `<c>-recovery-key`.
+/// The servers of the live set as pods, the recovery key in its Secret.
 pub struct KubeSealPlatform<'a> {
     ctx: &'a Context,
     name: String,
@@ -198,12 +199,22 @@ impl SealPlatform for KubeSealPlatform<'_> {
     }
 
     async fn recovery_key(&self) -> Result<Option<RecoveryKey>, PlatformError> {
-        let name = names::recovery_key_secret(&self.name);
+        let name = openbao_api::recovery_key_secret_name(self.spec.unseal.as_ref(), &self.name);
         let secret = self
             .api::<Secret>()
             .get_opt(&name)
             .await
             .map_err(kube_error(format!("reading Secret {name}")))?;
+        // The name is the user's choice: a Secret the operator did not make for this cluster
+        // is neither read nor overwritten.
+        if let Some(s) = &secret
+            && s.labels().get(CLUSTER_LABEL) != Some(&self.name)
+        {
+            return Err(PlatformError::new(
+                format!("Secret {name} (spec.unseal.recoveryKey.secretName)"),
+                "it exists and was not made by the operator for this cluster; name another Secret",
+            ));
+        }
         let data = secret.and_then(|s| s.data).unwrap_or_default();
         let field = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
         Ok(match (field(RECOVERY_KEY), field(RECOVERY_NONCE)) {
@@ -238,11 +249,13 @@ impl SealPlatform for KubeSealPlatform<'_> {
     }
 }
 
-/// `<c>-recovery-key`: the recovery key the operator made, and its verification nonce. Like the
-/// static seal key it outlives the cluster unless `DeleteAll` (retained volumes may need it to
-/// migrate again).
+/// The recovery key the operator made, and its verification nonce, in the Secret
+/// `spec.unseal.recoveryKey.secretName` (by default `<c>-recovery-key`). Like the static seal
+/// key it outlives the cluster unless `DeleteAll` (retained volumes may need it to migrate
+/// again, or to generate a root token).
 pub fn recovery_key_secret(cluster: &Cluster, key: &RecoveryKey) -> Secret {
-    let mut metadata = objects::meta(cluster, names::recovery_key_secret(cluster.name), "seal");
+    let name = openbao_api::recovery_key_secret_name(cluster.spec.unseal.as_ref(), cluster.name);
+    let mut metadata = objects::meta(cluster, name, "seal");
     if cluster.spec.deletion_policy != DeletionPolicy::DeleteAll {
         metadata.owner_references = None;
     }

@@ -156,6 +156,15 @@ pub async fn step(
     if !previous.initialized {
         return None;
     }
+    if workloads.hold == Hold::None
+        && m.phase == SealMigrationPhase::Idle
+        && let Some(secret) = recovery_key_wanted(cluster.spec, previous)
+    {
+        return Box::pin(make_recovery_key(
+            ctx, cluster, previous, bundle, workloads, &m, &secret,
+        ))
+        .await;
+    }
     if workloads.hold == Hold::None && m.phase == SealMigrationPhase::Idle {
         // Settled on the spec's seal: clear what an aborted or blocked migration left, and
         // keep the condition saying so (nothing when no migration was ever wanted).
@@ -195,33 +204,9 @@ pub async fn step(
     let Some(bundle) = bundle else {
         return block(&mut blocked, "NoCABundle", "no CA bundle to reach OpenBao with");
     };
-    // Boxed (here and the driver's step): their futures are large, and the reconcile's own
-    // future must stay small enough for the stack of whoever polls it.
-    let login = tokio::time::timeout(
-        LOGIN_TIMEOUT,
-        Box::pin(super::super::upgrade::operator_login_as(
-            ctx,
-            cluster,
-            bundle,
-            SEAL_MIGRATION_ROLE,
-        )),
-    )
-    .await;
-    let token = match login {
-        Err(_) => {
-            return block(
-                &mut blocked,
-                "LoginFailed",
-                "logging in for the seal migration: no answer within 20 s",
-            );
-        }
-        Ok(Err(e)) if e.refused.as_ref().is_some_and(is_role_missing) => {
-            let audience = names::jwt_audience(cluster.namespace, cluster.name);
-            let message = role_missing_message(&ctx.operator, &audience);
-            return block(&mut blocked, "SealMigrationRoleMissing", &message);
-        }
-        Ok(Err(e)) => return block(&mut blocked, "LoginFailed", &e.message),
-        Ok(Ok(token)) => token,
+    let token = match migration_login(ctx, cluster, bundle).await {
+        Ok(token) => token,
+        Err(b) => return block(&mut blocked, b.reason, &b.message),
     };
     let platform = KubeSealPlatform::new(ctx, cluster, workloads, bundle.to_string(), token, &m);
     let driver = SealDriver::new(cluster.name, platform);
@@ -249,6 +234,110 @@ pub async fn step(
             &mut blocked,
             "ObserveFailed",
             &format!("observing the servers for the seal migration: {e}"),
+        ),
+    }
+}
+
+/// The operator's login with the seal-migration role (which may also make the recovery key).
+async fn migration_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) -> Result<Token, Blocked> {
+    // Boxed (here and the driver's step): their futures are large, and the reconcile's own
+    // future must stay small enough for the stack of whoever polls it.
+    let login = tokio::time::timeout(
+        LOGIN_TIMEOUT,
+        Box::pin(super::super::upgrade::operator_login_as(
+            ctx,
+            cluster,
+            bundle,
+            SEAL_MIGRATION_ROLE,
+        )),
+    )
+    .await;
+    match login {
+        Err(_) => Err(Blocked {
+            reason: "LoginFailed",
+            message: "logging in for the seal migration: no answer within 20 s".into(),
+        }),
+        Ok(Err(e)) if e.refused.as_ref().is_some_and(is_role_missing) => {
+            let audience = names::jwt_audience(cluster.namespace, cluster.name);
+            Err(Blocked {
+                reason: "SealMigrationRoleMissing",
+                message: role_missing_message(&ctx.operator, &audience),
+            })
+        }
+        Ok(Err(e)) => Err(Blocked {
+            reason: "LoginFailed",
+            message: e.message,
+        }),
+        Ok(Ok(token)) => Ok(token),
+    }
+}
+
+/// `RecoveryKeyReady=True`'s message: it names the Secret, so a changed name is seen.
+pub fn recovery_key_stored_message(secret: &str) -> String {
+    format!("the cluster's recovery key is in Secret {secret} (key `key`)")
+}
+
+/// The Secret `spec.unseal.recoveryKey` asks the recovery key to be made in, unless the
+/// condition already says it is there: a settled cluster sends no request for it.
+pub fn recovery_key_wanted(spec: &OpenBaoClusterSpec, status: &OpenBaoClusterStatus) -> Option<String> {
+    let secret = &spec.unseal.as_ref()?.recovery_key.as_ref()?.secret_name;
+    let stored = cond::find(&status.conditions, openbao_api::RECOVERY_KEY_READY)
+        .is_some_and(|c| c.status == "True" && c.message == recovery_key_stored_message(secret));
+    (!stored).then(|| secret.clone())
+}
+
+/// Makes the recovery key `spec.unseal.recoveryKey` asks for (the seal migration's own step:
+/// stored before it is verified, so a crash leaves no key unknown) once the cluster serves.
+/// `None` while it does not yet.
+async fn make_recovery_key(
+    ctx: &Context,
+    cluster: &Cluster<'_>,
+    previous: &OpenBaoClusterStatus,
+    bundle: Option<&str>,
+    workloads: &SealWorkloads,
+    m: &SealMigrationStatus,
+    secret: &str,
+) -> Option<SealStepOutcome> {
+    let serving = cond::find(&previous.conditions, cond::AVAILABLE).is_some_and(|c| c.status == "True");
+    if !serving {
+        return None;
+    }
+    let report = |status: Status, reason: &str, message: String, events: Vec<(String, String)>| {
+        let mut next = previous.clone();
+        let desired = Desired::new(openbao_api::RECOVERY_KEY_READY, status, reason, message);
+        cond::set_condition(&mut next.conditions, desired, None, Time(Timestamp::now()));
+        let requeue = (status != Status::True).then_some(Duration::from_secs(30));
+        Some(SealStepOutcome {
+            status: next,
+            requeue,
+            events,
+        })
+    };
+    let Some(bundle) = bundle else {
+        return report(
+            Status::False,
+            "NoCABundle",
+            "no CA bundle to reach OpenBao with".into(),
+            vec![],
+        );
+    };
+    let token = match migration_login(ctx, cluster, bundle).await {
+        Ok(token) => token,
+        Err(b) => return report(Status::False, b.reason, b.message, vec![]),
+    };
+    let platform = KubeSealPlatform::new(ctx, cluster, workloads, bundle.to_string(), token, m);
+    let driver = SealDriver::new(cluster.name, platform);
+    match Box::pin(driver.ensure_recovery_key()).await {
+        Ok(()) => {
+            let message = recovery_key_stored_message(secret);
+            let event = ("RecoveryKeyStored".to_string(), message.clone());
+            report(Status::True, "Stored", message, vec![event])
+        }
+        Err(e) => report(
+            Status::False,
+            "RecoveryKeyFailed",
+            format!("making the recovery key: {e}"),
+            vec![],
         ),
     }
 }

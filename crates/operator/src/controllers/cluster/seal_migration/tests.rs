@@ -368,3 +368,44 @@ fn the_documented_policy_is_the_one_self_init_writes() {
         assert!(docs.contains(line), "docs/seal-migration.md lacks {line}");
     }
 }
+
+#[test]
+fn a_recovery_key_is_wanted_until_the_condition_names_its_secret() {
+    let without = transit_spec();
+    let status = OpenBaoClusterStatus::default();
+    assert_eq!(recovery_key_wanted(&without, &status), None, "not asked for");
+
+    let mut with = transit_spec();
+    with.unseal.as_mut().unwrap().recovery_key = Some(openbao_api::RecoveryKeySpec {
+        secret_name: "break-glass".into(),
+    });
+    assert_eq!(recovery_key_wanted(&with, &status).as_deref(), Some("break-glass"));
+
+    let mut stored = status.clone();
+    let now = Time(Timestamp::now());
+    let ready = |status, message: String| Desired::new(openbao_api::RECOVERY_KEY_READY, status, "Stored", message);
+    cond::set_condition(
+        &mut stored.conditions,
+        ready(Status::False, recovery_key_stored_message("break-glass")),
+        None,
+        now.clone(),
+    );
+    assert!(
+        recovery_key_wanted(&with, &stored).is_some(),
+        "a failure is tried again"
+    );
+    cond::set_condition(
+        &mut stored.conditions,
+        ready(Status::True, recovery_key_stored_message("old-name")),
+        None,
+        now.clone(),
+    );
+    assert!(recovery_key_wanted(&with, &stored).is_some(), "another Secret named");
+    cond::set_condition(
+        &mut stored.conditions,
+        ready(Status::True, recovery_key_stored_message("break-glass")),
+        None,
+        now,
+    );
+    assert_eq!(recovery_key_wanted(&with, &stored), None, "settled: no request");
+}

@@ -12,12 +12,10 @@ use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions};
 use openbao_client::{BaoClient, ClientConfig};
-use openbao_operator::controllers::cluster;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod node_common;
-use node_common::{condition, create, host_operator_context, in_namespaces, retrying};
+use node_common::{HostOperator, audit, condition, create, in_namespaces, retrying};
 
 const DEMO_PASSWORD: &str = "lane-demo-password";
 
@@ -50,9 +48,7 @@ async fn a_development_cluster_bootstraps_itself_on_a_real_node() -> Result<()> 
 
 async fn bootstrap(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
     let (client, ns) = (client.clone(), ns.to_string());
-    for (sa_ns, name) in [(op_ns, "openbao-operator"), (ns.as_str(), "bao-admin")] {
-        create::<ServiceAccount>(&client, sa_ns, serde_json::json!({"metadata": {"name": name}})).await?;
-    }
+    create::<ServiceAccount>(&client, &ns, serde_json::json!({"metadata": {"name": "bao-admin"}})).await?;
     create::<Secret>(
         &client,
         &ns,
@@ -63,11 +59,7 @@ async fn bootstrap(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
     // The operator runs on the host: it reaches the public Service through its ClusterIP (the
     // node's Service range is routed into the node's network namespace); TLS still verifies the
     // Service's DNS name.
-    let (ctx, public_ip) = host_operator_context(&client, &ns, op_ns).await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(cluster::run(Arc::new(ctx), async move {
-        let _ = stop_rx.await;
-    }));
+    let (operator, public_ip) = HostOperator::start(&client, &ns, op_ns).await?;
 
     let started = Instant::now();
     create::<OpenBaoCluster>(&client, &ns, serde_json::json!({
@@ -179,57 +171,32 @@ async fn bootstrap(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
     })
     .await?;
 
-    let _ = stop_tx.send(());
-    controller.await?;
+    operator.stop().await?;
     Ok(())
 }
 
 /// The audit entries (JSON lines) the servers wrote to stdout hold the demo login and the secret's
-/// write and read, the values only HMAC'd. Requests reach any server; the active one audits them.
+/// write and read, the values only HMAC'd.
 async fn audited_in_pod_logs(client: &Client, ns: &str) -> Result<()> {
-    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns);
-    let (entries, text) = poll("the audit entries in the pods' logs", || async {
-        let mut text = String::new();
-        for pod in pods.list(&Default::default()).await?.items {
-            text += &pods.logs(&pod.name_any(), &Default::default()).await?;
-        }
-        let entries: Vec<serde_json::Value> = text
-            .lines()
-            .filter(|l| l.starts_with('{'))
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .filter(|e: &serde_json::Value| e["type"] == "response" || e["type"] == "request")
-            .collect();
-        let read = entries.iter().any(|e| read_value(e).is_some());
-        Ok(read.then_some((entries, text)))
-    })
-    .await?;
-    let requested = |path: &str| {
-        entries
-            .iter()
-            .any(|e| e["type"] == "request" && e["request"]["path"] == path)
-    };
-    assert!(requested("auth/userpass/login/demo"), "the demo login is not audited");
-    assert!(requested("secret/data/e2e"), "the secret write is not audited");
+    let trail = audit::wait_for_audited_read(client, ns, "secret/data/e2e", "written").await?;
+    assert!(
+        trail.requested("auth/userpass/login/demo"),
+        "the demo login is not audited"
+    );
+    assert!(trail.requested("secret/data/e2e"), "the secret write is not audited");
     for clear in ["through the public Service", DEMO_PASSWORD] {
-        assert!(!text.contains(clear), "the audit log holds {clear:?} in clear");
+        assert!(!trail.text.contains(clear), "the audit log holds {clear:?} in clear");
     }
-    // Earlier reads may have found nothing yet (the poll above retries); every read that returned
-    // the value has it HMAC'd.
-    for value in entries.iter().filter_map(read_value) {
+    // Every read that returned the value has it HMAC'd.
+    for value in trail.read_values("secret/data/e2e", "written") {
         assert!(
             value.starts_with("hmac-sha256:"),
             "the value read is not HMAC'd: {value}"
         );
     }
-    eprintln!("audit: {} entries in the pods' stdout; values HMAC'd", entries.len());
+    eprintln!(
+        "audit: {} entries in the pods' stdout; values HMAC'd",
+        trail.entries.len()
+    );
     Ok(())
-}
-
-/// The secret's value in an audit entry of a read's response that returned it.
-fn read_value(entry: &serde_json::Value) -> Option<&str> {
-    let read = entry["type"] == "response"
-        && entry["request"]["path"] == "secret/data/e2e"
-        && entry["request"]["operation"] == "read";
-    read.then(|| entry["response"]["data"]["data"]["written"].as_str())
-        .flatten()
 }

@@ -9,19 +9,17 @@
 
 use anyhow::{Context as _, Result, bail};
 use futures::FutureExt as _;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions};
-use openbao_operator::controllers::cluster;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::apiserver::create_restricted_namespace;
 use testkit::probe::{Exec, Reach, pod_ip, start_pod};
 
 mod node_common;
-use node_common::{condition, create, host_operator_context, in_namespaces};
+use node_common::{HostOperator, condition, create, in_namespaces};
 
 /// How long a probe may wait for the engine to apply what the policy says.
 const ENFORCED_WITHIN: Duration = Duration::from_secs(45);
@@ -47,17 +45,7 @@ async fn with_two_more_namespaces(client: &Client, ns: &str, op_ns: &str) -> Res
 }
 
 async fn probe_the_policy(client: &Client, ns: &str, op_ns: &str, listed: &str, unlisted: &str) -> Result<()> {
-    create::<ServiceAccount>(
-        client,
-        op_ns,
-        serde_json::json!({"metadata": {"name": "openbao-operator"}}),
-    )
-    .await?;
-    let (ctx, _public_ip) = host_operator_context(client, ns, op_ns).await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(cluster::run(Arc::new(ctx), async move {
-        let _ = stop_rx.await;
-    }));
+    let (operator, _public_ip) = HostOperator::start(client, ns, op_ns).await?;
 
     let started = Instant::now();
     create::<OpenBaoCluster>(
@@ -148,7 +136,6 @@ async fn probe_the_policy(client: &Client, ns: &str, op_ns: &str, listed: &str, 
             .await?;
     }
 
-    let _ = stop_tx.send(());
-    controller.await?;
+    operator.stop().await?;
     Ok(())
 }

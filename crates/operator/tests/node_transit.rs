@@ -21,22 +21,17 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use openbao_api::{OpenBaoCluster, conditions, names};
+use openbao_api::{OpenBaoCluster, conditions};
 use openbao_render::labels;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Instant;
-use testkit::openbao::TestTls;
-use testkit::transit::SealLogin;
 
 mod node_common;
-use node_common::transit::{LIMIT, POLL, TRANSIT_APP, TRANSIT_SERVICE, start_transit_server, wait_for};
+use node_common::transit::{LIMIT, LOGIN_MOUNT, LOGIN_ROLE, POLL, TRANSIT_APP, transit_with_login, wait_for};
 use node_common::{HostOperator, PublicIp, cluster_admin, condition, create, in_namespaces, learn_public_ip};
 
 const CLUSTER: &str = "sealed";
-const KEY_NAME: &str = "openbao-unseal";
-const LOGIN_MOUNT: &str = "kubernetes/jwt";
-const LOGIN_ROLE: &str = "sealed-cluster";
 const RECOVERY_SECRET: &str = "sealed-break-glass";
 
 #[tokio::test]
@@ -47,39 +42,10 @@ async fn a_transit_sealed_cluster_unseals_by_itself_and_says_why_when_it_cannot(
 async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<()> {
     // The transit server runs in the second namespace of the test (the operator's identity
     // lives there too, as it would in a platform namespace).
-    let dir = tempfile::tempdir()?;
-    let tls = TestTls::generate(dir.path(), transit_ns)?;
-    let (transit, transit_ip) = start_transit_server(client, transit_ns, &tls).await?;
-    let started = Instant::now();
-    let root = testkit::transit::initialize(&transit).await?;
-    wait_for("the transit server active", || async {
-        Ok(transit
-            .health()
-            .await
-            .is_ok_and(|h| h.state == openbao_client::HealthState::Active))
-    })
-    .await?;
-    let trust = openbao_operator::runtime::discovery::service_account_trust(client).await?;
-    let login = SealLogin {
-        mount: LOGIN_MOUNT.into(),
-        role: LOGIN_ROLE.into(),
-        public_keys_pem: trust.public_keys_pem,
-        audience: names::transit_login_audience(ns, CLUSTER),
-        subject: format!("system:serviceaccount:{ns}:{}", names::service_account(CLUSTER)),
-    };
-    // The token it also makes is never given to the cluster: only checked to be nowhere.
-    let seal_token = testkit::transit::provision_with_login(&transit.with_token(root), KEY_NAME, &login).await?;
-    eprintln!(
-        "transit server initialized and provisioned after {:.1?} (ClusterIP {transit_ip})",
-        started.elapsed()
-    );
-
-    create::<Secret>(
-        client,
-        ns,
-        json!({"metadata": {"name": "transit-ca"}, "stringData": {"ca.crt": tls.ca_pem()}}),
-    )
-    .await?;
+    let transit = transit_with_login(client, ns, transit_ns, CLUSTER).await?;
+    let (login, seal_token) = (&transit.login, &transit.seal_token);
+    let mut unseal = transit.unseal.clone();
+    unseal["recoveryKey"] = json!({"secretName": RECOVERY_SECRET});
     create::<ServiceAccount>(client, ns, json!({"metadata": {"name": "bao-admin"}})).await?;
     let (operator, public_ip) = HostOperator::start(client, ns, transit_ns).await?;
 
@@ -92,12 +58,7 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
                 "version": "2.7.2", "profile": "Development", "replicas": 3, "storage": {"size": "256Mi"},
                 // The hermetic node has no AppArmor: a node limitation, stated where it is turned off.
                 "workloadHardening": {"appArmorEnabled": false},
-                "unseal": {"type": "transit", "transit": {
-                    "address": format!("https://{TRANSIT_SERVICE}.{transit_ns}.svc:8200"),
-                    "keyName": KEY_NAME,
-                    "login": {"mountPath": LOGIN_MOUNT, "role": LOGIN_ROLE},
-                    "caSecretRef": {"name": "transit-ca", "key": "ca.crt"},
-                }, "recoveryKey": {"secretName": RECOVERY_SECRET}},
+                "unseal": unseal,
                 "selfInit": {"oidc": {"adminServiceAccount": {"name": "bao-admin"}}},
             },
         }),
@@ -191,7 +152,7 @@ async fn transit_cluster(client: &Client, ns: &str, transit_ns: &str) -> Result<
         )),
         "{said}"
     );
-    ensure!(!said.contains(&seal_token), "the seal token reached the status");
+    ensure!(!said.contains(seal_token.as_str()), "the seal token reached the status");
     // The condition can name the first restarted pod while another old one is still terminating.
     wait_for("every pod replaced while the transit server is down", || async {
         let now = cluster_pod_uids(&pods).await?;

@@ -3,6 +3,7 @@
 //! every failed operation and the longest window of failed requests.
 
 #![allow(dead_code)]
+pub mod audit;
 pub mod bluegreen;
 pub mod transit;
 

@@ -15,6 +15,11 @@ use testkit::openbao::TestTls;
 use super::create;
 
 /// The transit server's Service; its test certificate names `openbao.<namespace>.svc`.
+/// Its transit key, and the auth mount and role of the servers' login.
+pub const KEY_NAME: &str = "openbao-unseal";
+pub const LOGIN_MOUNT: &str = "kubernetes/jwt";
+pub const LOGIN_ROLE: &str = "sealed-cluster";
+
 pub const TRANSIT_SERVICE: &str = "openbao";
 pub const TRANSIT_APP: &str = "transit";
 pub const LIMIT: Duration = Duration::from_secs(240);
@@ -165,4 +170,69 @@ where
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// A transit server in `transit_ns` that cluster `cluster` of `ns` logs in to
+/// (`spec.unseal.transit.login`), set up as a platform team would: started, initialized, its key
+/// made, a `jwt` auth method trusting the apiserver's service-account keys with one role bound
+/// to the cluster's transit audience and its servers' subject, and the transit CA in the Secret
+/// `transit-ca` of `ns`.
+pub struct LoginTransit {
+    /// `spec.unseal` for the cluster.
+    pub unseal: serde_json::Value,
+    /// The role's audience and subject.
+    pub login: testkit::transit::SealLogin,
+    /// The orphan seal token provisioning also makes: never given to the cluster, only checked
+    /// to be nowhere.
+    pub seal_token: String,
+    /// The transit server, for stopping it.
+    pub server: BaoClient,
+    _tls_dir: tempfile::TempDir,
+}
+
+pub async fn transit_with_login(client: &Client, ns: &str, transit_ns: &str, cluster: &str) -> Result<LoginTransit> {
+    use openbao_api::names;
+    let dir = tempfile::tempdir()?;
+    let tls = TestTls::generate(dir.path(), transit_ns)?;
+    let started = Instant::now();
+    let (server, transit_ip) = start_transit_server(client, transit_ns, &tls).await?;
+    let root = testkit::transit::initialize(&server).await?;
+    wait_for("the transit server active", || async {
+        Ok(server
+            .health()
+            .await
+            .is_ok_and(|h| h.state == openbao_client::HealthState::Active))
+    })
+    .await?;
+    let trust = openbao_operator::runtime::discovery::service_account_trust(client).await?;
+    let login = testkit::transit::SealLogin {
+        mount: LOGIN_MOUNT.into(),
+        role: LOGIN_ROLE.into(),
+        public_keys_pem: trust.public_keys_pem,
+        audience: names::transit_login_audience(ns, cluster),
+        subject: format!("system:serviceaccount:{ns}:{}", names::service_account(cluster)),
+    };
+    let seal_token = testkit::transit::provision_with_login(&server.with_token(root), KEY_NAME, &login).await?;
+    create::<Secret>(
+        client,
+        ns,
+        json!({"metadata": {"name": "transit-ca"}, "stringData": {"ca.crt": tls.ca_pem()}}),
+    )
+    .await?;
+    eprintln!(
+        "transit server initialized and provisioned after {:.1?} (ClusterIP {transit_ip})",
+        started.elapsed()
+    );
+    Ok(LoginTransit {
+        unseal: json!({"type": "transit", "transit": {
+            "address": format!("https://{TRANSIT_SERVICE}.{transit_ns}.svc:8200"),
+            "keyName": KEY_NAME,
+            "login": {"mountPath": LOGIN_MOUNT, "role": LOGIN_ROLE},
+            "caSecretRef": {"name": "transit-ca", "key": "ca.crt"},
+        }}),
+        login,
+        seal_token,
+        server,
+        _tls_dir: dir,
+    })
 }

@@ -12,10 +12,9 @@
 
 use anyhow::{Context as _, Result, bail, ensure};
 use futures::FutureExt as _;
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{BackupStatus, OpenBaoCluster, TRIGGER_BACKUP_ANNOTATION, conditions};
 use openbao_client::{BaoClient, ClientConfig};
@@ -33,7 +32,7 @@ use testkit::apiserver::{create_restricted_namespace, install_crds};
 use testkit::pods::{self, wait_for};
 
 mod node_common;
-use node_common::{condition, create, host_operator_context, node_client};
+use node_common::{admin_jwt, condition, create, host_operator_context, node_client};
 
 const CLUSTER: &str = "bk";
 const BUCKET: &str = "openbao-backups";
@@ -497,15 +496,7 @@ async fn admin_client(client: &Client, ns: &str, public_ip: IpAddr) -> Result<Ba
             .with_ca_pem(ca)
             .with_resolve_to(public_ip),
     )?;
-    let request: TokenRequest = serde_json::from_value(
-        json!({"spec": {"audiences": [openbao_api::names::jwt_audience(ns, CLUSTER)], "expirationSeconds": 600}}),
-    )?;
-    let jwt = Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)
-        .await?
-        .status
-        .context("token")?
-        .token;
+    let jwt = admin_jwt(client, ns, CLUSTER).await?;
     let login = bao.login_jwt("jwt-operator", "admin", &jwt).await?;
     ensure!(login.policies.iter().any(|p| p == "admin"), "{:?}", login.policies);
     Ok(bao.with_token(login.token))

@@ -28,8 +28,8 @@ use testkit::cert_manager;
 use testkit::pki::{pem_fingerprint, served_cert_fingerprint};
 
 mod node_common;
-use node_common::transit::wait_for;
-use node_common::{HostOperator, condition, create, in_namespaces, learn_public_ip};
+use node_common::transit::{wait_all_ready, wait_for};
+use node_common::{HostOperator, condition, create, in_namespaces};
 
 const CLUSTER: &str = "issued";
 const ISSUER: &str = "platform-ca";
@@ -69,17 +69,8 @@ async fn issued_cluster(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
     )
     .await?;
     let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), ns);
-    let applied = Instant::now();
-    wait_for("the cluster Available on cert-manager's certificate", || async {
-        learn_public_ip(client, ns, CLUSTER, &public_ip).await?;
-        let c = clusters.get(CLUSTER).await?;
-        Ok(
-            condition(&c, conditions::AVAILABLE).is_some_and(|(s, r)| s == "True" && r == "AllReplicasReady")
-                && c.status.as_ref().is_some_and(|s| s.ready_replicas == 3),
-        )
-    })
-    .await?;
-    eprintln!("CR applied -> Available: {:.1?}", applied.elapsed());
+    let took = wait_all_ready(client, ns, CLUSTER, 3, &public_ip).await?;
+    eprintln!("CR applied -> Available: {:.1?}", took);
     let c = clusters.get(CLUSTER).await?;
     ensure!(
         condition(&c, conditions::TLS_READY) == Some(("True".into(), "CertManagerIssued".into())),

@@ -6,16 +6,15 @@
 //! only HMAC'd. Needs the node: `make test` starts it (`make cluster-up` by hand).
 
 use anyhow::{Context as _, Result, bail};
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions};
 use openbao_client::{BaoClient, ClientConfig};
 use std::time::{Duration, Instant};
 
 mod node_common;
-use node_common::{HostOperator, audit, condition, create, in_namespaces, retrying};
+use node_common::{HostOperator, admin_jwt, audit, condition, create, in_namespaces, retrying};
 
 const DEMO_PASSWORD: &str = "lane-demo-password";
 
@@ -132,15 +131,7 @@ async fn bootstrap(client: &Client, ns: &str, op_ns: &str) -> Result<()> {
     })
     .await?;
     assert!(demo.policies.iter().any(|p| p == "admin"));
-    let request: TokenRequest = serde_json::from_value(
-        serde_json::json!({"spec": {"audiences": [openbao_api::names::jwt_audience(&ns, "lane")], "expirationSeconds": 600}}),
-    )?;
-    let admin_jwt = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
-        .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)
-        .await?
-        .status
-        .context("token")?
-        .token;
+    let admin_jwt = admin_jwt(&client, &ns, "lane").await?;
     let admin = retrying("the admin login", || async {
         Ok(bao.login_jwt("jwt-operator", "admin", &admin_jwt).await?)
     })

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use testkit::cert_manager;
 
 mod node_common;
-use node_common::transit::{transit_with_login, wait_for};
-use node_common::{HostOperator, audit, cluster_admin, condition, create, in_namespaces, learn_public_ip, retrying};
+use node_common::transit::{transit_with_login, wait_all_ready};
+use node_common::{HostOperator, audit, cluster_admin, condition, create, in_namespaces, retrying};
 
 const CLUSTER: &str = "hardened";
 const ISSUER: &str = "platform-ca";
@@ -68,17 +68,8 @@ async fn hardened_cluster(client: &Client, ns: &str, platform_ns: &str) -> Resul
     )
     .await?;
     let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), ns);
-    let applied = Instant::now();
-    wait_for("the Hardened cluster Available", || async {
-        learn_public_ip(client, ns, CLUSTER, &public_ip).await?;
-        let c = clusters.get(CLUSTER).await?;
-        Ok(
-            condition(&c, conditions::AVAILABLE).is_some_and(|(s, r)| s == "True" && r == "AllReplicasReady")
-                && c.status.as_ref().is_some_and(|s| s.ready_replicas == 3),
-        )
-    })
-    .await?;
-    eprintln!("CR applied -> Available (Hardened): {:.1?}", applied.elapsed());
+    let took = wait_all_ready(client, ns, CLUSTER, 3, &public_ip).await?;
+    eprintln!("CR applied -> Available (Hardened): {:.1?}", took);
     let c = clusters.get(CLUSTER).await?;
     for (type_, status, reason) in [
         (conditions::TLS_READY, "True", "CertManagerIssued"),

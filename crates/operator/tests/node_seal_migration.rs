@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use testkit::openbao::TestTls;
 
 mod node_common;
-use node_common::transit::{TRANSIT_SERVICE, start_transit_server, wait_for};
+use node_common::transit::{TRANSIT_SERVICE, start_initialized};
 use node_common::{
     PublicIp, cluster_admin, condition, create, host_operator_context, in_namespaces, learn_public_ip, retrying,
 };
@@ -125,15 +125,7 @@ async fn check_secrets(admin: &BaoClient) -> Result<()> {
 async fn transit_server(client: &Client, ns: &str, transit_ns: &str) -> Result<String> {
     let dir = tempfile::tempdir()?;
     let tls = TestTls::generate(dir.path(), transit_ns)?;
-    let (transit, _) = start_transit_server(client, transit_ns, &tls).await?;
-    let root = testkit::transit::initialize(&transit).await?;
-    wait_for("the transit server active", || async {
-        Ok(transit
-            .health()
-            .await
-            .is_ok_and(|h| h.state == openbao_client::HealthState::Active))
-    })
-    .await?;
+    let (transit, _, root) = start_initialized(client, transit_ns, &tls).await?;
     let seal_token = testkit::transit::provision(&transit.with_token(root), KEY_NAME).await?;
     for (name, key, value) in [
         ("transit-token", "token", seal_token.as_str()),

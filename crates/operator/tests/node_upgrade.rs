@@ -5,9 +5,8 @@
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, UpgradePhase, conditions};
 use openbao_client::{BaoClient, ClientConfig};
@@ -20,7 +19,8 @@ use testkit::apiserver::install_gateway_api_crds;
 
 mod node_common;
 use node_common::{
-    CLIENT_RETRY, LoadClient, LoadReport, check_acknowledged, condition, create, host_operator_context, in_namespaces,
+    CLIENT_RETRY, LoadClient, LoadReport, admin_jwt, check_acknowledged, condition, create, host_operator_context,
+    in_namespaces,
 };
 
 #[tokio::test]
@@ -95,15 +95,7 @@ async fn upgrade_under_load(client: &Client, ns: &str, op_ns: &str) -> Result<()
         .with_resolve_to(ip)
         .with_timeout(CLIENT_RETRY);
     let bao = BaoClient::new(config.clone())?;
-    let request: TokenRequest = serde_json::from_value(
-        json!({"spec": {"audiences": [openbao_api::names::jwt_audience(ns, "lane")], "expirationSeconds": 3600}}),
-    )?;
-    let admin_jwt = Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)
-        .await?
-        .status
-        .context("token")?
-        .token;
+    let admin_jwt = admin_jwt(client, ns, "lane").await?;
     let login = bao.login_jwt("jwt-operator", "admin", &admin_jwt).await?;
     let admin = bao.with_token(login.token);
     // Autopilot makes joined servers voters shortly after they are ready; the upgrade needs that.

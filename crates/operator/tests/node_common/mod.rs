@@ -323,8 +323,7 @@ where
 /// The admin of cluster `name` through its public Service: JWT role `admin`, logged in with a
 /// token of the service account `bao-admin` (the cluster's `selfInit.oidc.adminServiceAccount`).
 pub async fn cluster_admin(client: &Client, ns: &str, name: &str, public_ip: &PublicIp) -> Result<BaoClient> {
-    use k8s_openapi::api::authentication::v1::TokenRequest;
-    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use k8s_openapi::api::core::v1::Secret;
     use openbao_api::names;
     let ca = Api::<Secret>::namespaced(client.clone(), ns)
         .get(&names::tls_ca_secret(name))
@@ -339,15 +338,24 @@ pub async fn cluster_admin(client: &Client, ns: &str, name: &str, public_ip: &Pu
         .with_resolve_to(ip)
         .with_timeout(CLIENT_RETRY);
     let bao = BaoClient::new(config)?;
+    let login = bao
+        .login_jwt("jwt-operator", "admin", &admin_jwt(client, ns, name).await?)
+        .await?;
+    Ok(bao.with_token(login.token))
+}
+
+/// A token of the service account `bao-admin` of `ns` for cluster `name`'s audience: what its
+/// admin logs in to OpenBao with (JWT role `admin`).
+pub async fn admin_jwt(client: &Client, ns: &str, name: &str) -> Result<String> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
     let request: TokenRequest = serde_json::from_value(
-        json!({"spec": {"audiences": [names::jwt_audience(ns, name)], "expirationSeconds": 3600}}),
+        json!({"spec": {"audiences": [openbao_api::names::jwt_audience(ns, name)], "expirationSeconds": 3600}}),
     )?;
-    let jwt = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+    Ok(Api::<ServiceAccount>::namespaced(client.clone(), ns)
         .create_subresource::<_, TokenRequest>("token", "bao-admin", &PostParams::default(), &request)
         .await?
         .status
         .context("token")?
-        .token;
-    let login = bao.login_jwt("jwt-operator", "admin", &jwt).await?;
-    Ok(bao.with_token(login.token))
+        .token)
 }

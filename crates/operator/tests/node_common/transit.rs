@@ -172,6 +172,24 @@ where
     }
 }
 
+/// [`start_transit_server`], initialized and active; also returns its root token.
+pub async fn start_initialized(
+    client: &Client,
+    ns: &str,
+    tls: &TestTls,
+) -> Result<(BaoClient, IpAddr, openbao_client::Token)> {
+    let (server, ip) = start_transit_server(client, ns, tls).await?;
+    let root = testkit::transit::initialize(&server).await?;
+    wait_for("the transit server active", || async {
+        Ok(server
+            .health()
+            .await
+            .is_ok_and(|h| h.state == openbao_client::HealthState::Active))
+    })
+    .await?;
+    Ok((server, ip, root))
+}
+
 /// A transit server in `transit_ns` that cluster `cluster` of `ns` logs in to
 /// (`spec.unseal.transit.login`), set up as a platform team would: started, initialized, its key
 /// made, a `jwt` auth method trusting the apiserver's service-account keys with one role bound
@@ -195,15 +213,7 @@ pub async fn transit_with_login(client: &Client, ns: &str, transit_ns: &str, clu
     let dir = tempfile::tempdir()?;
     let tls = TestTls::generate(dir.path(), transit_ns)?;
     let started = Instant::now();
-    let (server, transit_ip) = start_transit_server(client, transit_ns, &tls).await?;
-    let root = testkit::transit::initialize(&server).await?;
-    wait_for("the transit server active", || async {
-        Ok(server
-            .health()
-            .await
-            .is_ok_and(|h| h.state == openbao_client::HealthState::Active))
-    })
-    .await?;
+    let (server, transit_ip, root) = start_initialized(client, transit_ns, &tls).await?;
     let trust = openbao_operator::runtime::discovery::service_account_trust(client).await?;
     let login = testkit::transit::SealLogin {
         mount: LOGIN_MOUNT.into(),
@@ -235,4 +245,32 @@ pub async fn transit_with_login(client: &Client, ns: &str, transit_ns: &str, clu
         server,
         _tls_dir: dir,
     })
+}
+
+/// Waits until `cluster` of `ns` is `Available` with every one of its `replicas` ready, keeping
+/// `public_ip` pointed at its public Service; returns how long that took.
+pub async fn wait_all_ready(
+    client: &Client,
+    ns: &str,
+    cluster: &str,
+    replicas: i32,
+    public_ip: &super::PublicIp,
+) -> Result<Duration> {
+    use openbao_api::{OpenBaoCluster, conditions};
+    let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    wait_for(
+        &format!("{cluster} Available with {replicas} ready servers"),
+        || async {
+            super::learn_public_ip(client, ns, cluster, public_ip).await?;
+            let c = clusters.get(cluster).await?;
+            Ok(
+                super::condition(&c, conditions::AVAILABLE)
+                    .is_some_and(|(s, r)| s == "True" && r == "AllReplicasReady")
+                    && c.status.as_ref().is_some_and(|s| s.ready_replicas == replicas),
+            )
+        },
+    )
+    .await?;
+    Ok(started.elapsed())
 }

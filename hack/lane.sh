@@ -16,6 +16,10 @@
 #                         cluster of the lane namespace); prints each phase; fails on Failed.
 #   hack/lane.sh upgrade VERSION  rehearsal: sets spec.version, prints each upgrade/blue-green
 #                         phase, probes the Gateway every 200 ms and watches the HTTPRoute.
+# LANE_PROFILE=hardened (`make lane-up LANE_PROFILE=hardened`, docs/lane.md) runs the same lane with
+# a Hardened cluster: cert-manager issues its TLS, a second OpenBao (namespace openbao-seal) seals
+# it through its transit engine, which the servers log in to with their own service-account
+# tokens, an audit device, no demo login. The rehearsals work the same on either profile.
 # LANE_BACKEND=node|k3d forces a backend, LANE_STORE=s3s-fs the S3 store, LANE_CRDS another CRD
 # file than deploy/crds.yaml. State (CA, wildcard certificate, generated passwords, what `up`
 # created, timings) lives in .lane/ (git-ignored).
@@ -41,6 +45,16 @@ LANE_CRDS="${LANE_CRDS:-deploy/crds.yaml}"
 HELM_RELEASE=openbao-operator
 # Fixed by the operator (openbao_api::names::SERVICE_REGISTRATION_CLUSTER_ROLE).
 SERVICE_REGISTRATION_CLUSTER_ROLE=openbao-operator-service-registration
+# The hardened lane: the transit server's namespace, its key and the role the lane cluster's
+# servers log in as. The role binds what the operator gives each server (crates/operator/tests/
+# lane_manifests.rs checks both against openbao_api::names): the service account
+# names::service_account and the audience names::transit_login_audience.
+SEAL_NS=openbao-seal
+CERT_MANAGER_NS=cert-manager
+TRANSIT_KEY=openbao-unseal
+TRANSIT_ROLE=openbao-lane
+SERVER_SERVICE_ACCOUNT=openbao-serviceaccount
+TRANSIT_LOGIN_AUDIENCE=openbao-operator.openbao.org/transit/openbao/openbao
 mkdir -p "$LANE_DIR"
 chmod 700 "$LANE_DIR"
 
@@ -76,6 +90,17 @@ pick_backend() {
     echo node
   fi
 }
+
+# The lane's profile: development (the default) or hardened. `up` records it; the rehearsals and
+# `status` read it back.
+pick_profile() {
+  PROFILE="${LANE_PROFILE:-development}"
+  case "$PROFILE" in
+    development | hardened) ;;
+    *) die "LANE_PROFILE=$PROFILE: the lane has the profiles development and hardened" ;;
+  esac
+}
+lane_profile() { local p; p="$(state_get profile)"; echo "${p:-development}"; }
 
 # Prints the state dir of the running hermetic node (from any checkout: the machine-wide owner
 # file testkit writes); fails unless its apiserver answers and the node is Ready.
@@ -139,6 +164,7 @@ load_images() {
   list="$(bash hack/images.sh)"
   want=("docker.io/library/traefik:v$TRAEFIK_VERSION" "$OPERATOR_IMAGE" "docker.io/prom/prometheus:v$PROMETHEUS_VERSION")
   for v in $OPENBAO_VERSIONS; do want+=("docker.io/openbao/openbao:$v"); done
+  [[ "$PROFILE" == hardened ]] && want+=("quay.io/jetstack/cert-manager-controller:$CERT_MANAGER_VERSION")
   if [[ "$store" == rustfs ]]; then
     want+=("docker.io/rustfs/rustfs:$RUSTFS_VERSION")
   else
@@ -415,10 +441,132 @@ apparmor_decision() {
   fi
 }
 
+# --- the hardened lane: cert-manager and the transit seal ---------------------------------------
+# cert-manager: on the hermetic node our build of its controller (hack/build-cert-manager.sh, its
+# CRDs beside it) with deploy/lane/cert-manager-node.yaml; on k3d its official chart. One that
+# runs already (a node test leaves one up) is used and left in place on lane-down.
+deploy_cert_manager() {
+  local backend="$1" helm
+  if kc get deployment -n "$CERT_MANAGER_NS" cert-manager >/dev/null 2>&1 \
+    && [[ "$(state_get created_cert_manager)" != 1 ]]; then
+    log "cert-manager runs already in namespace $CERT_MANAGER_NS: using it, and leaving it up on lane-down"
+    state_set created_cert_manager 0
+  elif [[ "$backend" == k3d ]]; then
+    helm="$(bash hack/fetch-helm.sh)"
+    ensure_namespace "$CERT_MANAGER_NS"
+    if ! kc get crd certificates.cert-manager.io >/dev/null 2>&1; then state_set created_crds_cert_manager 1; fi
+    "$helm" --kubeconfig "$LANE_KUBECONFIG" upgrade --install cert-manager cert-manager \
+      --repo https://charts.jetstack.io --version "$CERT_MANAGER_VERSION" --namespace "$CERT_MANAGER_NS" \
+      --set crds.enabled=true --wait --timeout 300s >/dev/null
+    state_set created_cert_manager 1
+  else
+    local crds
+    crds="$(dirname "$(bash hack/build-cert-manager.sh)")/crds"
+    apply_crds cert_manager certificates.cert-manager.io -f "$crds"
+    wait_established certificates.cert-manager.io certificaterequests.cert-manager.io issuers.cert-manager.io
+    kc get namespace "$CERT_MANAGER_NS" >/dev/null 2>&1 || state_set created_ns_cert_manager 1
+    sed "s|@IMAGE@|quay.io/jetstack/cert-manager-controller:$CERT_MANAGER_VERSION|" deploy/lane/cert-manager-node.yaml \
+      | kc apply --server-side --force-conflicts --field-manager=openbao-lane -f - >/dev/null
+    state_set created_cert_manager 1
+  fi
+  kc -n "$CERT_MANAGER_NS" rollout status deployment/cert-manager --timeout=180s >/dev/null
+}
+
+# Waits until a cert-manager object (issuer, certificate) of a namespace is Ready.
+wait_cert_manager_ready() {
+  wait_for_value "$2 $1/$3 Ready" True 120 -n "$1" "$2" "$3" \
+    -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
+}
+
+# `bao` inside the transit server's pod (its listener on loopback; hack/lane.sh never needs a
+# route to it). A token goes in on stdin (-i), never on a command line.
+transit_exec() { kc -n "$SEAL_NS" exec deploy/transit -c openbao -- "$@"; }
+
+# What the lane's servers may do with the transit server, and how they log in: the transit
+# engine, key $TRANSIT_KEY, a policy for encrypt/decrypt with it, the `kubernetes` auth method
+# (TokenReview with the apiserver) and role $TRANSIT_ROLE bound to the servers' service account
+# and their transit audience, handing out periodic tokens (the seal renews them). Idempotent;
+# the root token that runs it is revoked at its end.
+transit_provision_script() {
+  cat <<SCRIPT
+set -e
+bao secrets list -format=json | grep -q '"transit/"' || bao secrets enable transit >/dev/null
+bao read transit/keys/$TRANSIT_KEY >/dev/null 2>&1 || bao write -f transit/keys/$TRANSIT_KEY >/dev/null
+printf '%s\n' 'path "transit/encrypt/$TRANSIT_KEY" { capabilities = ["update"] }' \
+  'path "transit/decrypt/$TRANSIT_KEY" { capabilities = ["update"] }' | bao policy write $TRANSIT_KEY - >/dev/null
+bao auth list -format=json | grep -q '"kubernetes/"' || bao auth enable kubernetes >/dev/null
+bao write auth/kubernetes/config kubernetes_host=https://kubernetes.default.svc >/dev/null
+bao write auth/kubernetes/role/$TRANSIT_ROLE bound_service_account_names=$SERVER_SERVICE_ACCOUNT \
+  bound_service_account_namespaces=$TENANT_NS audience=$TRANSIT_LOGIN_AUDIENCE \
+  token_policies=$TRANSIT_KEY token_no_default_policy=true token_period=1h >/dev/null
+bao token revoke -self >/dev/null
+SCRIPT
+}
+
+# The transit OpenBao in namespace $SEAL_NS (deploy/lane/hardened/transit.yaml): TLS from
+# cert-manager, its own static seal key from .lane/transit-seal.key, initialized once (its
+# recovery keys in .lane/transit-init.json, mode 600; the root token only until provisioning
+# revoked it), then provisioned. Its CA certificate (never a key) goes to the Secret transit-ca
+# of the tenant namespace, which spec.unseal.transit.caSecretRef names.
+deploy_transit() {
+  local version status init="$LANE_DIR/transit-init.json"
+  version="${OPENBAO_VERSIONS##* }"
+  ensure_namespace "$SEAL_NS"
+  restrict_namespace "$SEAL_NS"
+  [[ -s "$LANE_DIR/transit-seal.key" ]] || (umask 077; head -c 32 /dev/urandom > "$LANE_DIR/transit-seal.key")
+  kc -n "$SEAL_NS" create secret generic transit-seal-key --from-file=seal.key="$LANE_DIR/transit-seal.key" \
+    --dry-run=client -o yaml | kc apply -f - >/dev/null
+  sed "s/LANE_TRANSIT_VERSION/$version/" deploy/lane/hardened/transit.yaml | kc apply -f - >/dev/null
+  state_set created_transit 1
+  wait_cert_manager_ready "$SEAL_NS" certificate transit-tls
+  kc -n "$SEAL_NS" rollout status deployment/transit --timeout=180s >/dev/null
+  # `bao status` exits 2 while sealed; its JSON says what we need either way.
+  status="$(transit_exec bao status -format=json 2>/dev/null || true)"
+  if [[ "$(jq -r '.initialized // false' <<< "$status" 2>/dev/null)" != true ]]; then
+    log "initializing the transit server (OpenBao $version)"
+    (umask 077; transit_exec bao operator init -format=json > "$init.tmp") || die "bao operator init in $SEAL_NS/transit failed"
+    mv "$init.tmp" "$init"
+    state_set transit_provisioned 0
+  fi
+  wait_for_transit_active
+  if [[ "$(state_get transit_provisioned)" != 1 ]]; then
+    local root
+    root="$(jq -r '.root_token // ""' "$init")"
+    [[ -n "$root" ]] || die "the transit server is initialized but not provisioned, and $init holds no root token: run 'make lane-down' to start it afresh"
+    { printf '%s\n' "$root"; transit_provision_script; } \
+      | kc -n "$SEAL_NS" exec -i deploy/transit -c openbao -- sh -c 'read -r BAO_TOKEN && export BAO_TOKEN && exec sh -s' \
+      || die "provisioning the transit server failed"
+    (umask 077; jq 'del(.root_token)' "$init" > "$init.tmp") && mv "$init.tmp" "$init"
+    state_set transit_provisioned 1
+    log "transit server provisioned: key $TRANSIT_KEY, role $TRANSIT_ROLE for $TENANT_NS/$SERVER_SERVICE_ACCOUNT (audience $TRANSIT_LOGIN_AUDIENCE); root token revoked"
+  fi
+  ensure_namespace "$TENANT_NS"
+  restrict_namespace "$TENANT_NS"
+  kc -n "$TENANT_NS" create secret generic transit-ca \
+    --from-literal=ca.crt="$(kc -n "$SEAL_NS" get secret transit-tls -o 'jsonpath={.data.ca\.crt}' | base64 -d)" \
+    --dry-run=client -o yaml | kc apply -f - >/dev/null
+}
+
+wait_for_transit_active() {
+  local deadline=$(( $(date +%s) + 120 )) status=""
+  while (( $(date +%s) < deadline )); do
+    status="$(transit_exec bao status -format=json 2>/dev/null || true)"
+    [[ "$(jq -r '.sealed == false and .is_self == true' <<< "$status" 2>/dev/null)" == true ]] && return 0
+    sleep 1
+  done
+  die "the transit server is not unsealed and active after 120 s (bao status: ${status:-nothing})"
+}
+
 # --- the lane's OpenBaoCluster -----------------------------------------------------------------
 deploy_tenant() {
   ensure_namespace "$TENANT_NS"
   restrict_namespace "$TENANT_NS"
+  if [[ "$PROFILE" == hardened ]]; then
+    kc apply -f deploy/lane/hardened/openbao-ca.yaml >/dev/null
+    wait_cert_manager_ready "$TENANT_NS" issuer openbao-ca
+    sed "s/LANE_APPARMOR_ENABLED/$APPARMOR/" deploy/lane/hardened/openbao-cluster.yaml | kc apply -f - >/dev/null
+    return
+  fi
   lane_secret demo-password 16 >/dev/null
   kc -n "$TENANT_NS" create secret generic demo-password --from-file=password="$LANE_DIR/demo-password" \
     --dry-run=client -o yaml | kc apply -f - >/dev/null
@@ -430,27 +578,37 @@ cluster_condition() {
     -o "jsonpath={.status.conditions[?(@.type==\"$1\")].status}" 2>/dev/null || true
 }
 
+# The conditions lane-up waits for: the hardened lane's cluster also has its audit devices on.
+wanted_conditions() {
+  echo Available TLSReady GatewayIntegrationReady BackupConfigurationReady
+  [[ "$PROFILE" == hardened ]] && echo AuditReady UnsealConfigurationReady
+  return 0
+}
+
 wait_available() {
-  local deadline=$(( $(date +%s) + ${LANE_TIMEOUT:-600} ))
+  local deadline=$(( $(date +%s) + ${LANE_TIMEOUT:-600} )) wanted type missing
+  read -r -d '' -a wanted < <(wanted_conditions) || true
   while (( $(date +%s) < deadline )); do
-    if [[ "$(cluster_condition Available)" == True && "$(cluster_condition TLSReady)" == True \
-      && "$(cluster_condition GatewayIntegrationReady)" == True \
-      && "$(cluster_condition BackupConfigurationReady)" == True ]]; then
-      return 0
-    fi
+    missing=""
+    for type in "${wanted[@]}"; do
+      [[ "$(cluster_condition "$type")" == True ]] || missing+=" $type"
+    done
+    [[ -z "$missing" ]] && return 0
     sleep 0.5
   done
   kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" -o yaml >&2 || true
-  die "the lane's OpenBaoCluster is not Available + TLSReady + GatewayIntegrationReady + BackupConfigurationReady after ${LANE_TIMEOUT:-600}s"
+  die "the lane's OpenBaoCluster is not ${wanted[*]} after ${LANE_TIMEOUT:-600}s (not True:$missing)"
 }
 
 # Prometheus verifies OpenBao's servers with the cluster's CA: its certificate (never the key)
 # goes into the ConfigMap openbao-ca in the monitoring namespace. Prometheus reads it when it
-# starts, so it restarts when the certificate is new.
+# starts, so it restarts when the certificate is new. The source is the trust bundle the operator
+# publishes for the Gateway (ConfigMap <cluster>-tls-ca, names::gateway_ca_config_map), which
+# holds the operator's CA or cert-manager's alike.
 share_openbao_ca() {
   local ca current
-  ca="$(kc -n "$TENANT_NS" get secret "$CLUSTER-tls-ca" -o 'jsonpath={.data.ca\.crt}' | base64 -d)"
-  [[ -n "$ca" ]] || die "the cluster's CA Secret $TENANT_NS/$CLUSTER-tls-ca has no ca.crt"
+  ca="$(kc -n "$TENANT_NS" get configmap "$CLUSTER-tls-ca" -o 'jsonpath={.data.ca\.crt}')"
+  [[ -n "$ca" ]] || die "the cluster's trust bundle ConfigMap $TENANT_NS/$CLUSTER-tls-ca has no ca.crt"
   current="$(kc -n "$MONITORING_NS" get configmap openbao-ca -o 'jsonpath={.data.ca\.crt}' 2>/dev/null || true)"
   [[ "$current" == "$ca" ]] && return 0
   kc -n "$MONITORING_NS" create configmap openbao-ca --from-literal=ca.crt="$ca" --dry-run=client -o yaml \
@@ -487,24 +645,32 @@ print_login() {
   [[ -n "$audience" ]] \
     || audience="\"\$($KUBECTL --kubeconfig $LANE_KUBECONFIG -n $TENANT_NS get openbaocluster $CLUSTER -o jsonpath='{.status.jwtAudience}')\""
   [[ "$addr" != 127.0.0.1 ]] && resolve=" --resolve $OPENBAO_HOST:$EDGE_PORT:$addr"
-  cat <<EOF
-
-OpenBao is at $url through the shared Traefik Gateway ($EDGE_NS/edge, TLS for *.$LANE_DOMAIN).
-$( [[ -n "$resolve" ]] && echo "The hermetic node's edge is $addr:$EDGE_PORT: resolve the name there (curl --resolve, or an /etc/hosts line '$addr $OPENBAO_HOST')." )
-The lane CA that signed the edge certificate: $LANE_DIR/ca.crt
-
+  local demo="" cli
+  if [[ "$(lane_profile)" == hardened ]]; then
+    cli="  # or the bao CLI (when $OPENBAO_HOST resolves to $addr), with the same token
+  BAO_ADDR=$url BAO_CACERT=.lane/ca.crt bao write auth/jwt-operator/login role=admin jwt=@<(printf '%s' \"\$TOKEN\")"
+  else
+    demo="
   # userpass (demo login, local only; password in .lane/demo-password). Secrets go in on stdin
   # (printf is a shell builtin): on a command line ps would show them to every local user.
-  printf '{"password":"%s"}' "\$(cat .lane/demo-password)" \\
+  printf '{\"password\":\"%s\"}' \"\$(cat .lane/demo-password)\" \\
     | curl -sS --cacert .lane/ca.crt$resolve $url/v1/auth/userpass/login/demo --data-binary @-
+"
+    cli="  # or the bao CLI (when $OPENBAO_HOST resolves to $addr)
+  BAO_ADDR=$url BAO_CACERT=.lane/ca.crt bao login -method=userpass username=demo"
+  fi
+  cat <<EOF
 
+OpenBao ($(lane_profile) profile) is at $url through the shared Traefik Gateway ($EDGE_NS/edge, TLS for *.$LANE_DOMAIN).
+$( [[ -n "$resolve" ]] && echo "The hermetic node's edge is $addr:$EDGE_PORT: resolve the name there (curl --resolve, or an /etc/hosts line '$addr $OPENBAO_HOST')." )
+The lane CA that signed the edge certificate: $LANE_DIR/ca.crt
+$demo
   # JWT admin login with a service-account token
   TOKEN=\$($KUBECTL --kubeconfig $LANE_KUBECONFIG -n $TENANT_NS create token bao-admin --audience $audience)
   printf '{"role":"admin","jwt":"%s"}' "\$TOKEN" \\
     | curl -sS --cacert .lane/ca.crt$resolve $url/v1/auth/jwt-operator/login --data-binary @-
 
-  # or the bao CLI (when $OPENBAO_HOST resolves to $addr)
-  BAO_ADDR=$url BAO_CACERT=.lane/ca.crt bao login -method=userpass username=demo
+$cli
 
 Behind the same edge (same CA, same address):
 $(tools_behind_the_edge)
@@ -519,9 +685,13 @@ cmd_up() {
   began="$(now_ms)"
   PHASE_MARK="$began"
   backend="$(pick_backend)"
+  pick_profile
   [[ -f "$STATE" && "$(state_get backend)" != "$backend" && -n "$(state_get backend)" ]] \
     && die "the lane is up on $(state_get backend); run 'make lane-down' first"
+  [[ -n "$(state_get backend)" && "$(lane_profile)" != "$PROFILE" ]] \
+    && die "the lane is up with profile $(lane_profile); run 'make lane-down' first"
   state_set backend "$backend"
+  state_set profile "$PROFILE"
   step "cluster: $backend"
   if [[ "$backend" == k3d ]]; then k3d_cluster_up; else node_cluster_up; fi
   state_set kubeconfig "$LANE_KUBECONFIG"
@@ -549,6 +719,15 @@ cmd_up() {
   deploy_store "$backend"
   phase_done store
 
+  if [[ "$PROFILE" == hardened ]]; then
+    step "cert-manager $CERT_MANAGER_VERSION (namespace $CERT_MANAGER_NS)"
+    deploy_cert_manager "$backend"
+    phase_done cert_manager
+    step "the transit seal: a second OpenBao in namespace $SEAL_NS"
+    deploy_transit
+    phase_done transit
+  fi
+
   step "operator (charts/openbao-operator, $OPERATOR_IMAGE)"
   deploy_operator
   phase_done operator
@@ -565,7 +744,7 @@ cmd_up() {
   fi
   phase_done tools
 
-  step "OpenBaoCluster $TENANT_NS/$CLUSTER"
+  step "OpenBaoCluster $TENANT_NS/$CLUSTER ($PROFILE profile)"
   apparmor_decision "$backend"
   log "workloadHardening.appArmorEnabled=$APPARMOR: $APPARMOR_WHY"
   writes_before="$(operator_kube_writes)"
@@ -582,13 +761,27 @@ cmd_up() {
   state_set last_kube_writes "${writes:-unknown}"
   step "Prometheus: OpenBao's metrics (the cluster's CA certificate into $MONITORING_NS/openbao-ca)"
   share_openbao_ca
-  step "lane up on $backend"
-  log "cluster Available, TLSReady, GatewayIntegrationReady, BackupConfigurationReady: ${total}s after lane-up started," \
+  [[ "$PROFILE" == hardened ]] && hardened_report
+  step "lane up on $backend ($PROFILE profile)"
+  log "cluster $(wanted_conditions | tr '\n' ' ' | sed 's/ $//; s/ /, /g'): ${total}s after lane-up started," \
     "${apply}s after the CR was applied (${writes:-unknown} Kubernetes writes by the operator)"
   log "steps: ${PHASES[*]}"
   log "S3 store: $STORE ($STORE_WHY); backups: bucket $BUCKET, Secret $TENANT_NS/openbao-backup-s3"
   log "AppArmor: appArmorEnabled=$APPARMOR: $APPARMOR_WHY"
   print_login
+}
+
+# What the hardened lane promises once it is up: no SecurityRisk, and no seal key, root token or
+# recovery key Secret of the cluster in the tenant namespace.
+hardened_report() {
+  local risk secrets
+  risk="$(kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" \
+    -o 'jsonpath={.status.conditions[?(@.type=="SecurityRisk")].status}/{.status.conditions[?(@.type=="SecurityRisk")].reason}')"
+  [[ "${risk%%/*}" != True ]] || die "the hardened lane's cluster reports SecurityRisk ($risk)"
+  secrets="$(kc -n "$TENANT_NS" get secrets -o name | grep -E -- "/$CLUSTER-(unseal-key|root-token|recovery-key)\$" || true)"
+  [[ -z "$secrets" ]] || die "the hardened lane's cluster has key Secrets: $secrets"
+  log "hardened: SecurityRisk ${risk:-absent}; no seal key, root token or recovery key Secret in $TENANT_NS;" \
+    "$(kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" -o 'jsonpath={.status.conditions[?(@.type=="UnsealConfigurationReady")].message}')"
 }
 
 # Objects of a kind in any namespace, as "namespace/name ..." (empty when none or no such kind).
@@ -624,8 +817,18 @@ cmd_down() {
       kc delete gatewayclass lane-traefik --ignore-not-found >/dev/null
       kc delete clusterrolebinding,clusterrole lane-traefik-gateway --ignore-not-found >/dev/null
     fi
+    [[ "$(state_get created_transit)" == 1 ]] \
+      && kc delete clusterrolebinding lane-transit-tokenreview --ignore-not-found >/dev/null
+    if [[ "$(state_get created_cert_manager)" == 1 ]]; then
+      if [[ "$backend" == k3d ]]; then
+        "$(bash hack/fetch-helm.sh)" --kubeconfig "$LANE_KUBECONFIG" uninstall cert-manager \
+          --namespace "$CERT_MANAGER_NS" --wait --timeout 180s >/dev/null 2>&1 || true
+      else
+        sed "s|@IMAGE@|unused|" deploy/lane/cert-manager-node.yaml | kc delete -f - --ignore-not-found --wait=false >/dev/null 2>&1 || true
+      fi
+    fi
     local ns key namespaces=()
-    for ns in "$TENANT_NS" "$STORE_NS" "$MONITORING_NS" grafana argocd "$EDGE_NS" "$OPERATOR_NS"; do
+    for ns in "$TENANT_NS" "$SEAL_NS" "$STORE_NS" "$MONITORING_NS" grafana argocd "$EDGE_NS" "$OPERATOR_NS" "$CERT_MANAGER_NS"; do
       key="created_ns_$(tr -c 'a-z0-9\n' '_' <<< "$ns")"
       [[ "$(state_get "$key")" == 1 ]] && namespaces+=("$ns")
     done
@@ -641,6 +844,15 @@ cmd_down() {
         log "deleted the OpenBao CRDs (lane-up installed them)"
       else
         log "kept the OpenBao CRDs: other OpenBaoClusters use them now ($(objects_left openbaoclusters.openbao.org))"
+      fi
+    fi
+    if [[ "$(state_get created_crds_cert_manager)" == 1 ]]; then
+      if [[ -z "$(objects_left certificates.cert-manager.io)$(objects_left issuers.cert-manager.io)" ]]; then
+        kc get crd -o name | grep -E '\.(acme\.)?cert-manager\.io$' | xargs -r "$KUBECTL" --kubeconfig "$LANE_KUBECONFIG" \
+          delete --ignore-not-found >/dev/null 2>&1 || true
+        log "deleted the cert-manager CRDs (lane-up installed them)"
+      else
+        log "kept the cert-manager CRDs: other Certificates/Issuers use them now"
       fi
     fi
     if [[ "$(state_get created_crds_gateway)" == 1 ]]; then
@@ -670,13 +882,17 @@ cmd_down() {
 cmd_status() {
   [[ -f "$STATE" ]] || { echo "lane: down (no .lane/state.env)"; return 0; }
   LANE_KUBECONFIG="$(state_get kubeconfig)"
-  echo "lane: backend $(state_get backend), kubeconfig $LANE_KUBECONFIG"
+  echo "lane: backend $(state_get backend), profile $(lane_profile), kubeconfig $LANE_KUBECONFIG"
   kc get --raw /readyz >/dev/null 2>&1 || { echo "the lane's cluster is not reachable"; return 1; }
   kc get pods -n "$EDGE_NS" -o wide --no-headers 2>/dev/null | sed 's/^/  edge     /'
   kc get pods -n "$STORE_NS" --no-headers 2>/dev/null | sed 's/^/  storage  /'
   kc get pods -n "$OPERATOR_NS" --no-headers 2>/dev/null | sed 's/^/  operator /'
   kc get pods -n "$MONITORING_NS" --no-headers 2>/dev/null | sed 's/^/  metrics  /'
   kc get pods -n "$TENANT_NS" --no-headers 2>/dev/null | sed 's/^/  openbao  /'
+  if [[ "$(lane_profile)" == hardened ]]; then
+    kc get pods -n "$SEAL_NS" --no-headers 2>/dev/null | sed 's/^/  seal     /'
+    kc get pods -n "$CERT_MANAGER_NS" --no-headers 2>/dev/null | sed 's/^/  certs    /'
+  fi
   kc -n "$EDGE_NS" get gateway edge 2>/dev/null || true
   kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" 2>/dev/null || true
   kc -n "$TENANT_NS" get openbaocluster "$CLUSTER" \

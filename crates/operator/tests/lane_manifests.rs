@@ -42,16 +42,62 @@ fn lane_manifests_name_the_pinned_images() -> Result<()> {
             "deploy/lane/{manifest} names {named:?}, the pin is {image}"
         );
     }
-    let cluster = std::fs::read_to_string(repo_root().join("deploy/lane/openbao-cluster.yaml"))?;
     let oldest = pinned("OPENBAO_VERSIONS")?
         .split_whitespace()
         .next()
         .context("OPENBAO_VERSIONS is empty")?
         .to_string();
+    for manifest in ["openbao-cluster.yaml", "hardened/openbao-cluster.yaml"] {
+        let cluster = std::fs::read_to_string(repo_root().join("deploy/lane").join(manifest))?;
+        ensure!(
+            cluster.contains(&format!("version: \"{oldest}\"")) || cluster.contains(&format!("version: {oldest}")),
+            "deploy/lane/{manifest}: the lane cluster starts on the oldest pinned OpenBao ({oldest}) so lane-upgrade has somewhere to go"
+        );
+    }
+    // Images the lane fills in itself: the transit server's version, cert-manager's build.
     ensure!(
-        cluster.contains(&format!("version: \"{oldest}\"")) || cluster.contains(&format!("version: {oldest}")),
-        "the lane cluster starts on the oldest pinned OpenBao ({oldest}) so lane-upgrade has somewhere to go"
+        images_in("hardened/transit.yaml")? == ["docker.io/openbao/openbao:LANE_TRANSIT_VERSION"],
+        "deploy/lane/hardened/transit.yaml names its image for hack/lane.sh to fill in"
     );
+    ensure!(
+        images_in("cert-manager-node.yaml")? == ["@IMAGE@"],
+        "deploy/lane/cert-manager-node.yaml names its image for hack/lane.sh and testkit to fill in"
+    );
+    Ok(())
+}
+
+/// The hardened lane's transit role binds what the operator gives each server of the lane
+/// cluster (`openbao/openbao`): its service account and its transit login audience. A renamed
+/// one would leave the servers unable to unseal.
+#[test]
+fn the_hardened_lanes_transit_role_binds_the_servers_identity() -> Result<()> {
+    use openbao_api::names;
+    let lane = std::fs::read_to_string(repo_root().join("hack/lane.sh"))?;
+    for (variable, value) in [
+        ("TENANT_NS", "openbao".to_string()),
+        ("CLUSTER", "openbao".to_string()),
+        ("SERVER_SERVICE_ACCOUNT", names::service_account("openbao")),
+        (
+            "TRANSIT_LOGIN_AUDIENCE",
+            names::transit_login_audience("openbao", "openbao"),
+        ),
+    ] {
+        ensure!(
+            lane.contains(&format!("\n{variable}={value}\n")),
+            "hack/lane.sh's {variable} is not {value}"
+        );
+    }
+    let cluster = std::fs::read_to_string(repo_root().join("deploy/lane/hardened/openbao-cluster.yaml"))?;
+    for (field, variable) in [("role", "TRANSIT_ROLE"), ("keyName", "TRANSIT_KEY")] {
+        let value = lane
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{variable}=")))
+            .with_context(|| format!("hack/lane.sh sets no {variable}"))?;
+        ensure!(
+            cluster.contains(&format!("{field}: {value}\n")),
+            "deploy/lane/hardened/openbao-cluster.yaml's {field} is not hack/lane.sh's {variable} ({value})"
+        );
+    }
     Ok(())
 }
 

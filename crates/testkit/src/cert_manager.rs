@@ -216,8 +216,8 @@ pub async fn renew(certificates: &kube::Api<DynamicObject>, name: &str) -> Resul
     Ok(())
 }
 
-/// The cert-manager Deployment on the hermetic node (see `node/manifests/cert-manager.yaml`).
-const NODE_MANIFEST: &str = include_str!("node/manifests/cert-manager.yaml");
+/// The cert-manager Deployment on the hermetic node, the one the hardened lane applies too.
+const NODE_MANIFEST: &str = include_str!("../../../deploy/lane/cert-manager-node.yaml");
 /// Its namespace.
 pub const NODE_NAMESPACE: &str = "cert-manager";
 /// How long the controller may take to come up on the node (image present, one small pod).

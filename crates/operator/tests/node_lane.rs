@@ -8,6 +8,8 @@
 //!   through the Gateway's NodePort, with only the lane CA trusted (a client without it fails);
 //! - Prometheus, behind the same Gateway, scrapes the operator and answers every query of the
 //!   Grafana dashboard (charts/openbao-operator/dashboards/);
+//! - the rehearsals on the same lane (`node_lane_common/rehearsals.rs`): `lane-backup`,
+//!   `lane-restore` into a fresh cluster, `lane-upgrade` blue/green and a refused downgrade;
 //! - `hack/lane.sh down` removes what `up` created and leaves the node running.
 //!
 //! Prints the lane's timings (lane-up -> Available, CR apply -> Available, operator writes), the
@@ -101,7 +103,7 @@ async fn prometheus_serves_the_dashboard(ca: &[u8], http: &reqwest::Client, toke
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -> Result<()> {
+async fn the_lane_comes_up_serves_logins_through_the_gateway_and_its_rehearsals_pass() -> Result<()> {
     let (_, client) = node_without_lane().await?;
 
     let mut guard = LaneGuard { down: false };
@@ -194,6 +196,9 @@ async fn the_lane_comes_up_on_the_node_and_serves_logins_through_the_gateway() -
     prometheus_serves_the_dashboard(&ca, &http, token).await?;
     prometheus_targets_in_a_browser(&ca).await?;
     operator_metrics_only_from_monitoring(&client).await?;
+
+    // The rehearsals on the same lane: backup, restore into a fresh cluster, upgrade.
+    node_lane_common::rehearsals::rehearse(client.clone()).await?;
 
     guard.down = true;
     lane("down")?;

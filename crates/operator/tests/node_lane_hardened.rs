@@ -3,9 +3,9 @@
 //! 1. `LANE_PROFILE=hardened hack/lane.sh up`: cert-manager, a second OpenBao as the transit seal
 //!    (namespace `openbao-seal`, `kubernetes` auth), the operator from its chart, a `Hardened`
 //!    cluster. It ends `Available` with `TLSReady=CertManagerIssued`, `AuditReady`,
-//!    `GatewayIntegrationReady`, `UnsealConfigurationReady=TransitConfigured` and
-//!    `SecurityRisk=False`, with no seal key, root token or recovery key Secret, and no demo login
-//!    (the userpass path answers nothing);
+//!    `GatewayIntegrationReady`, `UnsealConfigurationReady=TransitConfigured`,
+//!    `SecurityRisk=False` and `Degraded=False`, with no seal key, root token or recovery key
+//!    Secret, and no demo login (the userpass path answers nothing);
 //! 2. the admin (JWT `admin` role, a `bao-admin` token) logs in through the Gateway, which
 //!    re-encrypts to the servers and verifies them against cert-manager's CA, and writes secrets;
 //!    the audit trail (the servers' stdout) has the reads with the values HMAC'd;
@@ -127,6 +127,7 @@ async fn the_hardened_lane_comes_up_and_its_rehearsals_pass() -> Result<()> {
         (conditions::AUDIT_READY, "True", "DevicesEnabled"),
         (openbao_api::UNSEAL_CONFIGURATION_READY, "True", "TransitConfigured"),
         (conditions::SECURITY_RISK, "False", "SealKeyOutsideCluster"),
+        (conditions::DEGRADED, "False", "Reconciled"),
     ] {
         ensure!(
             condition(&c, type_) == Some((status.into(), reason.into())),

@@ -1,9 +1,10 @@
-//! Shared by the lane tests (`node_lane.rs`, `node_lane_rehearsals.rs`): running `hack/lane.sh`,
+//! Shared by the lane tests (`node_lane.rs`, `node_lane_hardened.rs`): running `hack/lane.sh`,
 //! its state file, and clients that reach OpenBao through the lane's Traefik Gateway.
 
 #![allow(dead_code)]
 
 pub mod metrics;
+pub mod rehearsals;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::authentication::v1::TokenRequest;

@@ -1,6 +1,7 @@
-//! The lane's rehearsals on the running hermetic node, in one lane-up ... lane-down:
-//! 1. `hack/lane.sh up`; the admin (JWT `admin` role, a `bao-admin` service-account token)
-//!    writes secrets through the Traefik Gateway;
+//! The lane's rehearsals, run by `node_lane.rs` on the lane it brought up (one lane-up ... lane-down
+//! for both, which saves a lane-up and a lane-down of CI time):
+//! 1. the admin (JWT `admin` role, a `bao-admin` service-account token) writes secrets through
+//!    the Traefik Gateway;
 //! 2. `hack/lane.sh backup` (`make lane-backup`) leaves a new object in the lane's S3 store,
 //!    the one `status.backup.lastBackupName` names (checked with our own S3 client), and every
 //!    panel of the Grafana dashboard, backups included, has data in the lane's Prometheus;
@@ -16,14 +17,12 @@
 //!    The lane asks for a pre-upgrade snapshot: it must be in the bucket under `pre-upgrade/`, and
 //!    the finished upgrade names it; the cluster is never `Degraded` on the way. Then setting
 //!    `spec.version` back is refused (`DowngradeRefused`) without touching a server.
-//! 6. `hack/lane.sh down`.
 //!
 //! Why the fresh cluster lives in the lane's namespace: the lane's operator watches only that
 //! namespace (`watchNamespace=openbao`). The restored data's JWT `admin` role trusts
 //! `system:serviceaccount:openbao:bao-admin` with the lane cluster's audience (the source's:
 //! restored data keeps the source cluster's identities), so the lane's `bao-admin` token for
 //! the lane cluster logs in to it.
-//! Needs the node; refuses to run while a lane is up (its `down` would remove that lane).
 
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -36,11 +35,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use testkit::pods::wait_for;
 
-mod node_lane_common;
-use node_lane_common::metrics::{Expect, Prometheus, Traffic};
-use node_lane_common::{
-    CLUSTER, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, edge_url, lane, lane_dir, lane_with, login,
-    login_at, namespaces_gone, node_without_lane, read, route_accepted, state,
+use super::metrics::{Expect, Prometheus, Traffic};
+use super::{
+    CLUSTER, TENANT_NS, admin_jwt, condition, edge_client, edge_url, lane_dir, lane_with, login, login_at, read,
+    route_accepted, state,
 };
 
 const FRESH: &str = "openbao-restored";
@@ -282,14 +280,8 @@ async fn read_back(http: &reqwest::Client, base: &str, token: &str, written: &[W
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_before() -> Result<()> {
-    let (_, client) = node_without_lane().await?;
-
-    let mut guard = LaneGuard { down: false };
-    let began = Instant::now();
-    lane("up")?;
-    eprintln!("lane-up took {:.1?}", began.elapsed());
+/// Steps 1-5 above on the running lane (its cluster Available, its route accepted).
+pub async fn rehearse(client: Client) -> Result<()> {
     let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), TENANT_NS);
     route_accepted(&client).await?;
 
@@ -486,10 +478,5 @@ async fn a_lane_backup_restores_into_a_fresh_cluster_with_the_secrets_written_be
             downgrade_is_refused(&client, &clusters, &from, &version).await?;
         }
     }
-
-    guard.down = true;
-    lane("down")?;
-    namespaces_gone(&client).await?;
-    ensure!(state("backend").is_none(), "lane-down forgets the lane's state");
     Ok(())
 }

@@ -8,8 +8,9 @@
 //!   through the Gateway's NodePort, with only the lane CA trusted (a client without it fails);
 //! - Prometheus, behind the same Gateway, scrapes the operator and answers every query of the
 //!   Grafana dashboard (charts/openbao-operator/dashboards/);
-//! - the rehearsals on the same lane (`node_lane_common/rehearsals.rs`): `lane-backup`,
-//!   `lane-restore` into a fresh cluster, `lane-upgrade` blue/green and a refused downgrade;
+//! - the rehearsals on the same lane (`node_lane_common/rehearsals.rs`): `lane-backup` and
+//!   `lane-restore` into a fresh cluster (`lane-upgrade` runs on the hardened lane,
+//!   `node_lane_hardened.rs`);
 //! - `hack/lane.sh down` removes what `up` created and leaves the node running.
 //!
 //! Prints the lane's timings (lane-up -> Available, CR apply -> Available, operator writes), the
@@ -197,8 +198,9 @@ async fn the_lane_comes_up_serves_logins_through_the_gateway_and_its_rehearsals_
     prometheus_targets_in_a_browser(&ca).await?;
     operator_metrics_only_from_monitoring(&client).await?;
 
-    // The rehearsals on the same lane: backup, restore into a fresh cluster, upgrade.
-    node_lane_common::rehearsals::rehearse(client.clone()).await?;
+    // The rehearsals on the same lane: backup, restore into a fresh cluster (the upgrade
+    // rehearsal runs on the hardened lane, node_lane_hardened.rs).
+    node_lane_common::rehearsals::rehearse_backup_and_restore(client.clone()).await?;
 
     guard.down = true;
     lane("down")?;

@@ -11,21 +11,25 @@
 //!    the audit trail (the servers' stdout) has the reads with the values HMAC'd;
 //! 3. `hack/lane.sh backup`; a secret written after it; `hack/lane.sh restore` of that backup
 //!    into the lane cluster itself: the secrets of before are there, the one of after is gone;
-//! 4. `hack/lane.sh upgrade` blue/green to the newest pinned OpenBao with 0 failed probes
-//!    through the Gateway; the secrets read back;
+//! 4. the upgrade rehearsal (`node_lane_common::rehearsals::rehearse_upgrade`, which only this
+//!    test runs): `hack/lane.sh upgrade` blue/green to the newest pinned OpenBao with 0 failed
+//!    probes through the Gateway; the secrets read back; the pre-upgrade snapshot in the bucket;
+//!    a downgrade through `spec.version` refused without touching a server;
 //! 5. `hack/lane.sh down` removes every namespace it made, the transit server's included.
 //!
 //! Needs the node; refuses to run while a lane is up (its `down` would remove that lane).
 
-use anyhow::{Context as _, Result, ensure};
-use k8s_openapi::api::core::v1::Secret;
+use anyhow::{Result, ensure};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
 use kube::api::Api;
 use openbao_api::{OpenBaoCluster, conditions};
-use serde_json::{Value, json};
-use std::time::Instant;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use testkit::pods::wait_for;
 
 mod node_lane_common;
+use node_lane_common::rehearsals::{Written, client_token, kv, read_back, rehearse_upgrade};
 use node_lane_common::{
     CLUSTER, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, edge_url, lane_dir, lane_with, login,
     namespaces_gone, node_without_lane, read, route_accepted, state,
@@ -36,39 +40,16 @@ mod audit;
 const HARDENED: [(&str, &str); 1] = [("LANE_PROFILE", "hardened")];
 const SEAL_NS: &str = "openbao-seal";
 
-async fn kv(
-    http: &reqwest::Client,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<(u16, Value)> {
-    let url = format!("{}/v1/secret/data/{path}", edge_url());
-    let mut request = http.request(method, &url).header("X-Vault-Token", token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.with_context(|| format!("{url}: request"))?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or(Value::Null)))
-}
-
-async fn write(http: &reqwest::Client, token: &str, path: &str, value: &str) -> Result<()> {
-    let (status, answer) = kv(
-        http,
-        token,
-        reqwest::Method::POST,
-        path,
-        Some(json!({"data": {"value": value}})),
-    )
-    .await?;
-    ensure!(status == 200, "writing secret/data/{path}: HTTP {status}: {answer}");
+async fn write(http: &reqwest::Client, token: &str, w: &Written) -> Result<()> {
+    let body = json!({"data": {"value": w.value}});
+    let (status, answer) = kv(http, &edge_url(), token, reqwest::Method::POST, &w.path, Some(body)).await?;
+    ensure!(status == 200, "writing secret/data/{}: HTTP {status}: {answer}", w.path);
     Ok(())
 }
 
-/// The value at `path`, or None when it is not there (404).
+/// The value at `path` through the Gateway, or None when it is not there (404).
 async fn value(http: &reqwest::Client, token: &str, path: &str) -> Result<Option<String>> {
-    let (status, answer) = kv(http, token, reqwest::Method::GET, path, None).await?;
+    let (status, answer) = kv(http, &edge_url(), token, reqwest::Method::GET, path, None).await?;
     if status == 404 {
         return Ok(None);
     }
@@ -83,16 +64,13 @@ async fn admin_token(client: &kube::Client, edge: &reqwest::Client) -> Result<St
         json!({"role": "admin", "jwt": admin_jwt(client, CLUSTER).await?}),
     )
     .await?;
-    auth["client_token"]
-        .as_str()
-        .map(String::from)
-        .context("login answer without client_token")
+    client_token(&auth)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_hardened_lane_comes_up_and_its_rehearsals_pass() -> Result<()> {
     let (_, client) = node_without_lane().await?;
-    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    let namespaces = Api::<Namespace>::all(client.clone());
     ensure!(
         namespaces.get_opt(SEAL_NS).await?.is_none(),
         "namespace {SEAL_NS} exists before lane-up: the test would not know what to remove"
@@ -162,35 +140,34 @@ async fn the_hardened_lane_comes_up_and_its_rehearsals_pass() -> Result<()> {
     let demo = login(&edge, "auth/userpass/login/demo", json!({"password": "anything"})).await;
     ensure!(demo.is_err(), "a demo userpass login answered on the hardened lane");
     let stamp = jiff::Timestamp::now().as_nanosecond();
-    let before: Vec<(String, String)> = (1..=2)
-        .map(|i| {
-            (
-                format!("hardened/before-{i}"),
-                format!("written-before-the-backup-{stamp}-{i}"),
-            )
+    let before: Vec<Written> = (1..=2)
+        .map(|i| Written {
+            path: format!("hardened/before-{i}"),
+            value: format!("written-before-the-backup-{stamp}-{i}"),
         })
         .collect();
-    for (path, v) in &before {
-        write(&edge, &token, path, v).await?;
+    for w in &before {
+        write(&edge, &token, w).await?;
     }
     // A standby may answer a read from its own copy before it has applied the write.
     let first = &before[0];
-    testkit::pods::wait_for(
+    wait_for(
         "the first secret readable through the Gateway",
-        std::time::Duration::from_secs(30),
-        async || Ok((value(&edge, &token, &first.0).await?.as_deref() == Some(first.1.as_str())).then_some(())),
+        Duration::from_secs(30),
+        async || Ok((value(&edge, &token, &first.path).await?.as_deref() == Some(first.value.as_str())).then_some(())),
     )
     .await?;
-    let trail = audit::wait_for_audited_read(&client, TENANT_NS, &format!("secret/data/{}", first.0), "value").await?;
+    let audited = format!("secret/data/{}", first.path);
+    let trail = audit::wait_for_audited_read(&client, TENANT_NS, &audited, "value").await?;
     ensure!(
         trail.requested("auth/jwt-operator/login"),
         "the admin's login is not audited"
     );
     ensure!(
-        !trail.text.contains(&first.1),
+        !trail.text.contains(&first.value),
         "the audit trail holds a secret in clear"
     );
-    for v in trail.read_values(&format!("secret/data/{}", first.0), "value") {
+    for v in trail.read_values(&audited, "value") {
         ensure!(v.starts_with("hmac-sha256:"), "not HMAC'd: {v}");
     }
     eprintln!(
@@ -202,11 +179,11 @@ async fn the_hardened_lane_comes_up_and_its_rehearsals_pass() -> Result<()> {
     let backup = lane_with(&["backup"], &[])?;
     let key = backup.lines().last().unwrap_or_default().trim().to_string();
     ensure!(key.ends_with(".snap"), "lane-backup printed no key: {backup:?}");
-    let after = (
-        format!("hardened/after-{stamp}"),
-        "written-after-the-backup".to_string(),
-    );
-    write(&edge, &token, &after.0, &after.1).await?;
+    let after = Written {
+        path: format!("hardened/after-{stamp}"),
+        value: "written-after-the-backup".into(),
+    };
+    write(&edge, &token, &after).await?;
     let restore_began = Instant::now();
     lane_with(&["restore", &key], &[])?;
     eprintln!(
@@ -215,62 +192,31 @@ async fn the_hardened_lane_comes_up_and_its_rehearsals_pass() -> Result<()> {
     );
     // Tokens issued before the restore are gone with the data they lived in: log in again (the
     // servers may still be taking the restored data in).
-    let token = testkit::pods::wait_for(
+    let token = wait_for(
         "an admin login after the restore",
-        std::time::Duration::from_secs(60),
+        Duration::from_secs(60),
         async || Ok(admin_token(&client, &edge).await.ok()),
     )
     .await?;
-    for (path, v) in &before {
-        ensure!(
-            value(&edge, &token, path).await?.as_deref() == Some(v.as_str()),
-            "secret/data/{path} is not back after the restore"
-        );
-    }
+    read_back(&edge, &edge_url(), &token, &before).await?;
     ensure!(
-        value(&edge, &token, &after.0).await?.is_none(),
+        value(&edge, &token, &after.path).await?.is_none(),
         "secret/data/{} written after the backup survived the restore",
-        after.0
+        after.path
     );
     eprintln!("restored: the secrets of before the backup are there, the one of after is gone");
 
-    // 4. Blue/green upgrade with 0 failed probes.
-    let newest = testkit::cache::pinned("OPENBAO_VERSIONS")?
-        .split_whitespace()
-        .last()
-        .unwrap_or_default()
-        .to_string();
-    let upgrade_began = Instant::now();
-    lane_with(&["upgrade", &newest], &[])?;
-    let probe = state("last_upgrade_probe").unwrap_or_default();
-    eprintln!("lane-upgrade to {newest}: {:.1?}; {probe}", upgrade_began.elapsed());
-    ensure!(
-        probe.contains(" 0 failed"),
-        "failed probes through the Gateway during the upgrade: {probe}"
-    );
-    let degraded = state("last_upgrade_degraded").unwrap_or_default();
-    ensure!(degraded == "none", "Degraded during the upgrade: {degraded}");
-    let upgraded = clusters.get(CLUSTER).await?;
-    ensure!(
-        upgraded.status.as_ref().and_then(|s| s.current_version.as_deref()) == Some(newest.as_str()),
-        "the lane cluster does not run {newest} after lane-upgrade"
-    );
-    let token = admin_token(&client, &edge).await?;
-    for (path, v) in &before {
-        ensure!(
-            value(&edge, &token, path).await?.as_deref() == Some(v.as_str()),
-            "secret/data/{path} is not there after the upgrade"
-        );
-    }
-    eprintln!("the lane cluster runs {newest}; secrets read back through the Gateway");
+    // 4. The upgrade rehearsal: blue/green with 0 failed probes, the secrets read back, the
+    //    pre-upgrade snapshot in the bucket, a downgrade refused.
+    rehearse_upgrade(&client, &before).await?;
 
     // 5. lane-down.
     guard.down = true;
     lane_with(&["down"], &[])?;
     namespaces_gone(&client).await?;
-    testkit::pods::wait_for(
+    wait_for(
         &format!("namespace {SEAL_NS} gone"),
-        std::time::Duration::from_secs(120),
+        Duration::from_secs(120),
         async || Ok(namespaces.get_opt(SEAL_NS).await?.is_none().then_some(())),
     )
     .await?;

@@ -1,5 +1,7 @@
-//! The lane's rehearsals, run by `node_lane.rs` on the lane it brought up (one lane-up ... lane-down
-//! for both, which saves a lane-up and a lane-down of CI time):
+//! The lane's rehearsals, run on a lane a test brought up (one lane-up ... lane-down for the lane's
+//! checks and its rehearsals saves CI a lane-up and a lane-down): steps 1-4 by `node_lane.rs` on
+//! the development lane, step 5 by `node_lane_hardened.rs` on the hardened lane (the script is
+//! the same for both profiles, and a blue/green upgrade is the slowest step, so CI runs it once):
 //! 1. the admin (JWT `admin` role, a `bao-admin` service-account token) writes secrets through
 //!    the Traefik Gateway;
 //! 2. `hack/lane.sh backup` (`make lane-backup`) leaves a new object in the lane's S3 store,
@@ -45,12 +47,13 @@ const FRESH: &str = "openbao-restored";
 const BUCKET: &str = "openbao-backups";
 
 /// A KV v2 secret the admin writes before the backup and reads after the restore.
-struct Written {
-    path: String,
-    value: String,
+pub struct Written {
+    pub path: String,
+    pub value: String,
 }
 
-async fn kv(
+/// One KV v2 request (`secret/data/<path>`) at `base`; the HTTP status and the JSON answer.
+pub async fn kv(
     http: &reqwest::Client,
     base: &str,
     token: &str,
@@ -69,7 +72,7 @@ async fn kv(
     Ok((status, answer))
 }
 
-fn client_token(auth: &Value) -> Result<String> {
+pub fn client_token(auth: &Value) -> Result<String> {
     auth["client_token"]
         .as_str()
         .map(String::from)
@@ -263,7 +266,7 @@ async fn wait_available(clusters: &Api<OpenBaoCluster>, name: &str, timeout: Dur
 }
 
 /// Reads every written secret at `base` and compares the values.
-async fn read_back(http: &reqwest::Client, base: &str, token: &str, written: &[Written]) -> Result<()> {
+pub async fn read_back(http: &reqwest::Client, base: &str, token: &str, written: &[Written]) -> Result<()> {
     for w in written {
         let (status, answer) = kv(http, base, token, reqwest::Method::GET, &w.path, None).await?;
         ensure!(
@@ -280,8 +283,8 @@ async fn read_back(http: &reqwest::Client, base: &str, token: &str, written: &[W
     Ok(())
 }
 
-/// Steps 1-5 above on the running lane (its cluster Available, its route accepted).
-pub async fn rehearse(client: Client) -> Result<()> {
+/// Steps 1-4 above on the running lane (its cluster Available, its route accepted).
+pub async fn rehearse_backup_and_restore(client: Client) -> Result<()> {
     let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), TENANT_NS);
     route_accepted(&client).await?;
 
@@ -412,7 +415,17 @@ pub async fn rehearse(client: Client) -> Result<()> {
         .await
         .ok();
 
-    // 5. The blue/green upgrade rehearsal; the secrets survive it.
+    Ok(())
+}
+
+/// Step 5 above on the running lane: `hack/lane.sh upgrade` blue/green to the newest pinned
+/// OpenBao (or `LANE_REHEARSE_UPGRADE`; empty skips it) with 0 failed probes through the Gateway,
+/// the `written` secrets read back through it, the pre-upgrade snapshot in the bucket, and a
+/// downgrade through `spec.version` refused without touching a server.
+pub async fn rehearse_upgrade(client: &Client, written: &[Written]) -> Result<()> {
+    let clusters = Api::<OpenBaoCluster>::namespaced(client.clone(), TENANT_NS);
+    let edge = edge_client(Some(&read(&lane_dir().join("ca.crt"))?))?;
+    let store = lane_store(client).await?;
     let newest_pinned = testkit::cache::pinned("OPENBAO_VERSIONS")?
         .split_whitespace()
         .last()
@@ -428,24 +441,25 @@ pub async fn rehearse(client: Client) -> Result<()> {
             .context("the lane cluster reports no version")?;
         let upgrade_began = Instant::now();
         lane_with(&["upgrade", &version], &[])?;
-        eprintln!(
-            "lane-upgrade to {version}: {:.1?}; {}",
-            upgrade_began.elapsed(),
-            state("last_upgrade_probe").unwrap_or_default()
+        let probe = state("last_upgrade_probe").unwrap_or_default();
+        eprintln!("lane-upgrade to {version}: {:.1?}; {probe}", upgrade_began.elapsed());
+        ensure!(
+            probe.contains(", 0 failed,"),
+            "failed probes through the Gateway during the upgrade: {probe}"
         );
         let degraded = state("last_upgrade_degraded").unwrap_or_default();
         ensure!(
             degraded == "none",
             "the cluster was Degraded during the upgrade ({degraded}): an upgrade is no degradation"
         );
-        route_accepted(&client).await?;
+        route_accepted(client).await?;
         let admin = login(
             &edge,
             "auth/jwt-operator/login",
-            json!({"role": "admin", "jwt": admin_jwt(&client, CLUSTER).await?}),
+            json!({"role": "admin", "jwt": admin_jwt(client, CLUSTER).await?}),
         )
         .await?;
-        read_back(&edge, &edge_url(), &client_token(&admin)?, &written).await?;
+        read_back(&edge, &edge_url(), &client_token(&admin)?, written).await?;
         let upgraded = clusters.get(CLUSTER).await?;
         let running = upgraded.status.as_ref().and_then(|s| s.current_version.clone());
         ensure!(
@@ -475,7 +489,7 @@ pub async fn rehearse(client: Client) -> Result<()> {
 
         // 6. Going back by changing spec.version is refused, and no server is touched.
         if from != version {
-            downgrade_is_refused(&client, &clusters, &from, &version).await?;
+            downgrade_is_refused(client, &clusters, &from, &version).await?;
         }
     }
     Ok(())

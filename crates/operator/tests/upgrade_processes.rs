@@ -51,6 +51,11 @@ const UPGRADE_ROLE: &str = "openbao-operator-upgrade";
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(240);
 /// Each client operation is retried for at most this long.
 const CLIENT_RETRY: Duration = Duration::from_secs(2);
+/// One attempt of an operation waits at most this long, so that a request one server leaves
+/// unanswered (seen in CI: a write that hung for the whole 2 s on one server while the others
+/// answered) is tried again on the next server within [`CLIENT_RETRY`], as a client with a
+/// request timeout would.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(1);
 
 /// One cluster at a time: up to six `bao` processes on two shared cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -604,9 +609,11 @@ impl LoadClient {
         let started = Instant::now();
         let mut last;
         loop {
-            // Each attempt may use what is left of the operation's budget, no more.
+            // Each attempt may use what is left of the operation's budget, and at most
+            // ATTEMPT_LIMIT of it.
             let budget = CLIENT_RETRY
                 .saturating_sub(started.elapsed())
+                .min(ATTEMPT_LIMIT)
                 .max(Duration::from_millis(100));
             let result = match self.endpoint() {
                 None => Err("no traffic target".to_string()),

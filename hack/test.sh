@@ -19,8 +19,9 @@ if ! cargo run -q -p testkit --bin hermetic-k8s -- node-status >/dev/null 2>&1; 
   bash hack/cluster.sh cluster-up >/dev/null
   trap 'bash hack/cluster.sh down >/dev/null 2>&1 || true' EXIT
 fi
-# With arguments (a filter, --test X): plain `cargo test`. Without: every test binary, the node tests
-# in one lane and the self-contained process tests beside it (crates/testkit/src/bin/test-lanes.rs).
+# With arguments (a filter, --test X): plain `cargo test`. Without: every test binary in three lanes,
+# the node tests at most two at a time and the lane tests alone on the node
+# (crates/testkit/src/bin/test-lanes.rs).
 if (( $# > 0 )); then
   cargo test --workspace --no-fail-fast "$@"
 else

@@ -2,17 +2,23 @@
 //!
 //! `cargo test` runs its test binaries one after another, so the suite's wall time is the sum of
 //! every binary's time, and most of that time is spent waiting for real processes (an apiserver
-//! electing, a server unsealing, a pod starting). Two kinds of binaries exist:
-//! - **node** binaries (`node_*`) share the one hermetic node that `hack/test.sh` starts; they run
-//!   one after another in the node lane, exactly as before;
+//! electing, a server unsealing, a pod starting): measured, the two cores were 58% busy with two
+//! lanes. Three kinds of binaries exist:
+//! - **lane** binaries (`node_lane*`) run `hack/lane.sh` on the one hermetic node that
+//!   `hack/test.sh` starts: it installs the operator for the whole cluster (it would reconcile
+//!   other tests' clusters too), cert-manager and the lane's NodePorts. Each runs alone on the node;
+//! - **node** binaries (`node_*`) share the node too, but each works in namespaces of its own, with
+//!   an operator that watches only those: up to `--node-lanes` of them run at once;
 //! - every other binary starts its own processes on loopback ports it picks itself (apiservers,
-//!   `bao` servers, S3 stores), so it shares nothing and runs in a process lane beside the node lane.
+//!   `bao` servers, S3 stores), so it shares nothing and runs beside anything.
 //!
-//! The process lanes run at a lower CPU priority (`nice`): the node lane is the longer one, and its
-//! blue/green and lane tests measure client latency through real pods, which must not lose the
-//! cores to a process test's burst. A process test still gets every core the node lane leaves idle.
+//! Every lane takes the next binary it may run: a lane binary when no node binary runs, else a
+//! node binary when fewer than `--node-lanes` run and no lane binary waits, else a process binary.
+//! Process binaries run at a lower CPU priority (`nice`): the node binaries measure client latency
+//! through real pods, which must not lose the cores to a process test's burst. A process test
+//! still gets every core the node binaries leave idle.
 //!
-//! Within a lane the binaries run longest first (durations of the previous run, kept in the build
+//! Within a kind the binaries run longest first (durations of the previous run, kept in the build
 //! directory), so the lanes finish close together. Each binary's output goes to a log file; its
 //! libtest lines (`running N tests`, one line per test, `test result:`) are printed as `cargo test`
 //! prints them, one block per binary, and a total `test result:` line closes the run. A failed
@@ -30,12 +36,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(about = "Runs the workspace's test binaries: node tests in one lane, the rest beside it")]
+#[command(about = "Runs the workspace's test binaries in lanes that share no state")]
 struct Args {
-    /// Process lanes running beside the node lane.
-    #[arg(long, env = "OPENBAO_TEST_PROCESS_LANES", default_value_t = 1)]
-    process_lanes: usize,
-    /// `nice` increment of the process lanes' binaries (and every process they start).
+    /// Binaries running at once.
+    #[arg(long, env = "OPENBAO_TEST_LANES", default_value_t = 3)]
+    lanes: usize,
+    /// Node binaries (each in namespaces of its own) running at once on the one node.
+    #[arg(long, env = "OPENBAO_TEST_NODE_LANES", default_value_t = 2)]
+    node_lanes: usize,
+    /// `nice` increment of the process binaries (and every process they start).
     #[arg(long, env = "OPENBAO_TEST_PROCESS_NICE", default_value_t = 10)]
     process_nice: i32,
     /// Run only the binaries whose name (e.g. `operator/node_backup`) contains one of these.
@@ -50,7 +59,18 @@ struct TestBinary {
     executable: PathBuf,
     /// The package directory: cargo runs a test binary there, with `CARGO_MANIFEST_DIR` set to it.
     package_dir: PathBuf,
-    uses_node: bool,
+    kind: Kind,
+}
+
+/// What a binary shares with others, and so what may run beside it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// Installs cluster-wide parts on the node (`hack/lane.sh`): alone on the node.
+    Lane,
+    /// Works on the node in namespaces of its own.
+    Node,
+    /// Starts its own processes; shares nothing.
+    Process,
 }
 
 struct Outcome {
@@ -74,6 +94,8 @@ struct TestCounts {
 
 /// Binaries whose target name starts with this share the hermetic node.
 const NODE_PREFIX: &str = "node_";
+/// Node binaries whose target name starts with this run the lane (see [`Kind::Lane`]).
+const LANE_PREFIX: &str = "node_lane";
 
 fn main() {
     if let Err(e) = run(Args::parse()) {
@@ -93,10 +115,11 @@ fn run(args: Args) -> Result<()> {
     let durations_file = state_dir.join("durations.tsv");
     let previous = read_durations(&durations_file);
     println!(
-        "test-lanes: {} binaries built in {:.0} s; node lane + {} process lane(s)",
+        "test-lanes: {} binaries built in {:.0} s; {} lanes, at most {} of them on the node",
         binaries.len(),
         started.elapsed().as_secs_f64(),
-        args.process_lanes
+        args.lanes,
+        args.node_lanes
     );
 
     let by_duration_desc = |mut list: Vec<TestBinary>| -> VecDeque<TestBinary> {
@@ -107,29 +130,21 @@ fn run(args: Args) -> Result<()> {
         });
         list.into()
     };
-    let (node, process): (Vec<_>, Vec<_>) = binaries.into_iter().partition(|b| b.uses_node);
-    let node_queue = Arc::new(Mutex::new(by_duration_desc(node)));
-    let process_queue = Arc::new(Mutex::new(by_duration_desc(process)));
+    let queues = Queues::new(binaries, by_duration_desc, args.node_lanes.max(1));
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let tests_started = Instant::now();
-
-    let mut lanes = vec![("node".to_string(), node_queue)];
-    for i in 0..args.process_lanes.max(1) {
-        lanes.push((format!("process-{}", i + 1), process_queue.clone()));
-    }
+    let cpu = CpuSampler::start();
     let process_nice = args.process_nice;
-    let handles: Vec<_> = lanes
-        .into_iter()
-        .map(|(lane, queue)| {
-            let outcomes = outcomes.clone();
+    let handles: Vec<_> = (1..=args.lanes.max(1))
+        .map(|i| {
+            let (queues, outcomes) = (queues.clone(), outcomes.clone());
             let logs = state_dir.join("logs");
+            let lane = format!("lane-{i}");
             std::thread::spawn(move || {
-                loop {
-                    let Some(binary) = queue.lock().expect("queue").pop_front() else {
-                        break;
-                    };
-                    let nice = if binary.uses_node { 0 } else { process_nice };
+                while let Some(binary) = queues.next() {
+                    let nice = if binary.kind == Kind::Process { process_nice } else { 0 };
                     let outcome = run_binary(&binary, &lane, nice, &logs);
+                    queues.finished(binary.kind);
                     print_outcome(&outcome);
                     outcomes.lock().expect("outcomes").push(outcome);
                 }
@@ -152,6 +167,7 @@ fn run(args: Args) -> Result<()> {
         print!("{}", fs::read_to_string(&outcome.log).unwrap_or_default());
     }
     print_summary(&outcomes, tests_started.elapsed());
+    println!("{}", cpu.finish());
     for outcome in &failed {
         print_failure_reason(outcome);
     }
@@ -161,6 +177,84 @@ fn run(args: Args) -> Result<()> {
         bail!("{} test binaries failed: {}", failed.len(), names.join(", "));
     }
     Ok(())
+}
+
+/// The binaries still to run, by kind, and what runs on the node now: the rules of the module
+/// comment. Shared by the lanes' threads.
+#[derive(Clone)]
+struct Queues {
+    state: Arc<(Mutex<QueueState>, std::sync::Condvar)>,
+    node_lanes: usize,
+}
+
+struct QueueState {
+    lane: VecDeque<TestBinary>,
+    node: VecDeque<TestBinary>,
+    process: VecDeque<TestBinary>,
+    /// Lane and node binaries running now.
+    on_node: usize,
+    /// Whether the one running on the node is a lane binary.
+    lane_running: bool,
+}
+
+impl Queues {
+    fn new(
+        binaries: Vec<TestBinary>,
+        order: impl Fn(Vec<TestBinary>) -> VecDeque<TestBinary>,
+        node_lanes: usize,
+    ) -> Self {
+        let of = |kind: Kind| order(binaries.iter().filter(|b| b.kind == kind).cloned().collect());
+        let state = QueueState {
+            lane: of(Kind::Lane),
+            node: of(Kind::Node),
+            process: of(Kind::Process),
+            on_node: 0,
+            lane_running: false,
+        };
+        Self {
+            state: Arc::new((Mutex::new(state), std::sync::Condvar::new())),
+            node_lanes,
+        }
+    }
+
+    /// The next binary this lane may run; waits while only node binaries are left and the node
+    /// is full. `None`: nothing is left to run.
+    fn next(&self) -> Option<TestBinary> {
+        let (lock, changed) = &*self.state;
+        let mut state = lock.lock().expect("queues");
+        loop {
+            if state.lane.is_empty() && state.node.is_empty() && state.process.is_empty() {
+                return None;
+            }
+            // A lane binary waits for the node to empty; no node binary starts meanwhile.
+            let picked = if !state.lane.is_empty() {
+                (state.on_node == 0).then(|| state.lane.pop_front()).flatten()
+            } else if state.on_node < self.node_lanes && !state.lane_running {
+                state.node.pop_front()
+            } else {
+                None
+            };
+            if let Some(binary) = picked {
+                state.on_node += 1;
+                state.lane_running = binary.kind == Kind::Lane;
+                return Some(binary);
+            }
+            if let Some(binary) = state.process.pop_front() {
+                return Some(binary);
+            }
+            state = changed.wait(state).expect("queues");
+        }
+    }
+
+    fn finished(&self, kind: Kind) {
+        let (lock, changed) = &*self.state;
+        if kind != Kind::Process {
+            let mut state = lock.lock().expect("queues");
+            state.on_node -= 1;
+            state.lane_running = false;
+        }
+        changed.notify_all();
+    }
 }
 
 /// Builds every test target (`cargo test --no-run`) and reads the executables from cargo's JSON.
@@ -197,7 +291,11 @@ fn build_test_binaries() -> Result<Vec<TestBinary>> {
             name,
             executable: executable.into(),
             package_dir,
-            uses_node: kind == "test" && target.starts_with(NODE_PREFIX),
+            kind: match kind {
+                "test" if target.starts_with(LANE_PREFIX) => Kind::Lane,
+                "test" if target.starts_with(NODE_PREFIX) => Kind::Node,
+                _ => Kind::Process,
+            },
         });
     }
     let status = child.wait()?;
@@ -281,7 +379,7 @@ fn count_tests(lines: &[String]) -> TestCounts {
 /// written at once so the lanes' blocks never interleave.
 fn print_outcome(outcome: &Outcome) {
     let mut block = format!(
-        "\n     Running {} [{} lane, {:.1} s, {}]\n",
+        "\n     Running {} [{}, {:.1} s, {}]\n",
         outcome.binary.name,
         outcome.lane,
         outcome.took.as_secs_f64(),
@@ -358,6 +456,79 @@ fn print_failure_reason(outcome: &Outcome) {
     for line in reason.iter().take(4 * FAILURE_REASON_LINES) {
         println!("   {}", truncate(line, 400));
     }
+}
+
+/// How busy the machine's cores were while the lanes ran: whether another lane would find a
+/// core to run on. Samples `/proc/stat` every [`CPU_WINDOW`].
+struct CpuSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<f64>>,
+}
+
+const CPU_WINDOW: Duration = Duration::from_secs(10);
+
+impl CpuSampler {
+    fn start() -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut windows = Vec::new();
+            let mut last = cpu_times();
+            let mut window_start = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                // Short naps, so that `finish` does not wait out a whole window.
+                std::thread::sleep(Duration::from_millis(500));
+                if window_start.elapsed() < CPU_WINDOW {
+                    continue;
+                }
+                window_start = Instant::now();
+                let now = cpu_times();
+                if let (Some((busy0, total0)), Some((busy1, total1))) = (last, now)
+                    && total1 > total0
+                {
+                    windows.push((busy1 - busy0) as f64 / (total1 - total0) as f64);
+                }
+                last = now;
+            }
+            windows
+        });
+        Self { stop, handle }
+    }
+
+    /// One line: the mean utilisation and the share of windows in which every core was busy.
+    fn finish(self) -> String {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let windows = self.handle.join().unwrap_or_default();
+        if windows.is_empty() {
+            return "== cpu: no sample".to_string();
+        }
+        let mean = windows.iter().sum::<f64>() / windows.len() as f64;
+        let saturated = windows.iter().filter(|w| **w >= 0.95).count();
+        format!(
+            "== cpu: {:.0}% busy on average over {} cores; every core busy in {} of {} {}-s windows",
+            mean * 100.0,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            saturated,
+            windows.len(),
+            CPU_WINDOW.as_secs()
+        )
+    }
+}
+
+/// `(busy, total)` jiffies of all cores from `/proc/stat` (idle and iowait count as not busy).
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total - idle, total))
 }
 
 /// Lines kept after each panic line (the message, usually on the next lines).

@@ -1,18 +1,19 @@
-//! One controller per kind, and what they share. A controller imports [`jobs`] (executor Jobs)
-//! and `crate::flows` (pure decisions), never another controller: the test below reads the
-//! sources to keep it so.
+//! One controller per kind, and what they share. A controller imports [`jobs`] (executor Jobs),
+//! [`watches`] (its watch streams) and `crate::flows` (pure decisions), never another
+//! controller: the test below reads the sources to keep it so.
 
 pub mod backup;
 pub mod cluster;
 pub mod jobs;
 pub mod restore;
+pub mod watches;
 
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
 
     /// Modules every controller may import: shared plumbing, not a controller.
-    const SHARED: [&str; 1] = ["jobs"];
+    const SHARED: [&str; 2] = ["jobs", "watches"];
 
     /// The controllers `source` (a file of controller `own`) imports through
     /// `crate::controllers::…`, other than itself and the shared modules.

@@ -32,6 +32,7 @@ use std::time::Duration;
 use self::decide::{CredentialsCheck, Decision, Inputs, JobAction, LockChange};
 use crate::context::Context;
 use crate::controllers::jobs;
+use crate::controllers::watches;
 use crate::kube_write::{KubeError, Writer, kube_err};
 use crate::runtime::metrics::{BackupLabels, ClusterLabels};
 
@@ -73,11 +74,11 @@ const REQUIRED_KEYS: [&str; 2] = ["accessKeyId", "secretAccessKey"];
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(bctx: Arc<BackupContext>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let clusters = bctx.ctx.watched::<OpenBaoCluster>();
+    let (clusters, cache) = watches::clusters(bctx.ctx.watched::<OpenBaoCluster>());
     let executor_jobs =
         watcher::Config::default().labels(&format!("app.kubernetes.io/name={}", job_objects::EXECUTOR_NAME));
     let guard = crate::runtime::panic_guard::PanicGuard::new("backup", bctx.ctx.metrics.clone());
-    let results = Controller::new(clusters, watcher::Config::default().any_semantic())
+    let results = Controller::for_stream(clusters, cache)
         // A Job's completion is what a running backup waits for.
         .owns(bctx.ctx.watched::<Job>(), executor_jobs)
         .graceful_shutdown_on(shutdown)

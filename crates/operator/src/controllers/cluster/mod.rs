@@ -25,6 +25,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::ResourceExt;
+use kube::api::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use self::status::{Observed, TlsState};
 use crate::context::Context;
+use crate::controllers::watches;
 use crate::kube_write::KubeError;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,39 +68,49 @@ const STEADY_REQUEUE: Duration = Duration::from_secs(300);
 /// After a seal-migration step that set no requeue of its own (see the reconcile).
 const SEAL_STEP_FOLLOW_UP: Duration = Duration::from_secs(1);
 
+/// Reconciles in flight at once. Each holds what it observed and built until its writes are done;
+/// unbounded, 1,000 new clusters meant 1,000 of them in memory together, while the apiserver
+/// serves only so many writes at a time anyway.
+const CONCURRENT_RECONCILES: u16 = 32;
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY_LABEL, labels::MANAGED_BY));
     let pods = watcher::Config::default().labels(labels::CLUSTER_LABEL);
     let guard = crate::runtime::panic_guard::PanicGuard::new("cluster", ctx.metrics.clone());
-    let mut controller = Controller::new(
-        ctx.watched::<OpenBaoCluster>(),
-        watcher::Config::default().any_semantic(),
-    )
-    .owns(ctx.watched::<StatefulSet>(), managed.clone())
-    .owns(ctx.watched::<Service>(), managed.clone())
-    .owns(ctx.watched::<ConfigMap>(), managed.clone())
-    // The cluster's own Secrets, and those cert-manager keeps for `tls.certManager` (no owner
-    // reference to the cluster, but the labels of the Certificate's secretTemplate): a renewed,
-    // deleted or re-created certificate is looked at at once.
-    .watches(ctx.watched::<Secret>(), managed.clone(), |secret| {
-        let owner = secret
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true) && o.kind == "OpenBaoCluster")
-            .map(|o| o.name.clone());
-        let cluster = owner.or_else(|| secret.labels().get(labels::CLUSTER_LABEL).cloned())?;
-        Some(ObjectRef::<OpenBaoCluster>::new(&cluster).within(&secret.namespace()?))
-    })
-    .owns(ctx.watched::<ServiceAccount>(), managed.clone())
-    .owns(ctx.watched::<RoleBinding>(), managed.clone())
-    .owns(ctx.watched::<PodDisruptionBudget>(), managed.clone())
-    .owns(ctx.watched::<NetworkPolicy>(), managed.clone())
-    // Pods carry OpenBao's own state (initialized, sealed, active) in their labels.
-    .watches(ctx.watched::<Pod>(), pods, |pod| {
-        let cluster = pod.labels().get(labels::CLUSTER_LABEL)?.clone();
-        Some(ObjectRef::<OpenBaoCluster>::new(&cluster).within(&pod.namespace()?))
-    });
+    let (clusters, cache) = watches::clusters(ctx.watched::<OpenBaoCluster>());
+    let mut controller = Controller::for_stream(clusters, cache)
+        .owns(ctx.watched::<StatefulSet>(), managed.clone())
+        .owns(ctx.watched::<Service>(), managed.clone())
+        .owns(ctx.watched::<ConfigMap>(), managed.clone())
+        // The cluster's own Secrets, and those cert-manager keeps for `tls.certManager` (no owner
+        // reference to the cluster, but the labels of the Certificate's secretTemplate): a renewed,
+        // deleted or re-created certificate is looked at at once. Metadata only: the reconcile
+        // reads the Secrets it needs itself.
+        .watches_stream(
+            watches::metadata_of(ctx.watched::<PartialObjectMeta<Secret>>(), managed.clone()),
+            |secret| {
+                let owner = secret
+                    .owner_references()
+                    .iter()
+                    .find(|o| o.controller == Some(true) && o.kind == "OpenBaoCluster")
+                    .map(|o| o.name.clone());
+                let cluster = owner.or_else(|| secret.labels().get(labels::CLUSTER_LABEL).cloned())?;
+                Some(ObjectRef::<OpenBaoCluster>::new(&cluster).within(&secret.namespace()?))
+            },
+        )
+        .owns(ctx.watched::<ServiceAccount>(), managed.clone())
+        .owns(ctx.watched::<RoleBinding>(), managed.clone())
+        .owns(ctx.watched::<PodDisruptionBudget>(), managed.clone())
+        .owns(ctx.watched::<NetworkPolicy>(), managed.clone())
+        // Pods carry OpenBao's own state (initialized, sealed, active) in their labels.
+        .watches_stream(
+            watches::metadata_of(ctx.watched::<PartialObjectMeta<Pod>>(), pods),
+            |pod| {
+                let cluster = pod.labels().get(labels::CLUSTER_LABEL)?.clone();
+                Some(ObjectRef::<OpenBaoCluster>::new(&cluster).within(&pod.namespace()?))
+            },
+        );
     if ctx.gateway_api {
         controller = controller
             .owns(ctx.watched::<gateway_api::httproutes::HttpRoute>(), managed.clone())
@@ -111,7 +123,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let metrics = ctx.metrics.clone();
     let results = controller
         // Creating a cluster's children fires a burst of watch events; one reconcile serves them all.
-        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)))
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .debounce(Duration::from_millis(500))
+                .concurrency(CONCURRENT_RECONCILES),
+        )
         .graceful_shutdown_on(shutdown)
         .run(guard.reconciler(reconcile), guard.error_policy(error_policy), ctx);
     guard.drive(results).await;

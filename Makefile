@@ -4,8 +4,8 @@
 apiserver-up: ## etcd + kube-apiserver on loopback; kubeconfig at .cluster/kubeconfig
 	bash hack/cluster.sh apiserver-up
 
-cluster-up: ## single-node cluster in its own network namespace (kubelet, containerd, CoreDNS, local-path)
-	bash hack/cluster.sh cluster-up
+cluster-up: ## cluster in its own network namespace (kubelet, containerd, CoreDNS, local-path); NODES=3 adds two worker nodes
+	bash hack/cluster.sh cluster-up --nodes $(or $(NODES),1)
 
 cluster-down: ## stops either mode; no process, mount, netns or veth stays behind
 	bash hack/cluster.sh down

@@ -14,6 +14,9 @@
 //!
 //! `hermetic-k8s cluster-up` prepares the host ([`cluster_up`]) and then runs itself as
 //! `hermetic-k8s node-boot` inside the namespace ([`enter`] + [`boot_inside`]).
+//!
+//! More nodes (`make cluster-up NODES=3`): [`workers`] adds kubelet nodes, each in a network
+//! namespace and cgroup of its own, linked to this one.
 
 mod addons;
 mod boot;
@@ -27,6 +30,7 @@ mod network;
 mod owner;
 mod readiness;
 mod sysctls;
+pub mod workers;
 
 pub use boot::boot_inside;
 pub use guard::NodeGuard;
@@ -198,11 +202,21 @@ pub fn image_list() -> Result<Vec<(String, PathBuf)>> {
         .collect()
 }
 
-/// Imports image archives into the containerd of the node running from `root`, for images added
-/// or rebuilt after the node booted (node-boot imports the list once). Re-importing an image that
-/// is already there only re-reads its archive.
+/// Imports image archives into the containerd of every node running from `root` (the first and
+/// its workers), for images added or rebuilt after the node booted (node-boot imports the list
+/// once). Re-importing an image that is already there only re-reads its archive.
 pub fn import_images(root: &Path, images: &[(String, PathBuf)]) -> Result<()> {
-    let socket = config::NodePaths::new(root).containerd_socket();
+    import_into(&config::NodePaths::new(root).containerd_socket(), images)?;
+    for worker in network::existing_workers() {
+        // A killed worker is left out: it imports the node's boot list when it starts again.
+        if workers::is_running(root, &worker) {
+            import_into(&config::NodePaths::new(&worker.dir(root)).containerd_socket(), images)?;
+        }
+    }
+    Ok(())
+}
+
+fn import_into(socket: &Path, images: &[(String, PathBuf)]) -> Result<()> {
     for (name, archive) in images {
         let out = Command::new("/usr/bin/ctr")
             .arg(format!("--address={}", socket.display()))
@@ -272,6 +286,9 @@ fn teardown(root: &Path) -> Result<()> {
     network::kill_processes_inside()?;
     mounts::unmount_under(root)?;
     leftovers::remove(root);
+    for worker in (1..=workers::MAX_WORKERS).map(workers::Worker::new) {
+        leftovers::remove(&worker.dir(root));
+    }
     network::delete()?;
     cgroups::remove()?;
     sysctls::restore(root)?;

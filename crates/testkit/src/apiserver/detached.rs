@@ -70,6 +70,11 @@ pub(crate) fn spawn_recorded(
 }
 
 pub(crate) fn spawn_detached(program: &Path, args: &[String], log: &Path) -> Result<Child> {
+    Ok(detached_command(program, args, log)?.spawn()?)
+}
+
+/// `program args` in a session of its own, its output appended to `log`, ready to spawn.
+pub(crate) fn detached_command(program: &Path, args: &[String], log: &Path) -> Result<Command> {
     let out = fs::File::options()
         .create(true)
         .append(true)
@@ -87,7 +92,7 @@ pub(crate) fn spawn_detached(program: &Path, args: &[String], log: &Path) -> Res
             Ok(())
         });
     }
-    Ok(cmd.spawn()?)
+    Ok(cmd)
 }
 
 pub(crate) fn read_pid(layout: &Layout, name: &str) -> Option<i32> {

@@ -26,9 +26,17 @@ enum Cmd {
         #[arg(long)]
         audit_log: Option<PathBuf>,
     },
-    /// Start a single-node cluster (kubelet, containerd, CoreDNS, local-path storage) in its own
-    /// network namespace; returns once it is usable. No-op when already up.
-    ClusterUp,
+    /// Start a cluster (kubelet, containerd, CoreDNS, local-path storage) in its own network
+    /// namespace; returns once it is usable. No-op when already up.
+    ClusterUp {
+        /// Kubelet nodes in all: the first (with the control plane) and `nodes - 1` workers,
+        /// each in a network namespace of its own.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=4))]
+        nodes: u8,
+    },
+    /// Remove the workers of a running cluster (their Nodes, processes and state); the first
+    /// node stays.
+    WorkersDown,
     /// Stop what `apiserver-up` or `cluster-up` started and remove its state.
     Down {
         /// Keep `<state-dir>/logs`.
@@ -97,13 +105,15 @@ async fn run(cli: Cli) -> Result<()> {
             }
             println!("{}", apiserver::Layout::new(dir).kubeconfig().display());
         }
-        Cmd::ClusterUp => {
+        Cmd::ClusterUp { nodes } => {
             let exe = std::env::current_exe().context("locate the hermetic-k8s binary")?;
             let mut node_boot = std::process::Command::new(exe);
             node_boot.arg("--state-dir").arg(dir).arg("node-boot");
             let kubeconfig = node::cluster_up(dir, node_boot).await?;
+            node::workers::add(dir, nodes - 1).await?;
             println!("{}", kubeconfig.display());
         }
+        Cmd::WorkersDown => node::workers::remove_all(dir).await?,
         Cmd::NodeStatus => match node::running_node().await {
             Some(state) => println!("{}", state.display()),
             None => std::process::exit(1),

@@ -1,7 +1,9 @@
 //! The node's cgroup `/openbao-node` (cgroup v1, cgroupfs driver). kubelet uses it as its
 //! `cgroupRoot` (pods go below `kubepods`), and the node's own daemons join `system` in the freezer
 //! hierarchy, so the node's processes are exactly that subtree: teardown freezes it, kills every
-//! task and removes the directories.
+//! task and removes the directories. A worker node (`super::workers`) has the same shape one level
+//! down, `/openbao-node/<worker>`: killing that subtree is the worker losing its power, and the
+//! node's teardown still finds every process below `/openbao-node`.
 
 use super::NODE_NAME;
 use anyhow::{Context, Result, bail};
@@ -11,9 +13,14 @@ use std::time::{Duration, Instant};
 
 const CGROUP_FS: &str = "/sys/fs/cgroup";
 
-/// kubelet's `cgroupRoot`.
+/// kubelet's `cgroupRoot` of the first node.
 pub(super) fn root_name() -> String {
     format!("/{NODE_NAME}")
+}
+
+/// kubelet's `cgroupRoot` of worker `name`: inside the first node's subtree.
+pub(super) fn worker_root_name(name: &str) -> String {
+    format!("/{NODE_NAME}/{name}")
 }
 
 /// The mounted v1 hierarchies (`cpu`, `memory`, `name=systemd`, ...) and the v2 one of a hybrid
@@ -34,11 +41,19 @@ fn is_v1(hierarchy: &Path) -> bool {
     hierarchy.file_name().is_some_and(|n| n != "unified")
 }
 
-fn freezer() -> PathBuf {
-    Path::new(CGROUP_FS).join("freezer").join(NODE_NAME)
+/// `cgroup_root` (e.g. `/openbao-node`) in the freezer hierarchy.
+fn freezer(cgroup_root: &str) -> PathBuf {
+    Path::new(CGROUP_FS)
+        .join("freezer")
+        .join(cgroup_root.trim_start_matches('/'))
 }
 
 pub(super) fn create() -> Result<()> {
+    create_subtree(&root_name())
+}
+
+/// The cgroup `cgroup_root` in every v1 hierarchy, with a `system` freezer cgroup for its daemons.
+pub(super) fn create_subtree(cgroup_root: &str) -> Result<()> {
     if !Path::new(CGROUP_FS).join("freezer/cgroup.procs").exists() {
         bail!(
             "node mode needs the cgroup v1 freezer hierarchy at {CGROUP_FS}/freezer (this host: {}); \
@@ -50,25 +65,36 @@ pub(super) fn create() -> Result<()> {
                 .join(", ")
         );
     }
+    let relative = Path::new(cgroup_root.trim_start_matches('/'));
     for hierarchy in hierarchies()?.into_iter().filter(|h| is_v1(h)) {
-        let dir = hierarchy.join(NODE_NAME);
-        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        // A new v1 cpuset starts with no CPUs and no memory nodes; nothing could join it.
-        if hierarchy.ends_with("cpuset") {
-            for file in ["cpuset.cpus", "cpuset.mems"] {
-                let value = fs::read_to_string(hierarchy.join(file))?;
-                fs::write(dir.join(file), value.trim())
-                    .with_context(|| format!("write {}", dir.join(file).display()))?;
+        // Each level is created in turn: a new v1 cpuset starts with no CPUs and no memory
+        // nodes, and nothing could join it (or a child of it) until they are copied down.
+        let mut parent = hierarchy.clone();
+        for part in relative.components() {
+            let dir = parent.join(part);
+            fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            if hierarchy.ends_with("cpuset") {
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    let value = fs::read_to_string(parent.join(file))?;
+                    fs::write(dir.join(file), value.trim())
+                        .with_context(|| format!("write {}", dir.join(file).display()))?;
+                }
             }
+            parent = dir;
         }
     }
-    fs::create_dir_all(freezer().join("system")).context("create the freezer cgroup for the node's daemons")
+    fs::create_dir_all(freezer(cgroup_root).join("system")).context("create the freezer cgroup for the node's daemons")
 }
 
 /// Moves `pid` (with its threads) into the node's daemon cgroup; its children inherit it.
 pub(super) fn join_system(pid: u32) -> Result<()> {
-    let procs = freezer().join("system/cgroup.procs");
+    let procs = daemon_procs(&root_name());
     fs::write(&procs, pid.to_string()).with_context(|| format!("join {}", procs.display()))
+}
+
+/// The `cgroup.procs` file of the daemons of `cgroup_root`; writing "0" to it moves the writer.
+pub(super) fn daemon_procs(cgroup_root: &str) -> PathBuf {
+    freezer(cgroup_root).join("system/cgroup.procs")
 }
 
 /// Every cgroup directory of the subtree at `dir`, parents before children.
@@ -101,10 +127,16 @@ fn kill(pids: &[i32]) {
     }
 }
 
-/// Freezes the subtree (so nothing forks or restarts while we kill), SIGKILLs every task, thaws
-/// it and waits until all tasks are gone, in every hierarchy.
+/// Kills every process of the node, its workers included.
 pub(super) fn kill_all() -> Result<()> {
-    let frozen = freezer();
+    kill_subtree(&root_name())
+}
+
+/// Freezes the subtree `cgroup_root` (so nothing forks or restarts while we kill), SIGKILLs every
+/// task, thaws it and waits until all tasks are gone, in every hierarchy.
+pub(super) fn kill_subtree(cgroup_root: &str) -> Result<()> {
+    let relative = cgroup_root.trim_start_matches('/');
+    let frozen = freezer(cgroup_root);
     if frozen.exists() {
         let state = frozen.join("freezer.state");
         fs::write(&state, "FROZEN").with_context(|| format!("freeze {}", frozen.display()))?;
@@ -119,7 +151,7 @@ pub(super) fn kill_all() -> Result<()> {
     loop {
         let left: Vec<i32> = hierarchies()?
             .iter()
-            .map(|h| h.join(NODE_NAME))
+            .map(|h| h.join(relative))
             .filter(|d| d.exists())
             .flat_map(|d| tasks(&d))
             .collect();
@@ -127,17 +159,22 @@ pub(super) fn kill_all() -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("tasks {left:?} survive SIGKILL in the {NODE_NAME} cgroups");
+            bail!("tasks {left:?} survive SIGKILL in the {cgroup_root} cgroups");
         }
         kill(&left);
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-/// Removes the (empty) subtree in every hierarchy, children first.
+/// Removes the node's (empty) subtree in every hierarchy, children first.
 pub(super) fn remove() -> Result<()> {
+    remove_subtree(&root_name())
+}
+
+/// Removes the (empty) subtree `cgroup_root` in every hierarchy, children first.
+pub(super) fn remove_subtree(cgroup_root: &str) -> Result<()> {
     for hierarchy in hierarchies()? {
-        let top = hierarchy.join(NODE_NAME);
+        let top = hierarchy.join(cgroup_root.trim_start_matches('/'));
         if !top.exists() {
             continue;
         }

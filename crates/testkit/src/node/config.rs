@@ -1,12 +1,42 @@
 //! Files and command lines of the node's components, all under the state directory: nothing is
 //! written to /etc or /var/lib, so teardown only has to remove one directory.
 
-use super::{CLUSTER_DNS_IP, CLUSTER_DOMAIN, NODE_IP, NODE_NAME, NODE_POD_CIDR, POD_CIDR, SERVICE_CIDR, cgroups};
+use super::{
+    CLUSTER_DNS_IP, CLUSTER_DOMAIN, NODE_IP, NODE_NAME, NODE_POD_CIDR, POD_CIDR, SERVICE_CIDR, cgroups, workers,
+};
+use crate::apiserver::Layout;
 use crate::apiserver::plan::{LaunchPlan, write_kubeconfig};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+
+/// Who a node is: the name, address, pod range and cgroup its kubelet, kube-proxy, CNI and
+/// NetworkPolicy engine are configured with.
+pub(super) struct NodeIdentity {
+    pub(super) name: String,
+    pub(super) ip: Ipv4Addr,
+    pub(super) pod_cidr: String,
+    pub(super) cgroup_root: String,
+    /// The file name (under `pki/`) of its kubelet's client certificate, and of its serving one.
+    pub(super) kubelet_client: String,
+    pub(super) kubelet_serving: String,
+}
+
+impl NodeIdentity {
+    /// The first node: control plane and kubelet in `openbao-node`.
+    pub(super) fn first() -> Self {
+        Self {
+            name: NODE_NAME.into(),
+            ip: NODE_IP,
+            pod_cidr: NODE_POD_CIDR.into(),
+            cgroup_root: cgroups::root_name(),
+            kubelet_client: "kubelet".into(),
+            kubelet_serving: "kubelet-serving".into(),
+        }
+    }
+}
 
 /// The pause image containerd starts every pod sandbox from (hack/images.sh builds it).
 pub(super) const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10.1";
@@ -57,17 +87,17 @@ impl NodePaths {
 
 /// Certificates, kubeconfigs and configuration files of everything but etcd and the apiserver
 /// (the apiserver's kubelet-client certificate included: it must exist before the apiserver starts).
+/// The kubelet certificates of every possible worker are made here too, while the CA is at hand.
 pub(super) fn write_all(plan: &LaunchPlan, paths: &NodePaths) -> Result<()> {
-    let node_ip = NODE_IP.to_string();
-    let identities = [
-        ("kubelet", format!("system:node:{NODE_NAME}"), Some("system:nodes")),
-        ("kube-controller-manager", "system:kube-controller-manager".into(), None),
-        ("kube-scheduler", "system:kube-scheduler".into(), None),
-        ("kube-proxy", "system:kube-proxy".into(), None),
-        (NETWORK_POLICY_ENGINE, NETWORK_POLICY_ENGINE_USER.into(), None),
+    let first = NodeIdentity::first();
+    let shared = [
+        ("kube-controller-manager", "system:kube-controller-manager"),
+        ("kube-scheduler", "system:kube-scheduler"),
+        ("kube-proxy", "system:kube-proxy"),
+        (NETWORK_POLICY_ENGINE, NETWORK_POLICY_ENGINE_USER),
     ];
-    for (name, common_name, org) in &identities {
-        plan.write_leaf(name, common_name, *org, &[])?;
+    for (name, common_name) in shared {
+        plan.write_leaf(name, common_name, None, &[])?;
     }
     plan.write_leaf(
         "apiserver-kubelet-client",
@@ -75,7 +105,27 @@ pub(super) fn write_all(plan: &LaunchPlan, paths: &NodePaths) -> Result<()> {
         Some("system:masters"),
         &[],
     )?;
-    plan.write_leaf("kubelet-serving", NODE_NAME, None, &[NODE_NAME, &node_ip])?;
+    let workers = (1..=workers::MAX_WORKERS).map(|i| workers::Worker::new(i).identity());
+    for node in std::iter::once(NodeIdentity::first()).chain(workers) {
+        let ip = node.ip.to_string();
+        plan.write_leaf(
+            &node.kubelet_client,
+            &format!("system:node:{}", node.name),
+            Some("system:nodes"),
+            &[],
+        )?;
+        plan.write_leaf(&node.kubelet_serving, &node.name, None, &[&node.name, &ip])?;
+    }
+    write_node_files(&plan.layout, &plan.url(), &first, paths)?;
+    for name in ["kube-controller-manager", "kube-scheduler"] {
+        write_kubeconfig(&paths.kubeconfig_of(name), &plan.url(), &plan.layout, name)?;
+    }
+    Ok(())
+}
+
+/// The files of one node's own components (containerd, CNI, kubelet, kube-proxy, the
+/// NetworkPolicy engine) under `paths`, with the certificates already in `layout`'s `pki/`.
+pub(super) fn write_node_files(layout: &Layout, server: &str, node: &NodeIdentity, paths: &NodePaths) -> Result<()> {
     for dir in [
         paths.root.join("config"),
         paths.root.join("containerd"),
@@ -86,17 +136,18 @@ pub(super) fn write_all(plan: &LaunchPlan, paths: &NodePaths) -> Result<()> {
     ] {
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    for (name, ..) in &identities {
-        write_kubeconfig(&paths.kubeconfig_of(name), &plan.url(), &plan.layout, name)?;
+    write_kubeconfig(&paths.kubeconfig_of("kubelet"), server, layout, &node.kubelet_client)?;
+    for name in ["kube-proxy", NETWORK_POLICY_ENGINE] {
+        write_kubeconfig(&paths.kubeconfig_of(name), server, layout, name)?;
     }
     let files = [
         (paths.containerd_config(), containerd_toml(paths)),
         (
             paths.cni_conf_dir().join("10-openbao-node.conflist"),
-            cni_conflist(paths),
+            cni_conflist(paths, node),
         ),
-        (paths.config("kubelet.yaml"), kubelet_yaml(plan, paths)),
-        (paths.config("kube-proxy.yaml"), kube_proxy_yaml(paths)),
+        (paths.config("kubelet.yaml"), kubelet_yaml(layout, paths, node)),
+        (paths.config("kube-proxy.yaml"), kube_proxy_yaml(paths, node)),
         (paths.config("resolv.conf"), resolv_conf()),
     ];
     for (path, text) in files {
@@ -165,7 +216,7 @@ disabled_plugins = [
 }
 
 /// A bridge with the node as the pods' gateway; host-local keeps its leases under our state.
-fn cni_conflist(paths: &NodePaths) -> String {
+fn cni_conflist(paths: &NodePaths, node: &NodeIdentity) -> String {
     let ipam_dir = paths.root.join("cni/ipam");
     let conf = json!({
         "cniVersion": "1.0.0",
@@ -179,7 +230,7 @@ fn cni_conflist(paths: &NodePaths) -> String {
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": NODE_POD_CIDR}]],
+                    "ranges": [[{"subnet": node.pod_cidr}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                     "dataDir": ipam_dir,
                 },
@@ -190,19 +241,19 @@ fn cni_conflist(paths: &NodePaths) -> String {
     serde_json::to_string_pretty(&conf).expect("CNI config serializes")
 }
 
-fn kubelet_yaml(plan: &LaunchPlan, paths: &NodePaths) -> String {
-    let pki = |f: &str| plan.layout.pki(f).display().to_string();
+fn kubelet_yaml(layout: &Layout, paths: &NodePaths, node: &NodeIdentity) -> String {
+    let pki = |f: &str| layout.pki(f).display().to_string();
     let kubelet = paths.kubelet_dir();
     let config = json!({
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
-        "address": NODE_IP.to_string(),
+        "address": node.ip.to_string(),
         "port": 10250,
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
         "healthzPort": 10248,
-        "tlsCertFile": pki("kubelet-serving.crt"),
-        "tlsPrivateKeyFile": pki("kubelet-serving.key"),
+        "tlsCertFile": pki(&format!("{}.crt", node.kubelet_serving)),
+        "tlsPrivateKeyFile": pki(&format!("{}.key", node.kubelet_serving)),
         "authentication": {
             "anonymous": {"enabled": false},
             "webhook": {"enabled": true},
@@ -211,7 +262,7 @@ fn kubelet_yaml(plan: &LaunchPlan, paths: &NodePaths) -> String {
         "authorization": {"mode": "Webhook"},
         "containerRuntimeEndpoint": format!("unix://{}", paths.containerd_socket().display()),
         "cgroupDriver": "cgroupfs",
-        "cgroupRoot": cgroups::root_name(),
+        "cgroupRoot": node.cgroup_root,
         "cgroupsPerQOS": true,
         // The host is cgroup v1 (hybrid); kubelet 1.35+ refuses that unless told otherwise.
         "failCgroupV1": false,
@@ -245,18 +296,18 @@ fn kubelet_yaml(plan: &LaunchPlan, paths: &NodePaths) -> String {
     serde_json::to_string_pretty(&config).expect("kubelet config serializes")
 }
 
-fn kube_proxy_yaml(paths: &NodePaths) -> String {
+fn kube_proxy_yaml(paths: &NodePaths, node: &NodeIdentity) -> String {
     let config = json!({
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
         "mode": "iptables",
         "clientConnection": {"kubeconfig": paths.kubeconfig_of("kube-proxy")},
-        "hostnameOverride": NODE_NAME,
-        "bindAddress": NODE_IP.to_string(),
+        "hostnameOverride": node.name,
+        "bindAddress": node.ip.to_string(),
         "clusterCIDR": POD_CIDR,
         "healthzBindAddress": "127.0.0.1:10256",
         "metricsBindAddress": "127.0.0.1:10249",
-        "nodePortAddresses": [format!("{NODE_IP}/32")],
+        "nodePortAddresses": [format!("{}/32", node.ip)],
         // The conntrack table size is machine-wide: leave the host's alone.
         "conntrack": {"maxPerCore": 0, "min": 0},
         "oomScoreAdj": 0,
@@ -310,7 +361,7 @@ pub(super) fn scheduler_args(paths: &NodePaths) -> Vec<String> {
     ]
 }
 
-pub(super) fn kubelet_args(paths: &NodePaths) -> Vec<String> {
+pub(super) fn kubelet_args(paths: &NodePaths, node: &NodeIdentity) -> Vec<String> {
     let kubelet = paths.kubelet_dir();
     vec![
         format!("--config={}", paths.config("kubelet.yaml").display()),
@@ -318,8 +369,8 @@ pub(super) fn kubelet_args(paths: &NodePaths) -> Vec<String> {
         format!("--root-dir={}", kubelet.display()),
         format!("--cert-dir={}", kubelet.join("pki").display()),
         format!("--volume-plugin-dir={}", kubelet.join("volume-plugins").display()),
-        format!("--hostname-override={NODE_NAME}"),
-        format!("--node-ip={NODE_IP}"),
+        format!("--hostname-override={}", node.name),
+        format!("--node-ip={}", node.ip),
         "--v=1".into(),
     ]
 }
@@ -333,10 +384,10 @@ pub(super) const NETWORK_POLICY_ENGINE_USER: &str = "system:hermetic-node:kube-r
 /// proxy (kube-proxy does it). It reads the node's pods and policies and programs iptables and
 /// ipsets in the node's namespace; traffic a policy refuses is rejected, so a refused connection
 /// fails at once instead of timing out.
-pub(super) fn network_policy_engine_args(paths: &NodePaths) -> Vec<String> {
+pub(super) fn network_policy_engine_args(paths: &NodePaths, node: &NodeIdentity) -> Vec<String> {
     vec![
         format!("--kubeconfig={}", paths.kubeconfig_of(NETWORK_POLICY_ENGINE).display()),
-        format!("--hostname-override={NODE_NAME}"),
+        format!("--hostname-override={}", node.name),
         "--run-firewall=true".into(),
         "--run-router=false".into(),
         "--run-service-proxy=false".into(),

@@ -46,18 +46,28 @@ fn remove_empty_chain(dir: &Path, stop: &Path) {
     }
 }
 
+/// The shim sockets of the node's tasks: what a reboot clears (they live in /run), so a node
+/// that lost its power (`workers::kill`) loses them too. Its containerd, started again, cleans up
+/// the dead tasks themselves.
+pub(super) fn remove_shim_sockets(root: &Path) {
+    let paths = NodePaths::new(root);
+    for (namespace, id) in &tasks(&paths) {
+        let _ = fs::remove_file(shim_socket(&paths.containerd_socket(), namespace, id));
+    }
+    remove_empty_chain(Path::new(SHIM_SOCKETS), Path::new("/run"));
+}
+
 pub(super) fn remove(root: &Path) {
     let paths = NodePaths::new(root);
+    remove_shim_sockets(root);
     let tasks = tasks(&paths);
-    for (namespace, id) in &tasks {
-        let _ = fs::remove_file(shim_socket(&paths.containerd_socket(), namespace, id));
+    for (_, id) in &tasks {
         for result in fs::read_dir(CNI_RESULTS).into_iter().flatten().flatten() {
             if result.file_name().to_string_lossy().contains(&format!("-{id}-")) {
                 let _ = fs::remove_file(result.path());
             }
         }
     }
-    remove_empty_chain(Path::new(SHIM_SOCKETS), Path::new("/run"));
     remove_empty_chain(Path::new(CNI_RESULTS), Path::new("/var/lib"));
     let pod_logs = paths.pod_logs();
     for link in fs::read_dir(CONTAINER_LOG_LINKS).into_iter().flatten().flatten() {

@@ -26,7 +26,8 @@ pub async fn is_ready(root: &Path) -> bool {
     let Ok(client) = client_from_kubeconfig(&layout.kubeconfig()).await else {
         return false;
     };
-    node_ready(&client).await.unwrap_or(false) && addons_ready(&client).await.map(|m| m.is_empty()).unwrap_or(false)
+    node_ready(&client, NODE_NAME).await.unwrap_or(false)
+        && addons_ready(&client).await.map(|m| m.is_empty()).unwrap_or(false)
 }
 
 async fn readyz(layout: &Layout) -> Result<bool> {
@@ -60,8 +61,9 @@ pub(super) async fn wait_for_readyz_from_host(root: &Path) -> Result<()> {
     }
 }
 
-async fn node_ready(client: &kube::Client) -> Result<bool> {
-    let Some(node) = Api::<Node>::all(client.clone()).get_opt(NODE_NAME).await? else {
+/// Whether Node `name` says Ready.
+pub(super) async fn node_ready(client: &kube::Client, name: &str) -> Result<bool> {
+    let Some(node) = Api::<Node>::all(client.clone()).get_opt(name).await? else {
         return Ok(false);
     };
     let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
@@ -154,7 +156,7 @@ pub(super) async fn wait_until_ready(
     let mut node_seen_ready = false;
     loop {
         alive()?;
-        if !node_seen_ready && node_ready(client).await.unwrap_or(false) {
+        if !node_seen_ready && node_ready(client, NODE_NAME).await.unwrap_or(false) {
             node_seen_ready = true;
             eprintln!("node: Node {NODE_NAME} Ready after {:.1?}", began.elapsed());
         }

@@ -31,10 +31,24 @@ use crate::openbao::AccessError;
 /// that reaches a standby which redirects to the active server (traffic may already select
 /// green while blue still leads), the login goes to that server's pod directly.
 pub async fn operator_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) -> Result<Token, String> {
-    operator_login_as(ctx, cluster, bundle, "openbao-operator")
-        .await
-        .map_err(|e| e.to_string())
+    let mut attempt = 1;
+    loop {
+        match operator_login_as(ctx, cluster, bundle, "openbao-operator").await {
+            Ok(token) => return Ok(token),
+            Err(e) if attempt < LOGIN_ATTEMPTS && e.worth_retrying() => {
+                attempt += 1;
+                tokio::time::sleep(LOGIN_RETRY_PAUSE).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
+
+/// Logins in one upgrade step. A login that lands in a leader change (HTTP 503 `no active Vault
+/// instance found` while the servers elect) is tried again within the step, so a handover the
+/// upgrade itself causes is not recorded as the step's `lastError`.
+const LOGIN_ATTEMPTS: u32 = 3;
+const LOGIN_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(700);
 
 /// Why [`operator_login_as`] failed; `refused` keeps OpenBao's answer to the login itself (a
 /// missing role shows there).
@@ -42,6 +56,17 @@ pub async fn operator_login(ctx: &Context, cluster: &Cluster<'_>, bundle: &str) 
 pub struct LoginFailure {
     pub message: String,
     pub refused: Option<openbao_client::BaoError>,
+}
+
+impl LoginFailure {
+    /// OpenBao answered with something a moment later may not repeat (429, 5xx: a standby
+    /// without a leader, a sealed server, overload). A refusal (4xx) or a failure before the
+    /// login was sent (no token for the operator) is final for this step.
+    fn worth_retrying(&self) -> bool {
+        self.refused
+            .as_ref()
+            .is_some_and(openbao_client::BaoError::is_retryable)
+    }
 }
 
 impl std::fmt::Display for LoginFailure {
@@ -468,6 +493,28 @@ impl Platform for KubePlatform<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_during_a_leader_change_is_tried_again_a_refusal_is_not() {
+        let answered = |status: u16, text: &str| LoginFailure {
+            message: format!("logging in for the upgrade: HTTP {status}"),
+            refused: Some(openbao_client::BaoError::Api {
+                method: "PUT".into(),
+                path: "/v1/auth/jwt-operator/login".into(),
+                status,
+                errors: vec![text.into()],
+            }),
+        };
+        assert!(answered(503, "no active Vault instance found").worth_retrying());
+        assert!(answered(500, "local node not active but active cluster node not found").worth_retrying());
+        assert!(!answered(400, "role \"openbao-operator\" could not be found").worth_retrying());
+        assert!(!answered(403, "permission denied").worth_retrying());
+        let before_sending = LoginFailure {
+            message: "logging in for the upgrade: no token".into(),
+            refused: None,
+        };
+        assert!(!before_sending.worth_retrying());
+    }
 
     #[test]
     fn pod_versions_come_from_the_image_tag_or_the_registration_label() {

@@ -22,11 +22,13 @@ fi
 # With arguments (a filter, --test X): plain `cargo test`. Without: every test binary in three lanes,
 # the node tests at most two at a time and the lane tests alone on the node
 # (crates/testkit/src/bin/test-lanes.rs).
-# TEST_LANES_ONLY (e.g. `node_`): only the binaries whose name holds it, and no doc tests.
+# TEST_LANES_ONLY (e.g. `node_`, or several names separated by spaces): only the binaries whose name
+# holds one of them, and no doc tests.
 if (( $# > 0 )); then
   cargo test --workspace --no-fail-fast "$@"
 elif [[ -n "${TEST_LANES_ONLY:-}" ]]; then
-  cargo run -q -p testkit --bin test-lanes -- "$TEST_LANES_ONLY"
+  # shellcheck disable=SC2086 # one argument per name
+  cargo run -q -p testkit --bin test-lanes -- $TEST_LANES_ONLY
 else
   cargo run -q -p testkit --bin test-lanes
   # Doc tests are not test binaries; run them the usual way.

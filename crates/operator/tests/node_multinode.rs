@@ -6,7 +6,8 @@
 //! loses its power (every process of it killed) and the cluster keeps serving, and heals when the
 //! worker comes back.
 //!
-//! Adds and removes the workers, so it runs alone on the node (test-lanes: [`Kind::Lane`]).
+//! Adds and removes the workers and drains the first node, so it runs alone on the node (test-lanes:
+//! `Kind::Lane`).
 
 use anyhow::{Context as _, Result, bail, ensure};
 use futures::FutureExt as _;
@@ -15,7 +16,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use openbao_api::{OpenBaoCluster, conditions, names};
-use openbao_client::{BaoClient, ClientConfig};
+use openbao_client::BaoClient;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
@@ -29,8 +30,8 @@ use tokio::process::Command;
 mod node_common;
 use node_common::bluegreen::{raft_peers, start_load};
 use node_common::{
-    CLIENT_RETRY, HostOperator, LoadReport, PublicIp, check_acknowledged, cluster_admin, condition, create,
-    in_namespaces, learn_public_ip,
+    HostOperator, LoadReport, PublicIp, check_acknowledged, check_no_failed_operations, cluster_admin, condition,
+    create, in_namespaces, learn_public_ip, public_client_config,
 };
 
 const CLUSTER: &str = "spread";
@@ -110,7 +111,7 @@ async fn spread_drain_and_lose(root: &Path, workers: &[Worker], client: &Client,
 
     let admin = cluster_admin(client, ns, CLUSTER, &public_ip).await?;
     wait_raft_healthy(&admin).await?;
-    let config = client_config(client, ns, &public_ip).await?;
+    let config = public_client_config(client, ns, CLUSTER, &public_ip).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(&admin, config.clone(), stop.clone());
 
@@ -181,14 +182,7 @@ async fn spread_drain_and_lose(root: &Path, workers: &[Worker], client: &Client,
     stop.store(true, Ordering::Relaxed);
     let report = load.await?;
     print_report("drains", &report);
-    ensure!(
-        report.failed_writes + report.failed_reads == 0,
-        "drains: {} writes and {} reads failed after {CLIENT_RETRY:?} of retries: {:?}",
-        report.failed_writes,
-        report.failed_reads,
-        report.errors
-    );
-    check_acknowledged(&admin, &report).await?;
+    check_no_failed_operations(&admin, &report).await.context("during the drains")?;
 
     // A power loss of the worker with the last server: the other two keep serving.
     let lost = *workers.last().context("a worker")?;
@@ -265,25 +259,6 @@ fn print_report(phase: &str, report: &LoadReport) {
         report.longest_outage.as_millis(),
         report.failed_writes + report.failed_reads
     );
-}
-
-/// The client the load runs with: the admin's connection settings (a new connection per retry).
-async fn client_config(client: &Client, ns: &str, public_ip: &PublicIp) -> Result<ClientConfig> {
-    use k8s_openapi::api::core::v1::Secret;
-    let ca = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(&names::tls_ca_secret(CLUSTER))
-        .await?
-        .data
-        .context("ca data")?["ca.crt"]
-        .0
-        .clone();
-    let ip = public_ip.lock().unwrap().context("public ClusterIP")?;
-    Ok(
-        ClientConfig::new(format!("https://{}.{ns}.svc:8200", names::public_service(CLUSTER)))
-            .with_ca_pem(ca)
-            .with_resolve_to(ip)
-            .with_timeout(CLIENT_RETRY),
-    )
 }
 
 /// `kubectl` of the node's build with the admin kubeconfig; fails with its output. Async: the

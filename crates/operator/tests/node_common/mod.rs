@@ -253,6 +253,18 @@ impl LoadClient {
     }
 }
 
+/// No operation of `report` failed after its retries, and every acknowledged write reads back.
+pub async fn check_no_failed_operations(admin: &BaoClient, report: &LoadReport) -> Result<()> {
+    ensure!(
+        report.failed_writes + report.failed_reads == 0,
+        "{} writes and {} reads failed after retries of {CLIENT_RETRY:?}: {:?}",
+        report.failed_writes,
+        report.failed_reads,
+        report.errors
+    );
+    check_acknowledged(admin, report).await
+}
+
 /// Every acknowledged write reads back. The Service may pick a standby that has not applied the
 /// newest entries yet: a key counts as lost only if it stays unreadable for 5 s.
 pub async fn check_acknowledged(admin: &BaoClient, report: &LoadReport) -> Result<()> {
@@ -323,6 +335,16 @@ where
 /// The admin of cluster `name` through its public Service: JWT role `admin`, logged in with a
 /// token of the service account `bao-admin` (the cluster's `selfInit.oidc.adminServiceAccount`).
 pub async fn cluster_admin(client: &Client, ns: &str, name: &str, public_ip: &PublicIp) -> Result<BaoClient> {
+    let bao = BaoClient::new(public_client_config(client, ns, name, public_ip).await?)?;
+    let login = bao
+        .login_jwt("jwt-operator", "admin", &admin_jwt(client, ns, name).await?)
+        .await?;
+    Ok(bao.with_token(login.token))
+}
+
+/// How a client on the host reaches cluster `name` through its public Service: its ClusterIP
+/// (once learned), trusting the cluster's CA, each request bounded by [`CLIENT_RETRY`].
+pub async fn public_client_config(client: &Client, ns: &str, name: &str, public_ip: &PublicIp) -> Result<ClientConfig> {
     use k8s_openapi::api::core::v1::Secret;
     use openbao_api::names;
     let ca = Api::<Secret>::namespaced(client.clone(), ns)
@@ -333,15 +355,10 @@ pub async fn cluster_admin(client: &Client, ns: &str, name: &str, public_ip: &Pu
         .0
         .clone();
     let ip = public_ip.lock().unwrap().context("public ClusterIP")?;
-    let config = ClientConfig::new(format!("https://{}.{ns}.svc:8200", names::public_service(name)))
+    Ok(ClientConfig::new(format!("https://{}.{ns}.svc:8200", names::public_service(name)))
         .with_ca_pem(ca)
         .with_resolve_to(ip)
-        .with_timeout(CLIENT_RETRY);
-    let bao = BaoClient::new(config)?;
-    let login = bao
-        .login_jwt("jwt-operator", "admin", &admin_jwt(client, ns, name).await?)
-        .await?;
-    Ok(bao.with_token(login.token))
+        .with_timeout(CLIENT_RETRY))
 }
 
 /// A token of the service account `bao-admin` of `ns` for cluster `name`'s audience: what its

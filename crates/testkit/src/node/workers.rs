@@ -156,9 +156,11 @@ pub fn kill(root: &Path, worker: &Worker) -> Result<()> {
 /// Ready again, wherever they ran. Idempotent.
 pub async fn remove_all(root: &Path) -> Result<()> {
     let _lock = super::lock::exclusive()?;
+    let began = Instant::now();
     for index in 1..=MAX_WORKERS {
         remove_local(root, &Worker::new(index))?;
     }
+    eprintln!("node: workers' processes, mounts and namespaces gone after {:.1?}", began.elapsed());
     // The workers' dir itself, once empty (what `remove_local` leaves).
     let _ = std::fs::remove_dir(root.join("workers"));
     let Ok(client) = client_from_kubeconfig(&Layout::new(root).kubeconfig()).await else {

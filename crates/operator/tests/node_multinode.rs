@@ -1,13 +1,13 @@
-//! Placement and disruption on three kubelet nodes (issue 15): the first node and two workers
-//! (`testkit::node::workers`, what `make cluster-up NODES=3` adds), each with its own network
+//! Placement and disruption across kubelet nodes (issue 15): three workers
+//! (`testkit::node::workers`, what `make cluster-up NODES=4` adds), each with its own network
 //! namespace, containerd, kubelet and local-path disk. A 3-server cluster spreads one server per
-//! node (`topologySpreadConstraints`); `kubectl drain` of each node in turn, while a client writes
-//! every 200 ms, is held by the operator's PodDisruptionBudget and loses nothing; then one worker
-//! loses its power (every process of it killed) and the cluster keeps serving, and heals when the
-//! worker comes back.
+//! node (`topologySpreadConstraints`); `kubectl drain` of each of those nodes in turn, while a
+//! client writes every 200 ms, is held by the operator's PodDisruptionBudget and loses nothing;
+//! then one node loses its power (every process of it killed) and the cluster keeps serving, and
+//! heals when the node comes back.
 //!
-//! Adds and removes the workers and drains the first node, so it runs alone on the node (test-lanes:
-//! `Kind::Lane`).
+//! The workers are reserved for this test (tainted; the cluster tolerates the taint and selects
+//! their label) and the first node is never drained, so the other node tests run beside it.
 
 use anyhow::{Context as _, Result, bail, ensure};
 use futures::FutureExt as _;
@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use testkit::node::workers::{self, Worker};
+use testkit::node::workers::{self, Scheduling, Worker};
 use tokio::process::Command;
 
 mod node_common;
@@ -49,8 +49,8 @@ async fn three_servers_on_three_nodes_survive_drains_and_a_lost_node() -> Result
         .context("no hermetic node is running: `make test` starts one, or run `make cluster-up`")?;
     let added = Instant::now();
     let result = AssertUnwindSafe(async {
-        let workers = workers::add(&root, 2).await?;
-        eprintln!("2 workers Ready after {:.1?}", added.elapsed());
+        let workers = workers::add(&root, SERVERS as u8, Scheduling::Reserved).await?;
+        eprintln!("{SERVERS} workers Ready after {:.1?}", added.elapsed());
         let tested = in_namespaces(NAMESPACE, async |client: &Client, ns: &str, op_ns: &str| {
             spread_drain_and_lose(&root, &workers, client, ns, op_ns).await
         })
@@ -84,6 +84,9 @@ async fn spread_drain_and_lose(root: &Path, workers: &[Worker], client: &Client,
         "spec": {
             "version": "2.7.2", "profile": "Development", "replicas": SERVERS, "storage": {"size": "256Mi"},
             "workloadHardening": {"appArmorEnabled": false},
+            // On the reserved workers only.
+            "nodeSelector": {workers::RESERVED: "true"},
+            "tolerations": [{"key": workers::RESERVED, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
             // One server per node, or none: a hard spread (the default is a soft one).
             "topologySpreadConstraints": [{
                 "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
@@ -118,9 +121,7 @@ async fn spread_drain_and_lose(root: &Path, workers: &[Worker], client: &Client,
     // Drain each node in turn; its server waits (Pending: its disk is on that node) until the
     // node is uncordoned, and the next drain starts only when all three serve again.
     let kubeconfig = root.join("kubeconfig");
-    let all_nodes: Vec<String> = std::iter::once(testkit::node::NODE_NAME.to_string())
-        .chain(workers.iter().map(Worker::name))
-        .collect();
+    let all_nodes: Vec<String> = workers.iter().map(Worker::name).collect();
     for (i, node) in all_nodes.iter().enumerate() {
         let began = Instant::now();
         let evicted = placement
@@ -182,7 +183,9 @@ async fn spread_drain_and_lose(root: &Path, workers: &[Worker], client: &Client,
     stop.store(true, Ordering::Relaxed);
     let report = load.await?;
     print_report("drains", &report);
-    check_no_failed_operations(&admin, &report).await.context("during the drains")?;
+    check_no_failed_operations(&admin, &report)
+        .await
+        .context("during the drains")?;
 
     // A power loss of the worker with the last server: the other two keep serving.
     let lost = *workers.last().context("a worker")?;
@@ -205,7 +208,7 @@ async fn spread_drain_and_lose(root: &Path, workers: &[Worker], client: &Client,
         lost.name(),
         during.acknowledged.len()
     );
-    workers::start(root, &lost).await?;
+    workers::start(root, &lost, Scheduling::Reserved).await?;
     wait_servers_back(client, ns, &selector, &admin).await?;
     eprintln!("{} back, 3 servers serve after {:.1?}", lost.name(), killed.elapsed());
     check_acknowledged(&admin, &during).await?;

@@ -19,8 +19,8 @@ use testkit::apiserver::install_gateway_api_crds;
 
 mod node_common;
 use node_common::{
-    CLIENT_RETRY, LoadClient, LoadReport, admin_jwt, check_no_failed_operations, condition, create, host_operator_context,
-    in_namespaces,
+    CLIENT_RETRY, LoadClient, LoadReport, admin_jwt, check_no_failed_operations, condition, create,
+    host_operator_context, in_namespaces,
 };
 
 #[tokio::test]

@@ -355,10 +355,12 @@ pub async fn public_client_config(client: &Client, ns: &str, name: &str, public_
         .0
         .clone();
     let ip = public_ip.lock().unwrap().context("public ClusterIP")?;
-    Ok(ClientConfig::new(format!("https://{}.{ns}.svc:8200", names::public_service(name)))
-        .with_ca_pem(ca)
-        .with_resolve_to(ip)
-        .with_timeout(CLIENT_RETRY))
+    Ok(
+        ClientConfig::new(format!("https://{}.{ns}.svc:8200", names::public_service(name)))
+            .with_ca_pem(ca)
+            .with_resolve_to(ip)
+            .with_timeout(CLIENT_RETRY),
+    )
 }
 
 /// A token of the service account `bao-admin` of `ns` for cluster `name`'s audience: what its

@@ -110,7 +110,7 @@ async fn run(cli: Cli) -> Result<()> {
             let mut node_boot = std::process::Command::new(exe);
             node_boot.arg("--state-dir").arg(dir).arg("node-boot");
             let kubeconfig = node::cluster_up(dir, node_boot).await?;
-            node::workers::add(dir, nodes - 1).await?;
+            node::workers::add(dir, nodes - 1, node::workers::Scheduling::Open).await?;
             println!("{}", kubeconfig.display());
         }
         Cmd::WorkersDown => node::workers::remove_all(dir).await?,

@@ -65,8 +65,7 @@ struct TestBinary {
 /// What a binary shares with others, and so what may run beside it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
-    /// Changes the node cluster-wide (`hack/lane.sh` installs parts, `node_multinode` adds
-    /// nodes): alone on the node.
+    /// Installs cluster-wide parts on the node (`hack/lane.sh`): alone on the node.
     Lane,
     /// Works on the node in namespaces of its own.
     Node,
@@ -95,9 +94,8 @@ struct TestCounts {
 
 /// Binaries whose target name starts with this share the hermetic node.
 const NODE_PREFIX: &str = "node_";
-/// Node binaries whose target name starts with one of these run alone on the node (see
-/// [`Kind::Lane`]).
-const ALONE_PREFIXES: [&str; 2] = ["node_lane", "node_multinode"];
+/// Node binaries whose target name starts with this run the lane (see [`Kind::Lane`]).
+const LANE_PREFIX: &str = "node_lane";
 
 fn main() {
     if let Err(e) = run(Args::parse()) {
@@ -294,7 +292,7 @@ fn build_test_binaries() -> Result<Vec<TestBinary>> {
             executable: executable.into(),
             package_dir,
             kind: match kind {
-                "test" if ALONE_PREFIXES.iter().any(|p| target.starts_with(p)) => Kind::Lane,
+                "test" if target.starts_with(LANE_PREFIX) => Kind::Lane,
                 "test" if target.starts_with(NODE_PREFIX) => Kind::Node,
                 _ => Kind::Process,
             },

@@ -26,6 +26,18 @@ use std::time::{Duration, Instant};
 
 /// Workers a node can have (`NODES` up to 4): their kubelet certificates are made at boot.
 pub const MAX_WORKERS: u8 = 3;
+/// The taint (effect `NoSchedule`, value `true`) and label of [`Scheduling::Reserved`] workers.
+pub const RESERVED: &str = "openbao.org/reserved-worker";
+
+/// Which pods the workers take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheduling {
+    /// Any pod (`make cluster-up NODES=3`).
+    Open,
+    /// Only pods that tolerate the taint [`RESERVED`] (and may select the label of that name): a
+    /// test that drains and removes its workers keeps the pods of the tests beside it off them.
+    Reserved,
+}
 /// From the first process to the Node Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -93,8 +105,8 @@ impl Worker {
 }
 
 /// Adds workers 1..=`count` to the node running from `root` (those already up are kept) and
-/// returns once each one's Node is Ready.
-pub async fn add(root: &Path, count: u8) -> Result<Vec<Worker>> {
+/// returns once each one's Node is Ready. `scheduling` applies to workers it registers.
+pub async fn add(root: &Path, count: u8, scheduling: Scheduling) -> Result<Vec<Worker>> {
     if count > MAX_WORKERS {
         bail!("at most {MAX_WORKERS} workers (NODES={})", MAX_WORKERS + 1);
     }
@@ -104,13 +116,14 @@ pub async fn add(root: &Path, count: u8) -> Result<Vec<Worker>> {
     }
     let workers: Vec<Worker> = (1..=count).map(Worker::new).collect();
     // Side by side: most of a worker's start is containerd importing the images.
-    futures::future::try_join_all(workers.iter().map(|worker| start(root, worker))).await?;
+    futures::future::try_join_all(workers.iter().map(|worker| start(root, worker, scheduling))).await?;
     Ok(workers)
 }
 
-/// Starts `worker`'s processes (creating its namespace, cgroups, files and Node when missing)
-/// and waits until its Node is Ready. Its processes are started only if they are not running.
-pub async fn start(root: &Path, worker: &Worker) -> Result<()> {
+/// Starts `worker`'s processes (creating its namespace, cgroups, files and Node when missing,
+/// the Node with `scheduling`) and waits until its Node is Ready. Its processes are started only
+/// if they are not running.
+pub async fn start(root: &Path, worker: &Worker, scheduling: Scheduling) -> Result<()> {
     let began = Instant::now();
     let layout = Layout::new(root);
     let client = client_from_kubeconfig(&layout.kubeconfig()).await?;
@@ -124,7 +137,7 @@ pub async fn start(root: &Path, worker: &Worker) -> Result<()> {
     cgroups::create_subtree(&identity.cgroup_root)?;
     let server = api_server_url(&layout)?;
     config::write_node_files(&layout, &server, &identity, &paths)?;
-    register(&client, worker).await?;
+    register(&client, worker, scheduling).await?;
     let mut started = boot::Started::in_worker(layout, *worker);
     boot::start_node_daemons(&mut started, &inputs, &paths, &identity).await?;
     wait_for_address(&client, worker, &mut || started.check_alive()).await?;
@@ -160,7 +173,10 @@ pub async fn remove_all(root: &Path) -> Result<()> {
     for index in 1..=MAX_WORKERS {
         remove_local(root, &Worker::new(index))?;
     }
-    eprintln!("node: workers' processes, mounts and namespaces gone after {:.1?}", began.elapsed());
+    eprintln!(
+        "node: workers' processes, mounts and namespaces gone after {:.1?}",
+        began.elapsed()
+    );
     // The workers' dir itself, once empty (what `remove_local` leaves).
     let _ = std::fs::remove_dir(root.join("workers"));
     let Ok(client) = client_from_kubeconfig(&Layout::new(root).kubeconfig()).await else {
@@ -229,15 +245,20 @@ fn api_server_url(layout: &Layout) -> Result<String> {
 
 /// Creates `worker`'s Node with its pod range before its kubelet registers (which then finds
 /// it and fills in the rest): the controller-manager takes an existing range as given.
-async fn register(client: &kube::Client, worker: &Worker) -> Result<()> {
+async fn register(client: &kube::Client, worker: &Worker, scheduling: Scheduling) -> Result<()> {
     let nodes = Api::<Node>::all(client.clone());
     if nodes.get_opt(&worker.name()).await?.is_some() {
         return Ok(());
     }
-    let node: Node = serde_json::from_value(serde_json::json!({
+    let mut node = serde_json::json!({
         "metadata": {"name": worker.name()},
         "spec": {"podCIDR": worker.pod_cidr(), "podCIDRs": [worker.pod_cidr()]},
-    }))?;
+    });
+    if scheduling == Scheduling::Reserved {
+        node["metadata"]["labels"] = serde_json::json!({RESERVED: "true"});
+        node["spec"]["taints"] = serde_json::json!([{"key": RESERVED, "value": "true", "effect": "NoSchedule"}]);
+    }
+    let node: Node = serde_json::from_value(node)?;
     nodes
         .create(&PostParams::default(), &node)
         .await

@@ -160,24 +160,16 @@ pub(super) fn create_worker(worker: &Worker) -> Result<()> {
 fn keep_host_address_to_workers() -> Result<()> {
     let host = format!("{HOST_IP}/32");
     let rule = ["POSTROUTING", "-s", &host, "-o", "obn-w+", "-j", "RETURN"];
-    let iptables = |verb: &str| {
-        Command::new("ip")
-            .args(["netns", "exec", NETNS, "iptables", "-w", "-t", "nat", verb])
-            .args(rule)
-            .output()
+    let iptables = |verb: &'static str| -> Vec<&str> {
+        let mut args = vec!["netns", "exec", NETNS, "iptables", "-w", "-t", "nat", verb];
+        args.extend(rule);
+        args
     };
-    if iptables("-C").is_ok_and(|o| o.status.success()) {
+    // `-C` fails when the rule is missing: only then is it inserted.
+    if ip(&iptables("-C")).is_ok() {
         return Ok(());
     }
-    let out = iptables("-I").context("run iptables in the node namespace")?;
-    if !out.status.success() {
-        bail!(
-            "iptables -t nat -I {} failed: {}",
-            rule.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    ip(&iptables("-I"))
 }
 
 /// Removes a worker's namespace; its veth ends and the first node's route to its pods go with it.
@@ -189,22 +181,18 @@ pub(super) fn delete_worker(worker: &Worker) -> Result<()> {
 /// A node forwards between its link and its pod bridge, and bridged pod traffic passes iptables
 /// so kube-proxy's Service rules apply pod to pod (per-namespace settings).
 fn forwarding_settings(netns: &str) -> Result<()> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "sysctl", "-q", "-w"])
-        .args([
-            "net.ipv4.ip_forward=1",
-            "net.bridge.bridge-nf-call-iptables=1",
-            "net.bridge.bridge-nf-call-ip6tables=1",
-        ])
-        .output()
-        .context("run sysctl in the node namespace")?;
-    if !out.status.success() {
-        bail!(
-            "sysctl in netns {netns} failed (is br_netfilter available?): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    ip(&[
+        "netns",
+        "exec",
+        netns,
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ip_forward=1",
+        "net.bridge.bridge-nf-call-iptables=1",
+        "net.bridge.bridge-nf-call-ip6tables=1",
+    ])
+    .with_context(|| format!("forwarding settings of netns {netns} (is br_netfilter available?)"))
 }
 
 /// Moves the calling thread into the node namespace.

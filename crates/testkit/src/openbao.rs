@@ -34,9 +34,13 @@ pub struct NodeAddr {
 }
 
 impl NodeAddr {
-    /// A loopback address in 127.0.X.2.. whose API and cluster ports are free right now.
-    /// X comes from the process id, so parallel test binaries rarely probe the same addresses;
-    /// the bind probe settles the rest. Linux routes all of 127.0.0.0/8 to `lo`.
+    /// A loopback address in 127.0.X.2.. whose API and cluster ports are free right now, held by
+    /// this process until it exits. X comes from the process id, so parallel test binaries rarely
+    /// probe the same addresses. A free port is not enough: a test that stops a server and starts
+    /// it again (a transit server "down" for a while) leaves its address unbound in between, and
+    /// another binary probing then would take it. So each address is also claimed by an exclusive
+    /// lock on a file named after it, which the kernel releases when this process ends, however
+    /// it ends. Linux routes all of 127.0.0.0/8 to `lo`.
     pub fn allocate() -> Result<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let base = std::process::id() % 250;
@@ -49,6 +53,9 @@ impl NodeAddr {
                 api_port: API_PORT,
                 cluster_port: CLUSTER_PORT,
             };
+            if !claim_for_this_process(ip)? {
+                continue;
+            }
             let free = TcpListener::bind(addr.api()).is_ok() && TcpListener::bind(addr.cluster()).is_ok();
             if free {
                 return Ok(addr);
@@ -72,6 +79,29 @@ impl NodeAddr {
 
     pub fn cluster_url(&self) -> String {
         format!("https://{}", self.cluster())
+    }
+}
+
+/// Takes the lock naming `ip` in the shared claims directory and keeps it (the open file) until
+/// the process exits; `false` when another live process holds it.
+fn claim_for_this_process(ip: Ipv4Addr) -> Result<bool> {
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("openbao-testkit-loopback-claims");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(ip.to_string());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(file);
+            Ok(true)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
     }
 }
 
@@ -600,4 +630,17 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claimed_address_is_never_claimed_again_while_its_holder_lives() {
+        // 127.0.0.x is outside what `allocate` hands out, so this cannot steal a test's address.
+        let ip = Ipv4Addr::new(127, 0, 0, 77);
+        assert!(claim_for_this_process(ip).unwrap(), "a fresh address is claimed");
+        assert!(!claim_for_this_process(ip).unwrap(), "the holder's claim stands");
+    }
 }

@@ -82,8 +82,23 @@ pub(super) fn create_subtree(cgroup_root: &str) -> Result<()> {
             }
             parent = dir;
         }
+        // `cpu` or `cpu,cpuacct`, whichever this host mounts.
+        if hierarchy.join("cpu.shares").exists() {
+            give_a_machines_weight(&parent)?;
+        }
     }
     fs::create_dir_all(freezer(cgroup_root).join("system")).context("create the freezer cgroup for the node's daemons")
+}
+
+/// The CPU weight of a node's cgroup: that of a machine with this host's cores, as kubelet
+/// weighs its `kubepods` (1024 shares per core). With the v1 default of 1024, every pod of a
+/// node together weighed as much as one busy process of the host (the apiserver, a compiler, a
+/// test's own loop), so on a loaded host OpenBao servers stalled for seconds, starved by
+/// construction rather than by anything they or the operator did.
+fn give_a_machines_weight(cpu_cgroup: &Path) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shares = cpu_cgroup.join("cpu.shares");
+    fs::write(&shares, (1024 * cores).to_string()).with_context(|| format!("write {}", shares.display()))
 }
 
 /// Moves `pid` (with its threads) into the node's daemon cgroup; its children inherit it.

@@ -1,7 +1,6 @@
 //! Observe: what the cluster is now (its pods as OpenBao's service registration labels them, the
 //! live StatefulSet's readiness), read before anything is built or applied.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -37,21 +36,15 @@ pub(super) async fn fresh<'a>(
         .map(Cow::Owned))
 }
 
-/// What is known before applying: the pods, their audit configuration, the live StatefulSet's
-/// ready replicas, and the JWT audience the cluster's OpenBao is reached with.
+/// What is known before applying: the pods, their audit configuration, how many servers of the
+/// live StatefulSet are ready, and the JWT audience the cluster's OpenBao is reached with.
 pub(super) async fn observe(
     ctx: &Context,
     cluster: &Cluster<'_>,
     previous: &OpenBaoClusterStatus,
 ) -> Result<Observed, Error> {
-    let (pods, pod_audit_hashes) = observe_pods(ctx, cluster).await?;
-    let ready_replicas = Api::<StatefulSet>::namespaced(ctx.client.clone(), cluster.namespace)
-        .get_opt(&bluegreen::live_statefulset_name(cluster.name, previous))
-        .await
-        .map_err(kube_err("reading the StatefulSet"))?
-        .and_then(|s| s.status)
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
+    let live = bluegreen::live_statefulset_name(cluster.name, previous);
+    let (pods, pod_audit_hashes, ready_replicas) = observe_pods(ctx, cluster, &live).await?;
     let mut observed = Observed::before_apply(cluster.spec.paused, ready_replicas, pods);
     observed.pod_audit_hashes = pod_audit_hashes;
     if cluster.spec.self_init.oidc.enabled {
@@ -60,12 +53,13 @@ pub(super) async fn observe(
     Ok(observed)
 }
 
-/// The pods as [`pod_views`] describes them, and the audit configuration each runs (its
-/// `openbao.org/audit-hash`, by pod name).
+/// The pods as [`pod_views`] describes them, the audit configuration each runs (its
+/// `openbao.org/audit-hash`, by pod name), and how many pods of the StatefulSet `live` are ready.
 async fn observe_pods(
     ctx: &Context,
     cluster: &Cluster<'_>,
-) -> Result<(Vec<PodView>, Vec<(String, Option<String>)>), Error> {
+    live: &str,
+) -> Result<(Vec<PodView>, Vec<(String, Option<String>)>, i32), Error> {
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), cluster.namespace)
         .list(&ListParams::default().labels(&format!("{}={}", labels::CLUSTER_LABEL, cluster.name)))
         .await
@@ -82,7 +76,34 @@ async fn observe_pods(
         })
         .collect();
     let seal = openbao_api::seal_of(cluster.spec.unseal.as_ref());
-    Ok((pod_views(&pods.items, &seal), audit_hashes))
+    Ok((
+        pod_views(&pods.items, &seal),
+        audit_hashes,
+        ready_pods_of(&pods.items, live),
+    ))
+}
+
+/// The pods of StatefulSet `statefulset` that are Ready and not being deleted: what its
+/// `status.readyReplicas` will say once the controller-manager gets to it. Counted from the pods
+/// the reconcile lists anyway, so `Available` follows the last server's readiness at once, not
+/// the controller-manager's next status write (seconds later on a loaded node).
+pub(super) fn ready_pods_of(pods: &[Pod], statefulset: &str) -> i32 {
+    let ready = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.kind == "StatefulSet" && o.name == statefulset)
+        })
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count();
+    i32::try_from(ready).unwrap_or(i32::MAX)
 }
 
 /// What OpenBao's service registration says of each pod, leaving out pods on their way out: a
@@ -110,7 +131,7 @@ pub(super) fn previous_tls_state(previous: &OpenBaoClusterStatus) -> TlsState {
 
 #[cfg(test)]
 mod tests {
-    use super::pod_views;
+    use super::{pod_views, ready_pods_of};
     use k8s_openapi::api::core::v1::Pod;
 
     fn pod(name: &str, sealed: bool, deleting: bool) -> Pod {
@@ -137,5 +158,31 @@ mod tests {
             .map(|p| p.name)
             .collect();
         assert_eq!(names, ["openbao-v2-7-2-0", "openbao-v2-7-2-1"]);
+    }
+
+    fn server(name: &str, owner: &str, ready: &str, deleting: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": owner,
+                                     "uid": "u", "controller": true}],
+                "deletionTimestamp": deleting.then_some("2026-11-24T22:14:40Z"),
+            },
+            "status": {"conditions": [{"type": "Ready", "status": ready}]},
+        }))
+        .expect("a pod")
+    }
+
+    #[test]
+    fn ready_servers_are_the_live_sets_ready_pods_that_stay() {
+        let pods = [
+            server("openbao-0", "openbao", "True", false),
+            server("openbao-1", "openbao", "False", false),
+            server("openbao-2", "openbao", "True", true),
+            server("openbao-v2-7-2-0", "openbao-v2-7-2", "True", false),
+        ];
+        assert_eq!(ready_pods_of(&pods, "openbao"), 1);
+        assert_eq!(ready_pods_of(&pods, "openbao-v2-7-2"), 1);
+        assert_eq!(ready_pods_of(&pods, "other"), 0);
     }
 }

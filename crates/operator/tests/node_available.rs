@@ -3,7 +3,10 @@
 //! relative to the moment the CR is created: each PVC bound, each container started, OpenBao's
 //! own milestones from the container logs (listening, self-init, joined, unsealed), each pod
 //! Ready, and `Available`. It also counts the Kubernetes writes the operator sent until then.
-//! Goal ≤ 15 s; the assertion leaves room for a loaded 2-core machine (figures in bench/lane.md).
+//! Goal ≤ 15 s on an idle machine (figures in bench/lane.md). Most of that time is the node's
+//! (scheduling, volumes, containers, OpenBao's own start), which a loaded machine stretches at
+//! will, so the assertions hold the operator to its own share: pods exist soon after the CR, and
+//! `Available` follows the last server's readiness at once. The whole only has a generous bound.
 //! Needs the node: `make test` starts it (`make cluster-up` by hand).
 
 use anyhow::{Context as _, Result, bail};
@@ -24,8 +27,18 @@ use testkit::apiserver::{client_from_kubeconfig, create_restricted_namespace, in
 
 /// The goal of the issue on an idle machine.
 const GOAL: Duration = Duration::from_secs(15);
-/// What the assertion allows: the machine has 2 cores shared with builds and other node tests.
-const LIMIT: Duration = Duration::from_secs(25);
+/// The whole, on any machine the project supports (2 cores shared with builds, other node tests
+/// and, in `hack/stress-node-tests.sh`, a busy loop): a sanity bound, not the goal.
+const LIMIT: Duration = Duration::from_secs(60);
+/// The operator's share: CR created -> every server's pod created (it applies the StatefulSet).
+const PODS_CREATED_WITHIN: f64 = 5.0;
+/// The last server Ready -> `Available=AllReplicasReady` seen by this test. A Ready server is an
+/// unsealed standby; `AllReplicasReady` also needs it to vote, which OpenBao's autopilot decides:
+/// 2 s of stable health (the Development profile's `server_stabilization_time`) seen by an update
+/// (every 1 s) and acted on by a reconcile (every 2 s), then the operator's next look at
+/// membership (every 1 s while it settles, a login and a read), plus whole-second Ready times
+/// and this test's polling: 7 s, and 2 s for a loaded node. Measured under a busy core: 5.6 s.
+const AVAILABLE_AFTER_LAST_READY_WITHIN: f64 = 9.0;
 const CLUSTER: &str = "avail";
 
 /// OpenBao log lines that mark a step of a server's start, by what they mean.
@@ -57,6 +70,15 @@ struct Timeline {
 impl Timeline {
     fn saw(&mut self, object: &str, event: &str, at: f64) {
         self.first.entry((object.to_string(), event.to_string())).or_insert(at);
+    }
+
+    /// The latest time of `event` over every object, if any object saw it.
+    fn latest(&self, event: &str) -> Option<f64> {
+        self.first
+            .iter()
+            .filter(|((_, e), _)| e == event)
+            .map(|(_, at)| *at)
+            .reduce(f64::max)
     }
 
     fn print(&self) {
@@ -330,6 +352,17 @@ async fn measure(client: Client, ns: String, op_ns: String) -> Result<()> {
         took.as_secs_f64(),
         first.as_secs_f64(),
         GOAL.as_secs()
+    );
+    let pods_created = timeline.latest("pod created").context("no pod seen created")?;
+    assert!(
+        pods_created <= PODS_CREATED_WITHIN,
+        "the last pod was created {pods_created:.1} s after the CR, more than {PODS_CREATED_WITHIN} s"
+    );
+    let last_ready = timeline.latest("Ready (apiserver time)").context("no pod seen Ready")?;
+    let lag = took.as_secs_f64() - last_ready;
+    assert!(
+        lag <= AVAILABLE_AFTER_LAST_READY_WITHIN,
+        "Available {lag:.1} s after the last server was Ready, more than {AVAILABLE_AFTER_LAST_READY_WITHIN} s"
     );
     assert!(
         took <= LIMIT,

@@ -87,7 +87,7 @@ async fn observe_pods(
 /// `status.readyReplicas` will say once the controller-manager gets to it. Counted from the pods
 /// the reconcile lists anyway, so `Available` follows the last server's readiness at once, not
 /// the controller-manager's next status write (seconds later on a loaded node).
-pub(super) fn ready_pods_of(pods: &[Pod], statefulset: &str) -> i32 {
+fn ready_pods_of(pods: &[Pod], statefulset: &str) -> i32 {
     let ready = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())

@@ -118,20 +118,6 @@ async fn issued_after(
     .await
 }
 
-/// The server Secret once it is another object than the one whose uid is `deleted`.
-async fn recreated_after(
-    cm: &mut CertManager,
-    secrets: &Api<Secret>,
-    deleted: Option<&str>,
-    timeout: Duration,
-) -> Result<(Secret, Leaf)> {
-    let what = format!("Secret {SERVER_SECRET} re-created (the deleted one was uid {deleted:?})");
-    server_secret_when(cm, secrets, &what, timeout, |secret, _| {
-        secret.metadata.uid.as_deref() != deleted
-    })
-    .await
-}
-
 /// The server Secret and its leaf certificate once `wanted` says yes to them.
 async fn server_secret_when(
     cm: &mut CertManager,
@@ -316,8 +302,12 @@ async fn cert_manager_issues_and_renews_a_server_certificate() -> Result<()> {
     // A deleted Secret comes back: a new certificate, or the current one with its key.
     let delete_started = Instant::now();
     secrets.delete(SERVER_SECRET, &DeleteParams::default()).await?;
-    let deleted_uid = renewed_secret.metadata.uid.as_deref();
-    let (reissued_secret, third) = recreated_after(&mut cm, &secrets, deleted_uid, RENEW_TIMEOUT).await?;
+    let deleted = renewed_secret.metadata.uid.as_deref();
+    let what = format!("Secret {SERVER_SECRET} re-created (the deleted one was uid {deleted:?})");
+    let (reissued_secret, third) = server_secret_when(&mut cm, &secrets, &what, RENEW_TIMEOUT, |s, _| {
+        s.metadata.uid.as_deref() != deleted
+    })
+    .await?;
     eprintln!(
         "deleted Secret back in {:.2?}: serial {}",
         delete_started.elapsed(),

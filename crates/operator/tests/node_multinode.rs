@@ -116,6 +116,7 @@ async fn spread_drain_and_lose(root: &Path, workers: &[Worker], client: &Client,
     wait_raft_healthy(&admin).await?;
     let config = public_client_config(client, ns, CLUSTER, &public_ip).await?;
     let stop = Arc::new(AtomicBool::new(false));
+    let load_epoch = Instant::now();
     let load = start_load(&admin, config.clone(), stop.clone());
 
     // Drain each node in turn; its server waits (Pending: its disk is on that node) until the
@@ -129,6 +130,16 @@ async fn spread_drain_and_lose(root: &Path, workers: &[Worker], client: &Client,
             .find(|(_, n)| *n == node)
             .map(|(pod, _)| pod.clone())
             .context("a server on every node")?;
+        // Whether the drain takes the active server (its hand-over then counts in the client's
+        // failure window), on the load client's clock, to line up with its failed attempts.
+        let active = match admin.leader().await {
+            Ok(leader) => leader.leader_address,
+            Err(err) => format!("unknown ({err})"),
+        };
+        eprintln!(
+            "draining {node} ({evicted}) at {:.1}s; active server: {active}",
+            load_epoch.elapsed().as_secs_f64()
+        );
         kubectl(
             &kubeconfig,
             &[

@@ -308,13 +308,100 @@ pub async fn in_namespaces(name: &str, test: impl AsyncFnOnce(&Client, &str, &st
     // for each pod template by tests/pods_apiserver.rs).
     let ns = create_restricted_namespace(&client, name).await?;
     let op_ns = create_restricted_namespace(&client, &format!("{name}-operator")).await?;
+    operator_log_in_test_output();
     let result = AssertUnwindSafe(test(&client, &ns, &op_ns)).catch_unwind().await;
+    if !matches!(result, Ok(Ok(()))) {
+        print_server_logs(&client, &ns).await;
+    }
     // The namespaces go either way (error or panic), so no pods are left running on the shared node.
     let namespaces = Api::<Namespace>::all(client.clone());
     for n in [&ns, &op_ns] {
         namespaces.delete(n, &DeleteParams::default()).await.ok();
     }
     result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The operator's log (INFO and up: every step of an upgrade, restore or seal migration, with
+/// its time) in the test's output, which the test harness prints when the test fails.
+fn operator_log_in_test_output() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("openbao_operator=info"))
+        .with_test_writer()
+        .try_init()
+        .ok();
+}
+
+/// At most this many lines of each server's log are printed for a failed test.
+const SERVER_LOG_LINES: usize = 80;
+
+/// For a failed test: what each OpenBao server of `ns` said about leadership and trouble
+/// (elections, the HA lock, step-downs, warnings and errors), repeats folded, so a CI log shows
+/// why a client's requests went unanswered. The pods go with the namespace right after.
+async fn print_server_logs(client: &Client, ns: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt as _;
+    use kube::api::{ListParams, LogParams};
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let Ok(list) = pods.list(&ListParams::default()).await else {
+        return;
+    };
+    let params = LogParams {
+        container: Some(openbao_render::SERVER_CONTAINER.to_string()),
+        ..Default::default()
+    };
+    let runs_openbao = |p: &&Pod| {
+        p.spec
+            .as_ref()
+            .is_some_and(|s| s.containers.iter().any(|c| c.name == openbao_render::SERVER_CONTAINER))
+    };
+    for pod in list.items.iter().filter(runs_openbao) {
+        let name = pod.name_any();
+        let Ok(log) = pods.logs(&name, &params).await else {
+            continue;
+        };
+        let lines = notable_server_lines(&log);
+        let skipped = lines.len().saturating_sub(SERVER_LOG_LINES);
+        eprintln!(
+            "--- server log {ns}/{name}: {} notable lines, the last {}",
+            lines.len(),
+            lines.len() - skipped
+        );
+        for line in &lines[skipped..] {
+            eprintln!("  {line}");
+        }
+    }
+}
+
+/// The lines of an OpenBao log worth reading after a failure, each repeat of the same message
+/// (timestamps aside) folded into its first line with a count.
+fn notable_server_lines(log: &str) -> Vec<String> {
+    const KEYS: [&str; 10] = [
+        "[WARN]",
+        "[ERROR]",
+        "entering leader state",
+        "entering follower state",
+        "entering candidate state",
+        "leadership",
+        "acquired lock",
+        "stepping down",
+        "post-unseal setup complete",
+        "heartbeat timeout",
+    ];
+    let mut out: Vec<(String, String, usize)> = Vec::new();
+    for line in log.lines().filter(|l| KEYS.iter().any(|k| l.contains(k))) {
+        let (time, message) = line.split_once(' ').unwrap_or(("", line));
+        let message: String = message.chars().take(160).collect();
+        match out.last_mut() {
+            Some((_, last, count)) if *last == message => *count += 1,
+            _ => out.push((time.to_string(), message, 1)),
+        }
+    }
+    out.into_iter()
+        .map(|(time, message, count)| match count {
+            1 => format!("{time} {message}"),
+            n => format!("{time} {message} (x{n})"),
+        })
+        .collect()
 }
 
 /// Retries `f` for up to a minute, printing each error: a request may meet a server restarting,

@@ -116,6 +116,7 @@ async fn upgrade_under_load(client: &Client, ns: &str, op_ns: &str) -> Result<()
             bao: admin.clone(),
             config,
             epoch,
+            retry: CLIENT_RETRY,
             outage_since: None,
             report: LoadReport::default(),
         }

@@ -280,11 +280,22 @@ pub fn start_load(
     config: ClientConfig,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<LoadReport> {
+    start_load_retrying(admin, config, stop, CLIENT_RETRY)
+}
+
+/// [`start_load`] with another retry budget per operation.
+pub fn start_load_retrying(
+    admin: &BaoClient,
+    config: ClientConfig,
+    stop: Arc<AtomicBool>,
+    retry: Duration,
+) -> tokio::task::JoinHandle<LoadReport> {
     tokio::spawn(
         LoadClient {
             bao: admin.clone(),
             config,
             epoch: Instant::now(),
+            retry,
             outage_since: None,
             report: LoadReport::default(),
         }
@@ -367,7 +378,8 @@ pub async fn check_upgraded_to_green(
     phases: &mut Vec<String>,
 ) -> Result<()> {
     eprintln!(
-        "FAILED OPERATIONS after retries of {CLIENT_RETRY:?}: {} writes, {} reads: {:?}",
+        "FAILED OPERATIONS after retries of {:?}: {} writes, {} reads: {:?}",
+        report.retry,
         report.failed_writes,
         report.failed_reads,
         report.errors.iter().take(10).collect::<Vec<_>>()

@@ -146,6 +146,8 @@ pub struct LoadReport {
     pub reads: u64,
     pub failed_reads: u64,
     pub failed_attempts: u64,
+    /// How long each operation was retried before it counted as failed.
+    pub retry: Duration,
     /// The longest time from a failed attempt to the next success.
     pub longest_outage: Duration,
     pub acknowledged: Vec<u64>,
@@ -162,6 +164,9 @@ pub struct LoadClient {
     pub config: ClientConfig,
     /// Failure times are reported relative to this (the test's clock).
     pub epoch: Instant,
+    /// How long one operation is retried before it counts as failed ([`CLIENT_RETRY`] unless a
+    /// test says otherwise, with its reason).
+    pub retry: Duration,
     pub outage_since: Option<Instant>,
     pub report: LoadReport,
 }
@@ -171,7 +176,8 @@ impl LoadClient {
         let path = format!("secret/data/load/k{key}");
         let started = Instant::now();
         loop {
-            let budget = CLIENT_RETRY
+            let budget = self
+                .retry
                 .saturating_sub(started.elapsed())
                 .clamp(Duration::from_millis(100), ATTEMPT_TIMEOUT);
             let attempt_started = Instant::now();
@@ -212,7 +218,7 @@ impl LoadClient {
                     eprintln!("failed attempt at {sent:.1}s ({path}): {e}");
                     // The window of failure starts when the failed attempt was sent.
                     self.outage_since.get_or_insert(attempt_started);
-                    if started.elapsed() >= CLIENT_RETRY {
+                    if started.elapsed() >= self.retry {
                         let at = started.duration_since(self.epoch).as_secs_f64();
                         return Err(format!("{path} (first try at {at:.1}s): {e}"));
                     }
@@ -223,6 +229,7 @@ impl LoadClient {
     }
 
     pub async fn run(mut self, stop: Arc<AtomicBool>) -> LoadReport {
+        self.report.retry = self.retry;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n = 0u64;
@@ -262,9 +269,10 @@ impl LoadClient {
 pub async fn check_no_failed_operations(admin: &BaoClient, report: &LoadReport) -> Result<()> {
     ensure!(
         report.failed_writes + report.failed_reads == 0,
-        "{} writes and {} reads failed after retries of {CLIENT_RETRY:?}: {:?}",
+        "{} writes and {} reads failed after retries of {:?}: {:?}",
         report.failed_writes,
         report.failed_reads,
+        report.retry,
         report.errors
     );
     check_acknowledged(admin, report).await
@@ -311,7 +319,7 @@ pub async fn in_namespaces(name: &str, test: impl AsyncFnOnce(&Client, &str, &st
     operator_log_in_test_output();
     let result = AssertUnwindSafe(test(&client, &ns, &op_ns)).catch_unwind().await;
     if !matches!(result, Ok(Ok(()))) {
-        print_server_logs(&client, &ns).await;
+        print_server_logs(&client, &ns, None).await;
     }
     // The namespaces go either way (error or panic), so no pods are left running on the shared node.
     let namespaces = Api::<Namespace>::all(client.clone());
@@ -334,10 +342,12 @@ fn operator_log_in_test_output() {
 /// At most this many lines of each server's log are printed for a failed test.
 const SERVER_LOG_LINES: usize = 80;
 
-/// For a failed test: what each OpenBao server of `ns` said about leadership and trouble
-/// (elections, the HA lock, step-downs, warnings and errors), repeats folded, so a CI log shows
-/// why a client's requests went unanswered. The pods go with the namespace right after.
-async fn print_server_logs(client: &Client, ns: &str) {
+/// What each OpenBao server of `ns` said about leadership and trouble (elections, the HA lock,
+/// step-downs, warnings and errors), repeats folded, in the last `since` or since it started:
+/// so a CI log shows why a client's requests went unanswered. Printed for every failed test
+/// (its pods go with the namespace right after), and by tests whose pods are replaced on the
+/// way (their logs go with them).
+pub async fn print_server_logs(client: &Client, ns: &str, since: Option<Duration>) {
     use k8s_openapi::api::core::v1::Pod;
     use kube::ResourceExt as _;
     use kube::api::{ListParams, LogParams};
@@ -347,6 +357,7 @@ async fn print_server_logs(client: &Client, ns: &str) {
     };
     let params = LogParams {
         container: Some(openbao_render::SERVER_CONTAINER.to_string()),
+        since_seconds: since.map(|d| d.as_secs().max(1) as i64),
         ..Default::default()
     };
     let runs_openbao = |p: &&Pod| {

@@ -339,7 +339,7 @@ fn operator_log_in_test_output() {
         .ok();
 }
 
-/// At most this many lines of each server's log are printed for a failed test.
+/// At most this many notable lines of each server's log are printed.
 const SERVER_LOG_LINES: usize = 80;
 
 /// What each OpenBao server of `ns` said about leadership and trouble (elections, the HA lock,

@@ -61,12 +61,16 @@ pub async fn run(lane: &Lane, version: &str, target: Target, limit: Duration, re
     let outcome = loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break Outcome::TimedOut,
-            cluster = stream.next() => {
-                let Some(cluster) = cluster.flatten() else { continue };
-                if let Some(outcome) = follow.see(&cluster, version, &clock) {
-                    break outcome;
+            cluster = stream.next() => match cluster {
+                // The watch restarts itself after errors; it ends only with the process.
+                None => break Outcome::WatchEnded,
+                Some(None) => continue,
+                Some(Some(cluster)) => {
+                    if let Some(outcome) = follow.see(&cluster, version, &clock) {
+                        break outcome;
+                    }
                 }
-            }
+            },
             _ = route_tick.tick() => {
                 let now = route_conditions(lane).await.unwrap_or_else(|err| format!("unknown ({err:#})"));
                 if now != routes {
@@ -110,6 +114,7 @@ pub async fn run(lane: &Lane, version: &str, target: Target, limit: Duration, re
             ));
         }
         Outcome::Aborted(why) => bail!("the upgrade to {version} was aborted: {why}"),
+        Outcome::WatchEnded => bail!("the watch of the lane cluster ended (last: {})", follow.seen),
         Outcome::TimedOut => bail!(
             "the upgrade to {version} did not finish in {}s (last: {})",
             limit.as_secs(),
@@ -133,6 +138,7 @@ enum Outcome {
     /// Seconds from the change to `Available` on the new version.
     Done(String),
     Aborted(String),
+    WatchEnded,
     TimedOut,
 }
 

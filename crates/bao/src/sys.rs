@@ -110,6 +110,9 @@ pub struct SealStatus {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct Leader {
     pub ha_enabled: bool,
+    /// Absent from some answers: a 2.6.2 standby answered 200 without it right after a snapshot
+    /// restore (the hardened lane, 2026-12-04). Without it the server is not taken for the leader.
+    #[serde(default)]
     pub is_self: bool,
     /// The leader's `api_addr`; empty when there is no leader.
     #[serde(default)]
@@ -162,6 +165,13 @@ impl BaoClient {
 #[cfg(test)]
 mod tests {
     use super::HealthState;
+
+    #[test]
+    fn a_leader_answer_without_is_self_is_no_leader() {
+        let leader: super::Leader =
+            serde_json::from_str(r#"{"ha_enabled":true,"leader_address":"","leader_cluster_address":""}"#).unwrap();
+        assert!(!leader.is_self && leader.leader_address.is_empty());
+    }
 
     #[test]
     fn health_codes_map_to_states() {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use super::names::Revision;
 use super::observed::{AutopilotPeer, AutopilotView, NodeHealth, NodeView, Observed, Peer, RaftView};
 use super::step::{Action, Deployment};
+use super::step_report::{FlowAction, FlowStatus, StepReport, report_outcome};
 
 /// One server as the platform knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,50 +111,47 @@ pub enum DriverError {
     Precondition(String),
 }
 
-/// What one call of a flow driver's `step` did ([`Driver::step`], and the seal migration's
-/// driver with its own action and status types).
-#[derive(Clone, Debug, PartialEq)]
-pub struct StepReport<A = Action, S = OpenBaoClusterStatus> {
-    /// The action the flow chose (performed, or attempted when `error` is set).
-    pub action: A,
-    /// The status to persist.
-    pub status: S,
-    /// Why the action failed; the same step is tried again next time.
-    pub error: Option<String>,
-    /// When to call again; `None` when nothing is in progress.
-    pub requeue_after: Option<Duration>,
-}
-
-/// After a failed action, the same step is tried again this much later.
-pub(super) const RETRY_FAILED_STEP: Duration = Duration::from_secs(5);
-
-impl<A, S> StepReport<A, S> {
-    /// `action` was performed (or is still waiting): persist `status`, call again after `requeue_after`.
-    pub fn performed(action: A, status: S, requeue_after: Option<Duration>) -> Self {
-        Self {
-            action,
-            status,
-            error: None,
-            requeue_after,
-        }
+impl FlowAction for Action {
+    fn name(&self) -> &'static str {
+        Action::name(self)
     }
 
-    /// `action` failed with `error`: persist `status` (the failure recorded on the status the
-    /// step started from); the same step runs again after [`RETRY_FAILED_STEP`].
-    pub fn failed(action: A, status: S, error: String) -> Self {
-        Self {
-            action,
-            status,
-            error: Some(error),
-            requeue_after: Some(RETRY_FAILED_STEP),
+    fn requeue_after(&self) -> Option<Duration> {
+        match self {
+            Action::Nothing => None,
+            Action::Record => Some(Duration::ZERO),
+            Action::Wait => Some(Duration::from_secs(2)),
+            _ => Some(Duration::from_millis(500)),
         }
+    }
+}
+
+/// An upgrade's state lives in `status.upgrade`.
+impl FlowStatus for OpenBaoClusterStatus {
+    type Action = Action;
+
+    fn waiting(&self, message: String) -> Self {
+        let mut waiting = self.clone();
+        if let Some(u) = waiting.upgrade.as_mut() {
+            u.message = Some(message);
+        }
+        waiting
+    }
+
+    fn snapshot_stored(mut self, handle: String) -> Self {
+        if let Some(u) = self.upgrade.as_mut() {
+            u.pre_upgrade_snapshot = Some(handle);
+        }
+        self
+    }
+
+    fn failure(&self, action: &Action, message: &str, now: Timestamp) -> Self {
+        super::record_failure(self, action, message, now)
     }
 }
 
 /// Health probes must not hold a step up for long.
 pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often a snapshot taken in the background is looked at.
-const SNAPSHOT_POLL: Duration = Duration::from_secs(3);
 
 pub struct Driver<P> {
     cluster: String,
@@ -184,37 +182,16 @@ impl<P: Platform> Driver<P> {
         if step.action.acts() {
             tracing::info!(cluster = %self.cluster, action = ?step.action, "upgrade step");
         }
-        match self.execute(&step.action, status, &observed).await {
-            Ok(Some(Snapshot::Running(what))) => {
-                // Nothing moved on: the phase stays until the snapshot is stored.
-                let mut waiting = status.clone();
-                if let Some(u) = waiting.upgrade.as_mut() {
-                    u.message = Some(what);
-                }
-                Ok(StepReport::performed(step.action, waiting, Some(SNAPSHOT_POLL)))
-            }
-            Ok(snapshot) => {
-                let mut next = step.status;
-                if let (Some(Snapshot::Stored(handle)), Some(u)) = (snapshot, next.upgrade.as_mut()) {
-                    u.pre_upgrade_snapshot = Some(handle);
-                }
-                let requeue_after = match step.action {
-                    Action::Nothing => None,
-                    Action::Record => Some(Duration::ZERO),
-                    Action::Wait => Some(Duration::from_secs(2)),
-                    _ => Some(Duration::from_millis(500)),
-                };
-                Ok(StepReport::performed(step.action, next, requeue_after))
-            }
-            Err(err) => {
-                let text = err.to_string();
-                tracing::warn!(cluster = %self.cluster, action = step.action.name(), error = %text, "upgrade step failed");
-                {
-                    let status = super::record_failure(status, &step.action, &text, observed.now);
-                    Ok(StepReport::failed(step.action, status, text))
-                }
-            }
-        }
+        let outcome = self.execute(&step.action, status, &observed).await;
+        Ok(report_outcome(
+            "upgrade",
+            &self.cluster,
+            step.action,
+            status,
+            step.status,
+            outcome,
+            observed.now,
+        ))
     }
 
     /// What the flows decide on: the platform's servers with their health, the raft view of the

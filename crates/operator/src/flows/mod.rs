@@ -9,6 +9,8 @@
 //! - [`bluegreen`] and [`rolling`]: the two strategies.
 //! - [`driver`]: the [`Platform`] a driver needs (start/stop servers, move
 //!   traffic, take a snapshot, reach a server's API) and the [`Driver`].
+//! - [`step_report`]: what one driver step did, and how every flow's driver turns its action's
+//!   outcome into the status to persist.
 //! - [`names`]: server and revision names shared by every platform.
 //! - [`upgrade`]: what a reconcile does about a changed `spec.version`, before any driver step.
 //! - [`seal_migration`]: moving a running cluster to another seal (`static` <-> `transit`), with
@@ -22,6 +24,7 @@ pub mod observed;
 pub mod rolling;
 pub mod seal_migration;
 pub mod step;
+pub mod step_report;
 pub mod upgrade;
 pub mod version;
 
@@ -29,10 +32,11 @@ pub mod version;
 mod fixtures;
 
 pub use common::{STEP_FAILURES_DEGRADED, record_failure, record_step_failure};
-pub use driver::{Driver, Platform, PlatformError, PlatformNode, Snapshot, StepReport};
+pub use driver::{Driver, Platform, PlatformError, PlatformNode, Snapshot};
 pub use names::Revision;
 pub use observed::{AutopilotPeer, AutopilotView, NodeHealth, NodeView, Observed, Peer, RaftView};
 pub use step::{Action, Deployment, FlowStep};
+pub use step_report::StepReport;
 
 use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradeStrategy};
 

@@ -354,12 +354,7 @@ fn executor_job(cluster: &Cluster, inputs: JobInputs) -> Job {
                         // The result line when the executor wrote one, its last log lines when it
                         // could not (e.g. it crashed before reporting).
                         "terminationMessagePolicy": "FallbackToLogsOnError",
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "runAsNonRoot": true,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
+                        "securityContext": restricted_container(),
                         "resources": {
                             "requests": {"cpu": "50m", "memory": "64Mi"},
                             "limits": {"memory": "256Mi"},
@@ -409,6 +404,16 @@ fn executor_job(cluster: &Cluster, inputs: JobInputs) -> Job {
     job
 }
 
+/// What every container of an executor Job runs with (Pod Security `restricted`, read-only root).
+fn restricted_container() -> serde_json::Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "runAsNonRoot": true,
+        "capabilities": {"drop": ["ALL"]},
+    })
+}
+
 /// Turns an executor Job into the drill's: the OpenBao sidecar, its volumes, and no mount of the
 /// cluster's CA (the drill never talks to the cluster).
 fn add_drill_server(job: &mut Job, cluster: &Cluster, openbao_image: &str) {
@@ -423,12 +428,7 @@ fn add_drill_server(job: &mut Job, cluster: &Cluster, openbao_image: &str) {
             "printf '%s' \"$BAO_DRILL_CONFIG\" > {DRILL_CONFIG_DIR}/server.hcl && exec bao server -config={DRILL_CONFIG_DIR}/server.hcl"
         )],
         "env": [{"name": "BAO_DRILL_CONFIG", "value": drill_server_hcl()}],
-        "securityContext": {
-            "allowPrivilegeEscalation": false,
-            "readOnlyRootFilesystem": true,
-            "runAsNonRoot": true,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": restricted_container(),
         "resources": {
             "requests": {"cpu": "50m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},

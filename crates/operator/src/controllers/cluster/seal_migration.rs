@@ -48,8 +48,6 @@ use openbao_render::objects::{self, Joining};
 use openbao_render::selfinit::{JWT_MOUNT, SEAL_MIGRATION_ROLE};
 use openbao_render::{Cluster, OperatorIdentity, paths};
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use super::upgrade::KubePlatform;

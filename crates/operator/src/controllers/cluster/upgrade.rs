@@ -164,21 +164,34 @@ pub(super) fn is_running(pod: &Pod) -> bool {
 
 /// How a platform reaches one server of a cluster: by its pod IP, verifying the name
 /// [`server_url`] gives against the cluster's CA, with the platform's token.
-pub(super) struct ServerAccess<'a> {
-    pub cluster: &'a str,
-    pub namespace: &'a str,
-    pub ca_pem: &'a str,
-    pub token: &'a Token,
+pub(super) struct ServerAccess {
+    cluster: String,
+    namespace: String,
+    ca_pem: String,
+    token: Token,
+    /// Pod IPs seen when the platform last listed its servers, so clients need no extra lookups.
+    pod_ips: Mutex<HashMap<String, IpAddr>>,
 }
 
-impl ServerAccess<'_> {
-    /// A client for server `node_id`, at `known` (the pod IP last listed) or the IP read now.
-    pub async fn client(
-        &self,
-        pods: &Api<Pod>,
-        node_id: &str,
-        known: Option<IpAddr>,
-    ) -> Result<BaoClient, PlatformError> {
+impl ServerAccess {
+    pub fn new(cluster: &Cluster<'_>, ca_pem: String, token: Token) -> Self {
+        Self {
+            cluster: cluster.name.to_string(),
+            namespace: cluster.namespace.to_string(),
+            ca_pem,
+            token,
+            pod_ips: Mutex::default(),
+        }
+    }
+
+    /// The pod IPs of the servers just listed.
+    pub fn remember(&self, pod_ips: HashMap<String, IpAddr>) {
+        *self.pod_ips.lock().expect("pod ip lock") = pod_ips;
+    }
+
+    /// A client for server `node_id`, at the pod IP last listed or the IP read now.
+    pub async fn client(&self, pods: &Api<Pod>, node_id: &str) -> Result<BaoClient, PlatformError> {
+        let known = self.pod_ips.lock().expect("pod ip lock").get(node_id).copied();
         let ip = match known {
             Some(ip) => ip,
             None => pods
@@ -189,7 +202,7 @@ impl ServerAccess<'_> {
                 .and_then(KubePlatform::pod_ip)
                 .ok_or_else(|| PlatformError::new(format!("pod {node_id}"), "has no IP".to_string()))?,
         };
-        let url = server_url(self.cluster, self.namespace, node_id);
+        let url = server_url(&self.cluster, &self.namespace, node_id);
         let config = ClientConfig::new(url.clone())
             .with_ca_pem(self.ca_pem.as_bytes().to_vec())
             .with_resolve_to(ip)
@@ -245,13 +258,10 @@ pub struct KubePlatform<'a> {
     namespace: String,
     uid: String,
     spec: OpenBaoClusterSpec,
-    ca_pem: String,
-    token: Token,
+    servers: ServerAccess,
     /// The live set and the green set of a blue/green upgrade, from status.
     live: Revision,
     green: Revision,
-    /// Pod IPs seen by the last [`Platform::nodes`], so clients need no extra lookups.
-    pod_ips: Mutex<HashMap<String, IpAddr>>,
     /// When the upgrade in progress started: names its pre-upgrade snapshot Jobs.
     started: Timestamp,
 }
@@ -266,11 +276,9 @@ impl<'a> KubePlatform<'a> {
             namespace: cluster.namespace.to_string(),
             uid: cluster.uid.to_string(),
             spec: cluster.spec.clone(),
-            ca_pem,
-            token,
+            servers: ServerAccess::new(cluster, ca_pem, token),
             live: None,
             green: None,
-            pod_ips: Mutex::default(),
             started: Timestamp::UNIX_EPOCH,
         }
     }
@@ -417,19 +425,12 @@ impl Platform for KubePlatform<'_> {
                 });
             }
         }
-        *self.pod_ips.lock().expect("pod ip lock") = ips;
+        self.servers.remember(ips);
         Ok(nodes)
     }
 
     async fn client(&self, node_id: &str) -> Result<BaoClient, PlatformError> {
-        let known = self.pod_ips.lock().expect("pod ip lock").get(node_id).copied();
-        let server = ServerAccess {
-            cluster: &self.name,
-            namespace: &self.namespace,
-            ca_pem: &self.ca_pem,
-            token: &self.token,
-        };
-        server.client(&self.pods(), node_id, known).await
+        self.servers.client(&self.pods(), node_id).await
     }
 
     async fn traffic(&self) -> Result<Revision, PlatformError> {

@@ -6,6 +6,7 @@
 //! keeps the recovery key; it never decides anything.
 
 use crate::flows::StepReport;
+use crate::flows::step_report::{FlowAction, FlowStatus, report_outcome};
 use futures::future::join_all;
 use jiff::Timestamp;
 use openbao_api::{SealMigrationStatus, UnsealType};
@@ -95,6 +96,43 @@ pub enum SealDriverError {
 }
 
 /// What one call of [`SealDriver::step`] did.
+impl FlowAction for SealAction {
+    fn name(&self) -> &'static str {
+        SealAction::name(self)
+    }
+
+    fn requeue_after(&self) -> Option<Duration> {
+        match self {
+            SealAction::Nothing | SealAction::RemoveOldSeal { .. } => None,
+            SealAction::Record => Some(Duration::ZERO),
+            SealAction::Wait => Some(Duration::from_secs(2)),
+            _ => Some(Duration::from_millis(500)),
+        }
+    }
+}
+
+impl FlowStatus for SealMigrationStatus {
+    type Action = SealAction;
+
+    fn waiting(&self, message: String) -> Self {
+        Self {
+            message: Some(message),
+            ..self.clone()
+        }
+    }
+
+    fn snapshot_stored(self, handle: String) -> Self {
+        Self {
+            pre_migration_snapshot: Some(handle),
+            ..self
+        }
+    }
+
+    fn failure(&self, action: &SealAction, message: &str, now: Timestamp) -> Self {
+        super::record_failure(self, action, message, now)
+    }
+}
+
 pub type SealStepReport = StepReport<SealAction, SealMigrationStatus>;
 
 pub struct SealDriver<P> {
@@ -142,39 +180,16 @@ impl<P: SealPlatform> SealDriver<P> {
         if step.action.acts() {
             tracing::info!(cluster = %self.cluster, action = ?step.action, "seal migration step");
         }
-        match self.execute(&step.action, status).await {
-            Ok(Some(Snapshot::Running(what))) => {
-                let mut waiting = status.clone();
-                waiting.message = Some(what);
-                Ok(StepReport::performed(
-                    step.action,
-                    waiting,
-                    Some(Duration::from_secs(3)),
-                ))
-            }
-            Ok(snapshot) => {
-                let mut next = step.status;
-                if let Some(Snapshot::Stored(handle)) = snapshot {
-                    next.pre_migration_snapshot = Some(handle);
-                }
-                let requeue_after = match step.action {
-                    SealAction::Nothing => None,
-                    SealAction::Record => Some(Duration::ZERO),
-                    SealAction::Wait => Some(Duration::from_secs(2)),
-                    SealAction::RemoveOldSeal { .. } => None,
-                    _ => Some(Duration::from_millis(500)),
-                };
-                Ok(StepReport::performed(step.action, next, requeue_after))
-            }
-            Err(err) => {
-                let text = err.to_string();
-                tracing::warn!(cluster = %self.cluster, action = step.action.name(), error = %text, "seal migration step failed");
-                {
-                    let status = super::record_failure(status, &step.action, &text, observed.now);
-                    Ok(StepReport::failed(step.action, status, text))
-                }
-            }
-        }
+        let outcome = self.execute(&step.action, status).await;
+        Ok(report_outcome(
+            "seal migration",
+            &self.cluster,
+            step.action,
+            status,
+            step.status,
+            outcome,
+            observed.now,
+        ))
     }
 
     pub async fn observe(&self) -> Result<SealObserved, SealDriverError> {

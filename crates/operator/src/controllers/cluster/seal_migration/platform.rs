@@ -12,15 +12,13 @@ pub struct KubeSealPlatform<'a> {
     namespace: String,
     uid: String,
     spec: OpenBaoClusterSpec,
-    ca_pem: String,
-    token: Token,
+    servers: ServerAccess,
     live: Revision,
     statefulset_name: String,
     migration_hash: Option<String>,
     new_hash: Option<String>,
     /// When the migration started: names its pre-migration snapshot Jobs.
     started: Timestamp,
-    pod_ips: Mutex<HashMap<String, IpAddr>>,
 }
 
 impl<'a> KubeSealPlatform<'a> {
@@ -39,14 +37,12 @@ impl<'a> KubeSealPlatform<'a> {
             namespace: cluster.namespace.to_string(),
             uid: cluster.uid.to_string(),
             spec: cluster.spec.clone(),
-            ca_pem,
-            token,
+            servers: ServerAccess::new(cluster, ca_pem, token),
             live: workloads.live.clone(),
             statefulset_name: workloads.statefulset_name.clone(),
             migration_hash: workloads.stage_hash(SealStage::Migration),
             new_hash: workloads.stage_hash(SealStage::New),
             started: m.started_at.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0),
-            pod_ips: Mutex::default(),
         }
     }
 
@@ -137,19 +133,12 @@ impl SealPlatform for KubeSealPlatform<'_> {
                 running,
             });
         }
-        *self.pod_ips.lock().expect("pod ip lock") = ips;
+        self.servers.remember(ips);
         Ok(nodes)
     }
 
     async fn client(&self, node_id: &str) -> Result<BaoClient, PlatformError> {
-        let known = self.pod_ips.lock().expect("pod ip lock").get(node_id).copied();
-        let server = ServerAccess {
-            cluster: &self.name,
-            namespace: &self.namespace,
-            ca_pem: &self.ca_pem,
-            token: &self.token,
-        };
-        server.client(&self.api::<Pod>(), node_id, known).await
+        self.servers.client(&self.api::<Pod>(), node_id).await
     }
 
     async fn restart_node(&self, node_id: &str, stage: SealStage) -> Result<(), PlatformError> {

@@ -1,0 +1,103 @@
+//! What one call of a flow driver's `step` did, and how every flow turns the outcome of its
+//! action into that report: the upgrade driver and the seal-migration driver share this, so a
+//! snapshot still being taken, a stored snapshot and a failed action mean the same in both.
+
+use jiff::Timestamp;
+use std::fmt::Display;
+use std::time::Duration;
+
+use super::Snapshot;
+
+/// What one call of a flow driver's `step` did ([`super::Driver::step`], and the seal
+/// migration's driver with its own action and status types).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepReport<A = super::Action, S = openbao_api::OpenBaoClusterStatus> {
+    /// The action the flow chose (performed, or attempted when `error` is set).
+    pub action: A,
+    /// The status to persist.
+    pub status: S,
+    /// Why the action failed; the same step is tried again next time.
+    pub error: Option<String>,
+    /// When to call again; `None` when nothing is in progress.
+    pub requeue_after: Option<Duration>,
+}
+
+/// After a failed action, the same step is tried again this much later.
+pub(super) const RETRY_FAILED_STEP: Duration = Duration::from_secs(5);
+/// How often a snapshot taken in the background is looked at.
+const SNAPSHOT_POLL: Duration = Duration::from_secs(3);
+
+impl<A, S> StepReport<A, S> {
+    /// `action` was performed (or is still waiting): persist `status`, call again after `requeue_after`.
+    pub fn performed(action: A, status: S, requeue_after: Option<Duration>) -> Self {
+        Self {
+            action,
+            status,
+            error: None,
+            requeue_after,
+        }
+    }
+
+    /// `action` failed with `error`: persist `status` (the failure recorded on the status the
+    /// step started from); the same step runs again after [`RETRY_FAILED_STEP`].
+    pub fn failed(action: A, status: S, error: String) -> Self {
+        Self {
+            action,
+            status,
+            error: Some(error),
+            requeue_after: Some(RETRY_FAILED_STEP),
+        }
+    }
+}
+
+/// An action a flow chose, as the shared outcome handling needs it.
+pub(super) trait FlowAction {
+    /// Short name for logs and error reasons.
+    fn name(&self) -> &'static str;
+    /// When to call `step` again after this action succeeded; `None` when the flow is done.
+    fn requeue_after(&self) -> Option<Duration>;
+}
+
+/// The status a flow persists, as the shared outcome handling needs it.
+pub(super) trait FlowStatus: Clone {
+    type Action: FlowAction;
+    /// The status the step started from, with `message` saying what is still happening.
+    fn waiting(&self, message: String) -> Self;
+    /// The status the flow decided on, now that the snapshot it took is stored at `handle`.
+    fn snapshot_stored(self, handle: String) -> Self;
+    /// The status the step started from, with the failure of `action` recorded.
+    fn failure(&self, action: &Self::Action, message: &str, now: Timestamp) -> Self;
+}
+
+/// Turns the outcome of executing `action` into the report to persist. `started_from` is the
+/// status the step began with; `decided` the one the flow chose if the action succeeds.
+pub(super) fn report_outcome<S: FlowStatus>(
+    flow: &str,
+    cluster: &str,
+    action: S::Action,
+    started_from: &S,
+    decided: S,
+    outcome: Result<Option<Snapshot>, impl Display>,
+    now: Timestamp,
+) -> StepReport<S::Action, S> {
+    match outcome {
+        // Nothing moved on: the phase stays until the snapshot is stored.
+        Ok(Some(Snapshot::Running(what))) => {
+            StepReport::performed(action, started_from.waiting(what), Some(SNAPSHOT_POLL))
+        }
+        Ok(snapshot) => {
+            let next = match snapshot {
+                Some(Snapshot::Stored(handle)) => decided.snapshot_stored(handle),
+                _ => decided,
+            };
+            let requeue_after = action.requeue_after();
+            StepReport::performed(action, next, requeue_after)
+        }
+        Err(err) => {
+            let text = err.to_string();
+            tracing::warn!(%cluster, action = action.name(), error = %text, "{flow} step failed");
+            let status = started_from.failure(&action, &text, now);
+            StepReport::failed(action, status, text)
+        }
+    }
+}

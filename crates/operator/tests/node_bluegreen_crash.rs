@@ -3,7 +3,7 @@
 //! writes and reads through the public Service every 200 ms, and the operator is killed on
 //! entering every phase of the upgrade and once more in the middle of a phase, each time
 //! started again after 1 s with a fresh context. The upgrade still completes: no client
-//! operation fails after retries of at most `CLIENT_RETRY` (3 s), every acknowledged write reads back, the
+//! operation fails after retries of at most `CLIENT_RETRY` (5 s), every acknowledged write reads back, the
 //! cluster ends as 3 voters on 2.7.2 (the green servers only) with none of blue's pods,
 //! volumes, StatefulSet or raft peers left, and status is `Idle` with no `lastError`.
 //!

@@ -28,7 +28,7 @@ use testkit::node::workers::{self, Scheduling, Worker};
 use tokio::process::Command;
 
 mod node_common;
-use node_common::bluegreen::{raft_peers, start_load, start_load_retrying};
+use node_common::bluegreen::{raft_peers, start_load};
 use node_common::{
     HostOperator, LoadReport, PublicIp, check_acknowledged, check_no_failed_operations, cluster_admin, condition,
     create, in_namespaces, learn_public_ip, print_server_logs, public_client_config,
@@ -40,14 +40,6 @@ const NAMESPACE: &str = "bao-spread";
 const SERVERS: usize = 3;
 /// Longest a server may take to come back after its node is uncordoned or restarted.
 const SERVER_BACK: Duration = Duration::from_secs(180);
-/// How long the client retries an operation during the drains: 5 s, not the node tests' 3 s
-/// (`CLIENT_RETRY`). Three runs on the loaded 2-core machine (a fresh-clone CI run and a
-/// busy-core round, 2026-12-04) left writes unanswered for 3.0-3.4 s starting when the drained
-/// pod got its SIGTERM, and in both runs that were traced it was a standby's pod, not the
-/// active server's: the survivors' logs show a forwarded request to the unchanged active server
-/// cancelled by the client's 1-s attempt limit. Four kubelets, containerds, kube-proxies and
-/// NetworkPolicy engines tear the pod down on the same two cores then. Quiet runs: 142-627 ms.
-const DRAIN_CLIENT_RETRY: Duration = Duration::from_secs(5);
 
 // Two workers: the load client keeps its 200 ms pace while the test waits on the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +117,7 @@ async fn spread_drain_and_lose(root: &Path, workers: &[Worker], client: &Client,
     let config = public_client_config(client, ns, CLUSTER, &public_ip).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let load_epoch = Instant::now();
-    let load = start_load_retrying(&admin, config.clone(), stop.clone(), DRAIN_CLIENT_RETRY);
+    let load = start_load(&admin, config.clone(), stop.clone());
 
     // Drain each node in turn; its server waits (Pending: its disk is on that node) until the
     // node is uncordoned, and the next drain starts only when all three serve again.

@@ -10,7 +10,8 @@
 //! JWT roles, demo login). The driver logs in as the `openbao-operator-upgrade` JWT role, so
 //! every step also proves that `selfinit::UPGRADE_POLICY` is enough for it. A client writes and
 //! reads KV through the current traffic target every 100 ms during each upgrade (each operation
-//! retried for at most 2 s); afterwards every acknowledged write must still be readable.
+//! retried for at most 2 s, following a standby's redirect as `bao` does); afterwards every
+//! acknowledged write must still be readable.
 //!
 //! The operator "crashes" by dropping the driver and its platform adapter (with its cached
 //! token): only the status, kept as JSON between steps, survives. The OpenBao processes are the
@@ -22,7 +23,7 @@ use anyhow::{Context, Result, bail, ensure};
 use apiserver_common::operator;
 use futures::StreamExt;
 use openbao_api::{OpenBaoClusterSpec, OpenBaoClusterStatus, UpgradePhase};
-use openbao_client::{BaoClient, ClientConfig, HealthState, Token};
+use openbao_client::{BaoClient, BaoError, ClientConfig, HealthState, Token};
 use openbao_operator::flows::{
     self, Action, Deployment, Driver, Platform, PlatformError, PlatformNode, Revision, Snapshot,
 };
@@ -571,6 +572,9 @@ struct LoadReport {
     errors: Vec<String>,
 }
 
+/// What a read that found nothing reports.
+const NOT_FOUND: &str = "404";
+
 struct Load {
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<LoadReport>,
@@ -588,6 +592,7 @@ struct LoadClient {
 }
 
 impl LoadClient {
+    /// The next server of the traffic target.
     fn endpoint(&mut self) -> Option<BaoClient> {
         let nodes = self.world.traffic_nodes();
         if nodes.is_empty() {
@@ -595,12 +600,62 @@ impl LoadClient {
         }
         self.next = self.next.wrapping_add(1);
         let id = nodes[self.next % nodes.len()].clone();
-        if !self.clients.contains_key(&id) {
-            let config = self.world.client_config(&id).ok()?;
+        self.client_for(&id)
+    }
+
+    fn client_for(&mut self, id: &str) -> Option<BaoClient> {
+        if !self.clients.contains_key(id) {
+            let config = self.world.client_config(id).ok()?;
             let client = BaoClient::new(config.with_timeout(CLIENT_RETRY)).ok()?;
-            self.clients.insert(id.clone(), client.with_token(self.token.clone()));
+            self.clients
+                .insert(id.to_string(), client.with_token(self.token.clone()));
         }
-        self.clients.get(&id).cloned()
+        self.clients.get(id).cloned()
+    }
+
+    /// The server a standby's redirect points to, when it is one of the world's.
+    fn redirect_target(&mut self, location: &str) -> Option<BaoClient> {
+        let id = {
+            let meta = self.world.meta.lock().unwrap();
+            meta.iter()
+                .find(|(_, m)| location.starts_with(&format!("https://{}:{}/", m.addr.ip, m.addr.api_port)))
+                .map(|(id, _)| id.clone())?
+        };
+        self.client_for(&id)
+    }
+
+    /// One request: `Some(value)` read or `None` on success of a write; `Ok(Err(NOT_FOUND))`
+    /// when a read found nothing.
+    async fn call(client: &BaoClient, path: &str, write: Option<u64>) -> Result<Result<Option<u64>, String>, BaoError> {
+        Ok(match write {
+            Some(n) => client.write(path, &json!({"data": {"n": n}})).await.map(|_| Ok(None))?,
+            None => match client.read(path).await? {
+                Some(v) => Ok(v["data"]["data"]["n"].as_u64()),
+                None => Err(NOT_FOUND.to_string()),
+            },
+        })
+    }
+
+    /// One request to `client`; a standby's redirect to another server is followed once, as
+    /// `bao` and OpenBao's Go API client do. A standby redirects instead of forwarding while it
+    /// has no forwarding connection to the active server (for seconds after a leader change
+    /// on a loaded machine: CI, 2026-12-04, three writes in a row redirected for 2 s each).
+    async fn call_following_redirect(
+        &mut self,
+        client: BaoClient,
+        path: &str,
+        write: Option<u64>,
+    ) -> Result<Option<u64>, String> {
+        match Self::call(&client, path, write).await {
+            Ok(answer) => answer,
+            Err(e) => match e.redirect_location().and_then(|l| self.redirect_target(l)) {
+                Some(active) => match Self::call(&active, path, write).await {
+                    Ok(answer) => answer,
+                    Err(again) => Err(format!("{e}; after following the redirect: {again}")),
+                },
+                None => Err(e.to_string()),
+            },
+        }
     }
 
     /// `Some(value)` read or `None` on success of a write; `Err` after retries ran out.
@@ -617,25 +672,9 @@ impl LoadClient {
                 .max(Duration::from_millis(100));
             let result = match self.endpoint() {
                 None => Err("no traffic target".to_string()),
-                Some(client) => {
-                    let call = async {
-                        match write {
-                            Some(n) => client
-                                .write(&path, &json!({"data": {"n": n}}))
-                                .await
-                                .map(|_| None)
-                                .map_err(|e| e.to_string()),
-                            None => match client.read(&path).await {
-                                Ok(Some(v)) => Ok(v["data"]["data"]["n"].as_u64()),
-                                Ok(None) => Err("404".to_string()),
-                                Err(e) => Err(e.to_string()),
-                            },
-                        }
-                    };
-                    tokio::time::timeout(budget, call)
-                        .await
-                        .unwrap_or_else(|_| Err(format!("no answer within {budget:?}")))
-                }
+                Some(client) => tokio::time::timeout(budget, self.call_following_redirect(client, &path, write))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {budget:?}"))),
             };
             self.report.slowest_op = self.report.slowest_op.max(started.elapsed());
             match result {
@@ -689,7 +728,7 @@ impl LoadClient {
                     self.report.errors.push(format!("read k{key}: got {other:?}"));
                 }
                 Err(e) => {
-                    if e.ends_with(": 404") {
+                    if e.ends_with(NOT_FOUND) {
                         self.report.lost += 1;
                     }
                     self.report.failed_reads += 1;

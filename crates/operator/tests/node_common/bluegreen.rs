@@ -280,22 +280,12 @@ pub fn start_load(
     config: ClientConfig,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<LoadReport> {
-    start_load_retrying(admin, config, stop, CLIENT_RETRY)
-}
-
-/// [`start_load`] with another retry budget per operation.
-pub fn start_load_retrying(
-    admin: &BaoClient,
-    config: ClientConfig,
-    stop: Arc<AtomicBool>,
-    retry: Duration,
-) -> tokio::task::JoinHandle<LoadReport> {
     tokio::spawn(
         LoadClient {
             bao: admin.clone(),
             config,
             epoch: Instant::now(),
-            retry,
+            retry: CLIENT_RETRY,
             outage_since: None,
             report: LoadReport::default(),
         }

@@ -101,3 +101,125 @@ pub(super) fn report_outcome<S: FlowStatus>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    enum Act {
+        Wait,
+        Snapshot,
+    }
+
+    impl FlowAction for Act {
+        fn name(&self) -> &'static str {
+            match self {
+                Act::Wait => "Wait",
+                Act::Snapshot => "Snapshot",
+            }
+        }
+
+        fn requeue_after(&self) -> Option<Duration> {
+            Some(Duration::from_secs(7))
+        }
+    }
+
+    /// A flow's status reduced to what the outcome handling touches.
+    #[derive(Clone, Debug, Default, PartialEq)]
+    struct St {
+        phase: &'static str,
+        message: Option<String>,
+        snapshot: Option<String>,
+        failures: Vec<String>,
+    }
+
+    impl FlowStatus for St {
+        type Action = Act;
+
+        fn waiting(&self, message: String) -> Self {
+            Self {
+                message: Some(message),
+                ..self.clone()
+            }
+        }
+
+        fn snapshot_stored(self, handle: String) -> Self {
+            Self {
+                snapshot: Some(handle),
+                ..self
+            }
+        }
+
+        fn failure(&self, action: &Act, message: &str, _now: Timestamp) -> Self {
+            let mut failed = self.clone();
+            failed.failures.push(format!("{}Failed: {message}", action.name()));
+            failed
+        }
+    }
+
+    fn started() -> St {
+        St {
+            phase: "before",
+            ..Default::default()
+        }
+    }
+
+    fn decided() -> St {
+        St {
+            phase: "after",
+            ..Default::default()
+        }
+    }
+
+    fn report(outcome: Result<Option<Snapshot>, &str>) -> StepReport<Act, St> {
+        report_outcome(
+            "test",
+            "c",
+            Act::Snapshot,
+            &started(),
+            decided(),
+            outcome,
+            Timestamp::UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn a_snapshot_still_running_keeps_the_phase_and_says_what_happens() {
+        let r = report(Ok(Some(Snapshot::Running("job x runs".into()))));
+        assert_eq!(r.status.phase, "before");
+        assert_eq!(r.status.message.as_deref(), Some("job x runs"));
+        assert_eq!((r.error, r.requeue_after), (None, Some(SNAPSHOT_POLL)));
+    }
+
+    #[test]
+    fn a_stored_snapshot_is_kept_on_the_decided_status() {
+        let r = report(Ok(Some(Snapshot::Stored("s3://b/k".into()))));
+        assert_eq!(r.status.phase, "after");
+        assert_eq!(r.status.snapshot.as_deref(), Some("s3://b/k"));
+        assert_eq!(
+            r.requeue_after,
+            Some(Duration::from_secs(7)),
+            "the action's own requeue"
+        );
+        let plain = report_outcome(
+            "test",
+            "c",
+            Act::Wait,
+            &started(),
+            decided(),
+            Ok::<_, &str>(None),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(plain.status, decided());
+    }
+
+    #[test]
+    fn a_failed_action_is_recorded_on_the_status_it_started_from() {
+        let r = report(Err("HTTP 500"));
+        assert_eq!(r.status.phase, "before");
+        assert_eq!(r.status.failures, vec!["SnapshotFailed: HTTP 500".to_string()]);
+        assert_eq!(r.error.as_deref(), Some("HTTP 500"));
+        assert_eq!(r.requeue_after, Some(RETRY_FAILED_STEP));
+    }
+}

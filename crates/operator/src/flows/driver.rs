@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::names::Revision;
 use super::observed::{AutopilotPeer, AutopilotView, NodeHealth, NodeView, Observed, Peer, RaftView};
 use super::step::{Action, Deployment};
-use super::step_report::{FlowAction, FlowStatus, StepReport, report_outcome};
+use super::step_report::{ActionKind, FlowAction, FlowStatus, StepReport, report_outcome};
 
 /// One server as the platform knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,12 +116,12 @@ impl FlowAction for Action {
         Action::name(self)
     }
 
-    fn requeue_after(&self) -> Option<Duration> {
+    fn kind(&self) -> ActionKind {
         match self {
-            Action::Nothing => None,
-            Action::Record => Some(Duration::ZERO),
-            Action::Wait => Some(Duration::from_secs(2)),
-            _ => Some(Duration::from_millis(500)),
+            Action::Nothing => ActionKind::Finished,
+            Action::Record => ActionKind::Record,
+            Action::Wait => ActionKind::Wait,
+            _ => ActionKind::Acted,
         }
     }
 }

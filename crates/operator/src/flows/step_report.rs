@@ -50,12 +50,34 @@ impl<A, S> StepReport<A, S> {
     }
 }
 
+/// What kind of action a flow chose, which says when its driver is called again.
+pub(super) enum ActionKind {
+    /// Nothing is in progress: not again (until something changes).
+    Finished,
+    /// Only the status moved on: at once.
+    Record,
+    /// Waiting for the servers to get somewhere: in 2 s.
+    Wait,
+    /// Acted on a server or the platform: in 500 ms, to observe the effect.
+    Acted,
+}
+
+impl ActionKind {
+    fn requeue_after(&self) -> Option<Duration> {
+        match self {
+            ActionKind::Finished => None,
+            ActionKind::Record => Some(Duration::ZERO),
+            ActionKind::Wait => Some(Duration::from_secs(2)),
+            ActionKind::Acted => Some(Duration::from_millis(500)),
+        }
+    }
+}
+
 /// An action a flow chose, as the shared outcome handling needs it.
 pub(super) trait FlowAction {
     /// Short name for logs and error reasons.
     fn name(&self) -> &'static str;
-    /// When to call `step` again after this action succeeded; `None` when the flow is done.
-    fn requeue_after(&self) -> Option<Duration>;
+    fn kind(&self) -> ActionKind;
 }
 
 /// The status a flow persists, as the shared outcome handling needs it.
@@ -90,7 +112,7 @@ pub(super) fn report_outcome<S: FlowStatus>(
                 Some(Snapshot::Stored(handle)) => decided.snapshot_stored(handle),
                 _ => decided,
             };
-            let requeue_after = action.requeue_after();
+            let requeue_after = action.kind().requeue_after();
             StepReport::performed(action, next, requeue_after)
         }
         Err(err) => {
@@ -120,8 +142,11 @@ mod tests {
             }
         }
 
-        fn requeue_after(&self) -> Option<Duration> {
-            Some(Duration::from_secs(7))
+        fn kind(&self) -> ActionKind {
+            match self {
+                Act::Wait => ActionKind::Wait,
+                Act::Snapshot => ActionKind::Acted,
+            }
         }
     }
 
@@ -199,8 +224,8 @@ mod tests {
         assert_eq!(r.status.snapshot.as_deref(), Some("s3://b/k"));
         assert_eq!(
             r.requeue_after,
-            Some(Duration::from_secs(7)),
-            "the action's own requeue"
+            Some(Duration::from_millis(500)),
+            "an action: its effect is observed soon"
         );
         let plain = report_outcome(
             "test",
@@ -212,6 +237,7 @@ mod tests {
             Timestamp::UNIX_EPOCH,
         );
         assert_eq!(plain.status, decided());
+        assert_eq!(plain.requeue_after, Some(Duration::from_secs(2)), "a wait's");
     }
 
     #[test]

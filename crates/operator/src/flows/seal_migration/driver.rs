@@ -6,14 +6,13 @@
 //! keeps the recovery key; it never decides anything.
 
 use crate::flows::StepReport;
-use crate::flows::step_report::{FlowAction, FlowStatus, report_outcome};
+use crate::flows::step_report::{ActionKind, FlowAction, FlowStatus, report_outcome};
 use futures::future::join_all;
 use jiff::Timestamp;
 use openbao_api::{SealMigrationStatus, UnsealType};
 use openbao_client::{BaoClient, BaoError};
 use serde_json::json;
 use std::future::Future;
-use std::time::Duration;
 
 use super::{SealAction, SealNodeView, SealObserved, SealStage, SealTarget, SealView};
 use crate::flows::driver::{PROBE_TIMEOUT, raft_view};
@@ -101,12 +100,13 @@ impl FlowAction for SealAction {
         SealAction::name(self)
     }
 
-    fn requeue_after(&self) -> Option<Duration> {
+    fn kind(&self) -> ActionKind {
         match self {
-            SealAction::Nothing | SealAction::RemoveOldSeal { .. } => None,
-            SealAction::Record => Some(Duration::ZERO),
-            SealAction::Wait => Some(Duration::from_secs(2)),
-            _ => Some(Duration::from_millis(500)),
+            // Removing the old seal's key is the migration's last act.
+            SealAction::Nothing | SealAction::RemoveOldSeal { .. } => ActionKind::Finished,
+            SealAction::Record => ActionKind::Record,
+            SealAction::Wait => ActionKind::Wait,
+            _ => ActionKind::Acted,
         }
     }
 }

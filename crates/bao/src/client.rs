@@ -160,6 +160,16 @@ impl BaoClient {
         }
     }
 
+    /// A clone of this client whose ordinary calls give up after `timeout` (a short probe on a
+    /// client made patient for a long transfer). Streamed transfers keep the read timeout the
+    /// client was built with.
+    pub fn with_call_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
+    }
+
     pub fn token(&self) -> Option<&Token> {
         self.token.as_ref()
     }

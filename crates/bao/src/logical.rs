@@ -27,6 +27,9 @@ pub struct TokenInfo {
     pub path: String,
     #[serde(default)]
     pub meta: Option<BTreeMap<String, String>>,
+    /// `service` or `batch`. A batch token lives in no store, so a restore does not end it.
+    #[serde(default, rename = "type")]
+    pub token_type: String,
 }
 
 /// One entry of `sys/version-history`, oldest first.

@@ -9,22 +9,13 @@ use common::{Workspace, admin};
 use openbao_client::{AutopilotConfigUpdate, BaoClient, HealthState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use testkit::openbao::{BaoServer, NodeAddr, poll_until, wait_for_voters};
+use testkit::openbao::{BaoServer, poll_until, wait_for_voters};
 
 #[tokio::test]
 async fn three_nodes_join_vote_fail_over_and_remove() -> Result<()> {
     let ws = Workspace::new()?;
     let bao = testkit::cache::bao_binary("2.7.2")?;
-    let addrs = [NodeAddr::allocate()?, NodeAddr::allocate()?, NodeAddr::allocate()?];
-
-    let mut specs = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let mut config = ws.node_config(i, *addr);
-        for (j, peer) in addrs.iter().enumerate().filter(|(j, _)| *j != i) {
-            config = config.join(&ws.tls, j, peer);
-        }
-        specs.push(ws.node_spec(i, &config, i == 0, &bao)?);
-    }
+    let (addrs, specs) = ws.three_node_specs(&bao)?;
     let t0 = Instant::now();
     let mut nodes = specs.into_iter().map(BaoServer::start).collect::<Result<Vec<_>>>()?;
 

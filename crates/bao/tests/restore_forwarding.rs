@@ -19,7 +19,7 @@ use common::{Workspace, admin, token_of};
 use futures::StreamExt;
 use openbao_client::{AutopilotConfigUpdate, BaoClient, HealthState};
 use std::time::{Duration, Instant};
-use testkit::openbao::{BaoServer, NodeAddr, poll_until, wait_for_voters};
+use testkit::openbao::{BaoServer, poll_until, wait_for_voters};
 
 /// How long a standby may take to serve through the active node after the restore (measured:
 /// at once; a bound a loaded machine keeps).
@@ -69,15 +69,7 @@ async fn active_of(nodes: &[BaoServer]) -> Result<usize> {
 async fn restore_and_measure(version: &str) -> Result<()> {
     let ws = Workspace::new()?;
     let bao = testkit::cache::bao_binary(version)?;
-    let addrs = [NodeAddr::allocate()?, NodeAddr::allocate()?, NodeAddr::allocate()?];
-    let mut specs = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let mut config = ws.node_config(i, *addr);
-        for (j, peer) in addrs.iter().enumerate().filter(|(j, _)| *j != i) {
-            config = config.join(&ws.tls, j, peer);
-        }
-        specs.push(ws.node_spec(i, &config, i == 0, &bao)?);
-    }
+    let (_, specs) = ws.three_node_specs(&bao)?;
     let mut nodes = specs.into_iter().map(BaoServer::start).collect::<Result<Vec<_>>>()?;
     let result = async {
         nodes[0].wait_active(Duration::from_secs(60)).await?;

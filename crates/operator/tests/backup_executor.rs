@@ -50,9 +50,29 @@ async fn backup_restores_into_a_fresh_node_and_a_foreign_seal_is_refused() -> Re
 
     // A fresh node with the same seal key: the backup restores and the secrets come back.
     let target = world.start_node("target", &key_a).await?;
-    write_secret(&admin(&target).await?, "only/target", "lost-on-restore").await?;
+    let before_restore = admin(&target).await?;
+    write_secret(&before_restore, "only/target", "lost-on-restore").await?;
     let restored = restore::run(&world.restore_args(&target, &s3, &report.key)?).await?;
     eprintln!("restore: {}", serde_json::to_string(&restored)?);
+    // The restore is in place when the executor returns: OpenBao answers the restore call
+    // before it applies the snapshot (in a goroutine: pre-seal, apply, post-unseal), and its
+    // health says active all along, so the server's own log must already show the post-unseal
+    // that follows applying it.
+    let log = std::fs::read_to_string(target.server.log_path())?;
+    let applying = log
+        .rfind("applying snapshot")
+        .context("the server never logged applying the snapshot")?;
+    assert!(
+        log[applying..].contains("post-unseal setup complete"),
+        "restore::run returned before OpenBao finished installing the snapshot:\n{}",
+        &log[applying..]
+    );
+    // And a token of the replaced token store is refused at once, not after a retry.
+    let refused = before_restore
+        .token_lookup_self()
+        .await
+        .expect_err("a token issued before the restore must be gone once restore::run returned");
+    assert_eq!(refused.status(), Some(403), "{refused}");
     // Tokens of the target died with its old token store: log in again.
     let target_admin = admin(&target).await?;
     assert_eq!(

@@ -85,6 +85,21 @@ impl Workspace {
         .env("DEMO_PASSWORD", DEMO_PASSWORD))
     }
 
+    /// Three nodes that form one raft cluster: node 0 self-initializes, nodes 1 and 2
+    /// `retry_join` the other two. Returns their addresses and the specs to start them with.
+    pub fn three_node_specs(&self, binary: &Path) -> Result<([NodeAddr; 3], Vec<BaoServerSpec>)> {
+        let addrs = [NodeAddr::allocate()?, NodeAddr::allocate()?, NodeAddr::allocate()?];
+        let mut specs = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let mut config = self.node_config(i, *addr);
+            for (j, peer) in addrs.iter().enumerate().filter(|(j, _)| *j != i) {
+                config = config.join(&self.tls, j, peer);
+            }
+            specs.push(self.node_spec(i, &config, i == 0, binary)?);
+        }
+        Ok((addrs, specs))
+    }
+
     /// A JWT for the `operator` role, with `aud` as given.
     pub fn operator_jwt(&self, audience: &str) -> Result<String> {
         let now = unix_now();

@@ -34,7 +34,7 @@
 //! `--verify-checksum`/`BACKUP_VERIFY_CHECKSUM` (read the object back and compare its SHA-256,
 //! default `true`). Restore only: `--key`/`RESTORE_KEY`, `--response-timeout`/
 //! `RESTORE_RESPONSE_TIMEOUT` (how long OpenBao may take to confirm, default `15m`),
-//! `--healthy-timeout`/`RESTORE_HEALTHY_TIMEOUT` (wait for an active node afterwards, `120s`).
+//! `--healthy-timeout`/`RESTORE_HEALTHY_TIMEOUT` (wait until the snapshot is in place and a node is active, `120s`).
 
 pub mod backup;
 pub mod restore;
@@ -208,6 +208,11 @@ pub enum ExecutorError {
          been applied, check the cluster before retrying"
     )]
     RestoreOutcomeUnknown(String),
+    #[error(
+        "OpenBao accepted the snapshot but did not put it in place: {0}; a failed install seals \
+         the node, whose log says why"
+    )]
+    RestoreNotApplied(String),
     #[error("the cluster did not come back with an active node after the restore: {0}")]
     NotHealthyAfterRestore(String),
     #[error(transparent)]
@@ -217,7 +222,7 @@ pub enum ExecutorError {
 impl ExecutorError {
     /// CamelCase reason: `InvalidConfig`, `LeaderNotFound`, `OpenBaoUnreachable`,
     /// `OpenBaoAuthFailed`, `SnapshotFailed`, `SealMismatch`, `RestoreFailed`,
-    /// `RestoreOutcomeUnknown`, `NotHealthyAfterRestore`, or the store's (`CredentialsRejected`,
+    /// `RestoreOutcomeUnknown`, `RestoreNotApplied`, `NotHealthyAfterRestore`, or the store's (`CredentialsRejected`,
     /// `BucketMissing`, `Unreachable`, `ObjectMissing`, `VerificationFailed`, `Other`).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -229,6 +234,7 @@ impl ExecutorError {
             Self::SealMismatch(_) => "SealMismatch",
             Self::RestoreFailed(_) => "RestoreFailed",
             Self::RestoreOutcomeUnknown(_) => "RestoreOutcomeUnknown",
+            Self::RestoreNotApplied(_) => "RestoreNotApplied",
             Self::NotHealthyAfterRestore(_) => "NotHealthyAfterRestore",
             Self::Store(e) => e.reason(),
         }

@@ -10,6 +10,9 @@
 //! too, so it is reported as `RestoreFailed` without a second attempt. A connection that breaks
 //! or times out after the snapshot went out is `RestoreOutcomeUnknown`: OpenBao may be
 //! installing it, so a retry must look at the cluster first.
+//!
+//! OpenBao's answer to the restore is not the restore: it installs the snapshot afterwards (see
+//! [`wait_until_applied`]), so success is reported only once the restored data is in place.
 
 use super::{
     Completed, ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, find_leader, login, openbao_failure, read_ca,
@@ -28,6 +31,11 @@ use crate::controllers::jobs::ExecutorResult;
 
 /// What OpenBao says when the snapshot's hash was sealed by another key.
 const SEAL_MISMATCH_TEXT: &str = "could not verify hash file";
+
+/// One look at whether the restore is in place: a token lookup, which the active node answers
+/// once it holds no state lock (the install holds it throughout).
+const APPLIED_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const APPLIED_PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug, clap::Parser)]
 #[command(name = "restore")]
@@ -49,7 +57,8 @@ pub struct RestoreArgs {
     /// before it answers).
     #[arg(long = "response-timeout", env = "RESTORE_RESPONSE_TIMEOUT", default_value = "15m", value_parser = parse_with_days)]
     pub response_timeout: Duration,
-    /// How long to wait for an active node after the restore.
+    /// How long OpenBao may take, once it answered, to put the snapshot in place and have an
+    /// active node again.
     #[arg(long = "healthy-timeout", env = "RESTORE_HEALTHY_TIMEOUT", default_value = "120s", value_parser = parse_with_days)]
     pub healthy_timeout: Duration,
     /// Also write the result line to this file (e.g. `/dev/termination-log`).
@@ -101,6 +110,8 @@ pub async fn run(args: &RestoreArgs) -> Result<RestoreReport, ExecutorError> {
         args.response_timeout,
     )?;
     let bao = login(&patient, &args.openbao, &args.jwt_role).await?;
+    let witness = bao.with_call_timeout(APPLIED_PROBE_TIMEOUT);
+    check_witness(&witness, &args.jwt_role).await?;
 
     let (_, body) = store.download_stream(&args.key).await?;
     // A store failure mid-stream reaches OpenBao only as a broken request body; keep the real
@@ -118,10 +129,15 @@ pub async fn run(args: &RestoreArgs) -> Result<RestoreReport, ExecutorError> {
         }
         return Err(classify_restore_error(&bao, err));
     }
-    tracing::info!(key = %args.key, "snapshot restored; waiting for an active node");
+    let deadline = Instant::now() + args.healthy_timeout;
+    tracing::info!(key = %args.key, "snapshot accepted; waiting until OpenBao has put it in place");
+    wait_until_applied(&witness, deadline).await?;
+    tracing::info!(key = %args.key, "snapshot in place; waiting for an active node");
 
     let healthy = OpenBaoArgs {
-        leader_timeout: args.healthy_timeout,
+        leader_timeout: deadline
+            .saturating_duration_since(Instant::now())
+            .max(APPLIED_PROBE_TIMEOUT),
         ..args.openbao.clone()
     };
     let after = find_leader(&healthy)
@@ -134,6 +150,55 @@ pub async fn run(args: &RestoreArgs) -> Result<RestoreReport, ExecutorError> {
         duration_ms: started.elapsed().as_millis() as u64,
         leader: after.base_url().as_str().trim_end_matches('/').to_string(),
     })
+}
+
+/// The executor's token must be one a restore ends: a service token (kept in the token store
+/// the snapshot replaces), which the restore policy may look up. A batch token lives in no store
+/// and would stay valid, so it could not show the restore in place.
+async fn check_witness(witness: &openbao_client::BaoClient, role: &str) -> Result<(), ExecutorError> {
+    let own = witness.token_lookup_self().await.map_err(|e| {
+        openbao_failure(witness, e, |e| {
+            ExecutorError::OpenBaoAuthFailed(format!("looking up the restore token of role {role:?}: {e}"))
+        })
+    })?;
+    if own.token_type == "batch" {
+        return Err(ExecutorError::InvalidConfig(format!(
+            "the JWT role {role:?} issues batch tokens; the restore needs a service token, the one \
+             way to see that OpenBao has put the snapshot in place (a batch token outlives a restore)"
+        )));
+    }
+    Ok(())
+}
+
+/// Waits until the restored data is in place on the node the snapshot went to.
+///
+/// OpenBao answers `POST sys/storage/raft/snapshot` before it installs the snapshot: the
+/// handler hands it to a goroutine that takes the state lock, pre-seals, applies it and
+/// post-unseals, and a failure there seals the node without telling the caller. A call that
+/// reaches the node before that goroutine holds the lock still sees the old data (CI saw it:
+/// `bao/tests/restore_forwarding.rs`). The witness is this executor's own token: the login that
+/// issued it came after every backup, so no snapshot holds it, and the node refuses it (403)
+/// once the restored token store is in place. Still valid, sealed, redirected or unreachable
+/// all mean "not yet".
+async fn wait_until_applied(witness: &openbao_client::BaoClient, deadline: Instant) -> Result<(), ExecutorError> {
+    let started = Instant::now();
+    loop {
+        let not_yet = match witness.token_lookup_self().await {
+            Err(e) if matches!(e.status(), Some(401 | 403)) => {
+                tracing::info!(after = ?started.elapsed(), "the restored token store is in place");
+                return Ok(());
+            }
+            Ok(_) => "the token issued before the restore is still valid".to_string(),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(ExecutorError::RestoreNotApplied(format!(
+                "after {:?}: {not_yet}",
+                started.elapsed()
+            )));
+        }
+        tokio::time::sleep(APPLIED_PROBE_INTERVAL).await;
+    }
 }
 
 fn classify_restore_error(bao: &openbao_client::BaoClient, err: BaoError) -> ExecutorError {

@@ -18,6 +18,8 @@ pub struct BaoClient {
     base: Url,
     timeout: Duration,
     token: Option<Token>,
+    /// What it was built from, to build the same client with another timeout.
+    config: std::sync::Arc<ClientConfig>,
 }
 
 impl std::fmt::Debug for BaoClient {
@@ -149,6 +151,7 @@ impl BaoClient {
             base,
             timeout: config.timeout,
             token: None,
+            config: std::sync::Arc::new(config),
         })
     }
 
@@ -160,14 +163,17 @@ impl BaoClient {
         }
     }
 
-    /// A clone of this client whose ordinary calls give up after `timeout` (a short probe on a
-    /// client made patient for a long transfer). Streamed transfers keep the read timeout the
-    /// client was built with.
-    pub fn with_call_timeout(&self, timeout: Duration) -> Self {
-        Self {
+    /// The same node, address pin and trust anchors with another `timeout` (the limit of each
+    /// call, and for streamed transfers the longest pause between two reads); keeps the token.
+    pub fn with_timeout(&self, timeout: Duration) -> Result<Self> {
+        let config = ClientConfig {
             timeout,
-            ..self.clone()
-        }
+            ..(*self.config).clone()
+        };
+        Ok(Self {
+            token: self.token.clone(),
+            ..Self::new(config)?
+        })
     }
 
     pub fn token(&self) -> Option<&Token> {

@@ -188,6 +188,14 @@ async fn logins(ws: &Workspace, anon: &BaoClient) -> Result<()> {
     let operator = anon.with_token(login.token);
     let raft = operator.raft_configuration().await?;
     ensure!(raft.servers.len() == 1, "{raft:?}");
+    // Another timeout keeps the node (this client's host name resolves nowhere: it is pinned
+    // to the node's IP), the trust anchors and the token.
+    let patient = operator.with_timeout(Duration::from_secs(120))?;
+    let own = patient.token_lookup_self().await?;
+    ensure!(
+        own.token_type == "service" && own.policies.contains(&"operator".to_string()),
+        "{own:?}"
+    );
     let err = operator.read("sys/mounts").await.unwrap_err();
     ensure!(
         err.status() == Some(403) && err.api_errors().iter().any(|e| e.contains("permission denied")),

@@ -14,9 +14,7 @@
 //! OpenBao's answer to the restore is not the restore: it installs the snapshot afterwards (see
 //! [`wait_until_applied`]), so success is reported only once the restored data is in place.
 
-use super::{
-    Completed, ExecutorError, OpenBaoArgs, StoreArgs, client_with_timeout, find_leader, login, openbao_failure, read_ca,
-};
+use super::{Completed, ExecutorError, OpenBaoArgs, StoreArgs, find_leader, login, openbao_failure};
 use futures::TryStreamExt;
 use openbao_api::duration::parse_with_days;
 use openbao_client::BaoError;
@@ -104,13 +102,10 @@ pub async fn run(args: &RestoreArgs) -> Result<RestoreReport, ExecutorError> {
     tracing::info!(key = %args.key, size = object.size, "backup found");
 
     let leader = find_leader(&args.openbao).await?;
-    let patient = client_with_timeout(
-        leader.base_url().as_str(),
-        read_ca(&args.openbao)?.as_deref(),
-        args.response_timeout,
-    )?;
+    // The same node as found (its address may be pinned to the active node's IP), patient.
+    let patient = leader.with_timeout(args.response_timeout).map_err(invalid_client)?;
     let bao = login(&patient, &args.openbao, &args.jwt_role).await?;
-    let witness = bao.with_call_timeout(APPLIED_PROBE_TIMEOUT);
+    let witness = bao.with_timeout(APPLIED_PROBE_TIMEOUT).map_err(invalid_client)?;
     check_witness(&witness, &args.jwt_role).await?;
 
     let (_, body) = store.download_stream(&args.key).await?;
@@ -199,6 +194,10 @@ async fn wait_until_applied(witness: &openbao_client::BaoClient, deadline: Insta
         }
         tokio::time::sleep(APPLIED_PROBE_INTERVAL).await;
     }
+}
+
+fn invalid_client(e: BaoError) -> ExecutorError {
+    ExecutorError::InvalidConfig(e.to_string())
 }
 
 fn classify_restore_error(bao: &openbao_client::BaoClient, err: BaoError) -> ExecutorError {

@@ -141,6 +141,51 @@ else
   log "images: leaving out s3s-fs: $s3s_fs is not built yet (S3_SERVER=s3s-fs hack/build-s3-server.sh)"
 fi
 
+# Argo CD for the lane on the hermetic node (deploy/lane/argocd.yaml), only when asked for with
+# LANE_ARGOCD=1: every test node imports every listed image at boot, and these two are ~200 MB.
+# hack/build-argocd.sh builds its inputs into the cache (≈ 5 min once, then a stamp check).
+if [[ "${LANE_ARGOCD:-0}" == 1 ]]; then
+  argocd_dir="$(bash "$HACK_DIR/build-argocd.sh")"
+  # The libraries of binaries unpacked from Debian packages under root $1: those the packages
+  # brought are found there (and come with the tree), the others from the machine (ldd), like
+  # shared_library_args. Prints the --file arguments on one line, each library once.
+  tree_library_args() {
+    local root="$1" bin listing; shift
+    for bin in "$@"; do
+      listing="$(LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu" ldd "$bin" 2>&1)" \
+        || die "ldd $bin failed: $listing"
+      [[ "$listing" != *"not found"* ]] || die "$bin needs libraries this machine lacks: $listing"
+      awk -v root="$root/" '$2 == "=>" && $3 ~ /^\// && index($3, root) != 1 { print $3 }
+                            $1 ~ /^\// { print $1 }' <<< "$listing"
+    done | sort -u | awk '{ printf "--file %s:%s:0755 ", $1, $1 }'
+  }
+  # Like upstream's image: the binary and its argocd-* links in /usr/local/bin, git (the repo
+  # server shells out to it; git-submodule is a shell script, hence busybox), CA certificates, the
+  # user argocd (999) with its home and /app/config, and no entrypoint (upstream's is tini; the
+  # manifests name the program: args [/usr/local/bin/argocd-server] etc.).
+  git_root="$argocd_dir/debian/git/root"
+  git_libs="$(tree_library_args "$git_root" "$git_root/usr/bin/git" "$git_root/usr/lib/git-core/git-remote-http" \
+    "$git_root/usr/lib/git-core/git-http-fetch" "$git_root/usr/lib/git-core/git-sh-i18n--envsubst")"
+  read -r -a git_lib_args <<< "$git_libs"
+  image --name "quay.io/argoproj/argocd:$ARGOCD_VERSION" --busybox "$BUSYBOX" --cacerts "$CA_BUNDLE" \
+    "${git_lib_args[@]}" --tree "$argocd_dir/bin:/usr/local/bin" --tree "$git_root/usr:/usr" \
+    --text "etc/passwd:root:x:0:0:root:/root:/bin/sh\nargocd:x:999:999:argocd:/home/argocd:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n" \
+    --text "etc/group:root:x:0:\nargocd:x:999:\nnogroup:x:65534:\n" \
+    --dir /home/argocd:0775:999:0 --dir /app/config/ssh --dir /app/config/tls --dir /app/config/gpg/source \
+    --dir /app/config/gpg/keys:0700:999:999 \
+    --user 999:999 --workdir /home/argocd --env USER=argocd --env HOME=/home/argocd \
+    --env GRPC_ENABLE_TXT_SERVICE_CONFIG=false --cmd '["argocd"]'
+  # Argo CD's cache like the official redis image (user redis 999, /data), from Debian's
+  # redis-server (hack/build-argocd.sh): flags as args, as upstream's manifests pass them.
+  redis_root="$argocd_dir/debian/redis/root"
+  redis_libs="$(tree_library_args "$redis_root" "$redis_root/usr/bin/redis-check-rdb" "$redis_root/usr/bin/redis-cli")"
+  read -r -a redis_lib_args <<< "$redis_libs"
+  image --name "docker.io/library/redis:$ARGOCD_REDIS_VERSION" "${redis_lib_args[@]}" --tree "$redis_root/usr:/usr" \
+    --text "etc/passwd:root:x:0:0:root:/root:/sbin/nologin\nredis:x:999:999:redis:/data:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n" \
+    --text "etc/group:root:x:0:\nredis:x:999:\nnogroup:x:65534:\n" \
+    --dir /data:0755:999:999 --user 999:999 --workdir /data --entrypoint '["redis-server"]'
+fi
+
 # Our operator, built from the workspace: the binary, exactly the glibc libraries ldd lists (and
 # the loader), CA certificates, and the non-root user 65532, like distroless/cc. Tests use the
 # debug build the test run compiles anyway (a cold release build costs 10-20 min on 2 cores);

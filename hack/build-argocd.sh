@@ -115,7 +115,7 @@ fetch_redis() {
 }
 
 # git for the repo server, which shells out to it (clone, fetch, ls-remote, submodule): Debian's
-# git without its Perl/Tk/web extras; its libraries (libcurl3-gnutls, libpcre2, zlib, expat, ...)
+# git without its Perl/Tk/web/mail extras; its libraries (libcurl3-gnutls, libpcre2, zlib, expat, ...)
 # are the machine's own git's, which hack/images.sh takes with ldd.
 fetch_git() {
   local core
@@ -125,7 +125,9 @@ fetch_git() {
   rm -rf "$core/mergetools" "$DIR/debian/git/root/usr/share/git-core/contrib" "$DIR/debian/git/root/usr/bin/scalar" \
     "$DIR/debian/git/root/usr/bin/git-shell" "$DIR/debian/git/root/usr/share/perl5" "$DIR/debian/git/root/usr/share/gitweb" \
     "$DIR/debian/git/root/usr/share/gitk" "$DIR/debian/git/root/usr/share/git-gui" "$DIR/debian/git/root/usr/share/locale"
-  rm -f "$core"/{git-instaweb,git-web--browse,git-daemon,git-http-backend,git-http-push,git-imap-send,git-shell,scalar,git-add--interactive,git-archimport,git-cvs*,git-svn,git-send-email,git-p4}
+  # Kept beyond what the repo server runs: git-daemon and git-http-backend (behind busybox httpd's
+  # CGI), so the same image can serve the lane's Git repository inside the cluster.
+  rm -f "$core"/{git-instaweb,git-web--browse,git-http-push,git-imap-send,git-shell,scalar,git-add--interactive,git-archimport,git-cvs*,git-svn,git-send-email,git-p4}
   # No dangling links: remove the links whose targets went away (the builtins all point at git).
   find "$DIR/debian/git/root" -xtype l -delete
   [[ -x "$DIR/debian/git/root/usr/bin/git" && -e "$core/git-remote-https" ]] \
@@ -138,5 +140,5 @@ exec 9>"$CACHE_ROOT/argocd/.build.lock"
 flock 9
 stamped "$DIR/.built" "$v $GOTOOLCHAIN" build_argocd
 stamped "$DIR/.redis" "redis $ARGOCD_REDIS_VERSION" fetch_redis
-stamped "$DIR/.git" "git" fetch_git
+stamped "$DIR/.git" "git with daemon and http-backend" fetch_git
 echo "$DIR"

@@ -165,7 +165,8 @@ if [[ "${LANE_ARGOCD:-0}" == 1 ]]; then
   # manifests name the program: args [/usr/local/bin/argocd-server] etc.).
   git_root="$argocd_dir/debian/git/root"
   git_libs="$(tree_library_args "$git_root" "$git_root/usr/bin/git" "$git_root/usr/lib/git-core/git-remote-http" \
-    "$git_root/usr/lib/git-core/git-http-fetch" "$git_root/usr/lib/git-core/git-sh-i18n--envsubst")"
+    "$git_root/usr/lib/git-core/git-http-fetch" "$git_root/usr/lib/git-core/git-sh-i18n--envsubst" \
+    "$git_root/usr/lib/git-core/git-daemon" "$git_root/usr/lib/git-core/git-http-backend")"
   read -r -a git_lib_args <<< "$git_libs"
   image --name "quay.io/argoproj/argocd:$ARGOCD_VERSION" --busybox "$BUSYBOX" --cacerts "$CA_BUNDLE" \
     "${git_lib_args[@]}" --tree "$argocd_dir/bin:/usr/local/bin" --tree "$git_root/usr:/usr" \

@@ -54,6 +54,15 @@ fn lane_manifests_name_the_pinned_images() -> Result<()> {
             "deploy/lane/{manifest}: the lane cluster starts on the oldest pinned OpenBao ({oldest}) so lane-upgrade has somewhere to go"
         );
     }
+    // Argo CD on the node (hack/images.sh with LANE_ARGOCD=1): every Argo CD component runs
+    // argocd's image, the cache runs redis's, both as hack/versions.env pins them.
+    let argocd = format!("quay.io/argoproj/argocd:{}", pinned("ARGOCD_VERSION")?);
+    let redis = format!("docker.io/library/redis:{}", pinned("ARGOCD_REDIS_VERSION")?);
+    let named = images_in("argocd.yaml")?;
+    ensure!(
+        named.contains(&argocd) && named.contains(&redis) && named.iter().all(|i| *i == argocd || *i == redis),
+        "deploy/lane/argocd.yaml names {named:?}, the pins are {argocd} and {redis}"
+    );
     // Images the lane fills in itself: the transit server's version, cert-manager's build.
     ensure!(
         images_in("hardened/transit.yaml")? == ["docker.io/openbao/openbao:LANE_TRANSIT_VERSION"],

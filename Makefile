@@ -1,5 +1,5 @@
 # Entry points; the scripts in hack/ and the Rust testkit do the work.
-.PHONY: apiserver-up cluster-up cluster-down test fmt clippy run crds lane-up lane-down lane-status lane-backup lane-restore lane-upgrade
+.PHONY: apiserver-up cluster-up cluster-down test fmt clippy run crds lane-up lane-down lane-status lane-backup lane-restore lane-upgrade lane-gitops
 
 apiserver-up: ## etcd + kube-apiserver on loopback; kubeconfig at .cluster/kubeconfig
 	bash hack/cluster.sh apiserver-up
@@ -33,6 +33,9 @@ lane-restore: ## rehearsal: restore KEY=<object key> (default: the newest backup
 
 lane-upgrade: ## rehearsal: upgrade the lane cluster to VERSION=<x.y.z>, probing the Gateway every 200 ms
 	bash hack/lane.sh upgrade "$(VERSION)"
+
+lane-gitops: ## rehearsal (hermetic node): Argo CD syncs an OpenBaoCluster from the lane's Git server; a re-sync writes nothing
+	bash hack/lane.sh gitops
 
 crds: ## regenerate deploy/crds.yaml and the chart's copy from the API types
 	UPDATE_CRDS=1 cargo test -q -p openbao-api --test crd_drift

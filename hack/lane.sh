@@ -16,6 +16,11 @@
 #                         cluster of the lane namespace); prints each phase; fails on Failed.
 #   hack/lane.sh upgrade VERSION  rehearsal: sets spec.version, prints each upgrade/blue-green
 #                         phase, probes the Gateway every 200 ms and watches the HTTPRoute.
+#   hack/lane.sh gitops   rehearsal (hermetic node, Argo CD on): Argo CD syncs the OpenBaoCluster
+#                         openbao-gitops from a Git repository inside the lane, twice; the second
+#                         sync must write nothing to the cluster's children and start no Job.
+# LANE_ARGOCD=1|0: Argo CD built from its Go module (hack/build-argocd.sh) behind the edge on the
+# hermetic node; on by default with the Development profile, off with the hardened one.
 # LANE_PROFILE=hardened (`make lane-up LANE_PROFILE=hardened`, docs/lane.md) runs the same lane with
 # a Hardened cluster: cert-manager issues its TLS, a second OpenBao (namespace openbao-seal) seals
 # it through its transit engine, which the servers log in to with their own service-account
@@ -180,6 +185,10 @@ load_images() {
   want=("docker.io/library/traefik:v$TRAEFIK_VERSION" "$OPERATOR_IMAGE" "docker.io/prom/prometheus:v$PROMETHEUS_VERSION")
   for v in $OPENBAO_VERSIONS; do want+=("docker.io/openbao/openbao:$v"); done
   [[ "$PROFILE" == hardened ]] && want+=("quay.io/jetstack/cert-manager-controller:$CERT_MANAGER_VERSION")
+  if argocd_wanted; then
+    list="$(LANE_ARGOCD=1 bash hack/images.sh)"
+    want+=("quay.io/argoproj/argocd:$ARGOCD_VERSION" "docker.io/library/redis:$ARGOCD_REDIS_VERSION")
+  fi
   if [[ "$store" == rustfs ]]; then
     want+=("docker.io/rustfs/rustfs:$RUSTFS_VERSION")
   else
@@ -411,6 +420,51 @@ deploy_monitoring() {
   }
 }
 
+# Argo CD on the hermetic node (deploy/lane/argocd.yaml, images from hack/build-argocd.sh): on by
+# default with the Development profile; LANE_ARGOCD=0 leaves it out, =1 adds it to the hardened lane.
+argocd_wanted() {
+  [[ "$(state_get backend)" == node ]] || return 1
+  case "${LANE_ARGOCD:-}" in
+    1) return 0 ;;
+    0) return 1 ;;
+    *) [[ "$PROFILE" != hardened ]] ;;
+  esac
+}
+
+# The admin password is generated into .lane/argocd-admin-password and goes into argocd-secret as
+# a bcrypt hash (the argocd binary hashes it from stdin), with a generated JWT signing key, by a
+# patch from a private file: nothing on a command line, nothing printed.
+deploy_node_argocd() {
+  local dir patch
+  dir="$(bash hack/build-argocd.sh)"
+  apply_crds argocd applications.argoproj.io -f "$dir/crds/"
+  wait_established applications.argoproj.io appprojects.argoproj.io
+  sed -e "s|quay.io/argoproj/argocd:v[0-9.]*|quay.io/argoproj/argocd:$ARGOCD_VERSION|" \
+    -e "s|docker.io/library/redis:[0-9.]*|docker.io/library/redis:$ARGOCD_REDIS_VERSION|" deploy/lane/argocd.yaml \
+    | kc apply -f - >/dev/null
+  state_set created_ns_argocd 1
+  lane_secret argocd-admin-password 16 >/dev/null
+  patch="$LANE_DIR/argocd-secret.patch.json"
+  (
+    umask 077
+    hash="$("$dir/bin/argocd" account bcrypt < "$LANE_DIR/argocd-admin-password" | sed 's/^Password: //')"
+    [[ "$hash" == '$2'* ]] || die "argocd account bcrypt gave no bcrypt hash"
+    printf '{"stringData":{"admin.password":"%s","admin.passwordMtime":"%s","server.secretkey":"%s"}}' \
+      "$hash" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(openssl rand -base64 32)" > "$patch"
+  )
+  kc -n argocd patch secret argocd-secret --type merge --patch-file "$patch" >/dev/null
+  rm -f "$patch"
+  local workload
+  for workload in deployment/argocd-redis deployment/argocd-repo-server statefulset/argocd-application-controller \
+    deployment/argocd-server; do
+    kc -n argocd rollout status "$workload" --timeout=300s >/dev/null || {
+      kc -n argocd logs "$workload" --all-containers --tail=20 >&2 || true
+      die "Argo CD's $workload did not become ready in 300 s (its log above)"
+    }
+  done
+  state_set created_argocd 1
+}
+
 # k3d users are online: Grafana (with charts/openbao-operator/dashboards/openbao-operator.json and the lane's
 # Prometheus as its data source) and Argo CD from their official Helm repositories, pinned in
 # hack/versions.env, each behind the edge (which terminates TLS, so both serve plain HTTP inside).
@@ -632,8 +686,11 @@ tools_behind_the_edge() {
     && echo "  https://rustfs$base/rustfs/console/   RustFS console (keys: .lane/s3-access-key, .lane/s3-secret-key)"
   [[ "$(state_get created_grafana)" == 1 ]] \
     && echo "  https://grafana$base   Grafana, dashboard \"OpenBao operator\" (admin / .lane/grafana-admin-password)"
-  [[ "$(state_get created_argocd)" == 1 ]] \
-    && echo "  https://argocd$base   Argo CD (admin; password: kubectl -n argocd get secret argocd-initial-admin-secret -o jsonpath='{.data.password}' | base64 -d)"
+  if [[ "$(state_get created_argocd)" == 1 && "$(state_get backend)" == node ]]; then
+    echo "  https://argocd$base   Argo CD API and CLI, no web UI in this build (admin / .lane/argocd-admin-password)"
+  elif [[ "$(state_get created_argocd)" == 1 ]]; then
+    echo "  https://argocd$base   Argo CD (admin; password: kubectl -n argocd get secret argocd-initial-admin-secret -o jsonpath='{.data.password}' | base64 -d)"
+  fi
   return 0
 }
 
@@ -739,10 +796,15 @@ cmd_up() {
   if [[ "$backend" == k3d ]]; then
     deploy_k3d_tools
     log "Prometheus, Grafana (dashboard \"OpenBao operator\") and Argo CD are behind the edge"
+  elif argocd_wanted; then
+    deploy_node_argocd
+    log "Prometheus (Debian's build, hack/fetch-prometheus.sh) and Argo CD $ARGOCD_VERSION (built from its Go" \
+      "module, hack/build-argocd.sh; API and CLI, no web UI) are behind the edge; Grafana is not: its server" \
+      "is on no registry this machine reaches (docs/lane.md, \"Platform tools behind the edge\")"
   else
-    log "Prometheus (Debian's build, hack/fetch-prometheus.sh) is behind the edge; Grafana and Argo CD are" \
-      "not: this machine reaches no chart repository or image registry, and neither builds from the" \
-      "registries it does reach (docs/lane.md, \"Platform tools behind the edge\")"
+    log "Prometheus (Debian's build, hack/fetch-prometheus.sh) is behind the edge; Argo CD is off" \
+      "(LANE_ARGOCD=${LANE_ARGOCD:-0}, profile $PROFILE) and Grafana's server is on no registry this machine" \
+      "reaches (docs/lane.md, \"Platform tools behind the edge\")"
   fi
   phase_done tools
 
@@ -810,7 +872,7 @@ cmd_down() {
     fi
     local release
     for release in grafana argocd; do
-      if [[ "$(state_get "created_$release")" == 1 ]]; then
+      if [[ "$backend" == k3d && "$(state_get "created_$release")" == 1 ]]; then
         "$(bash hack/fetch-helm.sh)" --kubeconfig "$LANE_KUBECONFIG" uninstall "$release" \
           --namespace "$release" --wait --timeout 180s >/dev/null 2>&1 || true
       fi
@@ -819,6 +881,9 @@ cmd_down() {
       kc delete gatewayclass lane-traefik --ignore-not-found >/dev/null
       kc delete clusterrolebinding,clusterrole lane-traefik-gateway --ignore-not-found >/dev/null
     fi
+    # Argo CD on the node (deploy/lane/argocd.yaml): its cluster-wide roles; the namespace below.
+    [[ "$backend" == node && "$(state_get created_argocd)" == 1 ]] \
+      && kc delete clusterrolebinding,clusterrole argocd-server argocd-application-controller --ignore-not-found >/dev/null
     [[ "$(state_get created_transit)" == 1 ]] \
       && kc delete clusterrolebinding lane-transit-tokenreview --ignore-not-found >/dev/null
     if [[ "$(state_get created_cert_manager)" == 1 ]]; then
@@ -855,6 +920,14 @@ cmd_down() {
         log "deleted the cert-manager CRDs (lane-up installed them)"
       else
         log "kept the cert-manager CRDs: other Certificates/Issuers use them now"
+      fi
+    fi
+    if [[ "$(state_get created_crds_argocd)" == 1 ]]; then
+      if [[ -z "$(objects_left applications.argoproj.io)" ]]; then
+        kc delete crd applications.argoproj.io applicationsets.argoproj.io appprojects.argoproj.io --ignore-not-found >/dev/null
+        log "deleted the Argo CD CRDs (lane-up installed them)"
+      else
+        log "kept the Argo CD CRDs: other Applications use them now ($(objects_left applications.argoproj.io))"
       fi
     fi
     if [[ "$(state_get created_crds_gateway)" == 1 ]]; then
@@ -1007,6 +1080,34 @@ cmd_upgrade() {
   (( rc == 0 )) || die "lane-upgrade to $version failed (see above)"
 }
 
+# --- rehearsal: GitOps with Argo CD (hermetic node) -------------------------------------------
+# The OpenBaoCluster of deploy/lane/gitops/ goes into the lane's own Git server (a git daemon in
+# namespace argocd, deploy/lane/gitops/git-server.yaml); the Application openbao-gitops syncs it.
+# Each sync is an `operation` the lane sets on the Application; the lane waits for it to succeed,
+# for Synced and for Healthy (read from the cluster's Available condition by the health check in
+# argocd-cm). Then the same sync again: the Rust side (lane gitops-resync) records every child's
+# resourceVersion and the Jobs before it and proves nothing changed after it.
+cmd_gitops() {
+  lane_attach
+  [[ "$(state_get created_argocd)" == 1 ]] \
+    || die "Argo CD is not on this lane (hermetic node with LANE_ARGOCD=1, or the Development profile)"
+  apparmor_decision "$(state_get backend)"
+  local content="$LANE_DIR/gitops"
+  rm -rf "$content"; mkdir -p "$content"
+  sed "s/LANE_APPARMOR_ENABLED/$APPARMOR/" deploy/lane/gitops/openbao-gitops.yaml > "$content/openbao-gitops.yaml"
+  kc -n argocd create configmap lane-gitops-content --from-file="$content" --dry-run=client -o yaml \
+    | kc apply -f - >/dev/null
+  sed "s|quay.io/argoproj/argocd:v[0-9.]*|quay.io/argoproj/argocd:$ARGOCD_VERSION|" deploy/lane/gitops/git-server.yaml \
+    | kc apply -f - >/dev/null
+  kc -n argocd rollout status deployment/lane-git --timeout=120s >/dev/null \
+    || die "the lane's Git server did not become ready in 120 s"
+  local out rc=0
+  out="$(cargo run -q -p testkit --bin lane -- --kubeconfig "$LANE_KUBECONFIG" --namespace "$TENANT_NS" \
+    --cluster openbao-gitops gitops --application openbao-gitops)" || rc=$?
+  record_state "$out"
+  (( rc == 0 )) || die "lane-gitops failed (see above)"
+}
+
 main() {
   KUBECTL="$(bash hack/build-kubernetes.sh apiserver)/kubectl"
   case "${1:-}" in
@@ -1016,7 +1117,8 @@ main() {
     backup) cmd_backup ;;
     restore) cmd_restore "${2:-${KEY:-}}" ;;
     upgrade) cmd_upgrade "${2:-${VERSION:-}}" ;;
-    *) die "usage: hack/lane.sh up|down|status|backup|restore [KEY]|upgrade VERSION" ;;
+    gitops) cmd_gitops ;;
+    *) die "usage: hack/lane.sh up|down|status|backup|restore [KEY]|upgrade VERSION|gitops" ;;
   esac
 }
 # One line: bash has read all of it before running, so editing this file mid-run is harmless.

@@ -26,8 +26,9 @@ pub const CLUSTER: &str = "openbao";
 pub const HOST: &str = "openbao.lane.localhost";
 /// The node's IP (testkit::node::NODE_IP) and the edge's NodePort (deploy/lane/edge.yaml).
 pub const EDGE: &str = "198.19.255.2:30443";
-pub const LANE_NAMESPACES: [&str; 5] = [
+pub const LANE_NAMESPACES: [&str; 6] = [
     "openbao",
+    "argocd",
     "storage",
     "monitoring",
     "lane-edge",

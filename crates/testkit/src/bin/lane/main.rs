@@ -9,6 +9,7 @@
 //! fails afterwards (an upgrade's probe figures explain its failure).
 
 mod backup;
+mod gitops;
 mod probe;
 mod ready;
 mod restore;
@@ -77,6 +78,14 @@ enum Cmd {
         #[arg(long)]
         ca: PathBuf,
         #[arg(long, env = "LANE_UPGRADE_TIMEOUT", default_value_t = 900)]
+        timeout_seconds: u64,
+    },
+    /// Argo CD's Application syncs the cluster (`--cluster`) from the lane's Git server twice;
+    /// the second sync must write nothing the operator owns and start no Job.
+    Gitops {
+        #[arg(long)]
+        application: String,
+        #[arg(long, env = "LANE_GITOPS_TIMEOUT", default_value_t = 600)]
         timeout_seconds: u64,
     },
 }
@@ -164,5 +173,9 @@ async fn run(cli: Cli, record: &mut Record) -> Result<()> {
             };
             upgrade::run(&lane, &version, probe, limit(timeout_seconds), record).await
         }
+        Cmd::Gitops {
+            application,
+            timeout_seconds,
+        } => gitops::run(&lane, &application, limit(timeout_seconds), record).await,
     }
 }

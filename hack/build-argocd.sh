@@ -69,9 +69,16 @@ build_argocd() {
   [[ -d "$mod/manifests/crds" ]] || die "no manifests/crds in the $MODULE module at '$mod'"
   cp "$mod"/manifests/crds/*-crd.yaml "$DIR.tmp/crds/"
   chmod 0644 "$DIR.tmp"/crds/*.yaml
-  rm -rf "$DIR/bin" "$DIR/crds"
+  rm -rf "$DIR/bin" "$DIR/crds" "$DIR/.verify-wrapper"
   mv "$DIR.tmp/bin" "$DIR.tmp/crds" "$DIR/"
   rm -rf "$DIR.tmp"
+}
+
+# The repo server runs the module's hack/git-verify-wrapper.sh (on PATH) for every revision it
+# renders, whatever ARGOCD_GPG_ENABLED says; upstream's image installs it beside the binary.
+copy_verify_wrapper() {
+  local mod; mod="$(module_dir "$MODULE" "$v")"
+  install -m 0755 "$mod/hack/git-verify-wrapper.sh" "$DIR/bin/git-verify-wrapper.sh"
 }
 
 # Unpacks Debian packages $2... into $1/root (nothing installed on the machine), without docs.
@@ -139,6 +146,7 @@ mkdir -p "$DIR"
 exec 9>"$CACHE_ROOT/argocd/.build.lock"
 flock 9
 stamped "$DIR/.built" "$v $GOTOOLCHAIN" build_argocd
+stamped "$DIR/.verify-wrapper" "hack/git-verify-wrapper.sh of $v" copy_verify_wrapper
 stamped "$DIR/.redis" "redis $ARGOCD_REDIS_VERSION" fetch_redis
 stamped "$DIR/.git" "git with daemon and http-backend" fetch_git
 echo "$DIR"

@@ -59,6 +59,8 @@ TRANSIT_KEY=openbao-unseal
 TRANSIT_ROLE=openbao-lane
 SERVER_SERVICE_ACCOUNT=openbao-serviceaccount
 TRANSIT_LOGIN_AUDIENCE=openbao-operator.openbao.org/transit/openbao/openbao
+# The lane's Git server for the GitOps rehearsal (deploy/lane/gitops/, the Application's repoURL).
+GITOPS_REPO=git://lane-git.argocd.svc:9418/lane.git
 mkdir -p "$LANE_DIR"
 chmod 700 "$LANE_DIR"
 
@@ -447,7 +449,8 @@ deploy_node_argocd() {
   patch="$LANE_DIR/argocd-secret.patch.json"
   (
     umask 077
-    hash="$("$dir/bin/argocd" account bcrypt < "$LANE_DIR/argocd-admin-password" | sed 's/^Password: //')"
+    # It reads one line from stdin (the file has no newline of its own).
+    hash="$(printf '%s\n' "$(cat "$LANE_DIR/argocd-admin-password")" | "$dir/bin/argocd" account bcrypt | sed 's/^Password: //')"
     [[ "$hash" == '$2'* ]] || die "argocd account bcrypt gave no bcrypt hash"
     printf '{"stringData":{"admin.password":"%s","admin.passwordMtime":"%s","server.secretkey":"%s"}}' \
       "$hash" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(openssl rand -base64 32)" > "$patch"
@@ -1101,6 +1104,14 @@ cmd_gitops() {
     | kc apply -f - >/dev/null
   kc -n argocd rollout status deployment/lane-git --timeout=120s >/dev/null \
     || die "the lane's Git server did not become ready in 120 s"
+  # The repo server must reach it before the Application exists: a first comparison against a
+  # Service not yet routed hangs for a minute before it fails.
+  local deadline=$(( $(date +%s) + 120 ))
+  until kc -n argocd exec deploy/argocd-repo-server -- git ls-remote --heads "$GITOPS_REPO" >/dev/null 2>&1; do
+    (( $(date +%s) < deadline )) || die "Argo CD's repo server does not reach $GITOPS_REPO after 120 s"
+    sleep 1
+  done
+  kc apply -f deploy/lane/gitops/application.yaml >/dev/null
   local out rc=0
   out="$(cargo run -q -p testkit --bin lane -- --kubeconfig "$LANE_KUBECONFIG" --namespace "$TENANT_NS" \
     --cluster openbao-gitops gitops --application openbao-gitops)" || rc=$?

@@ -130,3 +130,25 @@ fn every_install_names_the_cluster_role_the_operator_binds() -> Result<()> {
     );
     Ok(())
 }
+
+/// The GitOps rehearsal's Application reads the Git server the lane waits for (hack/lane.sh's
+/// GITOPS_REPO, served by deploy/lane/gitops/git-server.yaml's Service lane-git).
+#[test]
+fn the_gitops_application_reads_the_lanes_git_server() -> Result<()> {
+    let lane = std::fs::read_to_string(repo_root().join("hack/lane.sh"))?;
+    let repo = lane
+        .lines()
+        .find_map(|l| l.strip_prefix("GITOPS_REPO="))
+        .context("hack/lane.sh sets no GITOPS_REPO")?;
+    let application = std::fs::read_to_string(repo_root().join("deploy/lane/gitops/application.yaml"))?;
+    ensure!(
+        application.contains(&format!("repoURL: {repo}\n")),
+        "deploy/lane/gitops/application.yaml's repoURL is not hack/lane.sh's GITOPS_REPO ({repo})"
+    );
+    let server = std::fs::read_to_string(repo_root().join("deploy/lane/gitops/git-server.yaml"))?;
+    ensure!(
+        repo.starts_with("git://lane-git.argocd.svc:9418/") && server.contains("name: lane-git\n  namespace: argocd"),
+        "GITOPS_REPO {repo} is not the Service lane-git of deploy/lane/gitops/git-server.yaml"
+    );
+    Ok(())
+}

@@ -104,18 +104,22 @@ async fn argocd_through_the_edge(ca: &[u8]) -> Result<(reqwest::Client, String, 
         .build()?;
     let base = format!("https://{host}:{}", EDGE.rsplit(':').next().unwrap_or_default());
     let password = String::from_utf8(read(&lane_dir().join("argocd-admin-password"))?)?;
-    let token = wait_for("an Argo CD admin login through the Gateway", Duration::from_secs(60), async || {
-        let response = http
-            .post(format!("{base}/api/v1/session"))
-            .json(&json!({"username": "admin", "password": password.trim()}))
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Ok(None);
-        }
-        let body: serde_json::Value = response.json().await?;
-        Ok(body["token"].as_str().map(String::from))
-    })
+    let token = wait_for(
+        "an Argo CD admin login through the Gateway",
+        Duration::from_secs(60),
+        async || {
+            let response = http
+                .post(format!("{base}/api/v1/session"))
+                .json(&json!({"username": "admin", "password": password.trim()}))
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                return Ok(None);
+            }
+            let body: serde_json::Value = response.json().await?;
+            Ok(body["token"].as_str().map(String::from))
+        },
+    )
     .await?;
     let wrong = http
         .post(format!("{base}/api/v1/session"))

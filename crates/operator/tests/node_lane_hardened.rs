@@ -190,8 +190,10 @@ async fn the_hardened_lane_comes_up_and_its_rehearsals_pass() -> Result<()> {
         "lane-restore of {key} into the lane cluster: {:.1?}",
         restore_began.elapsed()
     );
-    // Tokens issued before the restore are gone with the data they lived in: log in again (the
-    // servers may still be taking the restored data in).
+    // Tokens issued before the restore are gone with the data they lived in: log in again. The
+    // restore reports Completed once the active server has the snapshot in place (its executor
+    // waits for that: OpenBao answers the restore call before it installs the snapshot); the
+    // login may still land on a standby that does not know the active server yet.
     let token = wait_for(
         "an admin login after the restore",
         Duration::from_secs(60),

@@ -33,8 +33,12 @@ const REVISION: &str = "main";
 
 pub async fn run(lane: &Lane, application: &str, limit: Duration, record: &mut Record) -> Result<()> {
     let apps = applications(lane);
+    compared(&apps, application, limit).await?;
     let clock = Clock::start();
-    say(format!("sync 1 of Application {ARGOCD_NAMESPACE}/{application} (creates {})", lane.cluster));
+    say(format!(
+        "sync 1 of Application {ARGOCD_NAMESPACE}/{application} (creates {})",
+        lane.cluster
+    ));
     sync(&apps, application, limit).await?;
     crate::ready::wait(lane, &[conditions::AVAILABLE.to_string()], limit).await?;
     let healthy = wait_synced_healthy(&apps, application, limit).await?;
@@ -78,6 +82,55 @@ fn text<'a>(object: &'a DynamicObject, pointer: &str) -> &'a str {
     object.data.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// Waits until Argo CD has compared the Application with its Git source: the lane's Git server
+/// is new, and a comparison made before its Service answers fails (`ComparisonError`) and is
+/// not repeated before the next refresh, so this asks for refreshes (the annotation the
+/// controller removes once it has refreshed) until one succeeds.
+async fn compared(apps: &Api<DynamicObject>, application: &str, limit: Duration) -> Result<()> {
+    const REFRESH: &str = "argocd.argoproj.io/refresh";
+    let deadline = tokio::time::Instant::now() + limit;
+    let clock = Clock::start();
+    let mut said = String::new();
+    loop {
+        let app = apps.get(application).await.context("the Application")?;
+        let sync = text(&app, "/status/sync/status");
+        let failed: Vec<&str> = app
+            .data
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| c["type"] == "ComparisonError")
+            .filter_map(|c| c["message"].as_str())
+            .collect();
+        if matches!(sync, "OutOfSync" | "Synced") && failed.is_empty() {
+            say(format!(
+                "{}s: Argo CD compared {application} with Git: {sync}",
+                clock.seconds()
+            ));
+            return Ok(());
+        }
+        let now = format!("sync {sync:?}, {failed:?}");
+        if now != said {
+            say(format!("{}s: not compared yet: {now}", clock.seconds()));
+            said = now;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "Argo CD did not compare {application} with Git in {}s: sync {sync:?}, {failed:?}",
+                limit.as_secs()
+            );
+        }
+        if !app.annotations().contains_key(REFRESH) {
+            let refresh = json!({"metadata": {"annotations": {REFRESH: "hard"}}});
+            apps.patch(application, &PatchParams::default(), &Patch::Merge(&refresh))
+                .await
+                .context("asking for a refresh")?;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Starts a sync of [`REVISION`] and waits until the controller has run it; fails unless it
 /// succeeded.
 async fn sync(apps: &Api<DynamicObject>, application: &str, limit: Duration) -> Result<()> {
@@ -91,7 +144,9 @@ async fn sync(apps: &Api<DynamicObject>, application: &str, limit: Duration) -> 
         .await
         .context("setting the sync operation")?;
     follow(apps.clone(), application, limit, |app| {
-        let Some(app) = app else { bail!("the Application {application} is gone") };
+        let Some(app) = app else {
+            bail!("the Application {application} is gone")
+        };
         let started = text(app, "/status/operationState/startedAt");
         let phase = text(app, "/status/operationState/phase");
         let message = text(app, "/status/operationState/message");
@@ -110,7 +165,9 @@ async fn sync(apps: &Api<DynamicObject>, application: &str, limit: Duration) -> 
 /// Waits for `Synced` and `Healthy`; returns the revision it is synced at.
 async fn wait_synced_healthy(apps: &Api<DynamicObject>, application: &str, limit: Duration) -> Result<String> {
     follow(apps.clone(), application, limit, |app| {
-        let Some(app) = app else { bail!("the Application {application} is gone") };
+        let Some(app) = app else {
+            bail!("the Application {application} is gone")
+        };
         let sync = text(app, "/status/sync/status");
         let health = text(app, "/status/health/status");
         Ok(if sync == "Synced" && health == "Healthy" {
@@ -123,8 +180,8 @@ async fn wait_synced_healthy(apps: &Api<DynamicObject>, application: &str, limit
     .await
 }
 
-/// The resourceVersion of everything the operator owns for the cluster, of the cluster object,
-/// and the Jobs of the namespace.
+/// The resourceVersion of everything the operator owns for the cluster and of the cluster
+/// object, and the cluster's Jobs.
 struct Owned {
     cluster: String,
     children: BTreeMap<String, String>,
@@ -146,11 +203,14 @@ impl Owned {
         owned_by::<PodDisruptionBudget>(lane, &uid, &mut children).await?;
         owned_by::<NetworkPolicy>(lane, &uid, &mut children).await?;
         ensure!(!children.is_empty(), "no object owned by {} found", lane.cluster);
-        let jobs = lane.api::<Job>().list(&ListParams::default()).await?;
+        // The cluster's Jobs (backup, upgrade, restore) are owned by it too; the lane cluster's
+        // scheduled backups in the same namespace are not this cluster's.
+        let mut jobs = BTreeMap::new();
+        owned_by::<Job>(lane, &uid, &mut jobs).await?;
         Ok(Self {
             cluster: cluster.resource_version().unwrap_or_default(),
             children,
-            jobs: jobs.items.iter().map(|j| j.name_any()).collect(),
+            jobs: jobs.into_keys().collect(),
         })
     }
 
@@ -174,7 +234,7 @@ impl Owned {
             changed.push(format!("{name}: new"));
         }
         for job in later.jobs.iter().filter(|j| !self.jobs.contains(j)) {
-            changed.push(format!("Job {job}: new"));
+            changed.push(format!("{job}: new"));
         }
         changed
     }
@@ -211,15 +271,23 @@ mod tests {
 
     #[test]
     fn names_every_write_new_object_and_job() {
-        let before = owned("10", &[("Secret a", "1"), ("Service b", "2"), ("ConfigMap c", "3")], &["old"]);
+        let before = owned(
+            "10",
+            &[("Secret a", "1"), ("Service b", "2"), ("ConfigMap c", "3")],
+            &["Job old"],
+        );
         assert!(before.changes(&before).is_empty());
-        let after = owned("11", &[("Secret a", "1"), ("Service b", "5"), ("Role d", "7")], &["old", "new"]);
+        let after = owned(
+            "11",
+            &[("Secret a", "1"), ("Service b", "5"), ("Role d", "7")],
+            &["Job old", "Job new"],
+        );
         assert_eq!(
             before.changes(&after),
             [
                 "the cluster object: resourceVersion 10 -> 11",
-                "Service b: resourceVersion 2 -> 5",
                 "ConfigMap c: gone",
+                "Service b: resourceVersion 2 -> 5",
                 "Role d: new",
                 "Job new: new",
             ]

@@ -21,3 +21,4 @@ timed bash hack/fetch-openbao.sh
 timed bash hack/fetch-gateway-api-crds.sh
 timed bash hack/fetch-traefik.sh
 timed bash hack/fetch-prometheus.sh
+timed bash hack/build-argocd.sh

@@ -183,12 +183,13 @@ load_images() {
   fi
   local socket want name archive list
   socket="$(state_get node_dir)/containerd/containerd.sock"
-  list="$(bash hack/images.sh)"
+  local argocd=0
+  argocd_wanted && argocd=1
+  list="$(LANE_ARGOCD=$argocd bash hack/images.sh)"
   want=("docker.io/library/traefik:v$TRAEFIK_VERSION" "$OPERATOR_IMAGE" "docker.io/prom/prometheus:v$PROMETHEUS_VERSION")
   for v in $OPENBAO_VERSIONS; do want+=("docker.io/openbao/openbao:$v"); done
   [[ "$PROFILE" == hardened ]] && want+=("quay.io/jetstack/cert-manager-controller:$CERT_MANAGER_VERSION")
-  if argocd_wanted; then
-    list="$(LANE_ARGOCD=1 bash hack/images.sh)"
+  if (( argocd )); then
     want+=("quay.io/argoproj/argocd:$ARGOCD_VERSION" "docker.io/library/redis:$ARGOCD_REDIS_VERSION")
   fi
   if [[ "$store" == rustfs ]]; then

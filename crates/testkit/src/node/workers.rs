@@ -122,7 +122,7 @@ pub async fn add(root: &Path, count: u8, scheduling: Scheduling) -> Result<Vec<W
 
 /// Starts `worker`'s processes (creating its namespace, cgroups, files and Node when missing,
 /// the Node with `scheduling`) and waits until its Node is Ready. Its processes are started only
-/// if they are not running.
+/// if they are not all running; any that run are killed first.
 pub async fn start(root: &Path, worker: &Worker, scheduling: Scheduling) -> Result<()> {
     let began = Instant::now();
     let layout = Layout::new(root);
@@ -130,6 +130,10 @@ pub async fn start(root: &Path, worker: &Worker, scheduling: Scheduling) -> Resu
     if is_running(root, worker) {
         return wait_until_ready(&client, worker, &mut || Ok(())).await;
     }
+    // Some of its daemons may still run (a start that failed midway, or one daemon died): new
+    // ones beside them would fight over their sockets and ports, so what is left goes first, as
+    // after a power loss (its disk and Node stay). Nothing to kill on a first start.
+    kill(root, worker)?;
     let inputs = super::Inputs::read(root)?;
     let paths = NodePaths::new(&worker.dir(root));
     let identity = worker.identity();

@@ -37,8 +37,8 @@ use testkit::probe::{Exec, Reach, pod_ip, start_pod};
 mod node_lane_common;
 use node_lane_common::metrics::{Expect, PROMETHEUS_HOST, Prometheus, Traffic};
 use node_lane_common::{
-    CLUSTER, EDGE, HOST, LaneGuard, TENANT_NS, admin_jwt, condition, edge_client, lane, lane_dir, login,
-    namespaces_gone, node_without_lane, policies, read, route_accepted, state,
+    CLUSTER, EDGE, HOST, LaneGuard, TENANT_NS, admin_jwt, behind_the_edge, condition, edge_client, lane, lane_dir,
+    login, namespaces_gone, node_without_lane, policies, read, route_accepted, state,
 };
 
 /// The RustFS console sits behind the same Gateway (`https://rustfs.lane.localhost:30443`), with
@@ -52,16 +52,8 @@ async fn store_console_answers(ca: &[u8]) -> Result<()> {
         eprintln!("store console NOT checked: the lane runs {store:?}, which has no console (RustFS is not built)");
         return Ok(());
     }
-    let host = "rustfs.lane.localhost";
-    let http = reqwest::Client::builder()
-        .resolve(host, EDGE.parse()?)
-        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca)?)
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let base = format!(
-        "https://{host}:{}/rustfs/console",
-        EDGE.rsplit(':').next().unwrap_or_default()
-    );
+    let (http, edge) = behind_the_edge("rustfs.lane.localhost", ca)?;
+    let base = format!("{edge}/rustfs/console");
     let version = wait_for(
         "the RustFS console through the Gateway",
         Duration::from_secs(60),
@@ -93,16 +85,10 @@ async fn store_console_answers(ca: &[u8]) -> Result<()> {
 
 /// Argo CD behind the same Gateway (`https://argocd.lane.localhost:30443`), lane CA verified: the
 /// admin login with the password the lane generated gives a session token, with which the API
-/// answers. Returns a client and the token. Its web UI is not in this build (docs/lane.md says
-/// why): the test prints what `/` answers.
+/// answers. Returns the client, the base URL and the token. Its web UI is not in this build
+/// (docs/lane.md says why): the test prints what `/` answers.
 async fn argocd_through_the_edge(ca: &[u8]) -> Result<(reqwest::Client, String, String)> {
-    let host = "argocd.lane.localhost";
-    let http = reqwest::Client::builder()
-        .resolve(host, EDGE.parse()?)
-        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca)?)
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let base = format!("https://{host}:{}", EDGE.rsplit(':').next().unwrap_or_default());
+    let (http, base) = behind_the_edge("argocd.lane.localhost", ca)?;
     let password = String::from_utf8(read(&lane_dir().join("argocd-admin-password"))?)?;
     let token = wait_for(
         "an Argo CD admin login through the Gateway",

@@ -3,7 +3,7 @@
 //! against it: every query of every panel runs on the real Prometheus scraping the real operator
 //! and the lane cluster's real OpenBao servers.
 
-use super::{EDGE, edge_url, read};
+use super::{edge_url, read};
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -38,16 +38,8 @@ pub struct Prometheus {
 impl Prometheus {
     /// `https://prometheus.lane.localhost:30443` at the edge, trusting only the lane CA.
     pub fn through_edge(ca: &[u8]) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .resolve(PROMETHEUS_HOST, EDGE.parse()?)
-            .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca)?)
-            .timeout(Duration::from_secs(10))
-            .build()?;
-        let port = EDGE.rsplit(':').next().unwrap_or_default();
-        Ok(Self {
-            http,
-            base: format!("https://{PROMETHEUS_HOST}:{port}"),
-        })
+        let (http, base) = super::behind_the_edge(PROMETHEUS_HOST, ca)?;
+        Ok(Self { http, base })
     }
 
     /// The instant-query result vector of `expr`; an error for anything but `status: success`.

@@ -150,6 +150,18 @@ pub fn edge_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
     Ok(builder.build()?)
 }
 
+/// A tool behind the edge at `host` (e.g. `argocd.lane.localhost`): a client that reaches it at
+/// the edge's address trusting only the lane CA `ca_pem`, and its base URL.
+pub fn behind_the_edge(host: &str, ca_pem: &[u8]) -> Result<(reqwest::Client, String)> {
+    let http = reqwest::Client::builder()
+        .resolve(host, EDGE.parse()?)
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca_pem)?)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let base = format!("https://{host}:{}", EDGE.rsplit(':').next().unwrap_or_default());
+    Ok((http, base))
+}
+
 /// `https://openbao.lane.localhost:30443` (what `edge_client` resolves to the edge).
 pub fn edge_url() -> String {
     format!("https://{HOST}:{}", EDGE.rsplit(':').next().unwrap_or_default())

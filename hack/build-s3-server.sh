@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Prints "<kind> <path>" of a real S3-compatible server for the tests:
-#   - "rustfs <path>" when hack/build-rustfs.sh has finished its (hour-long) build, else
+#   - "rustfs <path>" when hack/build-rustfs.sh has finished its (long) build, else
 #   - "s3s-fs <path>": s3s-fs built from crates.io into the user cache (a few minutes, once).
 # Idempotent and safe to run concurrently; the build output goes to stderr.
-# S3_SERVER=s3s-fs (e.g. `S3_SERVER=s3s-fs cargo test`) uses s3s-fs even when RustFS is built.
+# S3_SERVER=s3s-fs (e.g. `S3_SERVER=s3s-fs cargo test`) uses s3s-fs even when RustFS is built;
+# S3_SERVER=rustfs fails unless RustFS is built.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RUSTFS_BIN="$CACHE_ROOT/rustfs/$RUSTFS_VERSION/bin/rustfs"
@@ -11,6 +12,7 @@ if [[ "${S3_SERVER:-}" != "s3s-fs" && -x "$RUSTFS_BIN" ]]; then
   echo "rustfs $RUSTFS_BIN"
   exit 0
 fi
+[[ "${S3_SERVER:-}" != rustfs ]] || die "S3_SERVER=rustfs, but RustFS is not built (hack/build-rustfs.sh)"
 
 DIR="$CACHE_ROOT/s3s-fs/$S3S_FS_VERSION"
 if [[ ! -x "$DIR/bin/s3s-fs" ]]; then

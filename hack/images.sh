@@ -105,7 +105,7 @@ image --name "docker.io/prom/prometheus:v$prometheus_version" --busybox "$BUSYBO
 
 # RustFS like the official image (binary in /usr/bin, the `rustfs` user 10001 owning /data and
 # /logs, the same defaults), from hack/build-rustfs.sh's cached build. That build takes over an
-# hour, so nothing here starts it: without it the image is left out of the list.
+# hour (bench/rustfs-build.md), so nothing here starts it: without it the image is left out of the list.
 rustfs="$CACHE_ROOT/rustfs/$RUSTFS_VERSION/bin/rustfs"
 if [[ -x "$rustfs" ]]; then
   rustfs_libs="$(shared_library_args "$rustfs")"
@@ -121,7 +121,7 @@ if [[ -x "$rustfs" ]]; then
     --user 10001:10001 --entrypoint '["/entrypoint.sh"]' --cmd '["rustfs"]'
 else
   log "images: leaving out docker.io/rustfs/rustfs:$RUSTFS_VERSION: $rustfs is not built yet" \
-    "(hack/build-rustfs.sh builds it in about 75 minutes; start it in the background)"
+    "(hack/build-rustfs.sh: 97 CPU-minutes; start it in the background with --idle)"
 fi
 
 # s3s-fs, the lane's S3 store until RustFS is cached: hack/build-s3-server.sh's build (a few

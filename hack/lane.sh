@@ -294,7 +294,7 @@ pick_store() {
     STORE=rustfs; STORE_WHY="hack/build-rustfs.sh's build of RustFS $RUSTFS_VERSION is cached"
   else
     STORE=s3s-fs
-    STORE_WHY="RustFS $RUSTFS_VERSION is not built yet (hack/build-rustfs.sh, about 75 min on 2 cores);"
+    STORE_WHY="RustFS $RUSTFS_VERSION is not built yet (hack/build-rustfs.sh: 97 CPU-minutes, bench/rustfs-build.md);"
     STORE_WHY+=" s3s-fs $S3S_FS_VERSION is a real S3 server on the S3 library RustFS uses"
     [[ "${LANE_STORE:-}" == s3s-fs ]] && STORE_WHY="LANE_STORE=s3s-fs"
     # Builds it once (a few minutes) so that hack/images.sh can package it.

@@ -9,8 +9,13 @@ OPENBAO_OPERATOR_K8S_BIN="$(bash hack/build-kubernetes.sh apiserver)"
 export OPENBAO_OPERATOR_K8S_BIN
 bash hack/fetch-openbao.sh >/dev/null
 bash hack/fetch-gateway-api-crds.sh >/dev/null
-# The real S3 server of the backup tests: cached RustFS when built, else s3s-fs (prints which).
-log "S3 server for the backup tests: $(bash hack/build-s3-server.sh)"
+# The real S3 server of the backup tests and the lane: cached RustFS when built, else s3s-fs
+# (prints which). Chosen once for the whole run, so that a RustFS build finishing in the
+# background (.ci/run) cannot switch stores between one test and the next.
+s3_server="$(bash hack/build-s3-server.sh)"
+log "S3 server for the backup tests and the lane: $s3_server"
+export S3_SERVER="${s3_server%% *}"
+if [[ "$S3_SERVER" == s3s-fs ]]; then export LANE_STORE=s3s-fs; fi
 # cert-manager (our main over its Go module) and its CRDs, for the External TLS tests.
 bash hack/build-cert-manager.sh >/dev/null
 # Node-mode tests share one real single-node cluster; start it unless one is already up, and

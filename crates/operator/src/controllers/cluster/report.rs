@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use openbao_api::{OpenBaoCluster, OpenBaoClusterStatus};
+use openbao_api::{ClusterPhase, OpenBaoCluster, OpenBaoClusterStatus};
 
 use super::Error;
 use super::status::{self, Observed};
@@ -43,10 +43,7 @@ pub(super) async fn publish_events(
         ));
     }
     if previous.phase != current.phase {
-        events.push((
-            "PhaseChanged".into(),
-            format!("phase {:?} -> {:?}", previous.phase, current.phase),
-        ));
+        events.push(("PhaseChanged".into(), phase_change(previous.phase, current.phase)));
     }
     let upgrade_phase = |s: &OpenBaoClusterStatus| s.upgrade.as_ref().map(|u| u.phase).unwrap_or_default();
     if upgrade_phase(previous) != upgrade_phase(current) {
@@ -76,5 +73,33 @@ pub(super) async fn publish_events(
     let writer = Writer::new(ctx, reference.namespace.as_deref().unwrap_or_default());
     for (type_, reason, note) in all {
         writer.event(&reference, type_, &reason, &note, "Reconcile").await;
+    }
+}
+
+/// The note of a `PhaseChanged` Event, in the phase names `status.phase` shows.
+fn phase_change(from: Option<ClusterPhase>, to: Option<ClusterPhase>) -> String {
+    let name = |p: Option<ClusterPhase>| p.map_or_else(|| "none".to_string(), |p| format!("{p:?}"));
+    match from {
+        None => format!("phase {}", name(to)),
+        Some(_) => format!("phase {} -> {}", name(from), name(to)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::phase_change;
+    use openbao_api::ClusterPhase;
+
+    #[test]
+    fn phase_events_name_the_phases_as_the_status_does() {
+        assert_eq!(
+            phase_change(None, Some(ClusterPhase::Initializing)),
+            "phase Initializing"
+        );
+        assert_eq!(
+            phase_change(Some(ClusterPhase::Degraded), Some(ClusterPhase::Running)),
+            "phase Degraded -> Running"
+        );
+        assert_eq!(phase_change(Some(ClusterPhase::Running), None), "phase Running -> none");
     }
 }

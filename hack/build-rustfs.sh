@@ -9,8 +9,8 @@
 #
 #   hack/build-rustfs.sh            build in the foreground (1,162 build units)
 #   hack/build-rustfs.sh --idle     the same at idle CPU and I/O priority, only if no other build
-#                                   runs; what `.ci/run` starts in the background when RustFS is
-#                                   not cached, so that it uses only what the tests leave idle
+#                                   runs: in the background beside other work, it uses only the
+#                                   cores that work leaves idle
 #   hack/build-rustfs.sh --status   "built <path>" or "not built: <n> of <m> build units done"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DIR="$CACHE_ROOT/rustfs/$RUSTFS_VERSION"
@@ -51,7 +51,7 @@ if [[ ! -x "$DIR/bin/rustfs" ]]; then
   rm -rf "$DIR.tmp"
   # --locked: without it an rsa/pkcs1 mismatch breaks the build; the crate declares a newer rustc.
   # Its own CARGO_HOME: a build starved at idle priority must never hold the package-cache lock
-  # that the run's own cargo commands wait for.
+  # that other cargo commands (the tests', CI's) wait for.
   CARGO_HOME="$CACHE_ROOT/rustfs/cargo-home" CARGO_TARGET_DIR="$TARGET" CARGO_INCREMENTAL=0 \
     CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
     cargo install "rustfs@$RUSTFS_VERSION" --bin rustfs --locked --ignore-rust-version --no-default-features \

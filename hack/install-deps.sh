@@ -5,8 +5,6 @@ need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v gcc >/dev/null || need+=(gcc)
 command -v jq >/dev/null || need+=(jq)
-# protoc: RustFS's build (hack/build-rustfs.sh) compiles its protocol buffers.
-command -v protoc >/dev/null || need+=(protobuf-compiler)
 # The browser checks (crates/testkit/src/browser.rs): headless Chromium, its WebDriver server, and
 # certutil for the per-session NSS database that trusts the test CA. Recommends are skipped: they
 # are desktop services (printing, avahi, upower) a headless browser does not use.

@@ -11,7 +11,7 @@ bash hack/fetch-openbao.sh >/dev/null
 bash hack/fetch-gateway-api-crds.sh >/dev/null
 # The real S3 server of the backup tests and the lane: cached RustFS when built, else s3s-fs
 # (prints which). Chosen once for the whole run, so that a RustFS build finishing in the
-# background (.ci/run) cannot switch stores between one test and the next.
+# background (`hack/build-rustfs.sh --idle`) cannot switch stores between one test and the next.
 s3_server="$(bash hack/build-s3-server.sh)"
 log "S3 server for the backup tests and the lane: $s3_server"
 export S3_SERVER="${s3_server%% *}"

@@ -24,9 +24,13 @@ if [[ "$mode" == --status ]]; then
     # cargo makes a fingerprint directory for every unit of the build at its start and writes
     # the unit's .json into it once the unit is compiled.
     fp="$TARGET/release/.fingerprint"
-    done_units=$(find "$fp" -name '*.json' 2>/dev/null | wc -l)
-    all_units=$(find "$fp" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)
-    echo "not built: $done_units of $all_units build units done"
+    if [[ -d "$fp" ]]; then
+      done_units=$(find "$fp" -name '*.json' | wc -l)
+      all_units=$(find "$fp" -mindepth 1 -maxdepth 1 -type d | wc -l)
+      echo "not built: $done_units of $all_units build units done"
+    else
+      echo "not built: no build started (hack/build-rustfs.sh)"
+    fi
   fi
   exit 0
 fi
